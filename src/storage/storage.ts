@@ -1,0 +1,38 @@
+/**
+ * What the engine needs from a file or block device.
+ *
+ * Invariants:
+ * - `size` is the apparent size in bytes (block devices: the device size, never from fstat).
+ * - `dataExtents` never omits data: a range it leaves out reads as zeros. Without
+ *   SEEK_DATA (fallback) it returns the whole range as one extent and the engine's
+ *   zero detection finds the holes.
+ * - Only a store opened for writing accepts write, punchHole, setSize and sync.
+ */
+export interface Extent {
+  readonly offset: number;
+  readonly length: number;
+}
+
+export type StorageKind = "file" | "block-device";
+
+/** How a hole was made: a real hole (fallocate, discard) or zeros written (fallback). */
+export type HoleMethod = "punched" | "zeroed";
+
+export interface Storage extends AsyncDisposable {
+  readonly path: string;
+  readonly kind: StorageKind;
+  /** Current apparent size in bytes; follows setSize. */
+  readonly size: number;
+  /** Data extents intersecting [start, end), clipped to it, ascending, non-overlapping. */
+  dataExtents(start: number, end: number): Promise<Extent[]>;
+  /** Reads up to buf.length bytes at position; returns the count (short only at end of file). */
+  read(buf: Uint8Array, position: number): Promise<number>;
+  /** Writes all of buf at position. */
+  write(buf: Uint8Array, position: number): Promise<void>;
+  /** Makes [position, position+length) read as zeros, as a hole where the platform can. */
+  punchHole(position: number, length: number): Promise<HoleMethod>;
+  /** Files: truncate or extend (sparse). Block devices: refuses a size above the device size. */
+  setSize(size: number): Promise<void>;
+  /** fsync (files) or the device flush. */
+  sync(): Promise<void>;
+}
