@@ -1,0 +1,268 @@
+/**
+ * `Storage` over an open OS file descriptor: a regular file or a block device.
+ *
+ * Invariants:
+ * - The descriptor stays open until every read/write/sync started before dispose has
+ *   settled; dispose then closes it and runs `release` (unlock) exactly once.
+ * - Positional I/O only (pread/pwrite through node:fs callbacks); the descriptor's file
+ *   position is used by nothing but lseek(SEEK_DATA/SEEK_HOLE), so they do not interfere.
+ * - With `libc` null (portable path): dataExtents returns the whole range as one extent and
+ *   punchHole writes zeros; both are still correct, only slower and less sparse.
+ * - Block devices never change size; `size` stays the device size.
+ */
+import fs from "node:fs";
+import { type ByteRange, type Libc } from "../platform/libc.ts";
+import type { Extent, HoleMethod, Storage, StorageKind } from "./storage.ts";
+import { isStorageError, storageError } from "./storage-error.ts";
+
+const ENXIO = 6;
+const EINVAL = 22;
+const ENOSYS = 38;
+const ENOTTY = 25;
+const EOPNOTSUPP = 95;
+const UNSUPPORTED = new Set([-EOPNOTSUPP, -ENOSYS, -ENOTTY, -EINVAL]);
+
+/** Zeros written by the portable hole path; never written to. */
+const ZEROS = new Uint8Array(1 << 20);
+/** Block-device zeroing is done in steps this big, yielding to the event loop between them. */
+const DEVICE_ZERO_STEP = 256 * 1024 * 1024;
+/** Block-device discard/zero-out ranges are aligned to this (any logical block size divides it). */
+const DEVICE_ALIGN = 4096;
+
+export interface FdStorageInit {
+  readonly path: string;
+  readonly kind: StorageKind;
+  readonly fd: number;
+  readonly size: number;
+  readonly writable: boolean;
+  /** FFI bindings, or null for the portable path. */
+  readonly libc: Libc | null;
+  /** Releases the lock; called once, after the descriptor is closed. */
+  readonly release?: () => void;
+}
+
+function pread(fd: number, buf: Uint8Array, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    fs.read(fd, buf, 0, buf.length, position, (err, n) => err ? reject(err) : resolve(n))
+  );
+}
+
+function pwrite(fd: number, buf: Uint8Array, position: number): Promise<number> {
+  return new Promise((resolve, reject) =>
+    fs.write(fd, buf, 0, buf.length, position, (err, n) => err ? reject(err) : resolve(n))
+  );
+}
+
+function callback(run: (cb: (err: Error | null) => void) => void): Promise<void> {
+  return new Promise((resolve, reject) => run((err) => err ? reject(err) : resolve()));
+}
+
+export class FdStorage implements Storage {
+  readonly path: string;
+  readonly kind: StorageKind;
+  readonly #fd: number;
+  readonly #writable: boolean;
+  readonly #libc: Libc | null;
+  readonly #release: (() => void) | undefined;
+  #size: number;
+  #inflight = 0;
+  #idle: (() => void) | null = null;
+  #closing: Promise<void> | null = null;
+  /** Set when the filesystem or device refused SEEK_DATA or hole punching once. */
+  #noSeekData = false;
+  #noPunch = false;
+  #noZeroOut = false;
+
+  constructor(init: FdStorageInit) {
+    this.path = init.path;
+    this.kind = init.kind;
+    this.#fd = init.fd;
+    this.#size = init.size;
+    this.#writable = init.writable;
+    this.#libc = init.libc;
+    this.#release = init.release;
+  }
+
+  get size(): number {
+    return this.#size;
+  }
+
+  /** True when this instance uses FFI (SEEK_DATA, fallocate, ioctls). */
+  get ffi(): boolean {
+    return this.#libc !== null;
+  }
+
+  dataExtents(start: number, end: number): Promise<Extent[]> {
+    return this.#run("find data in", false, async () => this.#dataExtents(start, end));
+  }
+
+  #dataExtents(start: number, end: number): Extent[] {
+    start = Math.max(0, start);
+    end = Math.min(end, this.#size);
+    if (start >= end) return [];
+    const libc = this.#libc;
+    if (!libc || this.kind === "block-device" || this.#noSeekData) {
+      return [{ offset: start, length: end - start }];
+    }
+    const out: Extent[] = [];
+    let pos = start;
+    while (pos < end) {
+      const data = libc.seekData(this.#fd, pos);
+      if (data === -ENXIO) break;
+      if (data < 0) {
+        if (!UNSUPPORTED.has(data)) throw storageError("find data in", this.path, { errno: data });
+        this.#noSeekData = true;
+        out.push({ offset: pos, length: end - pos });
+        break;
+      }
+      if (data >= end) break;
+      let hole = libc.seekHole(this.#fd, data);
+      if (hole === -ENXIO) hole = end; // the file shrank under us: keep the range, reads say 0
+      if (hole < 0) throw storageError("find holes in", this.path, { errno: hole });
+      const stop = Math.min(hole, end);
+      out.push({ offset: data, length: stop - data });
+      pos = stop;
+    }
+    return out;
+  }
+
+  read(buf: Uint8Array, position: number): Promise<number> {
+    return this.#run("read", false, async () => {
+      let done = 0;
+      while (done < buf.length) {
+        const n = await pread(this.#fd, done === 0 ? buf : buf.subarray(done), position + done);
+        if (n === 0) break;
+        done += n;
+      }
+      return done;
+    });
+  }
+
+  write(buf: Uint8Array, position: number): Promise<void> {
+    return this.#run("write", true, () => this.#writeAll(buf, position));
+  }
+
+  async #writeAll(buf: Uint8Array, position: number): Promise<void> {
+    let done = 0;
+    while (done < buf.length) {
+      done += await pwrite(this.#fd, done === 0 ? buf : buf.subarray(done), position + done);
+    }
+  }
+
+  punchHole(position: number, length: number): Promise<HoleMethod> {
+    return this.#run("punch a hole in", true, async () => {
+      const start = Math.max(0, position);
+      const end = Math.min(position + length, this.#size);
+      if (start >= end) return "punched";
+      const range = { offset: start, length: end - start };
+      if (this.kind === "block-device") return await this.#zeroDeviceRange(range);
+      const libc = this.#libc;
+      if (libc && !this.#noPunch) {
+        const r = libc.punchHole(this.#fd, range);
+        if (r === 0) return "punched";
+        if (r !== -EOPNOTSUPP && r !== -ENOSYS) {
+          throw storageError("punch a hole in", this.path, { errno: r });
+        }
+        this.#noPunch = true;
+      }
+      await this.#writeZeros(range);
+      return "zeroed";
+    });
+  }
+
+  /**
+   * Block devices: the 4 KiB-aligned middle goes to fallocate(PUNCH_HOLE) (zeroes guaranteed,
+   * unmaps), else BLKZEROOUT (zeroes, may write them); the unaligned edges get written zeros.
+   * BLKDISCARD is never used: it does not guarantee that the range reads back as zeros.
+   */
+  async #zeroDeviceRange(range: ByteRange): Promise<HoleMethod> {
+    const end = range.offset + range.length;
+    const a = Math.ceil(range.offset / DEVICE_ALIGN) * DEVICE_ALIGN;
+    const b = Math.floor(end / DEVICE_ALIGN) * DEVICE_ALIGN;
+    const libc = this.#libc;
+    if (!libc || this.#noZeroOut || b <= a) {
+      await this.#writeZeros(range);
+      return "zeroed";
+    }
+    for (let pos = a; pos < b; pos += DEVICE_ZERO_STEP) {
+      const step = { offset: pos, length: Math.min(DEVICE_ZERO_STEP, b - pos) };
+      let r = this.#noPunch ? -EOPNOTSUPP : libc.punchHole(this.#fd, step);
+      if (UNSUPPORTED.has(r)) {
+        this.#noPunch = true;
+        r = libc.blockZeroOut(this.#fd, step);
+      }
+      if (UNSUPPORTED.has(r)) {
+        this.#noZeroOut = true;
+        await this.#writeZeros({ offset: pos, length: end - pos });
+        if (a > range.offset) await this.#writeZeros({ offset: range.offset, length: a - range.offset });
+        return pos > a ? "punched" : "zeroed";
+      }
+      if (r < 0) throw storageError("zero a range of", this.path, { errno: r });
+      if (pos + DEVICE_ZERO_STEP < b) await new Promise((resolve) => setTimeout(resolve, 0));
+    }
+    if (a > range.offset) await this.#writeZeros({ offset: range.offset, length: a - range.offset });
+    if (end > b) await this.#writeZeros({ offset: b, length: end - b });
+    return "punched";
+  }
+
+  async #writeZeros({ offset, length }: ByteRange): Promise<void> {
+    for (let pos = offset; pos < offset + length; pos += ZEROS.length) {
+      const n = Math.min(ZEROS.length, offset + length - pos);
+      await this.#writeAll(n === ZEROS.length ? ZEROS : ZEROS.subarray(0, n), pos);
+    }
+  }
+
+  setSize(size: number): Promise<void> {
+    return this.#run("resize", true, async () => {
+      if (!Number.isSafeInteger(size) || size < 0) {
+        throw storageError("resize", this.path, { code: "EINVAL", reason: `bad size ${size}` });
+      }
+      if (this.kind === "block-device") {
+        if (size > this.#size) {
+          throw storageError("resize", this.path, {
+            code: "ENOSPC",
+            message: `${this.path} is a block device of ${this.#size} bytes, ` +
+              `smaller than the source (${size} bytes)`,
+          });
+        }
+        return;
+      }
+      await callback((cb) => fs.ftruncate(this.#fd, size, cb));
+      this.#size = size;
+    });
+  }
+
+  sync(): Promise<void> {
+    return this.#run("flush", true, () => callback((cb) => fs.fsync(this.#fd, cb)));
+  }
+
+  /** Runs one operation, counted so that dispose waits for it; maps errors to plain words. */
+  async #run<T>(action: string, writes: boolean, op: () => Promise<T>): Promise<T> {
+    if (this.#closing) {
+      throw storageError(action, this.path, { code: "EBADF", reason: "already closed" });
+    }
+    if (writes && !this.#writable) {
+      throw storageError(action, this.path, { code: "EBADF", reason: "opened read-only" });
+    }
+    this.#inflight++;
+    try {
+      return await op();
+    } catch (e) {
+      throw isStorageError(e) ? e : storageError(action, this.path, { cause: e });
+    } finally {
+      if (--this.#inflight === 0 && this.#idle) this.#idle();
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#inflight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+      try {
+        fs.closeSync(this.#fd);
+      } finally {
+        this.#release?.();
+      }
+    })();
+    return this.#closing;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Errors from storage read "Cannot <action> <path>: <reason in plain words>" and keep the
+ * errno name in `.code` (e.g. "ENOENT") and the original error in `.cause`.
+ */
+import { errnoName } from "../platform/libc.ts";
+
+export interface StorageError extends Error {
+  /** errno name such as "ENOENT", or an ssync code such as "ESMALLDEVICE". */
+  code: string;
+  path: string;
+}
+
+const REASONS: Record<string, string> = {
+  ENOENT: "no such file",
+  EACCES: "permission denied",
+  EPERM: "operation not permitted",
+  EISDIR: "is a directory",
+  ENOTDIR: "a component of the path is not a directory",
+  ENOSPC: "no space left on device",
+  EDQUOT: "disk quota exceeded",
+  EROFS: "read-only file system",
+  EIO: "input/output error",
+  EBUSY: "device or resource busy",
+  EFBIG: "file too large",
+  ELOOP: "too many levels of symbolic links",
+  ENAMETOOLONG: "file name too long",
+  EMFILE: "too many open files",
+  ENFILE: "too many open files in system",
+  ENXIO: "no such device",
+  ENODEV: "no such device",
+  ETXTBSY: "text file busy",
+  EINVAL: "invalid argument",
+  EOPNOTSUPP: "operation not supported",
+  ENOTSUP: "operation not supported",
+  ENOTTY: "inappropriate ioctl for device",
+  EBADF: "file is not open",
+  EAGAIN: "resource temporarily unavailable",
+  EWOULDBLOCK: "resource temporarily unavailable",
+  ENOMEM: "out of memory",
+  EOVERFLOW: "value too large",
+};
+
+/** Plain words for an errno name, falling back to the name itself. */
+export function errnoReason(code: string): string {
+  return REASONS[code] ?? code;
+}
+
+/**
+ * "Cannot <action> <path>: <reason>" from an errno name, a negative errno number returned by
+ * libc, or a caught Error (whose `.code` is used when present).
+ */
+export function storageError(
+  action: string,
+  path: string,
+  options: {
+    cause?: unknown;
+    code?: string;
+    errno?: number;
+    reason?: string;
+    /** The whole message, when "Cannot <action> <path>: <reason>" does not fit. */
+    message?: string;
+  },
+): StorageError {
+  const cause = options.cause as { code?: unknown; message?: unknown } | undefined;
+  const code = options.code ??
+    (options.errno !== undefined ? errnoName(options.errno) : undefined) ??
+    (typeof cause?.code === "string" ? cause.code : undefined) ?? "EIO";
+  const reason = options.reason ??
+    (REASONS[code] ?? (typeof cause?.message === "string" ? cause.message : code));
+  const message = options.message ?? `Cannot ${action} ${path}: ${reason}`;
+  const err = Object.assign(new Error(message, { cause: options.cause }), { code, path });
+  made.add(err);
+  return err;
+}
+
+const made = new WeakSet<Error>();
+
+/** True for errors made by `storageError` (already worded; pass them on unchanged). */
+export function isStorageError(e: unknown): e is StorageError {
+  return e instanceof Error && made.has(e);
+}
