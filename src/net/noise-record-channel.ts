@@ -1,0 +1,348 @@
+import type { Socket } from "node:net";
+import type { CipherState } from "./cipher-state.ts";
+import { MAX_NONCE } from "./cipher-state.ts";
+import { TAG_LENGTH } from "./cipher-function.ts";
+import type { RecordChannel } from "./record-channel.ts";
+
+/**
+ * The encrypted record layer that runs after the Noise handshake.
+ *
+ * Frame on the wire:  u32 big-endian WORD, then WORD & 0x7fffffff bytes of ciphertext
+ * (the record's plaintext followed by its 16-byte AEAD tag).
+ *   - bit 31 of WORD is the END flag: an END record has an empty plaintext and is the only
+ *     orderly end of a direction; TCP EOF without it is a truncation and an error.
+ *   - the AEAD associated data of each record is its 4 header bytes, so the length and the
+ *     END flag are authenticated.
+ *   - nonces are implicit: each direction counts records from 0 (the CipherStates from Split()),
+ *     so a dropped, replayed or reordered record fails authentication.
+ *   - after every REKEY_INTERVAL records in a direction, both ends Rekey() that direction.
+ *
+ * Stages of a received chunk: 1. read the header, 2. check the length BEFORE allocating,
+ * 3. gather the ciphertext (no copy when it lies in one chunk), 4. authenticate and decrypt,
+ * 5. queue the plaintext; pause the socket while too much waits unread.
+ */
+
+/** The largest record plaintext: a 1 MiB payload plus a protocol header. */
+export const MAX_RECORD_PLAINTEXT = 1024 * 1024 + 64;
+/** Records per direction between two rekeys; a protocol constant, configurable only for tests. */
+export const REKEY_INTERVAL = 2 ** 20;
+
+const HEADER_LENGTH = 4;
+const END_FLAG = 0x8000_0000;
+const LENGTH_MASK = 0x7fff_ffff;
+
+export interface NoiseRecordChannelOptions {
+  /** Our sending CipherState from Split(). */
+  send: CipherState;
+  /** Our receiving CipherState from Split(). */
+  receive: CipherState;
+  /** Bytes already read from the socket after the last handshake message. */
+  initialData?: Uint8Array;
+  /** Records between rekeys; both ends must agree. Tests only. */
+  rekeyInterval?: number;
+  /** Pause reading while this many decoded bytes wait for receive(). Default 8 MiB. */
+  maxUnreadBytes?: number;
+  /** Pause reading while this many decoded records wait for receive(). Default 4096. */
+  maxUnreadRecords?: number;
+  /** send() waits for 'drain' while the socket buffers more than this. Default 4 MiB. */
+  maxUnsentBytes?: number;
+}
+
+type Waiter = { resolve: (record: Uint8Array | null) => void; reject: (error: Error) => void };
+
+/**
+ * A RecordChannel over a connected socket, after a completed Noise handshake.
+ * Owns the socket: close()/dispose end or destroy it.
+ */
+export class NoiseRecordChannel implements RecordChannel {
+  readonly socket: Socket;
+  #send: CipherState;
+  #receive: CipherState;
+  #rekeyInterval: number;
+  #maxUnreadBytes: number;
+  #maxUnreadRecords: number;
+  #maxUnsentBytes: number;
+
+  #sentRecords = 0;
+  #receivedRecords = 0;
+
+  // Receive state machine. Invariant: #bodyLength < 0 while reading a header.
+  #header = Buffer.alloc(HEADER_LENGTH);
+  #headerFill = 0;
+  #word = 0;
+  #bodyLength = -1;
+  #body: Buffer | null = null;
+  #bodyFill = 0;
+
+  // Decoded records not yet taken by receive(); #queueHead avoids O(n) shifts.
+  #queue: Uint8Array[] = [];
+  #queueHead = 0;
+  #queuedBytes = 0;
+  #paused = false;
+  #receiveWaiters: Waiter[] = [];
+  #drainWaiters: Waiter[] = [];
+
+  /** The peer sent its END record: receive() yields null once the queue is empty. */
+  #peerEnded = false;
+  /** We closed (orderly or not); no more sends. */
+  #closed = false;
+  /** Set once the channel is dead; every later call rejects with it. */
+  #error: Error | null = null;
+  #socketClosed: Promise<void>;
+
+  constructor(socket: Socket, options: NoiseRecordChannelOptions) {
+    this.socket = socket;
+    this.#send = options.send;
+    this.#receive = options.receive;
+    this.#rekeyInterval = options.rekeyInterval ?? REKEY_INTERVAL;
+    if (!Number.isSafeInteger(this.#rekeyInterval) || this.#rekeyInterval < 1) {
+      throw new RangeError(`Cannot use rekey interval ${this.#rekeyInterval}: it must be a positive integer`);
+    }
+    this.#maxUnreadBytes = options.maxUnreadBytes ?? 8 * 1024 * 1024;
+    this.#maxUnreadRecords = options.maxUnreadRecords ?? 4096;
+    this.#maxUnsentBytes = options.maxUnsentBytes ?? 4 * 1024 * 1024;
+    this.#socketClosed = new Promise((resolve) => {
+      if (socket.destroyed) resolve();
+      else socket.once("close", () => resolve());
+    });
+
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("end", () => {
+      if (this.#closed || this.#peerEnded) return;
+      const where = this.#bodyLength >= 0 || this.#headerFill > 0 ? "in the middle of a record" : "without an END record";
+      this.#fail(new Error(`Cannot read from the peer: the connection ended ${where} (truncated stream)`));
+    });
+    socket.on("error", (error: Error) => {
+      this.#fail(new Error(`Cannot use the connection: ${error.message}`, { cause: error }));
+    });
+    socket.on("close", () => {
+      if (!this.#closed && !this.#peerEnded) this.#fail(new Error("Cannot use the connection: it was closed"));
+      this.#rejectDrainWaiters(this.#error ?? new Error("Cannot send: the connection is closed"));
+    });
+    socket.on("drain", () => {
+      const waiters = this.#drainWaiters;
+      this.#drainWaiters = [];
+      for (const w of waiters) w.resolve(null);
+    });
+    if (options.initialData !== undefined && options.initialData.length > 0) {
+      this.#onData(Buffer.from(options.initialData.buffer, options.initialData.byteOffset, options.initialData.length));
+    }
+    if (!this.#paused && !this.#error) socket.resume();
+  }
+
+  /** Encrypts and writes one record; waits while the socket holds too much unsent data. */
+  async send(record: Uint8Array): Promise<void> {
+    if (this.#error) throw this.#error;
+    if (this.#closed) throw new Error("Cannot send: the channel is closed");
+    if (record.length > MAX_RECORD_PLAINTEXT) {
+      throw new RangeError(`Cannot send a ${record.length}-byte record: the limit is ${MAX_RECORD_PLAINTEXT} bytes`);
+    }
+    // Keep one nonce for the END record so that a direction can always end cleanly.
+    if (this.#send.nonce >= MAX_NONCE - 1n) {
+      const error = new Error("Cannot send: the record counter of this channel is exhausted");
+      this.#writeRecord(new Uint8Array(0), true);
+      this.#fail(error);
+      throw error;
+    }
+    this.#writeRecord(record, false);
+    if (this.socket.writableLength > this.#maxUnsentBytes) {
+      await new Promise<Uint8Array | null>((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
+    }
+  }
+
+  #writeRecord(plaintext: Uint8Array, end: boolean): void {
+    const header = Buffer.allocUnsafe(HEADER_LENGTH);
+    header.writeUInt32BE(((plaintext.length + TAG_LENGTH) | (end ? END_FLAG : 0)) >>> 0, 0);
+    const { ciphertext, tag } = this.#send.seal(header, plaintext);
+    if (++this.#sentRecords % this.#rekeyInterval === 0) this.#send.rekey();
+    // One writev for header, ciphertext and tag: no concatenation copy.
+    this.socket.cork();
+    this.socket.write(header);
+    if (ciphertext.length > 0) this.socket.write(ciphertext);
+    this.socket.write(tag);
+    this.socket.uncork();
+  }
+
+  /** The next record in order, or null after the peer's END record (or our own close()). */
+  receive(): Promise<Uint8Array | null> {
+    if (this.#queueHead < this.#queue.length) return Promise.resolve(this.#take());
+    if (this.#peerEnded) return Promise.resolve(null);
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#closed) return Promise.resolve(null);
+    return new Promise((resolve, reject) => this.#receiveWaiters.push({ resolve, reject }));
+  }
+
+  #take(): Uint8Array {
+    const record = this.#queue[this.#queueHead];
+    this.#queue[this.#queueHead++] = undefined as unknown as Uint8Array;
+    if (this.#queueHead === this.#queue.length) {
+      this.#queue = [];
+      this.#queueHead = 0;
+    } else if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+    this.#queuedBytes -= record.length;
+    if (
+      this.#paused && !this.#error && this.#queuedBytes <= this.#maxUnreadBytes / 2 &&
+      this.#queue.length - this.#queueHead <= this.#maxUnreadRecords / 2
+    ) {
+      this.#paused = false;
+      this.socket.resume();
+    }
+    return record;
+  }
+
+  #onData(chunk: Buffer): void {
+    let offset = 0;
+    while (offset < chunk.length) {
+      if (this.#error || this.#peerEnded || this.#closed) return;
+      if (this.#bodyLength < 0) {
+        if (this.#headerFill === 0 && chunk.length - offset >= HEADER_LENGTH) {
+          this.#word = chunk.readUInt32BE(offset);
+          offset += HEADER_LENGTH;
+        } else {
+          const n = Math.min(HEADER_LENGTH - this.#headerFill, chunk.length - offset);
+          chunk.copy(this.#header, this.#headerFill, offset, offset + n);
+          this.#headerFill += n;
+          offset += n;
+          if (this.#headerFill < HEADER_LENGTH) return;
+          this.#headerFill = 0;
+          this.#word = this.#header.readUInt32BE(0);
+        }
+        const length = this.#word & LENGTH_MASK;
+        const end = (this.#word & END_FLAG) !== 0;
+        // Checked before anything is allocated for the body.
+        if (end ? length !== TAG_LENGTH : length < TAG_LENGTH || length > MAX_RECORD_PLAINTEXT + TAG_LENGTH) {
+          this.#fail(
+            new Error(
+              `Cannot read record: invalid length field 0x${this.#word.toString(16).padStart(8, "0")} ` +
+                `(ciphertext must be ${TAG_LENGTH}..${MAX_RECORD_PLAINTEXT + TAG_LENGTH} bytes)`,
+            ),
+          );
+          return;
+        }
+        this.#bodyLength = length;
+      } else if (this.#body === null && chunk.length - offset >= this.#bodyLength) {
+        const length = this.#bodyLength;
+        this.#bodyLength = -1;
+        this.#openRecord(chunk.subarray(offset, offset + length));
+        offset += length;
+      } else {
+        if (this.#body === null) {
+          this.#body = Buffer.allocUnsafe(this.#bodyLength);
+          this.#bodyFill = 0;
+        }
+        const n = Math.min(this.#bodyLength - this.#bodyFill, chunk.length - offset);
+        chunk.copy(this.#body, this.#bodyFill, offset, offset + n);
+        this.#bodyFill += n;
+        offset += n;
+        if (this.#bodyFill === this.#bodyLength) {
+          const body = this.#body;
+          this.#body = null;
+          this.#bodyLength = -1;
+          this.#openRecord(body);
+        }
+      }
+    }
+  }
+
+  #openRecord(body: Buffer): void {
+    const header = Buffer.allocUnsafe(HEADER_LENGTH);
+    header.writeUInt32BE(this.#word, 0);
+    const split = body.length - TAG_LENGTH;
+    let plaintext: Uint8Array;
+    try {
+      plaintext = this.#receive.open(header, { ciphertext: body.subarray(0, split), tag: body.subarray(split) });
+    } catch (error) {
+      this.#fail(new Error(`Cannot read record ${this.#receivedRecords}: ${(error as Error).message}`));
+      return;
+    }
+    if (++this.#receivedRecords % this.#rekeyInterval === 0) this.#receive.rekey();
+    if ((this.#word & END_FLAG) !== 0) {
+      this.#peerEnded = true;
+      const waiters = this.#receiveWaiters;
+      this.#receiveWaiters = [];
+      for (const w of waiters) w.resolve(null);
+      return;
+    }
+    const waiter = this.#receiveWaiters.shift();
+    if (waiter !== undefined) {
+      waiter.resolve(plaintext);
+      return;
+    }
+    this.#queue.push(plaintext);
+    this.#queuedBytes += plaintext.length;
+    if (
+      !this.#paused &&
+      (this.#queuedBytes >= this.#maxUnreadBytes || this.#queue.length - this.#queueHead >= this.#maxUnreadRecords)
+    ) {
+      this.#paused = true;
+      this.socket.pause();
+    }
+  }
+
+  #rejectDrainWaiters(error: Error): void {
+    const waiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of waiters) w.reject(error);
+  }
+
+  /** Kills the channel: no END record, the socket is destroyed, everything pending rejects. */
+  #fail(error: Error): void {
+    if (this.#error) return;
+    this.#error = error;
+    this.#closed = true;
+    this.#body = null;
+    // After the peer's END the stream was complete and authentic: keep what it delivered.
+    if (!this.#peerEnded) {
+      this.#queue = [];
+      this.#queueHead = 0;
+      this.#queuedBytes = 0;
+    }
+    this.socket.destroy();
+    const waiters = this.#receiveWaiters;
+    this.#receiveWaiters = [];
+    for (const w of waiters) w.reject(error);
+    this.#rejectDrainWaiters(error);
+  }
+
+  /**
+   * close(): orderly end: sends the END record, then ends the socket (pending receive()
+   * calls resolve null). close(reason): kills the channel at once with that reason.
+   * Idempotent.
+   */
+  close(reason?: Error): void {
+    if (reason !== undefined) {
+      this.#fail(reason);
+      return;
+    }
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      if (this.socket.writable) this.#writeRecord(new Uint8Array(0), true);
+    } catch {
+      // The nonce is exhausted: ending without END is all that is left.
+    }
+    this.socket.end();
+    // Whatever the peer still sends is discarded; give up on a peer that never closes.
+    this.socket.resume();
+    const timer = setTimeout(() => this.socket.destroy(), 5000);
+    (timer as { unref?: () => void }).unref?.();
+    this.socket.once("close", () => clearTimeout(timer));
+    const waiters = this.#receiveWaiters;
+    this.#receiveWaiters = [];
+    for (const w of waiters) w.resolve(null);
+    // Records already written will still be flushed before the FIN.
+    const drainWaiters = this.#drainWaiters;
+    this.#drainWaiters = [];
+    for (const w of drainWaiters) w.resolve(null);
+  }
+
+  /** Closes (orderly) and waits until the socket is closed. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.close();
+    await this.#socketClosed;
+  }
+}
