@@ -1,6 +1,6 @@
-import { createHash } from "node:crypto";
 import type { Socket } from "node:net";
 import { HandshakeState } from "./handshake-state.ts";
+import { fingerprint } from "./keys.ts";
 import { NoiseRecordChannel, type NoiseRecordChannelOptions } from "./noise-record-channel.ts";
 import { SocketReader } from "./socket-reader.ts";
 import type { KeyPair } from "./x25519.ts";
@@ -69,11 +69,6 @@ export interface SecureConnection extends AsyncDisposable {
   handshakeHash: Uint8Array;
   /** True when the XXpsk3 pairing handshake was used. */
   paired: boolean;
-}
-
-/** SHA256:base64 (no padding) fingerprint of a public key, for messages. */
-function shortFingerprint(publicKey: Uint8Array): string {
-  return "SHA256:" + createHash("sha256").update(publicKey).digest("base64").replace(/=+$/, "");
 }
 
 function preamble(mode: number): Uint8Array {
@@ -178,7 +173,7 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
     hs.readMessage(await readMessage(reader, hs.nextMessageLength()));
     const remoteStatic = hs.remoteStatic!;
     if (!(await options.verifyHost(remoteStatic))) {
-      throw new Error(`the server's key ${shortFingerprint(remoteStatic)} is not the expected host key`);
+      throw new Error(`the server's key ${fingerprint(remoteStatic)} is not the expected host key`);
     }
     socket.write(frame(hs.writeMessage()));
     const { channel, handshakeHash } = makeChannel(socket, hs, reader, options);
@@ -193,7 +188,7 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
       channel.close(new Error("not accepted"));
       throw new Error(
         `the server closed the connection after the handshake: our key ${
-          shortFingerprint(options.staticKey.publicKey)
+          fingerprint(options.staticKey.publicKey)
         } is probably not authorized there`,
       );
     }
@@ -222,7 +217,7 @@ export function acceptSecure(socket: Socket, options: AcceptOptions): Promise<Se
     hs.readMessage(await readMessage(reader, hs.nextMessageLength()));
     const remoteStatic = hs.remoteStatic!;
     if (!(await options.authorize(remoteStatic, { paired }))) {
-      throw new Error(`the client's key ${shortFingerprint(remoteStatic)} is not authorized`);
+      throw new Error(`the client's key ${fingerprint(remoteStatic)} is not authorized`);
     }
     const { channel, handshakeHash } = makeChannel(socket, hs, reader, options);
     await channel.send(new Uint8Array(0));
