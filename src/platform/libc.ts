@@ -208,7 +208,8 @@ function bindLibc(raw: RawSymbols): Libc {
     },
     fadvise(fd, advice) {
       // posix_fadvise returns the error number itself and leaves errno alone.
-      return -raw.posix_fadvise(fd, 0n, 0n, advice);
+      const err = raw.posix_fadvise(fd, 0n, 0n, advice);
+      return err === 0 ? 0 : -err;
     },
     open(path, flags) {
       const fd = raw.open(encoder.encode(path + "\0"), flags | O_CLOEXEC, 0);

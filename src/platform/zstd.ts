@@ -8,6 +8,9 @@
  * - `decompress` never produces, nor allocates for, more than `maxSize` output bytes: a frame
  *   whose header announces more is refused before decompressing; one without a size is
  *   decompressed into a buffer capped at `maxSize` and refused when it does not fit.
+ * - `compress` returns exactly one frame. `decompress` takes whole frames: their block headers
+ *   are walked first, so truncated input or trailing garbage is refused on both backends
+ *   (Deno 2.9's native decoder would silently accept both).
  * - SSYNC_NO_NATIVE_ZSTD=1 (read at import time) makes the default backend wasm; the
  *   `backend` option chooses per call.
  */
@@ -75,36 +78,90 @@ function wasmOrThrow(): WasmZstd {
 /** One zstd frame holding `data`, with its content size in the header. */
 export function compress(data: Uint8Array, level: number, options?: ZstdOptions): Uint8Array {
   if (backendOf(options) === "wasm") return wasmOrThrow().compress(data, level);
-  const out: Uint8Array = z.zstdCompressSync(data, {
+  const out = plain(z.zstdCompressSync(data, {
     params: { [z.constants.ZSTD_c_compressionLevel]: level },
     pledgedSrcSize: data.length,
-  });
+  }));
+  // Deno 2.9 appends an empty second frame; keep only the first.
+  const first = frameLength(out, frameHeader(out));
+  return first < out.length ? out.subarray(0, first) : out;
+}
+
+/**
+ * The content of a zstd frame (or of concatenated frames, as zstd defines them); throws
+ * RangeError when it would exceed `maxSize` bytes, Error when the input is not exactly
+ * whole frames.
+ */
+export function decompress(data: Uint8Array, maxSize: number, options?: ZstdOptions): Uint8Array {
+  const backend = backendOf(options);
+  const frames: { start: number; end: number; contentSize: number | null }[] = [];
+  let announced = 0;
+  for (let pos = 0; pos < data.length || frames.length === 0;) {
+    const rest = data.subarray(pos);
+    const header = frameHeader(rest);
+    announced += header.contentSize ?? 0;
+    if (announced > maxSize) throw tooLarge(maxSize);
+    const end = pos + frameLength(rest, header);
+    if (end > data.length) throw new Error("zstd: cannot decompress: truncated frame");
+    frames.push({ start: pos, end, contentSize: header.contentSize });
+    pos = end;
+  }
+  if (frames.length === 1) return decompressFrame(data, { maxSize, backend, ...frames[0] });
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (const f of frames) {
+    const part = decompressFrame(data.subarray(f.start, f.end), {
+      maxSize: maxSize - total,
+      backend,
+      contentSize: f.contentSize,
+    });
+    parts.push(part);
+    total += part.length;
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
   return out;
 }
 
-/** The content of one zstd frame; throws RangeError when it would exceed `maxSize` bytes. */
-export function decompress(data: Uint8Array, maxSize: number, options?: ZstdOptions): Uint8Array {
-  const backend = backendOf(options);
-  const announced = frameContentSize(data);
-  if (announced !== null && announced > maxSize) throw tooLarge(maxSize);
+/** One whole frame (already delimited), within `maxSize`. */
+function decompressFrame(
+  frame: Uint8Array,
+  o: { maxSize: number; backend: ZstdBackend; contentSize: number | null },
+): Uint8Array {
+  const { maxSize, backend, contentSize } = o;
+  if (contentSize === 0) return new Uint8Array(0);
   let out: Uint8Array;
   try {
     if (backend === "wasm") {
       // Known size: the wasm library allocates exactly that; unknown: capped at maxSize.
-      out = wasmOrThrow().decompress(data, { defaultHeapSize: Math.max(1, maxSize) });
+      out = wasmOrThrow().decompress(frame, { defaultHeapSize: Math.max(1, maxSize) });
     } else {
-      const cap = Math.max(64, announced ?? Math.min(maxSize, 1 << 20));
-      out = z.zstdDecompressSync(data, { maxOutputLength: Math.max(1, maxSize), chunkSize: cap });
+      const chunkSize = Math.max(64, contentSize ?? Math.min(maxSize, 1 << 20));
+      out = z.zstdDecompressSync(frame, { maxOutputLength: Math.max(1, maxSize), chunkSize });
     }
   } catch (e) {
     if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") throw tooLarge(maxSize);
-    throw new Error(`zstd: cannot decompress: ${(e as Error).message}`, { cause: e });
+    // The wasm library reports "... with code -N" (ZSTD_ErrorCode); 70 is dstSize_tooSmall.
+    const wasmCode = /code -(\d+)/.exec(String((e as Error).message))?.[1];
+    if (backend === "wasm" && wasmCode === "70") throw tooLarge(maxSize);
+    const why = wasmCode ? `corrupt frame (zstd error ${wasmCode})` : (e as Error).message;
+    throw new Error(`zstd: cannot decompress: ${why}`, { cause: e });
   }
+  out = plain(out);
   if (out.length > maxSize) throw tooLarge(maxSize);
-  if (announced !== null && out.length !== announced) {
-    throw new Error(`zstd: frame announced ${announced} bytes but held ${out.length}`);
+  if (contentSize !== null && out.length !== contentSize) {
+    throw new Error(`zstd: cannot decompress: frame announced ${contentSize} bytes, held ${out.length}`);
   }
   return out;
+}
+
+/** A plain Uint8Array view (native zlib returns Buffers); no copy. */
+function plain(b: Uint8Array): Uint8Array {
+  return b.constructor === Uint8Array ? b : new Uint8Array(b.buffer, b.byteOffset, b.length);
 }
 
 function tooLarge(maxSize: number): RangeError {
@@ -113,11 +170,15 @@ function tooLarge(maxSize: number): RangeError {
   });
 }
 
-/**
- * The Frame_Content_Size of the zstd frame starting `data` (RFC 8878 §3.1.1.1), or null
- * when the header does not carry it. Throws when `data` does not start with a zstd frame.
- */
-export function frameContentSize(data: Uint8Array): number | null {
+interface FrameHeader {
+  /** Frame_Content_Size, or null when absent. */
+  readonly contentSize: number | null;
+  readonly headerLength: number;
+  readonly checksum: boolean;
+}
+
+/** Parses the frame header at the start of `data` (RFC 8878 §3.1.1.1). */
+function frameHeader(data: Uint8Array): FrameHeader {
   if (
     data.length < 5 || data[0] !== 0x28 || data[1] !== 0xb5 || data[2] !== 0x2f ||
     data[3] !== 0xfd
@@ -129,11 +190,33 @@ export function frameContentSize(data: Uint8Array): number | null {
   const singleSegment = (fhd >> 5) & 1;
   const dictIdBytes = [0, 1, 2, 4][fhd & 3];
   const fcsBytes = fcsFlag === 0 ? singleSegment : 1 << fcsFlag;
-  let pos = 5 + (singleSegment ? 0 : 1) + dictIdBytes;
-  if (fcsBytes === 0) return null;
-  if (data.length < pos + fcsBytes) throw new Error("zstd: truncated frame header");
+  const pos = 5 + (singleSegment ? 0 : 1) + dictIdBytes;
+  const headerLength = pos + fcsBytes;
+  if (data.length < headerLength) throw new Error("zstd: truncated frame header");
   let size = 0;
   for (let i = fcsBytes - 1; i >= 0; i--) size = size * 256 + data[pos + i];
-  pos += fcsBytes;
-  return fcsBytes === 2 ? size + 256 : size;
+  const contentSize = fcsBytes === 0 ? null : fcsBytes === 2 ? size + 256 : size;
+  return { contentSize, headerLength, checksum: ((fhd >> 2) & 1) === 1 };
+}
+
+/**
+ * The Frame_Content_Size of the zstd frame starting `data`, or null when the header does not
+ * carry it. Throws when `data` does not start with a zstd frame.
+ */
+export function frameContentSize(data: Uint8Array): number | null {
+  return frameHeader(data).contentSize;
+}
+
+/** Compressed length of the frame starting `data`, found by walking its block headers. */
+function frameLength(data: Uint8Array, header: FrameHeader): number {
+  let pos = header.headerLength;
+  for (;;) {
+    if (pos + 3 > data.length) throw new Error("zstd: cannot decompress: truncated frame");
+    const bh = data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16);
+    const type = (bh >> 1) & 3;
+    if (type === 3) throw new Error("zstd: cannot decompress: corrupt frame (reserved block type)");
+    pos += 3 + (type === 1 ? 1 : bh >>> 3); // RLE blocks hold one byte
+    if (bh & 1) break; // Last_Block
+  }
+  return pos + (header.checksum ? 4 : 0);
 }
