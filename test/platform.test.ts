@@ -30,10 +30,14 @@ describe("platform", () => {
     assert.equal(platform.ffi, libc !== null);
     assert.equal(platform.ffiReason === "", platform.ffi);
     assert.equal(platform.nativeZstd, zstdStatus.native);
-    if (process.platform === "linux" && process.env.SSYNC_NO_FFI !== "1") {
-      // Deno runs tests with -A and Node 26 ships node:ffi: both have FFI here.
+    // deno-lint-ignore no-explicit-any
+    const deno = (globalThis as any).Deno;
+    const ffiPermitted = deno ? deno.permissions.querySync({ name: "ffi" }).state === "granted" : true;
+    if (process.platform === "linux" && process.env.SSYNC_NO_FFI !== "1" && ffiPermitted) {
+      // Deno with --allow-ffi (or -A) and Node 26 (node:ffi): both have FFI here.
       assert.ok(platform.ffi, `FFI expected on Linux: ${libcStatus.reason}`);
     }
+    if (!ffiPermitted) assert.match(platform.ffiReason, /--allow-ffi/);
   });
 
   test("errno names", T, () => {

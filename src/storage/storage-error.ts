@@ -61,12 +61,14 @@ export function storageError(
     message?: string;
   },
 ): StorageError {
-  const cause = options.cause as { code?: unknown; message?: unknown } | undefined;
-  const code = options.code ??
+  const cause = options.cause as { code?: unknown; message?: unknown; name?: unknown } | undefined;
+  const known = options.code ??
     (options.errno !== undefined ? errnoName(options.errno) : undefined) ??
-    (typeof cause?.code === "string" ? cause.code : undefined) ?? "EIO";
-  const reason = options.reason ??
-    (REASONS[code] ?? (typeof cause?.message === "string" ? cause.message : code));
+    (typeof cause?.code === "string" ? cause.code : undefined);
+  // Deno refuses with NotCapable (no errno) when its permissions do not allow the access.
+  const code = known ?? (cause?.name === "NotCapable" ? "EACCES" : "EIO");
+  const reason = options.reason ?? (known && REASONS[known]) ??
+    (typeof cause?.message === "string" ? cause.message : errnoReason(code));
   const message = options.message ?? `Cannot ${action} ${path}: ${reason}`;
   const err = Object.assign(new Error(message, { cause: options.cause }), { code, path });
   made.add(err);
