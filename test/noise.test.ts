@@ -5,6 +5,8 @@ import { HandshakeState } from "../src/net/handshake-state.ts";
 import { CipherState, MAX_NONCE } from "../src/net/cipher-state.ts";
 import { cipherFunction } from "../src/net/cipher-function.ts";
 import { generateKeyPair, publicKeyOf } from "../src/net/x25519.ts";
+import { hashFunction, hmac } from "../src/net/hash-function.ts";
+import { createHmac } from "node:crypto";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 const toHex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -191,6 +193,17 @@ describe("Noise handshake failures", () => {
       }
     }
   });
+});
+
+test("generic HMAC equals node:crypto HMAC for every hash, short and long keys", TIMEOUT, () => {
+  for (const [name, node] of [["SHA256", "sha256"], ["SHA512", "sha512"], ["BLAKE2s", "blake2s256"], ["BLAKE2b", "blake2b512"]]) {
+    for (const keyLength of [0, 32, 64, 65, 128, 129, 300]) {
+      const key = new Uint8Array(keyLength).fill(0xa5);
+      const data = [hex("0102"), hex("03")];
+      const expected = createHmac(node, key).update(hex("010203")).digest("hex");
+      assert.equal(toHex(hmac(hashFunction(name), { key, data })), expected, `${name} key ${keyLength}`);
+    }
+  }
 });
 
 describe("CipherState", () => {

@@ -173,6 +173,16 @@ describe("record layer over TCP", () => {
     await s[Symbol.asyncDispose]();
   });
 
+  test("sends issued without awaiting keep their order", T, async () => {
+    const { c, s } = await securePair();
+    const sends = [];
+    for (let i = 0; i < 2000; i++) sends.push(c.channel.send(Buffer.from(`#${i}`)));
+    for (let i = 0; i < 2000; i++) assert.equal(Buffer.from((await s.channel.receive())!).toString(), `#${i}`);
+    await Promise.all(sends);
+    await c[Symbol.asyncDispose]();
+    await s[Symbol.asyncDispose]();
+  });
+
   test("rekey boundary is crossed in both directions", T, async () => {
     const { c, s } = await securePair({ rekeyInterval: 3 });
     for (let i = 0; i < 10; i++) {

@@ -41,8 +41,9 @@ export function hashFunction(name: string): HashFunction {
   };
 }
 
-/** HMAC-HASH(key, data) per RFC 2104, as Noise defines it. */
-export function hmac(hash: HashFunction, key: Uint8Array, ...data: Uint8Array[]): Uint8Array {
+/** HMAC-HASH(key, data[0] || data[1] || ...) per RFC 2104, as Noise defines it. */
+export function hmac(hash: HashFunction, options: { key: Uint8Array; data: Uint8Array[] }): Uint8Array {
+  const { key, data } = options;
   const padded = new Uint8Array(hash.blockLen);
   padded.set(key.length > hash.blockLen ? hash.hash(key) : key);
   const ipad = new Uint8Array(hash.blockLen);
@@ -63,9 +64,9 @@ export function hkdf(
   chainingKey: Uint8Array,
   options: { ikm: Uint8Array; outputs: 2 | 3 },
 ): Uint8Array[] {
-  const tempKey = hmac(hash, chainingKey, options.ikm);
-  const out1 = hmac(hash, tempKey, Uint8Array.of(1));
-  const out2 = hmac(hash, tempKey, out1, Uint8Array.of(2));
+  const key = hmac(hash, { key: chainingKey, data: [options.ikm] });
+  const out1 = hmac(hash, { key, data: [Uint8Array.of(1)] });
+  const out2 = hmac(hash, { key, data: [out1, Uint8Array.of(2)] });
   if (options.outputs === 2) return [out1, out2];
-  return [out1, out2, hmac(hash, tempKey, out2, Uint8Array.of(3))];
+  return [out1, out2, hmac(hash, { key, data: [out2, Uint8Array.of(3)] })];
 }
