@@ -32,7 +32,9 @@ describe("platform", () => {
     assert.equal(platform.nativeZstd, zstdStatus.native);
     // deno-lint-ignore no-explicit-any
     const deno = (globalThis as any).Deno;
-    const ffiPermitted = deno ? deno.permissions.querySync({ name: "ffi" }).state === "granted" : true;
+    const ffiPermitted = deno
+      ? deno.permissions.querySync({ name: "ffi" }).state === "granted"
+      : true;
     if (process.platform === "linux" && process.env.SSYNC_NO_FFI !== "1" && ffiPermitted) {
       // Deno with --allow-ffi (or -A) and Node 26 (node:ffi): both have FFI here.
       assert.ok(platform.ffi, `FFI expected on Linux: ${libcStatus.reason}`);
@@ -48,38 +50,42 @@ describe("platform", () => {
 });
 
 describe("libc bindings", { skip: platform.ffi ? false : `no FFI: ${platform.ffiReason}` }, () => {
-  test("failures return -errno; SEEK_DATA/SEEK_HOLE; flock conflicts between descriptors", T, async () => {
-    const l = libc!;
-    assert.equal(l.seekData(-1, 0), -9, "EBADF");
-    await withTempDir((dir) => {
-      const file = path.join(dir, "f");
-      const fd = fs.openSync(file, "w+");
-      const fd2 = fs.openSync(file, "r");
-      try {
-        fs.ftruncateSync(fd, 1 << 30);
-        fs.writeSync(fd, new Uint8Array(4096).fill(1), 0, 4096, 1 << 20);
-        assert.equal(l.seekData(fd, 0), 1 << 20);
-        assert.equal(l.seekHole(fd, 1 << 20), (1 << 20) + 4096);
-        assert.equal(l.seekData(fd, (1 << 20) + 4096), -6, "ENXIO after the last data");
-        assert.equal(l.seekHole(fd, 2 ** 40), -6, "ENXIO past the end");
-        assert.equal(l.blockDeviceSize(fd), -25, "ENOTTY on a regular file");
-        assert.equal(l.flock(fd, 2 | 4), 0);
-        assert.equal(l.flock(fd2, 2 | 4), -11, "EWOULDBLOCK: held through another descriptor");
-        assert.equal(l.flock(fd, 8), 0, "LOCK_UN");
-        assert.equal(l.flock(fd2, 1 | 4), 0);
-        assert.equal(l.punchHole(fd, { offset: 1 << 20, length: 4096 }), 0);
-        assert.equal(l.seekData(fd, 0), -6, "no data left");
-        assert.equal(l.fadvise(fd, 2), 0);
-        const own = l.open(file, 0);
-        assert.ok(own >= 0);
-        assert.equal(l.close(own), 0);
-        assert.equal(l.open(path.join(dir, "missing"), 0), -2);
-      } finally {
-        fs.closeSync(fd);
-        fs.closeSync(fd2);
-      }
-    });
-  });
+  test(
+    "failures return -errno; SEEK_DATA/SEEK_HOLE; flock conflicts between descriptors",
+    T,
+    async () => {
+      const l = libc!;
+      assert.equal(l.seekData(-1, 0), -9, "EBADF");
+      await withTempDir((dir) => {
+        const file = path.join(dir, "f");
+        const fd = fs.openSync(file, "w+");
+        const fd2 = fs.openSync(file, "r");
+        try {
+          fs.ftruncateSync(fd, 1 << 30);
+          fs.writeSync(fd, new Uint8Array(4096).fill(1), 0, 4096, 1 << 20);
+          assert.equal(l.seekData(fd, 0), 1 << 20);
+          assert.equal(l.seekHole(fd, 1 << 20), (1 << 20) + 4096);
+          assert.equal(l.seekData(fd, (1 << 20) + 4096), -6, "ENXIO after the last data");
+          assert.equal(l.seekHole(fd, 2 ** 40), -6, "ENXIO past the end");
+          assert.equal(l.blockDeviceSize(fd), -25, "ENOTTY on a regular file");
+          assert.equal(l.flock(fd, 2 | 4), 0);
+          assert.equal(l.flock(fd2, 2 | 4), -11, "EWOULDBLOCK: held through another descriptor");
+          assert.equal(l.flock(fd, 8), 0, "LOCK_UN");
+          assert.equal(l.flock(fd2, 1 | 4), 0);
+          assert.equal(l.punchHole(fd, { offset: 1 << 20, length: 4096 }), 0);
+          assert.equal(l.seekData(fd, 0), -6, "no data left");
+          assert.equal(l.fadvise(fd, 2), 0);
+          const own = l.open(file, 0);
+          assert.ok(own >= 0);
+          assert.equal(l.close(own), 0);
+          assert.equal(l.open(path.join(dir, "missing"), 0), -2);
+        } finally {
+          fs.closeSync(fd);
+          fs.closeSync(fd2);
+        }
+      });
+    },
+  );
 });
 
 function sample(size: number): Uint8Array {
@@ -125,7 +131,11 @@ describe("zstd", () => {
         assert.equal(frameContentSize(frame), size, `${from} writes the content size`);
         if (size > 1000) assert.ok(frame.length < size, "compressible data shrinks");
         for (const to of backends) {
-          assert.deepEqual(decompress(frame, size, { backend: to }), data, `${from} → ${to}, ${size} B`);
+          assert.deepEqual(
+            decompress(frame, size, { backend: to }),
+            data,
+            `${from} → ${to}, ${size} B`,
+          );
         }
       }
     }
@@ -142,7 +152,11 @@ describe("zstd", () => {
         assert.throws(() => decompress(frame, data.length - 1, { backend: to }), RangeError);
         assert.throws(() => decompress(bare, data.length - 1, { backend: to }), RangeError);
         assert.throws(() => decompress(bare, 1000, { backend: to }), /more than 1000 bytes/);
-        assert.deepEqual(decompress(bare, data.length, { backend: to }), data, `${from} → ${to} bare`);
+        assert.deepEqual(
+          decompress(bare, data.length, { backend: to }),
+          data,
+          `${from} → ${to} bare`,
+        );
         assert.deepEqual(decompress(bare, 4 << 20, { backend: to }), data);
       }
     }
@@ -151,13 +165,21 @@ describe("zstd", () => {
   test("corrupt or foreign input is an error, not a crash", T, async () => {
     await initZstd({ wasm: true });
     for (const to of backends) {
-      assert.throws(() => decompress(new Uint8Array([1, 2, 3, 4, 5, 6]), 100, { backend: to }), /not a zstd frame/);
+      assert.throws(
+        () => decompress(new Uint8Array([1, 2, 3, 4, 5, 6]), 100, { backend: to }),
+        /not a zstd frame/,
+      );
       const data = sample(64 * 1024);
       const frame = compress(data, 1, { backend: to });
       for (const cut of [1, 7, 100, frame.length >> 1]) {
-        assert.throws(() => decompress(frame.slice(0, frame.length - cut), 64 * 1024, { backend: to }), /truncated/);
+        assert.throws(
+          () => decompress(frame.slice(0, frame.length - cut), 64 * 1024, { backend: to }),
+          /truncated/,
+        );
       }
-      assert.throws(() => decompress(frame.slice(0, frame.length >> 1), 64 * 1024, { backend: to }));
+      assert.throws(() =>
+        decompress(frame.slice(0, frame.length >> 1), 64 * 1024, { backend: to })
+      );
       const flipped = frame.slice();
       flipped[flipped.length >> 1] ^= 0xff;
       try {
@@ -165,12 +187,24 @@ describe("zstd", () => {
       } catch {
         // an error is the expected outcome
       }
-      assert.throws(() => decompress(new Uint8Array([...frame, 1, 2, 3, 4, 5, 6]), 1 << 20, { backend: to }), /not a zstd frame/);
+      assert.throws(
+        () => decompress(new Uint8Array([...frame, 1, 2, 3, 4, 5, 6]), 1 << 20, { backend: to }),
+        /not a zstd frame/,
+      );
       // Concatenated frames are one zstd stream; the cap counts all of them.
       const twice = new Uint8Array([...frame, ...frame]);
-      assert.deepEqual(decompress(twice, 128 * 1024, { backend: to }), new Uint8Array([...data, ...data]));
+      assert.deepEqual(
+        decompress(twice, 128 * 1024, { backend: to }),
+        new Uint8Array([...data, ...data]),
+      );
       assert.throws(() => decompress(twice, 128 * 1024 - 1, { backend: to }), RangeError);
-      assert.throws(() => decompress(new Uint8Array([...frame, ...stripContentSize(frame)]), 100_000, { backend: to }), RangeError);
+      assert.throws(
+        () =>
+          decompress(new Uint8Array([...frame, ...stripContentSize(frame)]), 100_000, {
+            backend: to,
+          }),
+        RangeError,
+      );
     }
   });
 

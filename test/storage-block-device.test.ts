@@ -29,7 +29,7 @@ const SIZE = 64 * MiB;
 /** Runs `body` on a loop device over a fully written 64 MiB file; skips if losetup fails. */
 async function withDevice(
   t: { skip(msg?: string): void },
-  body: (device: string, backing: string) => Promise<void>,
+  body: (device: string, backing: string) => Promise<void> | void,
 ): Promise<void> {
   await withTempDir(async (dir) => {
     const backing = path.join(dir, "backing.img");
@@ -40,7 +40,8 @@ async function withDevice(
 }
 
 for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }]) {
-  const skip = SKIP || (mode.ffi && !platform.ffi ? `FFI unavailable: ${platform.ffiReason}` : false);
+  const skip = SKIP ||
+    (mode.ffi && !platform.ffi ? `FFI unavailable: ${platform.ffiReason}` : false);
   describe(`block device (${mode.name})`, { skip }, () => {
     test("size, kind, extents and reads", T, async (t) => {
       await withDevice(t, async (device, backing) => {
@@ -87,7 +88,9 @@ for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }
       await withDevice(t, async (device) => {
         await using dst = await openDestination(device, { create: true, ffi: mode.ffi });
         await assert.rejects(dst.setSize(SIZE + 512), {
-          message: `${device} is a block device of ${SIZE} bytes, smaller than the source (${SIZE + 512} bytes)`,
+          message: `${device} is a block device of ${SIZE} bytes, smaller than the source (${
+            SIZE + 512
+          } bytes)`,
         });
         await dst.setSize(SIZE - 4096);
         await dst.setSize(SIZE);
@@ -98,14 +101,21 @@ for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }
     test("a second writer is refused while the first holds the device", T, async (t) => {
       await withDevice(t, async (device) => {
         const first = await openDestination(device, { create: false, ffi: mode.ffi });
-        await assert.rejects(openDestination(device, { create: false, ffi: mode.ffi }), (e: Error) => {
-          assert.match(e.message, new RegExp(`^Cannot lock ${device}: another ssync is writing it`));
-          assert.equal((e as { code?: string }).code, "EBUSY");
-          return true;
-        });
+        await assert.rejects(
+          openDestination(device, { create: false, ffi: mode.ffi }),
+          (e: Error) => {
+            assert.match(
+              e.message,
+              new RegExp(`^Cannot lock ${device}: another ssync is writing it`),
+            );
+            assert.equal((e as { code?: string }).code, "EBUSY");
+            return true;
+          },
+        );
         await (await openSource(device, { ffi: mode.ffi }))[Symbol.asyncDispose]();
         await first[Symbol.asyncDispose]();
-        await (await openDestination(device, { create: false, ffi: mode.ffi }))[Symbol.asyncDispose]();
+        await (await openDestination(device, { create: false, ffi: mode.ffi }))
+          [Symbol.asyncDispose]();
       });
     });
   });
@@ -113,7 +123,7 @@ for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }
 
 describe("block device size and zeroing primitives", { skip: SKIP }, () => {
   test("ioctl, sysfs and probe agree", T, async (t) => {
-    await withDevice(t, async (device) => {
+    await withDevice(t, (device) => {
       const fd = fs.openSync(device, "r");
       try {
         const rdev = fs.fstatSync(fd, { bigint: true }).rdev;
@@ -130,18 +140,26 @@ describe("block device size and zeroing primitives", { skip: SKIP }, () => {
     });
   });
 
-  test("BLKZEROOUT zeroes an aligned range", { ...T, skip: platform.ffi ? false : "no FFI" }, async (t) => {
-    await withDevice(t, async (device, backing) => {
-      const fd = fs.openSync(device, "r+");
-      try {
-        assert.equal(libc!.blockZeroOut(fd, { offset: 4 * MiB, length: 2 * MiB }), 0);
-        assert.equal(libc!.blockZeroOut(fd, { offset: 1, length: 512 }), -22, "EINVAL when unaligned");
-        fs.fsyncSync(fd);
-      } finally {
-        fs.closeSync(fd);
-      }
-      assert.ok(isZero(readRange(backing, { offset: 4 * MiB, length: 2 * MiB })));
-      assert.notEqual(readRange(backing, { offset: 6 * MiB, length: 1 })[0], 0);
-    });
-  });
+  test(
+    "BLKZEROOUT zeroes an aligned range",
+    { ...T, skip: platform.ffi ? false : "no FFI" },
+    async (t) => {
+      await withDevice(t, (device, backing) => {
+        const fd = fs.openSync(device, "r+");
+        try {
+          assert.equal(libc!.blockZeroOut(fd, { offset: 4 * MiB, length: 2 * MiB }), 0);
+          assert.equal(
+            libc!.blockZeroOut(fd, { offset: 1, length: 512 }),
+            -22,
+            "EINVAL when unaligned",
+          );
+          fs.fsyncSync(fd);
+        } finally {
+          fs.closeSync(fd);
+        }
+        assert.ok(isZero(readRange(backing, { offset: 4 * MiB, length: 2 * MiB })));
+        assert.notEqual(readRange(backing, { offset: 6 * MiB, length: 1 })[0], 0);
+      });
+    },
+  );
 });

@@ -83,9 +83,13 @@ for (const mode of MODES) {
         for (const c of chunks) {
           assert.ok(covered(extents, c.offset) && covered(extents, c.offset + c.length - 1));
         }
-        assert.deepEqual(await src.dataExtents(150 * GiB, 300 * GiB), mode.ffi
-          ? [{ offset: 200 * GiB - 4 * KiB, length: 4 * KiB }]
-          : [{ offset: 150 * GiB, length: 50 * GiB }], "clipped to the size");
+        assert.deepEqual(
+          await src.dataExtents(150 * GiB, 300 * GiB),
+          mode.ffi
+            ? [{ offset: 200 * GiB - 4 * KiB, length: 4 * KiB }]
+            : [{ offset: 150 * GiB, length: 50 * GiB }],
+          "clipped to the size",
+        );
         assert.deepEqual(await src.dataExtents(300 * GiB, 400 * GiB), []);
       });
     });
@@ -176,7 +180,10 @@ for (const mode of MODES) {
         await dst.setSize(4 * KiB);
         assert.equal(dst.size, 4 * KiB);
         assert.equal(fs.statSync(file).size, 4 * KiB);
-        assert.deepEqual(readRange(file, { offset: 0, length: 8 * KiB }), patternBytes(8 * KiB).subarray(0, 4 * KiB));
+        assert.deepEqual(
+          readRange(file, { offset: 0, length: 8 * KiB }),
+          patternBytes(8 * KiB).subarray(0, 4 * KiB),
+        );
         await assert.rejects(dst.setSize(-1), /Cannot resize/);
       });
     });
@@ -190,7 +197,10 @@ for (const mode of MODES) {
           assert.equal((e as { code?: string }).code, "EBUSY");
           return true;
         });
-        await assert.rejects(openDestination(file, { create: false, readOnly: true, ffi: mode.ffi }), /another ssync/);
+        await assert.rejects(
+          openDestination(file, { create: false, readOnly: true, ffi: mode.ffi }),
+          /another ssync/,
+        );
         // A reader of the source is never blocked by the writer's lock.
         await (await openSource(file, { ffi: mode.ffi }))[Symbol.asyncDispose]();
         await first[Symbol.asyncDispose]();
@@ -227,7 +237,7 @@ describe("storage lock file (portable lock)", () => {
       const dead = spawnSync(process.execPath, ["--version"]).pid;
       assert.ok(dead);
       fs.writeFileSync(lockFilePath(file), `${dead}\n`);
-      await using dst = await openDestination(file, { create: true, ffi: false });
+      await using _dst = await openDestination(file, { create: true, ffi: false });
       assert.equal(fs.readFileSync(lockFilePath(file), "utf8").trim(), String(process.pid));
     });
   });
@@ -236,8 +246,15 @@ describe("storage lock file (portable lock)", () => {
     await withTempDir(async (dir) => {
       const file = path.join(dir, "live.img");
       fs.writeFileSync(lockFilePath(file), "1\n"); // pid 1 is always alive
-      await assert.rejects(openDestination(file, { create: true, ffi: false }), /another ssync is writing it/);
-      assert.equal(fs.readFileSync(lockFilePath(file), "utf8"), "1\n", "someone else's lock is kept");
+      await assert.rejects(
+        openDestination(file, { create: true, ffi: false }),
+        /another ssync is writing it/,
+      );
+      assert.equal(
+        fs.readFileSync(lockFilePath(file), "utf8"),
+        "1\n",
+        "someone else's lock is kept",
+      );
     });
   });
 });
@@ -251,8 +268,14 @@ describe("opening errors", () => {
         assert.equal((e as { code?: string }).code, "ENOENT");
         return true;
       });
-      await assert.rejects(openSource(dir), { message: `Cannot open ${dir}: is a directory`, code: "EISDIR" });
-      await assert.rejects(openSource("/dev/null"), /Cannot open \/dev\/null: not a regular file or block device/);
+      await assert.rejects(openSource(dir), {
+        message: `Cannot open ${dir}: is a directory`,
+        code: "EISDIR",
+      });
+      await assert.rejects(
+        openSource("/dev/null"),
+        /Cannot open \/dev\/null: not a regular file or block device/,
+      );
       const notDir = path.join(dir, "f");
       fs.writeFileSync(notDir, "x");
       await assert.rejects(openSource(path.join(notDir, "x")), { code: "ENOTDIR" });
@@ -261,16 +284,23 @@ describe("opening errors", () => {
 
   test("destination: directory, missing parent, missing without create", T, async () => {
     await withTempDir(async (dir) => {
-      await assert.rejects(openDestination(dir, { create: true }), { message: `Cannot open ${dir}: is a directory` });
+      await assert.rejects(openDestination(dir, { create: true }), {
+        message: `Cannot open ${dir}: is a directory`,
+      });
       const parent = path.join(dir, "x");
       await assert.rejects(openDestination(path.join(parent, "a.img"), { create: true }), {
         message: `Cannot create ${path.join(parent, "a.img")}: directory ${parent} does not exist`,
         code: "ENOENT",
       });
       const f = path.join(dir, "a.img");
-      await assert.rejects(openDestination(f, { create: false }), { message: `Cannot open ${f}: no such file` });
+      await assert.rejects(openDestination(f, { create: false }), {
+        message: `Cannot open ${f}: no such file`,
+      });
       assert.ok(!fs.existsSync(f));
-      await assert.rejects(openDestination("/dev/null", { create: true }), /not a regular file or block device/);
+      await assert.rejects(
+        openDestination("/dev/null", { create: true }),
+        /not a regular file or block device/,
+      );
     });
   });
 
@@ -303,16 +333,20 @@ describe("opening errors", () => {
   const uid = typeof process.getuid === "function" ? process.getuid() : -1;
   test("permission denied, checked as an unprivileged user", {
     ...T,
-    skip: uid !== 0 ? "needs root to switch to user nobody (root itself bypasses mode bits)" : false,
+    skip: uid !== 0
+      ? "needs root to switch to user nobody (root itself bypasses mode bits)"
+      : false,
   }, async () => {
-    await withTempDir(async (dir) => {
+    await withTempDir((dir) => {
       fs.chmodSync(dir, 0o755);
       const secret = path.join(dir, "secret.img");
       fs.writeFileSync(secret, "x", { mode: 0o600 });
       const script = path.join(dir, "probe.ts");
       const srcUrl = new URL("../src/storage/open-source.ts", import.meta.url).href;
       const dstUrl = new URL("../src/storage/open-destination.ts", import.meta.url).href;
-      fs.writeFileSync(script, `
+      fs.writeFileSync(
+        script,
+        `
         import { openSource } from ${JSON.stringify(srcUrl)};
         import { openDestination } from ${JSON.stringify(dstUrl)};
         const out = [];
@@ -320,14 +354,17 @@ describe("opening errors", () => {
           try { await f(); out.push("opened"); } catch (e) { out.push(e.message + " / " + e.code); }
         }
         console.log(JSON.stringify(out));
-      `);
+      `,
+      );
       fs.chmodSync(script, 0o644);
       const denoDir = path.join(dir, "deno-cache");
       fs.mkdirSync(denoDir, { mode: 0o777 });
       fs.chmodSync(denoDir, 0o777);
       // deno-lint-ignore no-explicit-any
       const isDeno = typeof (globalThis as any).Deno !== "undefined";
-      const args = isDeno ? ["run", "-A", "--no-check", "--no-config", script, secret] : [script, secret];
+      const args = isDeno
+        ? ["run", "-A", "--no-check", "--no-config", script, secret]
+        : [script, secret];
       let out: string;
       try {
         out = execFileSync(process.execPath, args, {

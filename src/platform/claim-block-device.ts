@@ -21,7 +21,10 @@ const isDeno = typeof (globalThis as any).Deno !== "undefined";
  * Claims `path`, or returns null when this runtime cannot (Deno's node:fs turns O_EXCL into
  * "create new", so Deno needs FFI). Throws an Error with `.code` (EBUSY when held elsewhere).
  */
-export function claimBlockDevice(path: string, options: { libc: Libc | null }): BlockDeviceClaim | null {
+export function claimBlockDevice(
+  path: string,
+  options: { libc: Libc | null },
+): BlockDeviceClaim | null {
   const libc = options.libc;
   if (libc) {
     const fd = libc.open(path, O_RDONLY | O_EXCL);

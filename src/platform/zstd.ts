@@ -154,7 +154,9 @@ function decompressFrame(
   out = plain(out);
   if (out.length > maxSize) throw tooLarge(maxSize);
   if (contentSize !== null && out.length !== contentSize) {
-    throw new Error(`zstd: cannot decompress: frame announced ${contentSize} bytes, held ${out.length}`);
+    throw new Error(
+      `zstd: cannot decompress: frame announced ${contentSize} bytes, held ${out.length}`,
+    );
   }
   return out;
 }

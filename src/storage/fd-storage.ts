@@ -93,7 +93,7 @@ export class FdStorage implements Storage {
   }
 
   dataExtents(start: number, end: number): Promise<Extent[]> {
-    return this.#run("find data in", false, async () => this.#dataExtents(start, end));
+    return this.#run("find data in", false, () => Promise.resolve(this.#dataExtents(start, end)));
   }
 
   #dataExtents(start: number, end: number): Extent[] {
@@ -194,13 +194,17 @@ export class FdStorage implements Storage {
       if (UNSUPPORTED.has(r)) {
         this.#noZeroOut = true;
         await this.#writeZeros({ offset: pos, length: end - pos });
-        if (a > range.offset) await this.#writeZeros({ offset: range.offset, length: a - range.offset });
+        if (a > range.offset) {
+          await this.#writeZeros({ offset: range.offset, length: a - range.offset });
+        }
         return pos > a ? "punched" : "zeroed";
       }
       if (r < 0) throw storageError("zero a range of", this.path, { errno: r });
       if (pos + DEVICE_ZERO_STEP < b) await new Promise((resolve) => setTimeout(resolve, 0));
     }
-    if (a > range.offset) await this.#writeZeros({ offset: range.offset, length: a - range.offset });
+    if (a > range.offset) {
+      await this.#writeZeros({ offset: range.offset, length: a - range.offset });
+    }
     if (end > b) await this.#writeZeros({ offset: b, length: end - b });
     return "punched";
   }

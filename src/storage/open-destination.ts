@@ -37,6 +37,7 @@ export interface OpenDestinationOptions {
 
 const EWOULDBLOCK = 11;
 
+// deno-lint-ignore require-await -- async so that every failure is a rejection
 export async function openDestination(
   path: string,
   options: OpenDestinationOptions,
@@ -65,7 +66,9 @@ export async function openDestination(
   let release: (() => void) | undefined;
   try {
     release = lock(path, { fd, kind, rdev: stat.rdev, libc, readOnly });
-    const size = kind === "file" ? Number(stat.size) : blockDeviceSize(fd, { libc, rdev: stat.rdev });
+    const size = kind === "file"
+      ? Number(stat.size)
+      : blockDeviceSize(fd, { libc, rdev: stat.rdev });
     return new FdStorage({ path, kind, fd, size, writable: !readOnly, libc, release });
   } catch (e) {
     fs.closeSync(fd);

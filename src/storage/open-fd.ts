@@ -17,7 +17,10 @@ export interface OpenedFd {
 }
 
 /** Kind of what `stat` describes, or throws the plain-words refusal. */
-export function storageKind(stat: fs.BigIntStats | fs.Stats, options: { action: string; path: string }): StorageKind {
+export function storageKind(
+  stat: fs.BigIntStats | fs.Stats,
+  options: { action: string; path: string },
+): StorageKind {
   if (stat.isFile()) return "file";
   if (stat.isBlockDevice()) return "block-device";
   const { action, path } = options;

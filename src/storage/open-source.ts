@@ -11,11 +11,17 @@ export interface OpenSourceOptions {
 }
 
 /** Read-only store; errors read "Cannot open <path>: no such file" and so on. */
-export async function openSource(path: string, options: OpenSourceOptions = {}): Promise<FdStorage> {
+// deno-lint-ignore require-await -- async so that every failure is a rejection
+export async function openSource(
+  path: string,
+  options: OpenSourceOptions = {},
+): Promise<FdStorage> {
   const libc = options.ffi === false ? null : ffiLibc;
   const { fd, kind, stat } = openFd(path, { action: "open", flags: fs.constants.O_RDONLY });
   try {
-    const size = kind === "file" ? Number(stat.size) : blockDeviceSize(fd, { libc, rdev: stat.rdev });
+    const size = kind === "file"
+      ? Number(stat.size)
+      : blockDeviceSize(fd, { libc, rdev: stat.rdev });
     libc?.fadvise(fd, POSIX_FADV_SEQUENTIAL); // advisory: larger readahead; failure is harmless
     return new FdStorage({ path, kind, fd, size, writable: false, libc });
   } catch (e) {

@@ -8,7 +8,9 @@ import { execFileSync } from "node:child_process";
 /** Why loop devices are unavailable, or "" when they work. */
 export function loopDeviceUnavailableReason(): string {
   if (process.platform !== "linux") return "loop devices are Linux-only";
-  if (typeof process.getuid === "function" && process.getuid() !== 0) return "needs root for losetup";
+  if (typeof process.getuid === "function" && process.getuid() !== 0) {
+    return "needs root for losetup";
+  }
   try {
     execFileSync("losetup", ["--version"], { stdio: "ignore" });
   } catch {

@@ -29,7 +29,10 @@ export async function withTempDir<T>(body: (dir: string) => Promise<T> | T): Pro
 }
 
 /** Deterministic non-zero-heavy bytes: differs with offset and seed, never all zero. */
-export function patternBytes(length: number, options: { offset?: number; seed?: number } = {}): Uint8Array {
+export function patternBytes(
+  length: number,
+  options: { offset?: number; seed?: number } = {},
+): Uint8Array {
   const out = new Uint8Array(length);
   let x = ((options.offset ?? 0) / 4096 + (options.seed ?? 1) * 0x9e3779b1) >>> 0 || 1;
   for (let i = 0; i < length; i++) {
@@ -48,14 +51,21 @@ function chunkBytes(c: DataChunk): Uint8Array {
 }
 
 /** Creates (or replaces) a sparse file of apparent size `size` with data only in `chunks`. */
-export function makeSparseFile(file: string, options: { size: number; chunks?: DataChunk[] }): void {
+export function makeSparseFile(
+  file: string,
+  options: { size: number; chunks?: DataChunk[] },
+): void {
   const fd = fs.openSync(file, "w");
   try {
     fs.ftruncateSync(fd, options.size);
     for (const c of options.chunks ?? []) {
       const step = 1 << 20;
       for (let pos = 0; pos < c.length; pos += step) {
-        const part = chunkBytes({ ...c, offset: c.offset + pos, length: Math.min(step, c.length - pos) });
+        const part = chunkBytes({
+          ...c,
+          offset: c.offset + pos,
+          length: Math.min(step, c.length - pos),
+        });
         fs.writeSync(fd, part, 0, part.length, c.offset + pos);
       }
     }
