@@ -41,6 +41,8 @@ export interface SecureOptions {
   /** The whole handshake, acceptance included, must finish within this time. */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** How errors name the peer, e.g. "backup:7070"; default: the socket's remote address. */
+  peerName?: string;
   /** Record layer tuning (tests). */
   channel?: Omit<NoiseRecordChannelOptions, "send" | "receive" | "initialData">;
 }
@@ -114,7 +116,7 @@ async function guarded<T>(
   options: SecureOptions & { what: string },
   steps: (reader: SocketReader) => Promise<T>,
 ): Promise<T> {
-  const peer = peerName(socket);
+  const peer = options.peerName ?? peerName(socket);
   const reader = new SocketReader(socket, { maxBuffered: MAX_HANDSHAKE_BUFFER });
   const timeoutMs = options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
   let timer: ReturnType<typeof setTimeout> | undefined;
