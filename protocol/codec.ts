@@ -1,0 +1,397 @@
+/**
+ * encode/decode of protocol messages. The only code that touches byte layouts.
+ *
+ * decode checks, in this order, before allocating anything: record length within
+ * [HEADER_SIZE, MAX_RECORD] and equal to HEADER_SIZE + payloadLength; known type;
+ * flags known for that type; header fields unused by the type are zero; then the
+ * type's exact payload length and field ranges. Anything else throws ProtocolError,
+ * which is fatal for the session.
+ */
+import {
+  CAP_ZSTD,
+  CAPS_KNOWN,
+  DIGEST_SIZE,
+  ErrorCode,
+  type ErrorName,
+  COMMIT_OK_SIZE,
+  FLAG_NO_PAYLOAD,
+  FLAG_ZSTD,
+  HASH_KEY_SIZE,
+  HashCode,
+  type HashAlgorithm,
+  HEADER_SIZE,
+  KindCode,
+  MAX_DATA_LENGTH,
+  MAX_ERROR_MESSAGE,
+  MAX_NAME_LENGTH,
+  MAX_PAYLOAD,
+  MAX_RANGE_BLOCKS,
+  MAX_RECORD,
+  MAX_U53,
+  MessageCode,
+  type MessageType,
+  type Mode,
+  ModeCode,
+  OPEN_DRY_RUN,
+  OPEN_FLAGS_KNOWN,
+  RUN_DIGESTS,
+  RUN_ZERO,
+} from "./constants.ts";
+import type { Message, StoreKind } from "./messages.ts";
+
+/** A record that breaks the wire format. Fatal: the connection closes. */
+export class ProtocolError extends Error {
+  override name = "ProtocolError";
+}
+
+const OPEN_FIXED = 2 + 1 + 1 + 4 + 4 + 8 + HASH_KEY_SIZE + 2;
+const OPEN_OK_SIZE = 8 + 4 + 1;
+const ROOT_SIZE = DIGEST_SIZE;
+
+const typeByCode = new Map<number, MessageType>(
+  Object.entries(MessageCode).map(([k, v]) => [v, k as MessageType]),
+);
+const modeByCode = invert(ModeCode);
+const hashByCode = invert(HashCode);
+const kindByCode = invert(KindCode);
+const errorByCode = invert(ErrorCode);
+const utf8 = new TextEncoder();
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+
+function invert<K extends string>(table: Record<K, number>): Map<number, K> {
+  return new Map(Object.entries(table).map(([k, v]) => [v as number, k as K]));
+}
+
+interface Header {
+  type: MessageType;
+  flags: number;
+  cookie: number;
+  offset: number;
+  length: number;
+  aux: number;
+}
+
+// ---------------------------------------------------------------- encode
+
+export function encode(msg: Message): Uint8Array {
+  switch (msg.type) {
+    case "OPEN": {
+      const name = utf8.encode(msg.name);
+      const p = new Uint8Array(OPEN_FIXED + name.length);
+      const v = view(p);
+      v.setUint16(0, msg.version);
+      v.setUint8(2, ModeCode[msg.mode]);
+      v.setUint8(3, HashCode[msg.hash]);
+      v.setUint32(4, msg.blockSize);
+      v.setUint32(8, msg.dryRun ? OPEN_DRY_RUN : 0);
+      setU64(v, 12, msg.size);
+      p.set(msg.key, 20);
+      v.setUint16(20 + HASH_KEY_SIZE, name.length);
+      p.set(name, OPEN_FIXED);
+      return record(msg, { payload: p });
+    }
+    case "OPEN_OK": {
+      const p = new Uint8Array(OPEN_OK_SIZE);
+      const v = view(p);
+      setU64(v, 0, msg.size);
+      v.setUint32(8, msg.zstd ? CAP_ZSTD : 0);
+      v.setUint8(12, KindCode[msg.kind]);
+      return record(msg, { payload: p });
+    }
+    case "SIGS":
+    case "ZERO":
+    case "RANGE_DONE":
+      return record(msg, { offset: msg.offset, length: msg.length });
+    case "SIGS_REPLY":
+    case "READ_DIFF":
+      return record(msg, {
+        offset: msg.offset,
+        length: msg.length,
+        aux: msg.digests.length / DIGEST_SIZE,
+        payload: encodeRuns(msg.digests),
+      });
+    case "DATA":
+      return record(msg, {
+        offset: msg.offset,
+        length: msg.length,
+        flags: msg.payload === undefined ? FLAG_NO_PAYLOAD : msg.zstd ? FLAG_ZSTD : 0,
+        payload: msg.payload,
+      });
+    case "FLUSH":
+    case "ACK":
+      return record(msg, {});
+    case "COMMIT":
+      return record(msg, { payload: msg.root });
+    case "COMMIT_OK": {
+      const p = new Uint8Array(COMMIT_OK_SIZE);
+      p.set(msg.root);
+      const v = view(p);
+      const c = msg.counters;
+      [c.bytesRead, c.holeBytesSkipped, c.bytesWritten, c.bytesPunched].forEach((n, i) => setU64(v, ROOT_SIZE + 8 * i, n));
+      return record(msg, { payload: p });
+    }
+    case "ERROR": {
+      let text = utf8.encode(msg.message);
+      if (text.length > MAX_ERROR_MESSAGE) text = utf8.encode(truncateUtf8(msg.message));
+      return record(msg, { aux: ErrorCode[msg.code], payload: text });
+    }
+    default:
+      return unreachable(msg);
+  }
+}
+
+function record(
+  msg: Message,
+  f: { offset?: number; length?: number; flags?: number; aux?: number; payload?: Uint8Array },
+): Uint8Array {
+  const payload = f.payload ?? new Uint8Array(0);
+  if (payload.length > MAX_PAYLOAD) throw new RangeError(`${msg.type} payload too large`);
+  const out = new Uint8Array(HEADER_SIZE + payload.length);
+  const v = view(out);
+  v.setUint16(0, MessageCode[msg.type]);
+  v.setUint16(2, f.flags ?? 0);
+  v.setUint32(4, msg.cookie);
+  setU64(v, 8, f.offset ?? 0);
+  setU64(v, 16, f.length ?? 0);
+  v.setUint32(24, payload.length);
+  v.setUint32(28, f.aux ?? 0);
+  out.set(payload, HEADER_SIZE);
+  return out;
+}
+
+/** Digests (DIGEST_SIZE bytes per block, zeros = all-zero block) → runs. */
+export function encodeRuns(digests: Uint8Array): Uint8Array {
+  const blocks = digests.length / DIGEST_SIZE;
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  let i = 0;
+  while (i < blocks) {
+    const zero = isZeroDigest(digests, i);
+    let j = i + 1;
+    while (j < blocks && isZeroDigest(digests, j) === zero) j++;
+    const head = new Uint8Array(5);
+    head[0] = zero ? RUN_ZERO : RUN_DIGESTS;
+    view(head).setUint32(1, j - i);
+    parts.push(head);
+    size += 5;
+    if (!zero) {
+      parts.push(digests.subarray(i * DIGEST_SIZE, j * DIGEST_SIZE));
+      size += (j - i) * DIGEST_SIZE;
+    }
+    i = j;
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+export function isZeroDigest(digests: Uint8Array, index: number): boolean {
+  const base = index * DIGEST_SIZE;
+  for (let k = 0; k < DIGEST_SIZE; k++) if (digests[base + k] !== 0) return false;
+  return true;
+}
+
+function truncateUtf8(s: string): string {
+  while (utf8.encode(s).length > MAX_ERROR_MESSAGE - 3) s = s.slice(0, Math.floor(s.length * 0.9));
+  return s + "...";
+}
+
+// ---------------------------------------------------------------- decode
+
+export function decode(rec: Uint8Array): Message {
+  if (rec.length < HEADER_SIZE || rec.length > MAX_RECORD) {
+    throw new ProtocolError(`record of ${rec.length} bytes is outside [${HEADER_SIZE}, ${MAX_RECORD}]`);
+  }
+  const v = view(rec);
+  const code = v.getUint16(0);
+  const type = typeByCode.get(code);
+  if (type === undefined) throw new ProtocolError(`unknown message type ${code}`);
+  const payloadLength = v.getUint32(24);
+  if (HEADER_SIZE + payloadLength !== rec.length) {
+    throw new ProtocolError(`${type}: payload length ${payloadLength} does not match record of ${rec.length} bytes`);
+  }
+  const h: Header = {
+    type,
+    flags: v.getUint16(2),
+    cookie: v.getUint32(4),
+    offset: getU64(v, 8, type),
+    length: getU64(v, 16, type),
+    aux: v.getUint32(28),
+  };
+  if (h.offset + h.length > MAX_U53) throw new ProtocolError(`${type}: range end beyond 2^53`);
+  const payload = rec.subarray(HEADER_SIZE);
+  return decodeBody(h, payload);
+}
+
+function decodeBody(h: Header, p: Uint8Array): Message {
+  const { type, cookie } = h;
+  switch (type) {
+    case "OPEN": {
+      expectHeader(h, { flags: 0, range: false, aux: false });
+      if (p.length < OPEN_FIXED) throw new ProtocolError(`OPEN: payload of ${p.length} bytes is too short`);
+      const v = view(p);
+      const nameLength = v.getUint16(20 + HASH_KEY_SIZE);
+      if (p.length !== OPEN_FIXED + nameLength) throw new ProtocolError("OPEN: name length does not match payload");
+      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) throw new ProtocolError("OPEN: bad name length");
+      const openFlags = v.getUint32(8);
+      if ((openFlags & ~OPEN_FLAGS_KNOWN) !== 0) throw new ProtocolError(`OPEN: unknown flags ${openFlags}`);
+      const name = text(p.subarray(OPEN_FIXED), "OPEN name");
+      if (name.includes("\0")) throw new ProtocolError("OPEN: name contains NUL");
+      return {
+        type,
+        cookie,
+        version: v.getUint16(0),
+        mode: lookup(modeByCode, v.getUint8(2), "OPEN mode") as Mode,
+        hash: lookup(hashByCode, v.getUint8(3), "OPEN hash") as HashAlgorithm,
+        blockSize: v.getUint32(4),
+        dryRun: (openFlags & OPEN_DRY_RUN) !== 0,
+        size: getU64(v, 12, type),
+        key: p.slice(20, 20 + HASH_KEY_SIZE),
+        name,
+      };
+    }
+    case "OPEN_OK": {
+      expectHeader(h, { flags: 0, range: false, aux: false });
+      expectLength(type, p, OPEN_OK_SIZE);
+      const v = view(p);
+      const caps = v.getUint32(8);
+      if ((caps & ~CAPS_KNOWN) !== 0) throw new ProtocolError(`OPEN_OK: unknown capabilities ${caps}`);
+      return {
+        type,
+        cookie,
+        size: getU64(v, 0, type),
+        zstd: (caps & CAP_ZSTD) !== 0,
+        kind: lookup(kindByCode, v.getUint8(12), "OPEN_OK kind") as StoreKind,
+      };
+    }
+    case "SIGS":
+    case "ZERO":
+    case "RANGE_DONE":
+      expectHeader(h, { flags: 0, range: true, aux: false });
+      expectLength(type, p, 0);
+      return { type, cookie, offset: h.offset, length: h.length };
+    case "SIGS_REPLY":
+    case "READ_DIFF": {
+      expectHeader(h, { flags: 0, range: true, aux: true });
+      if (h.aux === 0 || h.aux > MAX_RANGE_BLOCKS) throw new ProtocolError(`${type}: ${h.aux} blocks outside [1, ${MAX_RANGE_BLOCKS}]`);
+      return { type, cookie, offset: h.offset, length: h.length, digests: decodeRuns(p, h.aux, type) };
+    }
+    case "DATA": {
+      expectHeader(h, { flags: FLAG_ZSTD | FLAG_NO_PAYLOAD, range: true, aux: false });
+      if (h.length > MAX_DATA_LENGTH) throw new ProtocolError(`DATA: length ${h.length} above ${MAX_DATA_LENGTH}`);
+      const zstd = (h.flags & FLAG_ZSTD) !== 0;
+      if (h.flags & FLAG_NO_PAYLOAD) {
+        if (zstd || p.length !== 0) throw new ProtocolError("DATA: NO_PAYLOAD with a payload or ZSTD");
+        return { type, cookie, offset: h.offset, length: h.length, payload: undefined, zstd };
+      }
+      if (zstd ? p.length === 0 || p.length > h.length : p.length !== h.length) {
+        throw new ProtocolError(`DATA: payload of ${p.length} bytes for length ${h.length}`);
+      }
+      return { type, cookie, offset: h.offset, length: h.length, payload: p, zstd };
+    }
+    case "FLUSH":
+    case "ACK":
+      expectHeader(h, { flags: 0, range: false, aux: false });
+      expectLength(type, p, 0);
+      return { type, cookie };
+    case "COMMIT":
+      expectHeader(h, { flags: 0, range: false, aux: false });
+      expectLength(type, p, ROOT_SIZE);
+      return { type, cookie, root: p.slice() };
+    case "COMMIT_OK": {
+      expectHeader(h, { flags: 0, range: false, aux: false });
+      expectLength(type, p, COMMIT_OK_SIZE);
+      const v = view(p);
+      const [bytesRead, holeBytesSkipped, bytesWritten, bytesPunched] = [0, 1, 2, 3].map((i) =>
+        getU64(v, ROOT_SIZE + 8 * i, type)
+      );
+      return { type, cookie, root: p.slice(0, ROOT_SIZE), counters: { bytesRead, holeBytesSkipped, bytesWritten, bytesPunched } };
+    }
+    case "ERROR": {
+      expectHeader(h, { flags: 0, range: false, aux: true });
+      if (p.length > MAX_ERROR_MESSAGE) throw new ProtocolError("ERROR: message too long");
+      const code = lookup(errorByCode, h.aux, "ERROR code") as ErrorName;
+      return { type, cookie, code, message: text(p, "ERROR message") };
+    }
+    default:
+      return unreachable(type);
+  }
+}
+
+/** Runs → digests of exactly `blocks` blocks. */
+export function decodeRuns(p: Uint8Array, blocks: number, what: string): Uint8Array {
+  const out = new Uint8Array(blocks * DIGEST_SIZE);
+  const v = view(p);
+  let at = 0;
+  let block = 0;
+  while (at < p.length) {
+    if (at + 5 > p.length) throw new ProtocolError(`${what}: truncated run header`);
+    const kind = p[at];
+    const count = v.getUint32(at + 1);
+    at += 5;
+    if (count === 0 || count > blocks - block) throw new ProtocolError(`${what}: run of ${count} blocks overflows the range`);
+    if (kind === RUN_DIGESTS) {
+      const bytes = count * DIGEST_SIZE;
+      if (at + bytes > p.length) throw new ProtocolError(`${what}: truncated digest run`);
+      out.set(p.subarray(at, at + bytes), block * DIGEST_SIZE);
+      for (let i = block; i < block + count; i++) {
+        if (isZeroDigest(out, i)) throw new ProtocolError(`${what}: zero digest inside a digest run`);
+      }
+      at += bytes;
+    } else if (kind !== RUN_ZERO) {
+      throw new ProtocolError(`${what}: unknown run kind ${kind}`);
+    }
+    block += count;
+  }
+  if (block !== blocks) throw new ProtocolError(`${what}: runs cover ${block} of ${blocks} blocks`);
+  return out;
+}
+
+function expectHeader(h: Header, allowed: { flags: number; range: boolean; aux: boolean }): void {
+  if ((h.flags & ~allowed.flags) !== 0) throw new ProtocolError(`${h.type}: unknown flags ${h.flags}`);
+  if (!allowed.range && (h.offset !== 0 || h.length !== 0)) throw new ProtocolError(`${h.type}: offset and length must be 0`);
+  if (allowed.range && h.length === 0) throw new ProtocolError(`${h.type}: empty range`);
+  if (!allowed.aux && h.aux !== 0) throw new ProtocolError(`${h.type}: reserved field must be 0`);
+}
+
+function expectLength(type: MessageType, p: Uint8Array, n: number): void {
+  if (p.length !== n) throw new ProtocolError(`${type}: payload of ${p.length} bytes, expected ${n}`);
+}
+
+function lookup<K>(table: Map<number, K>, code: number, what: string): K {
+  const k = table.get(code);
+  if (k === undefined) throw new ProtocolError(`unknown ${what} ${code}`);
+  return k;
+}
+
+function text(bytes: Uint8Array, what: string): string {
+  try {
+    return strictUtf8.decode(bytes);
+  } catch {
+    throw new ProtocolError(`${what} is not valid UTF-8`);
+  }
+}
+
+function view(b: Uint8Array): DataView {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength);
+}
+
+function setU64(v: DataView, at: number, n: number): void {
+  if (!Number.isSafeInteger(n) || n < 0) throw new RangeError(`${n} is not a u53`);
+  v.setUint32(at, Math.floor(n / 2 ** 32));
+  v.setUint32(at + 4, n >>> 0);
+}
+
+function getU64(v: DataView, at: number, type: MessageType): number {
+  const hi = v.getUint32(at);
+  if (hi > 0x1fffff) throw new ProtocolError(`${type}: 64-bit field beyond 2^53`);
+  return hi * 2 ** 32 + v.getUint32(at + 4);
+}
+
+function unreachable(x: never): never {
+  throw new Error(`unhandled ${JSON.stringify(x)}`);
+}

@@ -1,0 +1,98 @@
+/**
+ * Wire constants of ssync protocol version 1. Normative text: protocol/spec.md.
+ * Every number here appears in the spec under the same name.
+ */
+
+export const PROTOCOL_VERSION = 1;
+
+/** Bytes of the fixed header that starts every record after the handshake. */
+export const HEADER_SIZE = 32;
+/** Largest payload a record may carry; checked before anything is allocated. */
+export const MAX_PAYLOAD = 1 << 20;
+/** Largest record: header plus payload. */
+export const MAX_RECORD = HEADER_SIZE + MAX_PAYLOAD;
+/** Largest decompressed DATA length; also the largest block size. */
+export const MAX_DATA_LENGTH = 1 << 20;
+/** Block sizes are powers of two in [MIN_BLOCK_SIZE, MAX_BLOCK_SIZE]. */
+export const MIN_BLOCK_SIZE = 4096;
+export const MAX_BLOCK_SIZE = MAX_DATA_LENGTH;
+export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+/** Most blocks one SIGS, READ_DIFF or RANGE_DONE may cover. */
+export const MAX_RANGE_BLOCKS = 16384;
+/** Bytes of one block digest. A digest of DIGEST_SIZE zero bytes means "all-zero block". */
+export const DIGEST_SIZE = 16;
+
+export const HASH_KEY_SIZE = 32;
+/** Longest OPEN name, in UTF-8 bytes. */
+export const MAX_NAME_LENGTH = 4096;
+/** Longest ERROR message, in UTF-8 bytes. */
+export const MAX_ERROR_MESSAGE = 1024;
+/** Largest offset or length: JavaScript's exact integer range. */
+export const MAX_U53 = Number.MAX_SAFE_INTEGER;
+
+/** Message type codes (header byte 0..1). */
+export const MessageCode = {
+  OPEN: 1,
+  OPEN_OK: 2,
+  SIGS: 3,
+  SIGS_REPLY: 4,
+  DATA: 5,
+  ZERO: 6,
+  RANGE_DONE: 7,
+  READ_DIFF: 8,
+  FLUSH: 9,
+  COMMIT: 10,
+  COMMIT_OK: 11,
+  ACK: 12,
+  ERROR: 13,
+} as const;
+export type MessageType = keyof typeof MessageCode;
+
+/** DATA flag: the payload is one zstd frame that decompresses to exactly `length` bytes. */
+export const FLAG_ZSTD = 0x0001;
+/** DATA flag, dry runs only: the bytes are left out (payload empty); nothing may be written. */
+export const FLAG_NO_PAYLOAD = 0x0002;
+/** COMMIT_OK payload: root, then the server's counters (4 × u64). */
+export const COMMIT_OK_SIZE = DIGEST_SIZE + 4 * 8;
+
+/** OPEN modes: who is the source. */
+export const ModeCode = { push: 1, pull: 2 } as const;
+export type Mode = keyof typeof ModeCode;
+
+/** Block digest algorithms; all give DIGEST_SIZE bytes. */
+export const HashCode = { "hmac-sha256": 1, blake3: 2, xxh128: 3 } as const;
+export type HashAlgorithm = keyof typeof HashCode;
+
+/** OPEN flags. */
+export const OPEN_DRY_RUN = 0x0001;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN;
+
+/** OPEN_OK capability bits. */
+export const CAP_ZSTD = 0x0001;
+export const CAPS_KNOWN = CAP_ZSTD;
+
+/** OPEN_OK kinds of the server's file. */
+export const KindCode = { file: 1, "block-device": 2 } as const;
+
+/** Digest-run kinds inside SIGS_REPLY and READ_DIFF payloads. */
+export const RUN_ZERO = 0;
+export const RUN_DIGESTS = 1;
+
+/** ERROR codes: Linux errno values where one fits. */
+export const ErrorCode = {
+  EPERM: 1,
+  ENOENT: 2,
+  EIO: 5,
+  EACCES: 13,
+  EBUSY: 16,
+  EEXIST: 17,
+  EISDIR: 21,
+  EINVAL: 22,
+  EFBIG: 27,
+  ENOSPC: 28,
+  EROFS: 30,
+  EPROTO: 71,
+  EBADMSG: 74,
+  ENOTSUP: 95,
+} as const;
+export type ErrorName = keyof typeof ErrorCode;

@@ -1,0 +1,144 @@
+/**
+ * Protocol messages as a discriminated union on `type`. One message per record.
+ * Every message carries the request `cookie` it belongs to: requests choose it,
+ * replies echo it. Byte layouts: protocol/spec.md.
+ */
+import type { ErrorName, HashAlgorithm, Mode } from "./constants.ts";
+
+export type StoreKind = "file" | "block-device";
+
+/** Client → server: opens the named path or export; the first message of a session. */
+export interface OpenMessage {
+  type: "OPEN";
+  cookie: number;
+  version: number;
+  mode: Mode;
+  hash: HashAlgorithm;
+  blockSize: number;
+  dryRun: boolean;
+  /** Push: the source size (the final size). Pull: the client's current destination size. */
+  size: number;
+  /** Fresh random key for the keyed block digests of this session. */
+  key: Uint8Array;
+  name: string;
+}
+
+/** Server → client: the file is open (and, when writing, locked). */
+export interface OpenOkMessage {
+  type: "OPEN_OK";
+  cookie: number;
+  /** Push: the destination's current size. Pull: the source size (the final size). */
+  size: number;
+  zstd: boolean;
+  kind: StoreKind;
+}
+
+/** Push, client (source) → server (destination): send the digests of a range. */
+export interface SigsMessage {
+  type: "SIGS";
+  cookie: number;
+  offset: number;
+  length: number;
+}
+
+/** Reply to SIGS: one digest per block of the range, zero digest for all-zero blocks. */
+export interface SigsReplyMessage {
+  type: "SIGS_REPLY";
+  cookie: number;
+  offset: number;
+  length: number;
+  digests: Uint8Array;
+}
+
+/** Bytes for [offset, offset+length): a push write, or a pull reply chunk. */
+export interface DataMessage {
+  type: "DATA";
+  cookie: number;
+  offset: number;
+  length: number;
+  /** Raw bytes (length of them), one zstd frame of them, or none in a dry run. */
+  payload: Uint8Array | undefined;
+  zstd: boolean;
+}
+
+/** [offset, offset+length) becomes zeros (a hole where possible). */
+export interface ZeroMessage {
+  type: "ZERO";
+  cookie: number;
+  offset: number;
+  length: number;
+}
+
+/** No more DATA or ZERO will come for this range (push: request; pull: last reply of READ_DIFF). */
+export interface RangeDoneMessage {
+  type: "RANGE_DONE";
+  cookie: number;
+  offset: number;
+  length: number;
+}
+
+/** Pull, client (destination) → server (source): here are my digests; send what differs. */
+export interface ReadDiffMessage {
+  type: "READ_DIFF";
+  cookie: number;
+  offset: number;
+  length: number;
+  digests: Uint8Array;
+}
+
+/** Client → server: make the destination durable (fsync), reply ACK. */
+export interface FlushMessage {
+  type: "FLUSH";
+  cookie: number;
+}
+
+/** Client → server: compare root hashes; the server answers COMMIT_OK or ERROR EBADMSG. */
+export interface CommitMessage {
+  type: "COMMIT";
+  cookie: number;
+  root: Uint8Array;
+}
+
+export interface CommitOkMessage {
+  type: "COMMIT_OK";
+  cookie: number;
+  root: Uint8Array;
+  /** What the server's side did, for the client's summary. */
+  counters: ServerCounters;
+}
+
+export interface ServerCounters {
+  bytesRead: number;
+  holeBytesSkipped: number;
+  bytesWritten: number;
+  bytesPunched: number;
+}
+
+/** Success reply to DATA, ZERO, RANGE_DONE and FLUSH. */
+export interface AckMessage {
+  type: "ACK";
+  cookie: number;
+}
+
+/** A request failed; the session goes on unless the error says otherwise. */
+export interface ErrorMessage {
+  type: "ERROR";
+  cookie: number;
+  code: ErrorName;
+  message: string;
+}
+
+export type Message =
+  | OpenMessage
+  | OpenOkMessage
+  | SigsMessage
+  | SigsReplyMessage
+  | DataMessage
+  | ZeroMessage
+  | RangeDoneMessage
+  | ReadDiffMessage
+  | FlushMessage
+  | CommitMessage
+  | CommitOkMessage
+  | AckMessage
+  | ErrorMessage;

@@ -1,0 +1,33 @@
+/**
+ * The only place that maps errors to exit codes and to the one line a user reads.
+ *
+ *   0  success            2  usage error
+ *   1  could not sync     3  destination does not match (root hash or --verify)
+ *   4  interrupted: the destination may be partly updated; rerunning completes it
+ */
+import { ProtocolError } from "../../protocol/codec.ts";
+import { IncompleteSyncError, MismatchError, RemoteError, UsageError } from "../util/errors.ts";
+
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+export const EXIT_MISMATCH = 3;
+export const EXIT_INCOMPLETE = 4;
+
+export function exitCodeOf(e: unknown): number {
+  if (e instanceof UsageError) return EXIT_USAGE;
+  if (e instanceof MismatchError) return EXIT_MISMATCH;
+  if (e instanceof RemoteError && e.code === "EBADMSG") return EXIT_MISMATCH;
+  if (e instanceof IncompleteSyncError || e instanceof ProtocolError) return EXIT_INCOMPLETE;
+  return EXIT_FAILED;
+}
+
+/** One line for stderr: what could not be done and why, plus what to do when it helps. */
+export function describeError(e: unknown): string {
+  const msg = e instanceof Error ? e.message : String(e);
+  if (e instanceof RemoteError) return `remote: ${msg}`;
+  if (e instanceof IncompleteSyncError || e instanceof ProtocolError) {
+    return `${msg}; the destination may be partly updated: rerun the same command to complete it`;
+  }
+  return msg;
+}

@@ -1,0 +1,70 @@
+/** The ssync command line: parses, runs one command, maps the outcome to an exit code. */
+import process from "node:process";
+import { cac } from "cac";
+import { WorkerPool } from "../engine/worker-pool.ts";
+import { verifyIdentical } from "../engine/verify.ts";
+import { syncLocal } from "../session/local-sync.ts";
+import { UsageError } from "../util/errors.ts";
+import { type EngineFlags, engineOptions } from "./engine-options.ts";
+import { describeError, EXIT_OK, EXIT_USAGE, exitCodeOf } from "./exit-code.ts";
+import { formatSummary, summarize } from "./summary.ts";
+
+const VERSION = "0.1.0";
+
+function withEngineOptions<T extends { option: (...a: never[]) => T }>(cmd: T): T {
+  return cmd
+    .option("--block-size <size>" as never, "Block size: a power of two from 4K to 1M (default 64K)" as never)
+    .option("--hash <alg>" as never, "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)" as never)
+    .option("--dry-run" as never, "Report what would change; write nothing" as never)
+    .option("--verify" as never, "After the sync, re-read both sides and compare them independently" as never)
+    .option("--json" as never, "Print the summary as one JSON object on stdout" as never);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const cli = cac("ssync");
+  let run: (() => Promise<void>) | undefined;
+
+  withEngineOptions(
+    cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
+  ).action((src: string, dst: string, flags: EngineFlags) => {
+    run = async () => {
+      const o = engineOptions(flags);
+      const pool = new WorkerPool();
+      try {
+        const report = await syncLocal(src, dst, { ...o, pool });
+        let verified = false;
+        if (o.verify && !o.dryRun) {
+          await verifyIdentical(src, dst);
+          verified = true;
+        }
+        const summary = summarize(report, { mode: "sync", source: src, destination: dst, verified });
+        console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
+      } finally {
+        await pool[Symbol.asyncDispose]();
+      }
+    };
+  });
+
+  cli.help();
+  cli.version(VERSION);
+  try {
+    cli.parse(["ssync", "ssync", ...argv], { run: false });
+    if (cli.options.help || cli.options.version) return EXIT_OK;
+    if (!cli.matchedCommand) {
+      throw new UsageError(argv.length ? `Unknown command ${argv[0]}: see ssync --help` : "No command given: see ssync --help");
+    }
+    await cli.runMatchedCommand();
+    if (run) await run();
+    return EXIT_OK;
+  } catch (e) {
+    const code = exitCodeOf(e);
+    const isCacUsage = (e as Error)?.name === "CACError";
+    console.error(`ssync: ${describeError(e)}`);
+    return isCacUsage ? EXIT_USAGE : code;
+  }
+}
+
+if (import.meta.main ?? process.argv[1]?.endsWith("main.ts")) {
+  const code = await main(process.argv.slice(2));
+  process.exitCode = code;
+}

@@ -1,0 +1,99 @@
+/** The end-of-sync summary: one JSON object (--json) or a few lines for people. */
+import type { SyncReport } from "../session/client-session.ts";
+
+export interface Summary {
+  ok: true;
+  mode: "sync" | "push" | "pull";
+  source: string;
+  destination: string;
+  dryRun: boolean;
+  size: number;
+  blockSize: number;
+  hash: string;
+  /** Bytes of the source compared against the destination (its whole size). */
+  bytesCompared: number;
+  sourceBytesRead: number;
+  destinationBytesRead: number;
+  sourceHoleBytesSkipped: number;
+  destinationHoleBytesSkipped: number;
+  /** Blocks and bytes that differed and were sent as DATA (in a dry run: would be). */
+  blocksSent: number;
+  dataBytesSent: number;
+  /** DATA payload bytes on the wire, after compression. */
+  dataBytesOnWire: number;
+  /** Bytes that differed and were all zero in the source, sent as ZERO ranges. */
+  zeroBytesSent: number;
+  /** Bytes written to the destination, and bytes turned into holes there. */
+  bytesWritten: number;
+  holeBytesPunched: number;
+  /** Every record the client sent and received, headers included. */
+  wireBytesSent: number;
+  wireBytesReceived: number;
+  seconds: number;
+  /** bytesCompared per second, in MB/s (10^6). */
+  throughputMBps: number;
+  rootHash: string;
+  verified: boolean;
+}
+
+export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source: string; destination: string; verified: boolean }): Summary {
+  const push = r.mode === "push";
+  const src = push ? r.local : r.remote;
+  const dst = push ? r.remote : r.local;
+  return {
+    ok: true,
+    mode: names.mode,
+    source: names.source,
+    destination: names.destination,
+    dryRun: r.dryRun,
+    size: r.size,
+    blockSize: r.blockSize,
+    hash: r.hash,
+    bytesCompared: r.size,
+    sourceBytesRead: src.bytesRead,
+    destinationBytesRead: dst.bytesRead,
+    sourceHoleBytesSkipped: src.holeBytesSkipped,
+    destinationHoleBytesSkipped: dst.holeBytesSkipped,
+    blocksSent: r.local.blocksSent,
+    dataBytesSent: r.local.bytesSent,
+    dataBytesOnWire: r.local.dataBytesOnWire,
+    zeroBytesSent: r.local.bytesZeroed,
+    bytesWritten: dst.bytesWritten,
+    holeBytesPunched: dst.bytesPunched,
+    wireBytesSent: r.wire.bytesSent,
+    wireBytesReceived: r.wire.bytesReceived,
+    seconds: round(r.seconds, 3),
+    throughputMBps: round(r.size / Math.max(r.seconds, 1e-6) / 1e6, 1),
+    rootHash: r.root,
+    verified: names.verified,
+  };
+}
+
+export function formatSummary(s: Summary): string {
+  const verb = s.dryRun ? "would send" : "sent";
+  const lines = [
+    `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${s.dryRun ? "compared" : "identical"} (${bytes(s.size)}, root ${s.rootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
+    `  compared  ${bytes(s.bytesCompared)} in ${s.seconds} s (${s.throughputMBps} MB/s)`,
+    `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}`,
+    `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
+    `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}, ${bytes(s.dataBytesOnWire)} on the wire), zero ranges ${bytes(s.zeroBytesSent)}`,
+    `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
+  ];
+  return lines.join("\n");
+}
+
+function round(n: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+export function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0;
+  let v = n;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
+}

@@ -1,0 +1,163 @@
+/**
+ * The destination's half: digests of a range, and applying DATA and ZERO to open ranges.
+ *
+ * Invariants:
+ * - A write is accepted only inside an open range (opened when its digests were produced,
+ *   closed by RANGE_DONE); the range's digests follow every write, so at close they are the
+ *   final digests of its blocks, which go into the root hash.
+ * - close() waits for every write registered before it.
+ * - In a dry run nothing is written; writes only update the digests.
+ */
+import { DIGEST_SIZE } from "../../protocol/constants.ts";
+import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
+import { decompress } from "../platform/zstd.ts";
+import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
+import { dataSpans } from "./ranges.ts";
+import { RootHash } from "./root-hash.ts";
+import { JOB_BYTES } from "./scan-job.ts";
+import type { SideContext } from "./side-context.ts";
+
+/** Digests of [offset, offset+length): holes without reading, data spans in workers. */
+export async function digestRange(
+  ctx: SideContext,
+  range: { offset: number; length: number },
+  options: { lookahead: number },
+): Promise<Uint8Array> {
+  const { blockSize: bs, store, stats } = ctx;
+  const end = range.offset + range.length;
+  const out = new Uint8Array(Math.ceil(range.length / bs) * DIGEST_SIZE);
+  const localEnd = Math.min(end, store.size);
+  const extents = localEnd > range.offset ? await store.dataExtents(range.offset, localEnd) : [];
+  const spans = dataSpans(extents, { start: range.offset, end: localEnd }, { blockSize: bs, maxBytes: JOB_BYTES });
+  let dataBytes = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < spans.length) {
+      const s = spans[next++];
+      ctx.signal.throwIfAborted();
+      const r = await ctx.pool.digest({ path: store.path, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key });
+      out.set(r.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
+      stats.bytesRead += r.bytesRead;
+      dataBytes += s.length;
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.lookahead, spans.length)) }, worker));
+  stats.holeBytesSkipped += range.length - dataBytes;
+  return out;
+}
+
+export type WriteOp =
+  | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
+  | { kind: "zero"; offset: number; length: number };
+
+interface OpenRange {
+  offset: number;
+  end: number;
+  digests: Uint8Array;
+  writes: Promise<void>[];
+}
+
+/** A write that breaks the rules of open ranges: the peer misbehaves. */
+export class WriteRangeError extends ProtocolError {
+  override name = "WriteRangeError";
+}
+
+export class DestinationWriter {
+  #ctx: SideContext;
+  #dryRun: boolean;
+  #open = new Map<number, OpenRange>();
+  #hasher: BlockHasher;
+  readonly root: RootHash;
+
+  private constructor(ctx: SideContext, hasher: BlockHasher, dryRun: boolean) {
+    this.#ctx = ctx;
+    this.#hasher = hasher;
+    this.#dryRun = dryRun;
+    this.root = new RootHash(ctx.key);
+  }
+
+  static async create(ctx: SideContext, options: { dryRun: boolean }): Promise<DestinationWriter> {
+    return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options.dryRun);
+  }
+
+  get openRanges(): number {
+    return this.#open.size;
+  }
+
+  open(offset: number, digests: Uint8Array): void {
+    if (this.#open.has(offset)) throw new WriteRangeError(`range at ${offset} is already open`);
+    const end = Math.min(this.#ctx.size, offset + (digests.length / DIGEST_SIZE) * this.#ctx.blockSize);
+    this.#open.set(offset, { offset, end, digests, writes: [] });
+  }
+
+  /** Registers the write at once (so a later close waits for it) and returns its completion. */
+  write(op: WriteOp): Promise<void> {
+    const bs = this.#ctx.blockSize;
+    const r = this.#rangeOf(op.offset);
+    const end = op.offset + op.length;
+    if (!r || end > r.end || op.offset % bs !== 0 || (end % bs !== 0 && end !== this.#ctx.size)) {
+      throw new WriteRangeError(`write [${op.offset}, ${end}) is not block-aligned inside an open range`);
+    }
+    const p = this.#apply(r, op);
+    r.writes.push(p);
+    return p;
+  }
+
+  async close(offset: number): Promise<void> {
+    const r = this.#open.get(offset);
+    if (!r) throw new WriteRangeError(`no open range at ${offset}`);
+    this.#open.delete(offset);
+    await Promise.all(r.writes);
+    this.root.add(offset / this.#ctx.blockSize, r.digests);
+  }
+
+  #rangeOf(offset: number): OpenRange | undefined {
+    for (const r of this.#open.values()) if (offset >= r.offset && offset < r.end) return r;
+    return undefined;
+  }
+
+  async #apply(r: OpenRange, op: WriteOp): Promise<void> {
+    const { blockSize: bs, store, stats } = this.#ctx;
+    const at = ((op.offset - r.offset) / bs) * DIGEST_SIZE;
+    if (op.kind === "zero") {
+      r.digests.fill(0, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
+      if (this.#dryRun) return;
+      stats.holeMethod = await store.punchHole(op.offset, op.length);
+      stats.bytesPunched += op.length;
+      return;
+    }
+    if (!op.payload) {
+      if (!this.#dryRun) throw new WriteRangeError("DATA without payload outside a dry run");
+      r.digests.fill(0xff, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
+      return;
+    }
+    const data = op.zstd ? decompress(op.payload, op.length) : op.payload;
+    if (data.length !== op.length) throw new WriteRangeError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
+    const digests = digestBlocks(this.#hasher, data, bs);
+    r.digests.set(digests, at);
+    if (this.#dryRun) return;
+    await this.#writeSparse(data, op.offset, digests);
+  }
+
+  /** Writes the non-zero blocks and punches the zero ones, so zeros never take space. */
+  async #writeSparse(data: Uint8Array, offset: number, digests: Uint8Array): Promise<void> {
+    const { blockSize: bs, store, stats } = this.#ctx;
+    const blocks = digests.length / DIGEST_SIZE;
+    let i = 0;
+    while (i < blocks) {
+      const zero = isZeroDigest(digests, i);
+      let j = i + 1;
+      while (j < blocks && isZeroDigest(digests, j) === zero) j++;
+      const from = i * bs;
+      const to = Math.min(data.length, j * bs);
+      if (zero) {
+        stats.holeMethod = await store.punchHole(offset + from, to - from);
+        stats.bytesPunched += to - from;
+      } else {
+        await store.write(data.subarray(from, to), offset + from);
+        stats.bytesWritten += to - from;
+      }
+      i = j;
+    }
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Cutting a file into ranges and jobs along its data extents.
+ *
+ * Invariants:
+ * - Ranges are block-aligned, disjoint, ascending and cover [0, size) exactly; only the last
+ *   may end on a partial block (at `size`).
+ * - A data range holds ≤ DATA_RANGE_BYTES; a hole range ≤ MAX_RANGE_BLOCKS blocks.
+ * - Extents are fetched a window at a time, so a fragmented file costs bounded memory.
+ */
+import { MAX_RANGE_BLOCKS } from "../../protocol/constants.ts";
+import type { Extent, Storage } from "../storage/storage.ts";
+
+export interface Range {
+  offset: number;
+  length: number;
+  /** Whether the local side holds data in the range (false: a hole, nothing to read). */
+  data: boolean;
+}
+
+/** Bytes of one data range: one job. */
+export const DATA_RANGE_BYTES = 1 << 20;
+/** Bytes of extents fetched at once while planning. */
+const PLAN_WINDOW = 64 * 2 ** 30;
+
+/** Block-aligned spans [offset, offset+length) covering the data extents within [start, end). */
+export function dataSpans(
+  extents: readonly Extent[],
+  range: { start: number; end: number },
+  options: { blockSize: number; maxBytes: number },
+): Extent[] {
+  const { blockSize: bs, maxBytes } = options;
+  const merged: { start: number; end: number }[] = [];
+  for (const e of extents) {
+    const start = Math.max(range.start, Math.floor(e.offset / bs) * bs);
+    const end = Math.min(range.end, Math.ceil((e.offset + e.length) / bs) * bs);
+    if (end <= start) continue;
+    const last = merged[merged.length - 1];
+    if (last && start <= last.end) last.end = Math.max(last.end, end);
+    else merged.push({ start, end });
+  }
+  const out: Extent[] = [];
+  const step = Math.max(bs, Math.floor(maxBytes / bs) * bs);
+  for (const m of merged) {
+    for (let at = m.start; at < m.end; at += step) out.push({ offset: at, length: Math.min(step, m.end - at) });
+  }
+  return out;
+}
+
+/** Ranges covering [0, size) of `store`, data ranges along its data extents. */
+export async function* planRanges(
+  store: Storage,
+  options: { size: number; blockSize: number },
+): AsyncGenerator<Range> {
+  const { size, blockSize } = options;
+  const holeStep = MAX_RANGE_BLOCKS * blockSize;
+  let at = 0;
+  const holesUpTo = function* (end: number): Generator<Range> {
+    while (at < end) {
+      const length = Math.min(holeStep, end - at);
+      yield { offset: at, length, data: false };
+      at += length;
+    }
+  };
+  for (let win = 0; win < size; win += PLAN_WINDOW) {
+    const winEnd = Math.min(size, win + PLAN_WINDOW);
+    const local = Math.min(winEnd, store.size);
+    const extents = local > win ? await store.dataExtents(win, local) : [];
+    for (const span of dataSpans(extents, { start: Math.max(win, at), end: winEnd }, { blockSize, maxBytes: DATA_RANGE_BYTES })) {
+      yield* holesUpTo(span.offset);
+      yield { offset: span.offset, length: span.length, data: true };
+      at = span.offset + span.length;
+    }
+  }
+  yield* holesUpTo(size);
+}

@@ -1,0 +1,91 @@
+/**
+ * Runs one scan job: read → hash → (compare → compress). Called inside a worker thread,
+ * or in-process by the sequential reference path.
+ */
+import { closeSync, openSync, readSync } from "node:fs";
+import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
+import { compress } from "../platform/zstd.ts";
+import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
+import { diffRuns } from "./block-diff.ts";
+import { type DiffResult, type DigestResult, JOB_BYTES, type JobOp, type ScanJob } from "./scan-job.ts";
+
+/** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
+const WORTH_IT = 7 / 8;
+const hashers = new Map<string, Promise<BlockHasher>>();
+
+export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
+  if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
+  const hasher = await hasherFor(job);
+  const data = new Uint8Array(job.length);
+  const bytesRead = readAt(job.path, data, job.offset);
+  const digests = digestBlocks(hasher, data, job.blockSize);
+  switch (job.kind) {
+    case "digest":
+      return { digests, bytesRead };
+    case "diff": {
+      const ops: JobOp[] = [];
+      for (const run of diffRuns(digests, job.dst, MAX_DATA_LENGTH / job.blockSize)) {
+        const start = run.first * job.blockSize;
+        const end = Math.min(job.length, (run.first + run.count) * job.blockSize);
+        const offset = job.offset + start;
+        if (run.kind === "zero") {
+          ops.push({ kind: "zero", offset, length: end - start });
+          continue;
+        }
+        const raw = data.subarray(start, end);
+        ops.push(dataOp(raw, offset, job));
+      }
+      return { digests, bytesRead, ops };
+    }
+    default:
+      throw new TypeError(`unknown job ${(job satisfies never as ScanJob).kind}`);
+  }
+}
+
+function dataOp(raw: Uint8Array, offset: number, job: ScanJob & { kind: "diff" }): JobOp {
+  if (job.withoutPayload) return { kind: "data", offset, length: raw.length, payload: undefined, zstd: false };
+  if (job.zstdLevel > 0) {
+    const packed = compress(raw, job.zstdLevel);
+    if (packed.length <= raw.length * WORTH_IT) {
+      return { kind: "data", offset, length: raw.length, payload: packed, zstd: true };
+    }
+  }
+  return { kind: "data", offset, length: raw.length, payload: raw.slice(), zstd: false };
+}
+
+function hasherFor(job: ScanJob): Promise<BlockHasher> {
+  const id = `${job.hash}:${Array.from(job.key).join(",")}`;
+  let h = hashers.get(id);
+  if (!h) {
+    if (hashers.size >= 8) hashers.clear();
+    h = createBlockHasher(job.hash, job.key);
+    hashers.set(id, h);
+  }
+  return h;
+}
+
+/** Fills `buf` from `position`; bytes past the end of the file stay zero. Returns bytes read. */
+function readAt(path: string, buf: Uint8Array, position: number): number {
+  const fd = openSync(path, "r");
+  try {
+    let done = 0;
+    while (done < buf.length) {
+      const n = readSync(fd, buf, done, buf.length - done, position + done);
+      if (n === 0) break;
+      done += n;
+    }
+    return done;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Transferable buffers of a result, so that posting it copies nothing. */
+export function transferables(result: DigestResult | DiffResult): ArrayBuffer[] {
+  const list = [result.digests.buffer as ArrayBuffer];
+  if ("ops" in result) {
+    for (const op of result.ops) if (op.kind === "data" && op.payload) list.push(op.payload.buffer as ArrayBuffer);
+  }
+  return list;
+}
+

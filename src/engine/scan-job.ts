@@ -1,0 +1,52 @@
+/**
+ * Jobs the worker pool runs, and what they return. Both run entirely inside a worker:
+ * the read, the hashing, the comparison and the compression.
+ *
+ * Invariants:
+ * - A job covers [offset, offset+length) of one file; offset is block-aligned and
+ *   length ≤ JOB_BYTES; bytes past the file's end read as zeros.
+ * - `bytesRead` counts bytes actually read from the file.
+ */
+import type { HashAlgorithm } from "../../protocol/constants.ts";
+
+/** Bytes one job reads at most: bounds a job's memory. */
+export const JOB_BYTES = 1 << 20;
+
+interface JobBase {
+  path: string;
+  offset: number;
+  length: number;
+  blockSize: number;
+  hash: HashAlgorithm;
+  key: Uint8Array;
+}
+
+/** Destination side: digests of the blocks. */
+export interface DigestJob extends JobBase {
+  kind: "digest";
+}
+
+/** Source side: digests, compared with the destination's; the differing blocks come back. */
+export interface DiffJob extends JobBase {
+  kind: "diff";
+  dst: Uint8Array;
+  /** zstd level, or 0 to send raw. */
+  zstdLevel: number;
+  /** Dry run: report DATA runs without their bytes. */
+  withoutPayload: boolean;
+}
+
+export type ScanJob = DigestJob | DiffJob;
+
+export type JobOp =
+  | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
+  | { kind: "zero"; offset: number; length: number };
+
+export interface DigestResult {
+  digests: Uint8Array;
+  bytesRead: number;
+}
+
+export interface DiffResult extends DigestResult {
+  ops: JobOp[];
+}

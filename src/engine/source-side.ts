@@ -1,0 +1,95 @@
+/**
+ * The source's half of a range: compare the destination's digests with its own and emit
+ * DATA and ZERO ops for the blocks that differ.
+ *
+ * 1. Fetch the source's data extents in the range; the gaps are holes, known without reading.
+ * 2. Start diff jobs (read → hash → compare → compress, in workers) for the data spans,
+ *    at most `lookahead` ahead of the consumer.
+ * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
+ *    data, and whatever each job found. emit() may wait: that is the back-pressure.
+ * 4. Return the source's digests for the whole range (for the root hash).
+ */
+import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
+import { diffRuns } from "./block-diff.ts";
+import { dataSpans } from "./ranges.ts";
+import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
+import type { SideContext } from "./side-context.ts";
+
+export async function diffRange(
+  ctx: SideContext,
+  range: { offset: number; length: number; dst: Uint8Array },
+  options: { zstdLevel: number; dryRun: boolean; lookahead: number; emit: (op: JobOp) => Promise<void> },
+): Promise<Uint8Array> {
+  const { blockSize: bs, store, stats } = ctx;
+  const { offset } = range;
+  const end = offset + range.length;
+  const src = new Uint8Array(range.dst.length);
+  const localEnd = Math.min(end, store.size);
+  const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
+  const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
+
+  type Piece = { offset: number; length: number; data: boolean; job?: Promise<DiffResult> };
+  const pieces: Piece[] = [];
+  let at = offset;
+  for (const s of spans) {
+    if (s.offset > at) pieces.push({ offset: at, length: s.offset - at, data: false });
+    pieces.push({ offset: s.offset, length: s.length, data: true });
+    at = s.offset + s.length;
+  }
+  if (at < end) pieces.push({ offset: at, length: end - at, data: false });
+
+  const slice = (p: Piece) => {
+    const first = (p.offset - offset) / bs;
+    return range.dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
+  };
+  const start = (i: number) => {
+    const p = pieces[i];
+    if (!p.data || p.job) return;
+    p.job = ctx.pool.diff({
+      path: store.path,
+      offset: p.offset,
+      length: p.length,
+      blockSize: bs,
+      hash: ctx.hash,
+      key: ctx.key,
+      dst: slice(p),
+      zstdLevel: options.zstdLevel,
+      withoutPayload: options.dryRun,
+    });
+    p.job.catch(() => {}); // observed when awaited below; avoids an unhandled rejection meanwhile
+  };
+
+  for (let i = 0; i < pieces.length; i++) {
+    for (let k = i; k < pieces.length && k < i + options.lookahead; k++) start(k);
+    ctx.signal.throwIfAborted();
+    const p = pieces[i];
+    const first = (p.offset - offset) / bs;
+    if (!p.data) {
+      stats.holeBytesSkipped += p.length;
+      const dst = slice(p);
+      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
+        const o = p.offset + run.first * bs;
+        await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+      }
+      continue;
+    }
+    const result = await p.job!;
+    p.job = undefined;
+    stats.bytesRead += result.bytesRead;
+    src.set(result.digests, first * DIGEST_SIZE);
+    for (const op of result.ops) await emitCounted(ctx, options.emit, op);
+  }
+  return src;
+}
+
+async function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<void>, op: JobOp): Promise<void> {
+  const s = ctx.stats;
+  if (op.kind === "zero") {
+    s.bytesZeroed += op.length;
+  } else {
+    s.blocksSent += Math.ceil(op.length / ctx.blockSize);
+    s.bytesSent += op.length;
+    s.dataBytesOnWire += op.payload?.length ?? 0;
+  }
+  await emit(op);
+}

@@ -1,0 +1,123 @@
+/**
+ * A fixed pool of worker threads running scan jobs. `size: 0` runs jobs in-process, one at
+ * a time: the sequential reference path that tests compare the parallel one against.
+ *
+ * Invariants:
+ * - A worker runs one job at a time; jobs wait in FIFO order. The pool does not bound its
+ *   queue: callers bound what they submit (their windows count requests and bytes).
+ * - A worker that dies fails its job and every later job; the pool is then unusable.
+ */
+import { Worker } from "node:worker_threads";
+import { availableParallelism } from "node:os";
+import process from "node:process";
+import { initZstd } from "../platform/zstd.ts";
+import { runJob } from "./run-job.ts";
+import type { DiffJob, DiffResult, DigestJob, DigestResult, ScanJob } from "./scan-job.ts";
+
+interface Pending {
+  id: number;
+  job: ScanJob;
+  resolve: (r: DigestResult | DiffResult) => void;
+  reject: (e: Error) => void;
+}
+
+/** How many workers by default: every core, at most 8. */
+export function defaultWorkers(): number {
+  const env = Number(process.env.SSYNC_WORKERS);
+  if (Number.isInteger(env) && env >= 0) return env;
+  return Math.max(1, Math.min(8, availableParallelism()));
+}
+
+export class WorkerPool implements AsyncDisposable {
+  #idle: Worker[] = [];
+  #all: Worker[] = [];
+  #busy = new Map<Worker, Pending>();
+  #queue: Pending[] = [];
+  #nextId = 1;
+  #failed: Error | undefined;
+  #inProcess: Promise<unknown> = Promise.resolve();
+  readonly size: number;
+
+  constructor(options: { size?: number } = {}) {
+    this.size = options.size ?? defaultWorkers();
+    for (let i = 0; i < this.size; i++) {
+      const w = spawnWorker();
+      w.unref();
+      w.on("message", (m: { id: number; result?: DigestResult | DiffResult; error?: { message: string; code?: string } }) =>
+        this.#done(w, m)
+      );
+      w.on("error", (e: Error) => this.#die(w, e));
+      w.on("exit", (code: number) => this.#die(w, new Error(`scan worker exited with code ${code}`)));
+      this.#all.push(w);
+      this.#idle.push(w);
+    }
+  }
+
+  digest(job: Omit<DigestJob, "kind">): Promise<DigestResult> {
+    return this.#submit({ ...job, kind: "digest" }) as Promise<DigestResult>;
+  }
+
+  diff(job: Omit<DiffJob, "kind">): Promise<DiffResult> {
+    return this.#submit({ ...job, kind: "diff" }) as Promise<DiffResult>;
+  }
+
+  #submit(job: ScanJob): Promise<DigestResult | DiffResult> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    if (this.size === 0) {
+      const run = this.#inProcess.then(async () => {
+        await initZstd();
+        return runJob(job);
+      });
+      this.#inProcess = run.catch(() => {});
+      return run;
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ id: this.#nextId++, job, resolve, reject });
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    while (this.#idle.length > 0 && this.#queue.length > 0) {
+      const w = this.#idle.pop()!;
+      const p = this.#queue.shift()!;
+      this.#busy.set(w, p);
+      w.ref();
+      w.postMessage({ id: p.id, job: p.job });
+    }
+  }
+
+  #done(w: Worker, m: { id: number; result?: DigestResult | DiffResult; error?: { message: string; code?: string } }) {
+    const p = this.#busy.get(w);
+    if (!p || p.id !== m.id) return;
+    this.#busy.delete(w);
+    w.unref();
+    this.#idle.push(w);
+    if (m.error) p.reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
+    else p.resolve(m.result!);
+    this.#pump();
+  }
+
+  #die(w: Worker, e: Error): void {
+    if (this.#failed) return;
+    this.#failed = e;
+    for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(e);
+    this.#busy.clear();
+    this.#queue = [];
+    void w;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#failed ??= new Error("worker pool closed");
+    for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(this.#failed);
+    this.#busy.clear();
+    this.#queue = [];
+    const all = this.#all.splice(0);
+    for (const w of all) w.removeAllListeners("exit");
+    await Promise.all(all.map((w) => w.terminate()));
+  }
+}
+
+function spawnWorker(): Worker {
+  return new Worker(new URL("./scan-worker.ts", import.meta.url));
+}

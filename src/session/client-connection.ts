@@ -1,0 +1,139 @@
+/**
+ * The client's side of the request/reply multiplexer. Every request gets a fresh cookie;
+ * the receive loop routes each reply to its request by cookie.
+ *
+ * Invariants:
+ * - A request expects exactly the reply types listed in REPLIES; anything else, or a reply
+ *   to no pending cookie, is a ProtocolError that fails the whole session.
+ * - An ERROR reply rejects its request with a RemoteError.
+ * - A streaming request (READ_DIFF) receives DATA and ZERO replies in order and ends with
+ *   RANGE_DONE; the handler's promise is awaited before the next record is read, which is
+ *   the back-pressure towards the server.
+ */
+import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
+import type { MessageType } from "../../protocol/constants.ts";
+import type {
+  AckMessage,
+  CommitOkMessage,
+  DataMessage,
+  Message,
+  OpenOkMessage,
+  SigsReplyMessage,
+  ZeroMessage,
+} from "../../protocol/messages.ts";
+import type { RecordChannel } from "../net/record-channel.ts";
+import { IncompleteSyncError, RemoteError } from "../util/errors.ts";
+import { WireCounters } from "./wire-counters.ts";
+
+type Request = Exclude<Message, { type: "OPEN_OK" | "SIGS_REPLY" | "ACK" | "COMMIT_OK" | "ERROR" }>;
+type RequestOf<T extends Request["type"]> = Omit<Extract<Request, { type: T }>, "cookie">;
+
+interface ReplyOf {
+  OPEN: OpenOkMessage;
+  SIGS: SigsReplyMessage;
+  DATA: AckMessage;
+  ZERO: AckMessage;
+  RANGE_DONE: AckMessage;
+  FLUSH: AckMessage;
+  COMMIT: CommitOkMessage;
+}
+
+const REPLIES: Record<Request["type"], readonly MessageType[]> = {
+  OPEN: ["OPEN_OK"],
+  SIGS: ["SIGS_REPLY"],
+  DATA: ["ACK"],
+  ZERO: ["ACK"],
+  RANGE_DONE: ["ACK"],
+  FLUSH: ["ACK"],
+  COMMIT: ["COMMIT_OK"],
+  READ_DIFF: ["DATA", "ZERO", "RANGE_DONE"],
+};
+
+interface Pending {
+  request: Request["type"];
+  resolve: (m: Message) => void;
+  reject: (e: Error) => void;
+  onChunk?: (m: DataMessage | ZeroMessage) => Promise<void>;
+}
+
+export class ClientConnection {
+  readonly wire = new WireCounters();
+  #channel: RecordChannel;
+  #pending = new Map<number, Pending>();
+  #nextCookie = 1;
+  #failure: Error | undefined;
+  #onFailure: (e: Error) => void;
+  readonly done: Promise<void>;
+
+  constructor(channel: RecordChannel, options: { onFailure: (e: Error) => void }) {
+    this.#channel = channel;
+    this.#onFailure = options.onFailure;
+    this.done = this.#receiveLoop();
+  }
+
+  request<T extends keyof ReplyOf>(msg: RequestOf<T>): Promise<ReplyOf[T]> {
+    return this.#send(msg as RequestOf<Request["type"]>) as Promise<ReplyOf[T]>;
+  }
+
+  /** READ_DIFF: onChunk gets each DATA/ZERO reply; resolves at RANGE_DONE. */
+  stream(msg: RequestOf<"READ_DIFF">, onChunk: (m: DataMessage | ZeroMessage) => Promise<void>): Promise<void> {
+    return this.#send(msg, onChunk).then(() => {});
+  }
+
+  /** Fails every pending request and closes the channel. */
+  fail(e: Error): void {
+    if (this.#failure) return;
+    this.#failure = e;
+    for (const p of this.#pending.values()) p.reject(e);
+    this.#pending.clear();
+    this.#channel.close(e);
+    this.#onFailure(e);
+  }
+
+  close(): void {
+    this.#channel.close();
+  }
+
+  #send(msg: RequestOf<Request["type"]>, onChunk?: Pending["onChunk"]): Promise<Message> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const cookie = this.#nextCookie++;
+    const rec = encode({ ...msg, cookie } as Message);
+    return new Promise<Message>((resolve, reject) => {
+      this.#pending.set(cookie, { request: msg.type, resolve, reject, onChunk });
+      this.wire.sent(msg.type, rec.length);
+      this.#channel.send(rec).catch((e) => this.fail(e));
+    });
+  }
+
+  async #receiveLoop(): Promise<void> {
+    try {
+      for (;;) {
+        const rec = await this.#channel.receive();
+        if (rec === null) {
+          if (this.#pending.size > 0) throw new IncompleteSyncError("the server closed the connection");
+          return;
+        }
+        const msg = decode(rec);
+        this.wire.received(msg.type, rec.length);
+        const p = this.#pending.get(msg.cookie);
+        if (!p) throw new ProtocolError(`${msg.type} answers no pending request (cookie ${msg.cookie})`);
+        if (msg.type === "ERROR") {
+          this.#pending.delete(msg.cookie);
+          p.reject(new RemoteError(msg.code, msg.message));
+          continue;
+        }
+        if (!REPLIES[p.request].includes(msg.type)) {
+          throw new ProtocolError(`${msg.type} is not a reply to ${p.request}`);
+        }
+        if ((msg.type === "DATA" || msg.type === "ZERO") && p.onChunk) {
+          await p.onChunk(msg);
+          continue;
+        }
+        this.#pending.delete(msg.cookie);
+        p.resolve(msg);
+      }
+    } catch (e) {
+      this.fail(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
+}

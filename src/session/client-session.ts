@@ -1,0 +1,199 @@
+/**
+ * The client's side of one session. Push: the client is the source and drives
+ * SIGS → DATA/ZERO → RANGE_DONE per range. Pull: the client is the destination and drives
+ * READ_DIFF per range, applying the DATA/ZERO replies. Then COMMIT.
+ *
+ * 1. OPEN (with a fresh random hash key) → OPEN_OK.
+ * 2. Plan ranges along the client's own data extents; up to RANGES_IN_FLIGHT at once.
+ * 3. Per range, both sides read and hash at the same time (the server for its half, the
+ *    client for its own), and only differing blocks cross.
+ * 4. FLUSH (push), COMMIT with the root hash; success only after COMMIT_OK with a matching root.
+ *
+ * One TaskGroup per session: the first error aborts everything and is the one reported.
+ */
+import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import { DIGEST_SIZE, HASH_KEY_SIZE, HEADER_SIZE, type HashAlgorithm, PROTOCOL_VERSION } from "../../protocol/constants.ts";
+import type { ServerCounters } from "../../protocol/messages.ts";
+import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
+import { planRanges } from "../engine/ranges.ts";
+import { RootHash } from "../engine/root-hash.ts";
+import { type SideContext, SideStats } from "../engine/side-context.ts";
+import { diffRange } from "../engine/source-side.ts";
+import type { WorkerPool } from "../engine/worker-pool.ts";
+import type { RecordChannel } from "../net/record-channel.ts";
+import type { Storage, StorageKind } from "../storage/storage.ts";
+import { ByteWindow } from "../util/byte-window.ts";
+import { IncompleteSyncError, MismatchError } from "../util/errors.ts";
+import { TaskGroup } from "../util/task-group.ts";
+import { ClientConnection } from "./client-connection.ts";
+import { equalBytes } from "./server-session.ts";
+import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
+import type { WireCounters } from "./wire-counters.ts";
+
+export interface SyncOptions {
+  /** Name of the remote file (path under the listener's root, or export). */
+  name: string;
+  blockSize: number;
+  hash: HashAlgorithm;
+  dryRun: boolean;
+  pool: WorkerPool;
+}
+
+export interface SyncReport {
+  mode: "push" | "pull";
+  size: number;
+  blockSize: number;
+  hash: HashAlgorithm;
+  dryRun: boolean;
+  /** The server's file: its kind and size before the sync. */
+  remoteKind: StorageKind;
+  remoteSizeBefore: number;
+  /** Counters of the client's own side. */
+  local: SideStats;
+  /** Counters the server reported in COMMIT_OK. */
+  remote: ServerCounters;
+  wire: WireCounters;
+  root: string;
+  seconds: number;
+}
+
+export async function runClient(
+  channel: RecordChannel,
+  local: Storage,
+  options: SyncOptions & { mode: "push" | "pull" },
+): Promise<SyncReport> {
+  const started = performance.now();
+  const group = new TaskGroup({ limit: RANGES_IN_FLIGHT });
+  const conn = new ClientConnection(channel, { onFailure: (e) => group.fail(e) });
+  const key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
+  const stats = new SideStats();
+  try {
+    const ok = await conn.request<"OPEN">({
+      type: "OPEN",
+      version: PROTOCOL_VERSION,
+      mode: options.mode,
+      hash: options.hash,
+      blockSize: options.blockSize,
+      dryRun: options.dryRun,
+      size: local.size,
+      key,
+      name: options.name,
+    });
+    const size = options.mode === "push" ? local.size : ok.size;
+    if (options.mode === "pull" && !options.dryRun) await local.setSize(size);
+    const ctx: SideContext = {
+      pool: options.pool,
+      store: local,
+      hash: options.hash,
+      key,
+      blockSize: options.blockSize,
+      size,
+      stats,
+      signal: group.signal,
+    };
+    const root = options.mode === "push" ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun }) : await pullRanges(conn, ctx, { group, dryRun: options.dryRun });
+    if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
+    if (options.mode === "pull" && !options.dryRun) await local.sync();
+    const mine = root.finish(size, options.blockSize);
+    const done = await conn.request<"COMMIT">({ type: "COMMIT", root: mine });
+    if (!options.dryRun && !equalBytes(done.root, mine)) {
+      throw new MismatchError("root hash mismatch: the destination does not match the source");
+    }
+    conn.close();
+    await conn.done;
+    return {
+      mode: options.mode,
+      size,
+      blockSize: options.blockSize,
+      hash: options.hash,
+      dryRun: options.dryRun,
+      remoteKind: ok.kind,
+      remoteSizeBefore: ok.size,
+      local: stats,
+      remote: done.counters,
+      wire: conn.wire,
+      root: Buffer.from(mine).toString("hex"),
+      seconds: (performance.now() - started) / 1000,
+    };
+  } catch (e) {
+    group.fail(e);
+    conn.fail(e instanceof Error ? e : new Error(String(e)));
+    await group.wait().catch(() => {});
+    throw e;
+  }
+}
+
+async function pushRanges(conn: ClientConnection, ctx: SideContext, o: { group: TaskGroup; dryRun: boolean }): Promise<RootHash> {
+  const root = new RootHash(ctx.key);
+  const window = new ByteWindow(DATA_WINDOW_BYTES);
+  for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
+    await o.group.spawn(async () => {
+      const reply = await conn.request<"SIGS">({ type: "SIGS", offset: range.offset, length: range.length });
+      if (reply.offset !== range.offset || reply.length !== range.length || reply.digests.length !== Math.ceil(range.length / ctx.blockSize) * DIGEST_SIZE) {
+        throw new IncompleteSyncError(`SIGS_REPLY does not match the range requested at ${range.offset}`);
+      }
+      const acks: Promise<void>[] = [];
+      const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {
+        zstdLevel: ZSTD_LEVEL,
+        dryRun: o.dryRun,
+        lookahead: LOOKAHEAD_JOBS,
+        emit: async (op) => {
+          const bytes = HEADER_SIZE + (op.kind === "data" ? op.payload?.length ?? 0 : 0);
+          await window.acquire(bytes, ctx.signal);
+          const ack = op.kind === "data"
+            ? conn.request<"DATA">({ type: "DATA", offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd })
+            : conn.request<"ZERO">({ type: "ZERO", offset: op.offset, length: op.length });
+          acks.push(ack.then(() => window.release(bytes), (e) => {
+            window.release(bytes);
+            throw e;
+          }));
+        },
+      });
+      root.add(range.offset / ctx.blockSize, src);
+      await Promise.all(acks);
+      await conn.request<"RANGE_DONE">({ type: "RANGE_DONE", offset: range.offset, length: range.length });
+    });
+  }
+  await o.group.wait();
+  return root;
+}
+
+async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: TaskGroup; dryRun: boolean }): Promise<RootHash> {
+  const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun });
+  const window = new ByteWindow(DATA_WINDOW_BYTES);
+  for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
+    await o.group.spawn(async () => {
+      let digests: Uint8Array;
+      if (range.data) {
+        digests = await digestRange(ctx, range, { lookahead: LOOKAHEAD_JOBS });
+      } else {
+        digests = new Uint8Array(Math.ceil(range.length / ctx.blockSize) * DIGEST_SIZE);
+        ctx.stats.holeBytesSkipped += range.length;
+      }
+      writer.open(range.offset, digests.slice());
+      await conn.stream({ type: "READ_DIFF", offset: range.offset, length: range.length, digests }, async (m) => {
+        const bytes = HEADER_SIZE + (m.type === "DATA" ? m.payload?.length ?? 0 : 0);
+        countReceived(ctx, m);
+        await window.acquire(bytes, ctx.signal);
+        const written = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+        written.then(() => window.release(bytes), (e) => o.group.fail(e));
+      });
+      await writer.close(range.offset);
+    });
+  }
+  await o.group.wait();
+  return writer.root;
+}
+
+/** Pull: what the source sent, counted as it arrives (the push source counts in diffRange). */
+function countReceived(ctx: SideContext, m: { type: "DATA" | "ZERO"; length: number; payload?: Uint8Array }): void {
+  const s = ctx.stats;
+  if (m.type === "ZERO") {
+    s.bytesZeroed += m.length;
+    return;
+  }
+  s.blocksSent += Math.ceil(m.length / ctx.blockSize);
+  s.bytesSent += m.length;
+  s.dataBytesOnWire += m.payload?.length ?? 0;
+}

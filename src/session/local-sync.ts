@@ -1,0 +1,45 @@
+/**
+ * `ssync sync SRC DST`: the client (source) and the server (destination) in one process,
+ * joined by an in-memory channel, speaking the same protocol as over the network.
+ */
+import type { HashAlgorithm } from "../../protocol/constants.ts";
+import type { WorkerPool } from "../engine/worker-pool.ts";
+import { openDestination } from "../storage/open-destination.ts";
+import { openSource } from "../storage/open-source.ts";
+import { runClient, type SyncReport } from "./client-session.ts";
+import { memoryPair } from "./memory-pair.ts";
+import { serveSession } from "./server-session.ts";
+
+export interface LocalSyncOptions {
+  blockSize: number;
+  hash: HashAlgorithm;
+  dryRun: boolean;
+  pool: WorkerPool;
+  /** false forces the portable storage paths (no SEEK_DATA, fallocate, flock). */
+  ffi?: boolean;
+}
+
+export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
+  const source = await openSource(src, { ffi: options.ffi });
+  try {
+    const [clientEnd, serverEnd] = memoryPair();
+    const server = serveSession(serverEnd, {
+      pool: options.pool,
+      open: (req) => openDestination(dst, { create: !req.dryRun, readOnly: req.dryRun, ffi: options.ffi }),
+    });
+    try {
+      return await runClient(clientEnd, source, {
+        mode: "push",
+        name: dst,
+        blockSize: options.blockSize,
+        hash: options.hash,
+        dryRun: options.dryRun,
+        pool: options.pool,
+      });
+    } finally {
+      await server;
+    }
+  } finally {
+    await source[Symbol.asyncDispose]();
+  }
+}

@@ -1,0 +1,43 @@
+/**
+ * Back-pressure counted in bytes: acquire(n) waits until `n` more bytes fit under the limit.
+ * A single acquisition larger than the limit is admitted alone, so nothing deadlocks.
+ * Invariant: used ≤ limit, except while one oversized acquisition holds the window alone.
+ */
+export class ByteWindow {
+  #limit: number;
+  #used = 0;
+  #waiters: { n: number; resolve: () => void }[] = [];
+
+  constructor(limit: number) {
+    this.#limit = limit;
+  }
+
+  acquire(n: number, signal?: AbortSignal): Promise<void> {
+    if (this.#waiters.length === 0 && this.#fits(n)) {
+      this.#used += n;
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => {
+      const w = { n, resolve };
+      this.#waiters.push(w);
+      signal?.addEventListener("abort", () => {
+        const i = this.#waiters.indexOf(w);
+        if (i >= 0) this.#waiters.splice(i, 1);
+        reject(signal.reason);
+      }, { once: true });
+    });
+  }
+
+  release(n: number): void {
+    this.#used -= n;
+    while (this.#waiters.length > 0 && this.#fits(this.#waiters[0].n)) {
+      const w = this.#waiters.shift()!;
+      this.#used += w.n;
+      w.resolve();
+    }
+  }
+
+  #fits(n: number): boolean {
+    return this.#used === 0 || this.#used + n <= this.#limit;
+  }
+}
