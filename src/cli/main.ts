@@ -1,13 +1,10 @@
 /** The ssync command line: parses, runs one command, maps the outcome to an exit code. */
 import process from "node:process";
 import { cac } from "cac";
-import { WorkerPool } from "../engine/worker-pool.ts";
-import { verifyIdentical } from "../engine/verify.ts";
-import { syncLocal } from "../session/local-sync.ts";
 import { UsageError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions } from "./engine-options.ts";
+import type { EngineFlags } from "./engine-options.ts";
 import { describeError, EXIT_OK, EXIT_USAGE, exitCodeOf } from "./exit-code.ts";
-import { formatSummary, summarize } from "./summary.ts";
+import { printSummary, runSyncCommand } from "./sync-command.ts";
 
 const VERSION = "0.1.0";
 
@@ -27,22 +24,7 @@ export async function main(argv: string[]): Promise<number> {
   withEngineOptions(
     cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
   ).action((src: string, dst: string, flags: EngineFlags) => {
-    run = async () => {
-      const o = engineOptions(flags);
-      const pool = new WorkerPool();
-      try {
-        const report = await syncLocal(src, dst, { ...o, pool });
-        let verified = false;
-        if (o.verify && !o.dryRun) {
-          await verifyIdentical(src, dst);
-          verified = true;
-        }
-        const summary = summarize(report, { mode: "sync", source: src, destination: dst, verified });
-        console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
-      } finally {
-        await pool[Symbol.asyncDispose]();
-      }
-    };
+    run = async () => printSummary(await runSyncCommand(src, dst, flags), flags);
   });
 
   cli.help();
