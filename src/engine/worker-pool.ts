@@ -119,5 +119,9 @@ export class WorkerPool implements AsyncDisposable {
 }
 
 function spawnWorker(): Worker {
+  // The single binary (scripts/build-binary) has no scan-worker.ts file: it embeds the bundled
+  // worker as CommonJS source text here.
+  const embedded = (globalThis as { ssyncScanWorkerSource?: unknown }).ssyncScanWorkerSource;
+  if (typeof embedded === "string") return new Worker(embedded, { eval: true });
   return new Worker(new URL("./scan-worker.ts", import.meta.url));
 }
