@@ -2,6 +2,10 @@
  * Entry of the single-file bundle (scripts/build-binary): makes the embedded scan-worker
  * source visible to WorkerPool, then runs the CLI. src/cli/main.ts does not run itself in
  * the bundle (the build defines `import.meta.main` as false).
+ *
+ * Invariant: the binary never exits 0 unless `main` returned 0. A Node SEA whose ESM main
+ * awaits a promise that can no longer settle exits silently with code 0; the exit hook
+ * turns that into a message and code 1.
  */
 import process from "node:process";
 import { main } from "../../src/cli/main.ts";
@@ -10,4 +14,13 @@ import { main } from "../../src/cli/main.ts";
 declare const SSYNC_SCAN_WORKER_SOURCE: string;
 
 (globalThis as { ssyncScanWorkerSource?: string }).ssyncScanWorkerSource = SSYNC_SCAN_WORKER_SOURCE;
-process.exitCode = await main(process.argv.slice(2));
+
+let finished = false;
+process.on("exit", () => {
+  if (finished) return;
+  console.error("ssync: internal error: stopped before the command finished (a promise never settled)");
+  process.exitCode = 1;
+});
+const code = await main(process.argv.slice(2));
+finished = true;
+process.exitCode = code;

@@ -40,7 +40,9 @@ if (!fs.existsSync(nodeBin)) {
  * Resolves "@bokuweb/zstd-wasm" to scripts/lib/zstd-wasm-embedded.mjs, and "zstd-wasm-dist/X"
  * (used there) to the package's own dist/common/X.
  */
-const zstdWasmDist = path.join(root, "node_modules/@bokuweb/zstd-wasm/dist/common");
+// Real path: the package's own relative require()s resolve to real paths, and one module must
+// not be bundled twice under two names (the wasm would initialise the other copy).
+const zstdWasmDist = fs.realpathSync(path.join(root, "node_modules/@bokuweb/zstd-wasm/dist/common"));
 const zstdWasmEmbedded = {
   name: "zstd-wasm-embedded",
   setup(build) {
