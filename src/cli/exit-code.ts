@@ -4,8 +4,10 @@
  *   0  success            2  usage error
  *   1  could not sync     3  destination does not match (root hash or --verify)
  *   4  interrupted: the destination may be partly updated; rerunning completes it
+ *   5  authentication: unknown or changed host key, key not authorized, pairing refused
  */
 import { ProtocolError } from "../../protocol/codec.ts";
+import { AuthenticationError } from "../net/authentication-error.ts";
 import { IncompleteSyncError, MismatchError, RemoteError, UsageError } from "../util/errors.ts";
 
 export const EXIT_OK = 0;
@@ -13,9 +15,11 @@ export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
 export const EXIT_MISMATCH = 3;
 export const EXIT_INCOMPLETE = 4;
+export const EXIT_AUTH = 5;
 
 export function exitCodeOf(e: unknown): number {
   if (e instanceof UsageError) return EXIT_USAGE;
+  if (e instanceof AuthenticationError) return EXIT_AUTH;
   if (e instanceof MismatchError) return EXIT_MISMATCH;
   if (e instanceof RemoteError && e.code === "EBADMSG") return EXIT_MISMATCH;
   if (e instanceof IncompleteSyncError || e instanceof ProtocolError) return EXIT_INCOMPLETE;

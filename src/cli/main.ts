@@ -5,6 +5,10 @@ import { UsageError } from "../util/errors.ts";
 import type { EngineFlags } from "./engine-options.ts";
 import { describeError, EXIT_OK, EXIT_USAGE, exitCodeOf } from "./exit-code.ts";
 import { printSummary, runSyncCommand } from "./sync-command.ts";
+import { registerKeygenCommand } from "./keygen-command.ts";
+import { registerListenCommand } from "./listen-command.ts";
+import { registerPushCommand } from "./push-command.ts";
+import { registerPullCommand } from "./pull-command.ts";
 
 const VERSION = "0.1.0";
 
@@ -26,6 +30,11 @@ export async function main(argv: string[]): Promise<number> {
   ).action((src: string, dst: string, flags: EngineFlags) => {
     run = async () => printSummary(await runSyncCommand(src, dst, flags), flags);
   });
+
+  registerKeygenCommand(cli, (r) => (run = r));
+  registerListenCommand(cli, (r) => (run = r));
+  registerPushCommand(cli, (r) => (run = r));
+  registerPullCommand(cli, (r) => (run = r));
 
   cli.help();
   cli.version(VERSION);

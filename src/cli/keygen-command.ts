@@ -1,0 +1,33 @@
+/** `ssync keygen [-f FILE]`: a new identity key (FILE, mode 0600) and FILE.pub. */
+import os from "node:os";
+import { join } from "node:path";
+import type { CAC } from "cac";
+import { configDir } from "../net/config-dir.ts";
+import { fingerprint, formatPublicKey, writePrivateKey } from "../net/keys.ts";
+import { generateKeyPair } from "../net/x25519.ts";
+
+export const DEFAULT_CLIENT_KEY = "id_ssync";
+
+export function registerKeygenCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
+  cli.command("keygen", "Make a key pair identifying this machine (private key FILE, public key FILE.pub)")
+    .option("-f, --file <file>", `Private key file (default: ${join("<config>", DEFAULT_CLIENT_KEY)})`)
+    .action((flags: { file?: string }) => {
+      setRun(async () => {
+        const file = flags.file ?? join(configDir(), DEFAULT_CLIENT_KEY);
+        const pair = generateKeyPair();
+        const comment = `${safe(() => os.userInfo().username)}@${safe(() => os.hostname())}`;
+        await writePrivateKey(file, pair, { comment });
+        console.log(`Wrote private key ${file} and public key ${file}.pub`);
+        console.log(formatPublicKey(pair.publicKey, { comment }));
+        console.log(`fingerprint ${fingerprint(pair.publicKey)}`);
+      });
+    });
+}
+
+function safe(f: () => string): string {
+  try {
+    return f() || "ssync";
+  } catch {
+    return "ssync";
+  }
+}

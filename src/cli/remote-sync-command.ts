@@ -1,0 +1,110 @@
+/**
+ * What `ssync push` and `ssync pull` share:
+ * 1. load our key, open the local file (push: source; pull: destination);
+ * 2. dial the listener (host-key policy, optional pairing), run the client session;
+ * 3. --verify: a second session, dry run, fresh hash key: it must find nothing to send;
+ * 4. print the summary.
+ */
+import fs from "node:fs";
+import { join } from "node:path";
+import { WorkerPool } from "../engine/worker-pool.ts";
+import { configDir } from "../net/config-dir.ts";
+import { dial } from "../net/dial.ts";
+import { type Endpoint, formatEndpoint } from "../net/host-port.ts";
+import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
+import { readPrivateKey } from "../net/keys.ts";
+import { normalizePairingCode } from "../net/pairing-code.ts";
+import type { KeyPair } from "../net/x25519.ts";
+import { runClient, type SyncReport } from "../session/client-session.ts";
+import { openDestination } from "../storage/open-destination.ts";
+import { openSource } from "../storage/open-source.ts";
+import type { Storage } from "../storage/storage.ts";
+import { MismatchError, UsageError } from "../util/errors.ts";
+import { type EngineFlags, engineOptions, type EngineOptions } from "./engine-options.ts";
+import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
+import { formatSummary, summarize } from "./summary.ts";
+
+export interface RemoteFlags extends EngineFlags {
+  key?: string;
+  acceptNew?: boolean;
+  hostKey?: string;
+  pair?: string;
+  knownHosts?: string;
+}
+
+// deno-lint-ignore no-explicit-any
+export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd: T): T {
+  return cmd
+    .option("--key <file>", `Our private key (default: <config>/${DEFAULT_CLIENT_KEY}; make one with ssync keygen)`)
+    .option("--accept-new", "Trust and pin the listener's host key on first contact")
+    .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it)")
+    .option("--pair <code>", "First contact: the one-time code printed by ssync listen --pair")
+    .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)")
+    .option("--block-size <size>", "Block size: a power of two from 4K to 1M (default 64K)")
+    .option("--hash <alg>", "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)")
+    .option("--dry-run", "Report what would change; write nothing")
+    .option("--verify", "After the sync, compare both sides again with a fresh key; nothing may differ")
+    .option("--json", "Print the summary as one JSON object on stdout");
+}
+
+async function clientKey(file: string | undefined): Promise<KeyPair> {
+  const path = file ?? join(configDir(), DEFAULT_CLIENT_KEY);
+  if (file === undefined && !fs.existsSync(path)) throw new UsageError(`No key: run ssync keygen (looked for ${path})`);
+  return await readPrivateKey(path);
+}
+
+export async function runRemoteSync(
+  mode: "push" | "pull",
+  options: { local: string; remote: Endpoint & { path: string }; flags: RemoteFlags },
+): Promise<void> {
+  const { local, remote, flags } = options;
+  const o: EngineOptions = engineOptions(flags);
+  const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
+  const staticKey = await clientKey(flags.key);
+  const knownHostsFile = flags.knownHosts ?? join(configDir(), "known_hosts");
+  const peer = formatEndpoint(remote);
+  const remoteName = `${peer}:${remote.path}`;
+  const pool = new WorkerPool();
+  let store: Storage | undefined;
+
+  const session = async (dryRun: boolean, pair: string | undefined): Promise<SyncReport> => {
+    const conn = await dial({
+      host: remote.host,
+      port: remote.port,
+      staticKey,
+      knownHostsFile,
+      acceptNew: flags.acceptNew === true,
+      hostKey: flags.hostKey,
+      pairCode: pair,
+    });
+    try {
+      const channel = new IncompleteOnLossChannel(conn.channel, { peer });
+      return await runClient(channel, store!, { mode, name: remote.path, blockSize: o.blockSize, hash: o.hash, dryRun, pool });
+    } finally {
+      await conn[Symbol.asyncDispose]().catch(() => {});
+    }
+  };
+
+  try {
+    store = mode === "push" ? await openSource(local) : await openDestination(local, { create: !o.dryRun, readOnly: o.dryRun });
+    const report = await session(o.dryRun, pairCode);
+    let verified = false;
+    if (o.verify && !o.dryRun) {
+      const check = await session(true, undefined);
+      if (check.local.blocksSent !== 0 || check.local.bytesZeroed !== 0 || check.size !== report.size) {
+        throw new MismatchError(
+          `Verification failed: a second comparison found ${check.local.blocksSent} differing blocks and ` +
+            `${check.local.bytesZeroed} bytes to zero between ${local} and ${remoteName}`,
+        );
+      }
+      verified = true;
+    }
+    const summary = mode === "push"
+      ? summarize(report, { mode, source: local, destination: remoteName, verified })
+      : summarize(report, { mode, source: remoteName, destination: local, verified });
+    console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
+  } finally {
+    await store?.[Symbol.asyncDispose]();
+    await pool[Symbol.asyncDispose]();
+  }
+}

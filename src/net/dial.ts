@@ -1,0 +1,133 @@
+/**
+ * The client's way in: TCP connect, Noise handshake, host-key policy, then a channel.
+ *
+ * Host-key policy, decided after handshake message 2 (before our key is revealed):
+ * - a key pinned for this host:port in known_hosts: must match; a different key is refused
+ *   always, saying the host key CHANGED;
+ * - --host-key FP: the key's fingerprint must be FP (then it is pinned);
+ * - unknown: refused with its fingerprint, unless --accept-new or pairing (then pinned).
+ * A new pin is written only after the listener accepted us (its acceptance record is the
+ * first proof that it holds the key, and with pairing, the code).
+ */
+import { connect, type Socket } from "node:net";
+import { AuthenticationError } from "./authentication-error.ts";
+import { formatEndpoint } from "./host-port.ts";
+import { fingerprint } from "./keys.ts";
+import { addKnownHost, lookupKnownHost } from "./known-hosts.ts";
+import { pairingKey } from "./pairing-code.ts";
+import { connectSecure, DEFAULT_HANDSHAKE_TIMEOUT_MS, type SecureConnection } from "./secure-connection.ts";
+import type { KeyPair } from "./x25519.ts";
+
+export interface DialOptions {
+  host: string;
+  port: number;
+  staticKey: KeyPair;
+  knownHostsFile: string;
+  acceptNew?: boolean;
+  /** Expected fingerprint ("SHA256:..." or just the base64 part). */
+  hostKey?: string;
+  /** One-time pairing code from `ssync listen --pair`. */
+  pairCode?: string;
+  timeoutMs?: number;
+}
+
+function connectTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
+  const name = formatEndpoint({ host, port });
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host, port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`Cannot connect to ${name}: no answer within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    socket.once("connect", () => {
+      clearTimeout(timer);
+      socket.off("error", onError);
+      resolve(socket);
+    });
+    const onError = (e: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      const why = e.code === "ECONNREFUSED"
+        ? "connection refused (is ssync listen running there?)"
+        : e.code === "ENOTFOUND" || e.code === "EAI_AGAIN"
+        ? "unknown host"
+        : e.message;
+      reject(Object.assign(new Error(`Cannot connect to ${name}: ${why}`), { code: e.code }));
+    };
+    socket.once("error", onError);
+  });
+}
+
+function sameFingerprint(given: string, actual: string): boolean {
+  const strip = (s: string) => s.trim().replace(/^SHA256:/i, "").replace(/=+$/, "");
+  return strip(given) === strip(actual);
+}
+
+export async function dial(options: DialOptions): Promise<SecureConnection> {
+  const name = formatEndpoint(options);
+  const timeoutMs = options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const psk = options.pairCode !== undefined ? pairingKey(options.pairCode) : undefined;
+  const socket = await connectTcp(options.host, options.port, timeoutMs);
+  let refusal: Error | undefined;
+  let pin = false;
+  let hostVerified = false;
+  try {
+    const conn = await connectSecure(socket, {
+      staticKey: options.staticKey,
+      psk,
+      timeoutMs,
+      peerName: name,
+      verifyHost: async (remote) => {
+        const fp = fingerprint(remote);
+        const known = await lookupKnownHost(options.knownHostsFile, { host: options.host, port: options.port, publicKey: remote });
+        if (known.status === "changed") {
+          refusal = new AuthenticationError(
+            `The host key of ${name} has CHANGED: it is now ${fp}, not the key pinned in ${options.knownHostsFile}. ` +
+              `This may be an attack (someone in the middle), or the listener's key was replaced; ` +
+              `if you are sure it was replaced, remove the line for ${name} from ${options.knownHostsFile}`,
+          );
+          return false;
+        }
+        if (options.hostKey !== undefined && !sameFingerprint(options.hostKey, fp)) {
+          refusal = new AuthenticationError(`The host key of ${name} is ${fp}, not ${options.hostKey} as given by --host-key`);
+          return false;
+        }
+        if (known.status === "unknown") {
+          if (options.hostKey === undefined && !options.acceptNew && psk === undefined) {
+            refusal = new AuthenticationError(
+              `The host key of ${name} is unknown: its fingerprint is ${fp}. If that is the fingerprint ` +
+                `ssync listen printed there, rerun with --host-key ${fp} (or --accept-new)`,
+            );
+            return false;
+          }
+          pin = true;
+        }
+        hostVerified = true;
+        return true;
+      },
+    });
+    if (pin) {
+      await addKnownHost(options.knownHostsFile, {
+        host: options.host,
+        port: options.port,
+        publicKey: conn.remoteStatic,
+        comment: `added ${new Date().toISOString().slice(0, 10)}${psk ? " by pairing" : ""}`,
+      });
+    }
+    return conn;
+  } catch (e) {
+    if (refusal) throw refusal;
+    if (hostVerified && /closed the connection after the handshake|not accepted/.test((e as Error).message)) {
+      const ours = fingerprint(options.staticKey.publicKey);
+      throw new AuthenticationError(
+        psk
+          ? `Cannot pair with ${name}: the listener refused the pairing code (wrong, already used, or expired; ssync listen --pair prints a new one)`
+          : `Cannot log in to ${name}: the listener does not authorize our key ${ours}; add our public key to its authorized_keys, or pair with --pair CODE`,
+        { cause: e },
+      );
+    }
+    if (psk && hostVerified) {
+      throw new AuthenticationError(`Cannot pair with ${name}: ${(e as Error).message} (wrong, used or expired pairing code?)`, { cause: e });
+    }
+    throw e;
+  }
+}

@@ -1,0 +1,40 @@
+import { IncompleteSyncError } from "../util/errors.ts";
+import type { RecordChannel } from "./record-channel.ts";
+
+/**
+ * The client's view of its connection: a transport failure (reset, truncation, timeout,
+ * forged record) becomes an IncompleteSyncError, which the CLI reports as "the destination
+ * may be partly updated; rerun to complete it". A failure after COMMIT_OK cannot happen
+ * through here: the session has finished reading by then.
+ */
+export class IncompleteOnLossChannel implements RecordChannel {
+  #inner: RecordChannel;
+  #peer: string;
+
+  constructor(inner: RecordChannel, options: { peer: string }) {
+    this.#inner = inner;
+    this.#peer = options.peer;
+  }
+
+  #wrap(e: unknown): never {
+    if (e instanceof IncompleteSyncError) throw e;
+    const why = e instanceof Error ? e.message.replace(/^Cannot (use the connection|read from the peer): /, "") : String(e);
+    throw new IncompleteSyncError(`Lost the connection to ${this.#peer} before the sync was committed: ${why}`, { cause: e });
+  }
+
+  send(record: Uint8Array): Promise<void> {
+    return this.#inner.send(record).catch((e) => this.#wrap(e));
+  }
+
+  receive(): Promise<Uint8Array | null> {
+    return this.#inner.receive().catch((e) => this.#wrap(e));
+  }
+
+  close(reason?: Error): void {
+    this.#inner.close(reason);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.#inner[Symbol.asyncDispose]();
+  }
+}

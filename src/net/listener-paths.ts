@@ -1,0 +1,251 @@
+/**
+ * What a listener lets a client open: a named export, or a path under its root.
+ *
+ * 1. An export name is matched exactly, before any path rule; it opens the configured path.
+ * 2. A client path must be relative, non-empty, without NUL, ".", ".." or empty components,
+ *    and under the key's path prefix when it has one.
+ * 3. Writes (a push that is not a dry run) are refused when the listener or the key is
+ *    read-only.
+ * 4. The path is walked one component at a time from a descriptor of the root, each
+ *    directory opened with O_NOFOLLOW|O_DIRECTORY through /proc/self/fd/<parent>/<name>, so
+ *    no symbolic link is ever followed and a component swapped during the walk cannot move
+ *    the walk outside the root. The last component is opened O_NOFOLLOW|O_NONBLOCK (or
+ *    created O_CREAT|O_EXCL, which never follows links) and checked to be a regular file
+ *    or block device; storage then reopens that very inode through /proc/self/fd/<fd>.
+ *
+ * Every refusal is an Error with an errno-style `code` (EACCES, EROFS, ENOENT, EBUSY,
+ * EINVAL) and a message naming the client's path, which the session sends back as ERROR.
+ */
+import fs from "node:fs";
+import nodePath from "node:path";
+import { libc } from "../platform/libc.ts";
+import { openDestination } from "../storage/open-destination.ts";
+import { openSource } from "../storage/open-source.ts";
+import type { Extent, HoleMethod, Storage, StorageKind } from "../storage/storage.ts";
+
+export interface OpenPolicy {
+  /** The root folder (resolved once, at start). */
+  root: string;
+  /** Export name → path of a file or block device. */
+  exports: ReadonlyMap<string, string>;
+  /** The listener was started with --read-only. */
+  listenerReadOnly: boolean;
+  /** The client's key is read-only. */
+  keyReadOnly: boolean;
+  /** The client's key may only open paths under this prefix; null = anywhere. */
+  pathPrefix: string | null;
+}
+
+export interface ClientOpen {
+  name: string;
+  mode: "push" | "pull";
+  dryRun: boolean;
+}
+
+const MAX_NAME = 4096;
+const C = fs.constants;
+
+function refuse(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+/** The components of a client path, or a refusal saying why it is not acceptable. */
+export function clientPathComponents(name: string): string[] {
+  if (name === "") throw refuse("EINVAL", "Cannot open an empty path");
+  if (name.length > MAX_NAME) throw refuse("EINVAL", "Cannot open a path that long");
+  if (name.includes("\0")) throw refuse("EINVAL", "Cannot open a path containing NUL");
+  if (name.startsWith("/")) throw refuse("EACCES", `Cannot open ${name}: absolute paths are refused; name a path relative to the listener's root`);
+  const parts = name.split("/");
+  for (const part of parts) {
+    if (part === "..") throw refuse("EACCES", `Cannot open ${name}: ".." components are refused`);
+    if (part === "" || part === ".") throw refuse("EINVAL", `Cannot open ${name}: empty and "." components are refused`);
+  }
+  return parts;
+}
+
+function underPrefix(parts: string[], prefix: string): boolean {
+  const want = prefix.split("/").filter((p) => p !== "" && p !== ".");
+  if (parts.length < want.length) return false;
+  if (want.length === 0) return true;
+  const last = want.length - 1;
+  for (let i = 0; i < last; i++) if (parts[i] !== want[i]) return false;
+  // "vm" allows "vm/x" and "vm" itself; "vm/" behaves the same.
+  return parts[last] === want[last];
+}
+
+function checkWrite(req: ClientOpen, policy: OpenPolicy): void {
+  if (req.mode !== "push" || req.dryRun) return;
+  if (policy.listenerReadOnly) throw refuse("EROFS", `Cannot write ${req.name}: the listener is read-only`);
+  if (policy.keyReadOnly) throw refuse("EROFS", `Cannot write ${req.name}: your key is read-only on this listener`);
+}
+
+/** Storage errors name the path storage was given; show the client's name instead. */
+function renamed(e: unknown, from: string, name: string): Error {
+  const error = e instanceof Error ? e : new Error(String(e));
+  const code = (error as { code?: string }).code;
+  if (code === "EBUSY") return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it`);
+  if (from !== "" && error.message.includes(from)) {
+    return Object.assign(new Error(error.message.split(from).join(name)), { code });
+  }
+  return error;
+}
+
+function closeQuietly(fd: number | undefined): void {
+  if (fd === undefined) return;
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // already closed
+  }
+}
+
+function walkError(e: unknown, name: string, part: string): Error {
+  const code = (e as { code?: string }).code;
+  if (code === "ELOOP") return refuse("EACCES", `Cannot open ${name}: ${part} is a symbolic link, which the listener does not follow`);
+  if (code === "ENOTDIR") return refuse("ENOENT", `Cannot open ${name}: ${part} is not a directory`);
+  if (code === "ENOENT") return refuse("ENOENT", `Cannot open ${name}: ${part} does not exist`);
+  if (code === "EACCES") return refuse("EACCES", `Cannot open ${name}: permission denied`);
+  return refuse("EIO", `Cannot open ${name}: ${(e as Error).message}`);
+}
+
+/** Opens what the client asked for, enforcing the policy; see the numbered steps above. */
+export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promise<Storage> {
+  const exported = policy.exports.get(req.name);
+  if (exported !== undefined) {
+    if (policy.pathPrefix !== null && !underPrefix(req.name.split("/"), policy.pathPrefix)) {
+      throw refuse("EACCES", `Cannot open ${req.name}: your key may only open paths under ${policy.pathPrefix}`);
+    }
+    checkWrite(req, policy);
+    try {
+      return req.mode === "pull"
+        ? await openSource(exported)
+        : await openDestination(exported, { create: false, readOnly: req.dryRun });
+    } catch (e) {
+      throw renamed(e, exported, req.name);
+    }
+  }
+  const parts = clientPathComponents(req.name);
+  if (policy.pathPrefix !== null && !underPrefix(parts, policy.pathPrefix)) {
+    throw refuse("EACCES", `Cannot open ${req.name}: your key may only open paths under ${policy.pathPrefix}`);
+  }
+  checkWrite(req, policy);
+
+  const dirs: number[] = [];
+  let file: number | undefined;
+  try {
+    try {
+      dirs.push(fs.openSync(policy.root, C.O_RDONLY | C.O_DIRECTORY));
+    } catch (e) {
+      throw refuse("EIO", `Cannot open the listener's root: ${(e as Error).message}`);
+    }
+    for (const part of parts.slice(0, -1)) {
+      const at = `/proc/self/fd/${dirs[dirs.length - 1]}/${part}`;
+      try {
+        dirs.push(fs.openSync(at, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW));
+      } catch (e) {
+        throw walkError(e, req.name, part);
+      }
+    }
+    const base = parts[parts.length - 1];
+    const parent = `/proc/self/fd/${dirs[dirs.length - 1]}`;
+    const at = `${parent}/${base}`;
+    try {
+      file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      if (code !== "ENOENT") throw walkError(e, req.name, base);
+      if (req.mode === "pull") throw refuse("ENOENT", `Cannot open ${req.name}: no such file`);
+      if (req.dryRun) {
+        // A dry run creates nothing; a missing file reads as empty.
+        return await openDestination(at, { create: true, readOnly: true }).catch((e) => {
+          throw renamed(e, at, req.name);
+        });
+      }
+      try {
+        file = fs.openSync(at, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+      } catch (e2) {
+        if ((e2 as { code?: string }).code !== "EEXIST") throw walkError(e2, req.name, base);
+        // Another writer created it meanwhile: open it like any existing file.
+        try {
+          file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
+        } catch (e3) {
+          throw walkError(e3, req.name, base);
+        }
+      }
+    }
+    const st = fs.fstatSync(file);
+    if (!st.isFile() && !st.isBlockDevice()) {
+      throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file or block device`);
+    }
+    const real = fs.realpathSync(`/proc/self/fd/${file}`);
+    if (real !== policy.root && !real.startsWith(policy.root.endsWith("/") ? policy.root : policy.root + "/")) {
+      throw refuse("EACCES", `Cannot open ${req.name}: it is outside the listener's root`);
+    }
+    // With flock (FFI) storage reopens this very inode; without it, the portable lock file
+    // needs a real folder, so storage gets the checked real path instead.
+    // Workers reopen storage by its path for every job, so the descriptor behind a
+    // /proc/self/fd path stays open until the store is disposed.
+    const target = libc !== null ? `/proc/self/fd/${file}` : real;
+    let store: Storage;
+    try {
+      store = req.mode === "pull"
+        ? await openSource(target)
+        : await openDestination(target, { create: false, readOnly: req.dryRun });
+    } catch (e) {
+      throw renamed(e, target, req.name);
+    }
+    if (libc === null) return store;
+    const held = file;
+    file = undefined;
+    return new PinnedStorage(store, { onDispose: () => closeQuietly(held) });
+  } finally {
+    closeQuietly(file);
+    for (const fd of dirs) closeQuietly(fd);
+  }
+}
+
+/** A store whose path names a descriptor we hold: closes it after the store is disposed. */
+class PinnedStorage implements Storage {
+  #inner: Storage;
+  #onDispose: () => void;
+
+  constructor(inner: Storage, options: { onDispose: () => void }) {
+    this.#inner = inner;
+    this.#onDispose = options.onDispose;
+  }
+
+  get path(): string {
+    return this.#inner.path;
+  }
+  get kind(): StorageKind {
+    return this.#inner.kind;
+  }
+  get size(): number {
+    return this.#inner.size;
+  }
+  dataExtents(start: number, end: number): Promise<Extent[]> {
+    return this.#inner.dataExtents(start, end);
+  }
+  read(buf: Uint8Array, position: number): Promise<number> {
+    return this.#inner.read(buf, position);
+  }
+  write(buf: Uint8Array, position: number): Promise<void> {
+    return this.#inner.write(buf, position);
+  }
+  punchHole(position: number, length: number): Promise<HoleMethod> {
+    return this.#inner.punchHole(position, length);
+  }
+  setSize(size: number): Promise<void> {
+    return this.#inner.setSize(size);
+  }
+  sync(): Promise<void> {
+    return this.#inner.sync();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    try {
+      await this.#inner[Symbol.asyncDispose]();
+    } finally {
+      this.#onDispose();
+    }
+  }
+}

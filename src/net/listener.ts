@@ -1,0 +1,203 @@
+/**
+ * `ssync listen`: a TCP server that authenticates each client and serves one session.
+ *
+ * 1. accept: a connection beyond the handshake cap, or beyond the session cap, is closed
+ *    at once without reading anything;
+ * 2. handshake (acceptSecure) under a time limit; the client's key must be in
+ *    authorized_keys (read afresh per connection), or the client pairs with the active
+ *    one-time code and its key is appended there;
+ * 3. session (serveSession) with the open policy of listener-paths.ts and an idle timeout;
+ * 4. one log line per connection: peer, key fingerprint, mode, path, bytes, result.
+ *
+ * Invariant: nothing a client does can throw out of a connection's handler; every socket
+ * has an error listener from the moment it is accepted.
+ */
+import { promises as fs } from "node:fs";
+import { createServer, type Server, type Socket } from "node:net";
+import type { WorkerPool } from "../engine/worker-pool.ts";
+import { serveSession } from "../session/server-session.ts";
+import { type AuthorizedKey, findAuthorizedKey, readAuthorizedKeys } from "./authorized-keys.ts";
+import { formatEndpoint } from "./host-port.ts";
+import { IdleTimeoutChannel } from "./idle-timeout-channel.ts";
+import { fingerprint, formatPublicKey } from "./keys.ts";
+import { type ClientOpen, openForClient } from "./listener-paths.ts";
+import type { PairingOffer } from "./pairing-code.ts";
+import { acceptSecure, type SecureConnection } from "./secure-connection.ts";
+import type { KeyPair } from "./x25519.ts";
+import { dirname } from "node:path";
+
+export interface ListenerOptions {
+  host: string;
+  port: number;
+  /** Resolved root folder. */
+  root: string;
+  exports?: ReadonlyMap<string, string>;
+  readOnly?: boolean;
+  hostKey: KeyPair;
+  authorizedKeysFile: string;
+  pairing?: PairingOffer;
+  pool: WorkerPool;
+  /** One line per event (stderr in the CLI). */
+  log?: (line: string) => void;
+  handshakeTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  maxHandshakes?: number;
+  maxSessions?: number;
+}
+
+export const DEFAULT_MAX_HANDSHAKES = 16;
+export const DEFAULT_MAX_SESSIONS = 64;
+export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+
+export class Listener implements AsyncDisposable {
+  readonly host: string;
+  readonly port: number;
+  #server: Server;
+  #options: ListenerOptions;
+  #sockets = new Set<Socket>();
+  #handshakes = 0;
+  #sessions = 0;
+  #active = new Set<Promise<void>>();
+
+  private constructor(server: Server, options: ListenerOptions) {
+    this.#server = server;
+    this.#options = options;
+    const address = server.address() as { address: string; port: number };
+    this.host = address.address;
+    this.port = address.port;
+    server.on("connection", (socket: Socket) => {
+      const handled = this.#handle(socket).catch((e) => this.#log(`${peerOf(socket)} internal error: ${(e as Error)?.message}`));
+      this.#active.add(handled);
+      handled.finally(() => this.#active.delete(handled));
+    });
+  }
+
+  /** Binds and starts serving; rejects when the address cannot be bound. */
+  static async start(options: ListenerOptions): Promise<Listener> {
+    const server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: options.host, port: options.port, ipv6Only: false }, () => {
+        server.off("error", reject);
+        resolve();
+      });
+    });
+    server.on("error", () => {}); // accept errors (EMFILE...) must not crash the process
+    return new Listener(server, options);
+  }
+
+  get address(): string {
+    return formatEndpoint({ host: this.host, port: this.port });
+  }
+
+  /** Connections in the handshake and in a session, for tests and logs. */
+  get load(): { handshakes: number; sessions: number } {
+    return { handshakes: this.#handshakes, sessions: this.#sessions };
+  }
+
+  #log(line: string): void {
+    this.#options.log?.(`${new Date().toISOString()} ${line}`);
+  }
+
+  async #handle(socket: Socket): Promise<void> {
+    socket.on("error", () => {});
+    const peer = peerOf(socket);
+    const maxHandshakes = this.#options.maxHandshakes ?? DEFAULT_MAX_HANDSHAKES;
+    const maxSessions = this.#options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    if (this.#handshakes >= maxHandshakes || this.#handshakes + this.#sessions >= maxSessions) {
+      this.#log(`${peer} refused: too many connections`);
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    socket.once("close", () => this.#sockets.delete(socket));
+
+    let entry: AuthorizedKey | undefined;
+    let conn: SecureConnection;
+    this.#handshakes++;
+    try {
+      const pairing = this.#options.pairing;
+      conn = await acceptSecure(socket, {
+        staticKey: this.#options.hostKey,
+        psk: pairing?.key,
+        timeoutMs: this.#options.handshakeTimeoutMs,
+        peerName: peer,
+        authorize: async (remoteStatic, info) => {
+          if (info.paired) {
+            if (!pairing?.consume()) return false;
+            await this.#addPairedKey(remoteStatic, peer);
+            entry = { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
+            return true;
+          }
+          entry = findAuthorizedKey(await readAuthorizedKeys(this.#options.authorizedKeysFile), remoteStatic);
+          return entry !== undefined;
+        },
+      });
+    } catch (e) {
+      this.#log(`${peer} refused: ${((e as Error).message ?? String(e)).replace(/^Cannot accept a secure connection from \S+: /, "")}`);
+      return;
+    } finally {
+      this.#handshakes--;
+    }
+
+    this.#sessions++;
+    const key = fingerprint(conn.remoteStatic);
+    let request: ClientOpen | undefined;
+    try {
+      const channel = new IdleTimeoutChannel(conn.channel, { timeoutMs: this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS });
+      const result = await serveSession(channel, {
+        pool: this.#options.pool,
+        open: (req) => {
+          request = req;
+          return openForClient(req, {
+            root: this.#options.root,
+            exports: this.#options.exports ?? new Map(),
+            listenerReadOnly: this.#options.readOnly === true,
+            keyReadOnly: entry!.readOnly,
+            pathPrefix: entry!.pathPrefix,
+          });
+        },
+      });
+      const s = result.stats;
+      const what = request ? `${request.mode}${request.dryRun ? " (dry run)" : ""} ${JSON.stringify(request.name)}` : "no request";
+      const outcome = result.committed ? "ok" : result.error ? `failed: ${result.error.message}` : "ended before commit";
+      this.#log(
+        `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${s.bytesRead} B, wrote ${s.bytesWritten} B, ` +
+          `holes ${s.bytesPunched} B, wire in ${result.wire.bytesReceived} B out ${result.wire.bytesSent} B: ${outcome}`,
+      );
+    } finally {
+      this.#sessions--;
+      await conn[Symbol.asyncDispose]().catch(() => {});
+    }
+  }
+
+  async #addPairedKey(publicKey: Uint8Array, peer: string): Promise<void> {
+    const file = this.#options.authorizedKeysFile;
+    const existing = await readAuthorizedKeys(file);
+    if (findAuthorizedKey(existing, publicKey) === undefined) {
+      await fs.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+      const text = await fs.readFile(file, "utf8").catch(() => "");
+      const separator = text.length > 0 && !text.endsWith("\n") ? "\n" : "";
+      const comment = `paired ${new Date().toISOString().slice(0, 10)} from ${peer}`;
+      await fs.appendFile(file, separator + formatPublicKey(publicKey, { comment }) + "\n", { mode: 0o600 });
+    }
+    this.#log(`${peer} paired: key ${fingerprint(publicKey)} added to ${file}`);
+  }
+
+  /** Stops accepting, drops every connection and waits for their handlers. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    for (const s of this.#sockets) s.destroy();
+    await closed;
+    await Promise.allSettled([...this.#active]);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+function peerOf(socket: Socket): string {
+  const host = socket.remoteAddress ?? "?";
+  return formatEndpoint({ host: host.replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 });
+}
