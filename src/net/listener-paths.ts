@@ -99,9 +99,17 @@ function closeQuietly(fd: number | undefined): void {
   }
 }
 
-function walkError(e: unknown, name: string, part: string): Error {
+function isSymlink(at: string): boolean {
+  try {
+    return fs.lstatSync(at).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+function walkError(e: unknown, name: string, part: string, at: string): Error {
   const code = (e as { code?: string }).code;
-  if (code === "ELOOP") return refuse("EACCES", `Cannot open ${name}: ${part} is a symbolic link, which the listener does not follow`);
+  if (code === "ELOOP" || isSymlink(at)) return refuse("EACCES", `Cannot open ${name}: ${part} is a symbolic link, which the listener does not follow`);
   if (code === "ENOTDIR") return refuse("ENOENT", `Cannot open ${name}: ${part} is not a directory`);
   if (code === "ENOENT") return refuse("ENOENT", `Cannot open ${name}: ${part} does not exist`);
   if (code === "EACCES") return refuse("EACCES", `Cannot open ${name}: permission denied`);
@@ -143,7 +151,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       try {
         dirs.push(fs.openSync(at, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW));
       } catch (e) {
-        throw walkError(e, req.name, part);
+        throw walkError(e, req.name, part, at);
       }
     }
     const base = parts[parts.length - 1];
@@ -153,7 +161,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
     } catch (e) {
       const code = (e as { code?: string }).code;
-      if (code !== "ENOENT") throw walkError(e, req.name, base);
+      if (code !== "ENOENT") throw walkError(e, req.name, base, at);
       if (req.mode === "pull") throw refuse("ENOENT", `Cannot open ${req.name}: no such file`);
       if (req.dryRun) {
         // A dry run creates nothing; a missing file reads as empty.
@@ -164,12 +172,12 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       try {
         file = fs.openSync(at, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
       } catch (e2) {
-        if ((e2 as { code?: string }).code !== "EEXIST") throw walkError(e2, req.name, base);
+        if ((e2 as { code?: string }).code !== "EEXIST") throw walkError(e2, req.name, base, at);
         // Another writer created it meanwhile: open it like any existing file.
         try {
           file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
         } catch (e3) {
-          throw walkError(e3, req.name, base);
+          throw walkError(e3, req.name, base, at);
         }
       }
     }

@@ -1,0 +1,288 @@
+/**
+ * The listener in-process, over real TCP on 127.0.0.1: path confinement, read-only
+ * listener and keys, path prefixes, unauthorized keys, concurrent writers, garbage on the
+ * port, a connection lost mid-session.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import fs from "node:fs";
+import { connect } from "node:net";
+import path from "node:path";
+import { WorkerPool } from "../src/engine/worker-pool.ts";
+import { AuthenticationError } from "../src/net/authentication-error.ts";
+import { clientPathComponents } from "../src/net/listener-paths.ts";
+import { IncompleteSyncError, RemoteError } from "../src/util/errors.ts";
+import { generateKeyPair } from "../src/net/x25519.ts";
+import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { authorize, clientSync, startListener, type TestServer, waitFor } from "./network-helpers.ts";
+
+const T = { timeout: 60_000 };
+let pool: WorkerPool;
+before(() => {
+  pool = new WorkerPool();
+});
+after(async () => {
+  await pool[Symbol.asyncDispose]();
+});
+
+async function withServer(
+  options: { readOnly?: boolean; keyOptions?: string; exports?: Map<string, string> },
+  body: (ctx: { dir: string; server: TestServer; key: ReturnType<typeof generateKeyPair>; knownHosts: string }) => Promise<void>,
+): Promise<void> {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool, readOnly: options.readOnly, exports: options.exports });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key, { options: options.keyOptions });
+    try {
+      await body({ dir, server, key, knownHosts: path.join(dir, "known_hosts") });
+    } finally {
+      await server.listener.close();
+    }
+  });
+}
+
+function ls(dir: string): string[] {
+  return fs.readdirSync(dir).sort();
+}
+
+describe("client paths", () => {
+  test("refused before any file access: .., absolute, NUL, empty, . and empty components", T, () => {
+    for (const bad of ["../x", "a/../../x", "..", "/etc/passwd", "a\0b", "", "./a", "a//b", "a/"]) {
+      assert.throws(() => clientPathComponents(bad), (e: Error & { code?: string }) => ["EACCES", "EINVAL"].includes(e.code!), bad);
+    }
+    assert.deepEqual(clientPathComponents("vm/disk.img"), ["vm", "disk.img"]);
+  });
+
+  test("../x, an absolute path and symlinks out of the root are refused; nothing is written outside", T, async () => {
+    await withServer({}, async ({ dir, server, key, knownHosts }) => {
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536 }] });
+      const outside = path.join(dir, "outside");
+      fs.mkdirSync(outside);
+      fs.writeFileSync(path.join(outside, "victim.img"), "keep");
+      fs.symlinkSync(path.join(outside, "victim.img"), path.join(server.root, "link.img"));
+      fs.symlinkSync(outside, path.join(server.root, "linkdir"));
+      fs.symlinkSync(path.join(outside, "new.img"), path.join(server.root, "dangling.img"));
+      const before = ls(dir);
+      const cases: [string, RegExp][] = [
+        ["../escape.img", /"\.\." components are refused/],
+        [path.join(outside, "abs.img"), /absolute paths are refused/],
+        ["link.img", /symbolic link/],
+        ["linkdir/victim.img", /symbolic link/],
+        ["linkdir/new.img", /symbolic link/],
+        ["dangling.img", /symbolic link/],
+      ];
+      for (const [name, why] of cases) {
+        for (const mode of ["push", "pull"] as const) {
+          const local = mode === "push" ? src : path.join(dir, `pulled-${mode}.img`);
+          await assert.rejects(
+            clientSync(server, { mode, local, name, key, pool, knownHosts }),
+            (e: Error) => e instanceof RemoteError && why.test(e.message),
+            `${mode} ${name}`,
+          );
+        }
+      }
+      assert.equal(fs.readFileSync(path.join(outside, "victim.img"), "utf8"), "keep");
+      assert.deepEqual(ls(outside), ["victim.img"]);
+      const mine = (f: string) => !f.startsWith("pulled-") && f !== "known_hosts";
+      assert.deepEqual(ls(dir).filter(mine), before.filter(mine));
+      assert.deepEqual(ls(server.root), ["dangling.img", "link.img", "linkdir"]);
+    });
+  });
+
+  test("a missing parent folder is not created; a file in an existing subfolder is", T, async () => {
+    await withServer({}, async ({ dir, server, key, knownHosts }) => {
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 4096, length: 65536 }] });
+      await assert.rejects(clientSync(server, { mode: "push", local: src, name: "no/such/x.img", key, pool, knownHosts }), /does not exist/);
+      assert.deepEqual(ls(server.root), []);
+      fs.mkdirSync(path.join(server.root, "vm"));
+      await clientSync(server, { mode: "push", local: src, name: "vm/x.img", key, pool, knownHosts });
+      assert.equal(fileHash(path.join(server.root, "vm/x.img")), fileHash(src));
+    });
+  });
+
+  test("an export name opens its path, matched before path rules", T, async () => {
+    await withTempDir(async (other) => {
+      const target = path.join(other, "exported.img");
+      makeSparseFile(target, { size: 2 << 20, chunks: [{ offset: 1 << 20, length: 65536 }] });
+      await withServer({ exports: new Map([["disk0", target]]) }, async ({ dir, key, server, knownHosts }) => {
+        const local = path.join(dir, "copy.img");
+        await clientSync(server, { mode: "pull", local, name: "disk0", key, pool, knownHosts });
+        assert.equal(fileHash(local), fileHash(target));
+      });
+    });
+  });
+});
+
+describe("access control", () => {
+  test("a key not in authorized_keys is refused and nothing is written", T, async () => {
+    await withServer({}, async ({ dir, server, knownHosts }) => {
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536 }] });
+      const stranger = generateKeyPair();
+      await assert.rejects(
+        clientSync(server, { mode: "push", local: src, name: "x.img", key: stranger, pool, knownHosts }),
+        (e: Error) => e instanceof AuthenticationError && /does not authorize our key/.test(e.message),
+      );
+      assert.deepEqual(ls(server.root), []);
+      assert.match(server.logs.join("\n"), /refused: the client's key SHA256:\S+ is not authorized/);
+    });
+  });
+
+  for (const [what, opts] of [["a read-only listener", { readOnly: true }], ["a read-only key", { keyOptions: "read-only" }]] as const) {
+    test(`${what}: every write refused, the file unchanged; reads allowed`, T, async () => {
+      await withServer(opts, async ({ dir, server, key, knownHosts }) => {
+        const target = path.join(server.root, "t.img");
+        makeSparseFile(target, { size: 1 << 20, chunks: [{ offset: 0, length: 65536, seed: 1 }] });
+        const src = path.join(dir, "src.img");
+        makeSparseFile(src, { size: 2 << 20, chunks: [{ offset: 0, length: 131072, seed: 2 }] });
+        const hash = fileHash(target);
+        const stat = fs.statSync(target);
+        for (const name of ["t.img", "new.img"]) {
+          await assert.rejects(
+            clientSync(server, { mode: "push", local: src, name, key, pool, knownHosts }),
+            (e: Error) => e instanceof RemoteError && e.code === "EROFS" && /read-only/.test(e.message),
+          );
+        }
+        assert.equal(fileHash(target), hash);
+        assert.equal(fs.statSync(target).mtimeMs, stat.mtimeMs);
+        assert.deepEqual(ls(server.root), ["t.img"]);
+        const copy = path.join(dir, "copy.img");
+        await clientSync(server, { mode: "pull", local: copy, name: "t.img", key, pool, knownHosts });
+        assert.equal(fileHash(copy), hash);
+      });
+    });
+  }
+
+  test("a key restricted to a path prefix opens nothing else", T, async () => {
+    await withServer({ keyOptions: "path=vm" }, async ({ dir, server, key, knownHosts }) => {
+      fs.mkdirSync(path.join(server.root, "vm"));
+      fs.mkdirSync(path.join(server.root, "vmx"));
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536 }] });
+      await clientSync(server, { mode: "push", local: src, name: "vm/a.img", key, pool, knownHosts });
+      for (const name of ["vmx/a.img", "a.img"]) {
+        await assert.rejects(
+          clientSync(server, { mode: "push", local: src, name, key, pool, knownHosts }),
+          (e: Error) => e instanceof RemoteError && e.code === "EACCES" && /only open paths under vm/.test(e.message),
+        );
+      }
+      assert.deepEqual(ls(path.join(server.root, "vmx")), []);
+    });
+  });
+});
+
+describe("robustness", () => {
+  test("random bytes (1 B, 40 B, 100 KB) to the port: the listener stays up and serves the next client", T, async () => {
+    await withServer({}, async ({ dir, server, key, knownHosts }) => {
+      for (const n of [1, 40, 100_000]) {
+        const socket = connect(server.listener.port, "127.0.0.1");
+        socket.on("error", () => {});
+        await new Promise<void>((r) => socket.once("connect", () => r()));
+        socket.write(randomBytes(n));
+        socket.end();
+        await new Promise<void>((r) => socket.once("close", () => r()));
+      }
+      // A connection that sends a valid preamble and then stalls is cut by the handshake timeout;
+      // meanwhile others are served.
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 4 << 20, chunks: [{ offset: 1 << 20, length: 1 << 20 }] });
+      await clientSync(server, { mode: "push", local: src, name: "after.img", key, pool, knownHosts });
+      assert.equal(fileHash(path.join(server.root, "after.img")), fileHash(src));
+      await waitFor(() => server.listener.load.handshakes === 0 && server.listener.load.sessions === 0, { timeoutMs: 5000, what: "idle listener" });
+      assert.equal(server.logs.filter((l) => / refused: /.test(l)).length, 3);
+    });
+  });
+
+  test("a stalled handshake is cut by the timeout; the handshake cap refuses extra connections", T, async () => {
+    await withTempDir(async (dir) => {
+      const server = await startListener(dir, { pool, handshakeTimeoutMs: 500, maxHandshakes: 2 });
+      try {
+        const sockets = [0, 1, 2].map(() => {
+          const s = connect(server.listener.port, "127.0.0.1");
+          s.on("error", () => {});
+          return { s, closed: new Promise<number>((r) => s.once("close", () => r(Date.now()))) };
+        });
+        const start = Date.now();
+        const times = await Promise.all(sockets.map((x) => x.closed));
+        // One is refused at once (cap 2), the other two time out after ~500 ms.
+        const sorted = times.map((t) => t - start).sort((a, b) => a - b);
+        assert.ok(sorted[0] < 400, `first closed after ${sorted[0]} ms`);
+        assert.ok(sorted[1] >= 400 && sorted[2] < 5000, `timeouts after ${sorted.join(", ")} ms`);
+        assert.match(server.logs.join("\n"), /too many connections/);
+        assert.match(server.logs.join("\n"), /timed out/);
+      } finally {
+        await server.listener.close();
+      }
+    });
+  });
+
+  test("an idle session is closed after the idle timeout", T, async () => {
+    await withTempDir(async (dir) => {
+      const server = await startListener(dir, { pool, idleTimeoutMs: 300 });
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key);
+      try {
+        const { dial } = await import("../src/net/dial.ts");
+        const conn = await dial({ host: "127.0.0.1", port: server.listener.port, staticKey: key, knownHostsFile: path.join(dir, "kh"), acceptNew: true });
+        const started = Date.now();
+        await assert.rejects(conn.channel.receive().then((r) => {
+          if (r === null) throw new Error("ended");
+        }));
+        assert.ok(Date.now() - started < 5000);
+        await waitFor(() => server.listener.load.sessions === 0, { timeoutMs: 5000, what: "session end" });
+        assert.match(server.logs.join("\n"), /idle timeout/);
+      } finally {
+        await server.listener.close();
+      }
+    });
+  });
+
+  test("two pushes to one file at once: one succeeds, the other is told busy; the file is the winner's", T, async () => {
+    await withServer({}, async ({ dir, server, key, knownHosts }) => {
+      const a = path.join(dir, "a.img");
+      const b = path.join(dir, "b.img");
+      makeSparseFile(a, { size: 96 << 20, chunks: [{ offset: 0, length: 96 << 20, fill: "random" }] });
+      makeSparseFile(b, { size: 96 << 20, chunks: [{ offset: 0, length: 96 << 20, fill: "random" }] });
+      const results = await Promise.allSettled([a, b].map((local) =>
+        clientSync(server, { mode: "push", local, name: "shared.img", key, pool, knownHosts })
+      ));
+      const ok = results.findIndex((r) => r.status === "fulfilled");
+      const failed = results.findIndex((r) => r.status === "rejected");
+      assert.ok(ok >= 0 && failed >= 0, `outcomes: ${results.map((r) => r.status).join(", ")}`);
+      const reason = (results[failed] as PromiseRejectedResult).reason;
+      assert.ok(reason instanceof RemoteError && reason.code === "EBUSY", String(reason));
+      assert.match(reason.message, /busy/);
+      assert.equal(fileHash(path.join(server.root, "shared.img")), fileHash([a, b][ok]));
+    });
+  });
+
+  test("the connection lost mid-push is an IncompleteSyncError; a rerun completes the file", T, async () => {
+    await withTempDir(async (dir) => {
+      let server = await startListener(dir, { pool });
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key);
+      const knownHosts = path.join(dir, "known_hosts");
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 256 << 20, chunks: [{ offset: 0, length: 160 << 20, fill: "random" }] });
+      const dst = path.join(server.root, "dst.img");
+      const push = clientSync(server, { mode: "push", local: src, name: "dst.img", key, pool, knownHosts });
+      push.catch(() => {});
+      await waitFor(() => fs.existsSync(dst) && allocatedBytesOf(dst) > 8 << 20, { timeoutMs: 30_000, everyMs: 2, what: "data at the destination" });
+      const port = server.listener.port;
+      await server.listener.close();
+      await assert.rejects(push, (e: Error) => e instanceof IncompleteSyncError, "the push must fail as incomplete");
+      assert.notEqual(fileHash(dst), fileHash(src));
+      server = await startListener(dir, { pool, port, hostKey: server.hostKey });
+      try {
+        await clientSync(server, { mode: "push", local: src, name: "dst.img", key, pool, knownHosts });
+        assert.equal(fileHash(dst), fileHash(src));
+        assert.ok(allocatedBytesOf(dst) <= allocatedBytesOf(src) + 65536);
+      } finally {
+        await server.listener.close();
+      }
+    });
+  });
+});
