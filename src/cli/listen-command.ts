@@ -14,6 +14,7 @@ import { Listener } from "../net/listener.ts";
 import { PairingOffer } from "../net/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../net/x25519.ts";
 import { UsageError } from "../util/errors.ts";
+import { kebabBooleans } from "./remote-sync-command.ts";
 
 interface ListenFlags {
   bind?: string;
@@ -78,14 +79,14 @@ function waitForSignal(): Promise<string> {
 }
 
 export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
-  cli.command("listen", "Serve files under --root (and named --export) to authorized keys")
+  kebabBooleans(cli.command("listen", "Serve files under --root (and named --export) to authorized keys")
     .option("--bind <host:port>", `Address to listen on (default: every address, port ${DEFAULT_PORT})`)
     .option("--root <dir>", "Folder whose files clients may name (required)")
     .option("--export <name=path>", "Offer PATH (a file or block device) under NAME; repeatable")
     .option("--read-only", "Refuse every write")
     .option("--key <file>", `Host private key (default: <config>/${HOST_KEY_FILE}, made on first start)`)
     .option("--authorized-keys <file>", "Client keys allowed in (default: <config>/authorized_keys)")
-    .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in")
+    .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in"))
     .action((flags: ListenFlags) => {
       setRun(async () => {
         if (!flags.root) throw new UsageError("ssync listen needs --root DIR");

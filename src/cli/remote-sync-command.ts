@@ -32,9 +32,25 @@ export interface RemoteFlags extends EngineFlags {
   knownHosts?: string;
 }
 
+/**
+ * cac 7.1 tells its argument parser (mri) that "acceptNew" is a boolean but mri sees
+ * "accept-new" on the command line, so `--accept-new FILE` swallowed FILE as the option's
+ * value. Declaring the kebab-case spelling as an alias makes mri treat it as a flag too.
+ */
+export function kebabBooleans<T>(cmd: T): T {
+  const options = (cmd as { options?: { rawName: string; names: string[]; isBoolean?: boolean }[] }).options ?? [];
+  for (const option of options) {
+    if (!option.isBoolean) continue;
+    for (const m of option.rawName.matchAll(/--([a-z0-9]+(?:-[a-z0-9]+)+)/g)) {
+      if (!option.names.includes(m[1])) option.names.push(m[1]);
+    }
+  }
+  return cmd;
+}
+
 // deno-lint-ignore no-explicit-any
 export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd: T): T {
-  return cmd
+  return kebabBooleans(cmd
     .option("--key <file>", `Our private key (default: <config>/${DEFAULT_CLIENT_KEY}; make one with ssync keygen)`)
     .option("--accept-new", "Trust and pin the listener's host key on first contact")
     .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it)")
@@ -44,7 +60,7 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--hash <alg>", "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)")
     .option("--dry-run", "Report what would change; write nothing")
     .option("--verify", "After the sync, compare both sides again with a fresh key; nothing may differ")
-    .option("--json", "Print the summary as one JSON object on stdout");
+    .option("--json", "Print the summary as one JSON object on stdout"));
 }
 
 async function clientKey(file: string | undefined): Promise<KeyPair> {

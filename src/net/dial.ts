@@ -125,6 +125,13 @@ export async function dial(options: DialOptions): Promise<SecureConnection> {
         { cause: e },
       );
     }
+    if (psk && !hostVerified && /peer closed the connection/.test((e as Error).message)) {
+      // A listener with no active code closes right after our first message.
+      throw new AuthenticationError(
+        `Cannot pair with ${name}: the listener is not accepting pairing now (the code was already used or has expired, or it was started without --pair)`,
+        { cause: e },
+      );
+    }
     if (psk && hostVerified) {
       throw new AuthenticationError(`Cannot pair with ${name}: ${(e as Error).message} (wrong, used or expired pairing code?)`, { cause: e });
     }
