@@ -6,11 +6,11 @@
  * 1. Build (or take) the binary; copy it alone into an empty folder.
  * 2. --version, first copy, identical rerun, compressible data, the wasm zstd backend, a
  *    missing source.
- * 3. listen/push between two copies of the binary, when the CLI has those verbs.
+ * 3. keygen, listen, push and pull between two copies of the binary.
  */
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -39,10 +39,73 @@ function ssync(args: string[], env: Record<string, string> = {}): Run {
     cwd: work,
     encoding: "utf8",
     timeout: RUN_TIMEOUT_MS,
-    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: work, ...env },
+    env: { ...cleanEnv(), ...env },
   });
   if (r.error) throw r.error;
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs the binary without blocking this process (a listener child must keep serving). */
+function ssyncAsync(args: string[], env: Record<string, string> = {}): Promise<Run> {
+  const child = spawn(bin, args, { cwd: work, env: { ...cleanEnv(), ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (c) => (stdout += c));
+  child.stderr.on("data", (c) => (stderr += c));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`ssync ${args.join(" ")} timed out; stderr: ${stderr}`));
+    }, RUN_TIMEOUT_MS);
+    child.once("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+/** `ssync listen --bind 127.0.0.1:0 ARGS` from the binary; resolves with its port once it says so. */
+function startListener(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
+  const child = spawn(bin, ["listen", "--bind", "127.0.0.1:0", ...args], {
+    cwd: work,
+    env: { ...cleanEnv(), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let out = "";
+  let err = "";
+  child.stderr.on("data", (c) => (err += c));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`ssync listen did not start; stderr: ${err}`));
+    }, 20_000);
+    const onClose = (code: number | null) => {
+      clearTimeout(timer);
+      reject(new Error(`ssync listen exited with ${code}: ${err}`));
+    };
+    child.once("close", onClose);
+    child.stdout.on("data", (c) => {
+      out += c;
+      const m = /^ssync listening on 127\.0\.0\.1:(\d+) /m.exec(out);
+      if (!m) return;
+      clearTimeout(timer);
+      child.off("close", onClose);
+      resolve({ child, port: Number(m[1]), stderr: () => err });
+    });
+  });
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const closed = new Promise((r) => child.once("close", r));
+  child.kill("SIGTERM");
+  const t = setTimeout(() => child.kill("SIGKILL"), 5000);
+  await closed;
+  clearTimeout(t);
+}
+
+function cleanEnv(): Record<string, string> {
+  return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: work };
 }
 
 function ssyncJson(args: string[], env: Record<string, string> = {}): Record<string, number | string | boolean> {
@@ -164,5 +227,52 @@ describe("single binary", { timeout: BUILD_TIMEOUT_MS + 6 * RUN_TIMEOUT_MS }, ()
     assert.ok(lines[0].includes(missing), lines[0]);
     assert.equal(r.stdout, "");
     assert.equal(fs.existsSync(path.join(work, "never.img")), false);
+  });
+
+  test("keygen, listen, push and pull between two copies of the binary", async () => {
+    const client = { XDG_CONFIG_HOME: path.join(work, "client-config") };
+    const server = { XDG_CONFIG_HOME: path.join(work, "server-config") };
+    const root = path.join(work, "served");
+    fs.mkdirSync(root);
+    fs.mkdirSync(path.join(server.XDG_CONFIG_HOME, "ssync"), { recursive: true });
+    const keygen = await ssyncAsync(["keygen"], client);
+    assert.equal(keygen.code, 0, keygen.stderr);
+    fs.copyFileSync(
+      path.join(client.XDG_CONFIG_HOME, "ssync", "id_ssync.pub"),
+      path.join(server.XDG_CONFIG_HOME, "ssync", "authorized_keys"),
+    );
+    // The listener runs from a second copy of the binary, as on another machine.
+    const serverBin = path.join(work, "server-bin", "ssync");
+    fs.mkdirSync(path.dirname(serverBin));
+    fs.copyFileSync(bin, serverBin);
+    fs.chmodSync(serverBin, 0o755);
+    const clientBin = bin;
+    bin = serverBin;
+    const listener = await startListener(["--root", root], server).finally(() => (bin = clientBin));
+    try {
+      const src = path.join(work, "net.img");
+      const chunks: DataChunk[] = [
+        { offset: 0, length: MiB },
+        { offset: 300 * MiB, length: 2 * MiB, fill: "random" },
+        { offset: 1023 * MiB, length: MiB, fill: 0x5a },
+      ];
+      makeSparseFile(src, { size: 1024 * MiB, chunks });
+      const remote = `127.0.0.1:${listener.port}`;
+
+      const push = await ssyncAsync(["push", "--accept-new", "--json", src, remote], client);
+      assert.equal(push.code, 0, push.stderr);
+      const s = JSON.parse(push.stdout.trim().split("\n").pop()!);
+      assert.equal(s.bytesWritten, dataBytes(chunks));
+      assertSynced(src, path.join(root, "net.img"));
+
+      const back = path.join(work, "net-back.img");
+      const pull = await ssyncAsync(["pull", "--json", `${remote}:net.img`, back], client);
+      assert.equal(pull.code, 0, pull.stderr);
+      assertSynced(src, back);
+      assert.match(listener.stderr(), /push "net\.img".*: ok/);
+      assert.match(listener.stderr(), /pull "net\.img".*: ok/);
+    } finally {
+      await stop(listener.child);
+    }
   });
 });
