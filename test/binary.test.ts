@@ -47,7 +47,11 @@ function ssync(args: string[], env: Record<string, string> = {}): Run {
 
 /** Runs the binary without blocking this process (a listener child must keep serving). */
 function ssyncAsync(args: string[], env: Record<string, string> = {}): Promise<Run> {
-  const child = spawn(bin, args, { cwd: work, env: { ...cleanEnv(), ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  const child = spawn(bin, args, {
+    cwd: work,
+    env: { ...cleanEnv(), ...env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let stdout = "";
   let stderr = "";
   child.stdout.on("data", (c) => (stdout += c));
@@ -65,7 +69,10 @@ function ssyncAsync(args: string[], env: Record<string, string> = {}): Promise<R
 }
 
 /** `ssync listen --bind 127.0.0.1:0 ARGS` from the binary; resolves with its port once it says so. */
-function startListener(args: string[], env: Record<string, string>): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
+function startListener(
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ child: ChildProcess; port: number; stderr: () => string }> {
   const child = spawn(bin, ["listen", "--bind", "127.0.0.1:0", ...args], {
     cwd: work,
     env: { ...cleanEnv(), ...env },
@@ -108,7 +115,10 @@ function cleanEnv(): Record<string, string> {
   return { PATH: process.env.PATH ?? "/usr/bin:/bin", HOME: work };
 }
 
-function ssyncJson(args: string[], env: Record<string, string> = {}): Record<string, number | string | boolean> {
+function ssyncJson(
+  args: string[],
+  env: Record<string, string> = {},
+): Record<string, number | string | boolean> {
   const r = ssync([...args, "--json"], env);
   assert.equal(r.code, 0, `ssync ${args.join(" ")} exited ${r.code}: ${r.stderr}`);
   return JSON.parse(r.stdout);
@@ -212,7 +222,9 @@ describe("single binary", { timeout: BUILD_TIMEOUT_MS + 6 * RUN_TIMEOUT_MS }, ()
   test("the embedded zstd wasm backend (SSYNC_NO_NATIVE_ZSTD=1)", () => {
     const src = path.join(work, "text.img");
     const dst = path.join(work, "text-wasm.img");
-    if (!fs.existsSync(src)) makeSparseFile(src, { size: 16 * MiB, chunks: [{ offset: 0, length: MiB, fill: 7 }] });
+    if (!fs.existsSync(src)) {
+      makeSparseFile(src, { size: 16 * MiB, chunks: [{ offset: 0, length: MiB, fill: 7 }] });
+    }
     const s = ssyncJson(["sync", src, dst], { SSYNC_NO_NATIVE_ZSTD: "1" });
     assertSynced(src, dst);
     assert.ok((s.dataBytesOnWire as number) < (s.dataBytesSent as number), "compressed");

@@ -45,14 +45,32 @@ function parseArgs(argv) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
     const value = () => inline ?? argv[++i];
     switch (flag) {
-      case "--apparent": o.apparentGiB = Number(value()); break;
-      case "--data": o.dataMiB = Number(value()); break;
-      case "--runs": o.runs = Number(value()); break;
-      case "--binary": o.binary = path.resolve(value()); break;
-      case "--dir": o.dir = path.resolve(value()); break;
-      case "--no-rsync": o.rsync = false; break;
-      case "-h": case "--help": console.log(USAGE); process.exit(0); break;
-      default: console.error(`bench: unknown argument ${argv[i]}\n${USAGE}`); process.exit(2);
+      case "--apparent":
+        o.apparentGiB = Number(value());
+        break;
+      case "--data":
+        o.dataMiB = Number(value());
+        break;
+      case "--runs":
+        o.runs = Number(value());
+        break;
+      case "--binary":
+        o.binary = path.resolve(value());
+        break;
+      case "--dir":
+        o.dir = path.resolve(value());
+        break;
+      case "--no-rsync":
+        o.rsync = false;
+        break;
+      case "-h":
+      case "--help":
+        console.log(USAGE);
+        process.exit(0);
+        break;
+      default:
+        console.error(`bench: unknown argument ${argv[i]}\n${USAGE}`);
+        process.exit(2);
     }
   }
   const dataBytes = o.dataMiB * MiB;
@@ -62,7 +80,9 @@ function parseArgs(argv) {
     fail(`--data must be a multiple of ${(EXTENTS * BLOCK) / MiB} MiB`);
   }
   if (!(apparent >= 2 * dataBytes)) fail("--apparent must be at least twice --data");
-  if (o.binary && !fs.existsSync(o.binary)) fail(`no binary at ${o.binary}: run scripts/build-binary`);
+  if (o.binary && !fs.existsSync(o.binary)) {
+    fail(`no binary at ${o.binary}: run scripts/build-binary`);
+  }
   return o;
 }
 
@@ -73,7 +93,9 @@ function fail(msg) {
 
 const opts = parseArgs(process.argv.slice(2));
 const ssyncCmd = opts.binary ? [opts.binary] : [path.join(root, "scripts/ssync")];
-const ssyncLabel = opts.binary ? `ssync (binary ${path.basename(opts.binary)})` : "ssync (scripts/ssync, Deno)";
+const ssyncLabel = opts.binary
+  ? `ssync (binary ${path.basename(opts.binary)})`
+  : "ssync (scripts/ssync, Deno)";
 const gnuTime = fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : "";
 const hasRsync = opts.rsync && spawnSync("rsync", ["--version"]).status === 0;
 
@@ -91,7 +113,9 @@ async function run(cmd, args, { stdout = "ignore" } = {}) {
   const rssFile = f("rss.txt");
   const [file, argv] = gnuTime ? [gnuTime, ["-f", "%M", "-o", rssFile, cmd, ...args]] : [cmd, args];
   const started = process.hrtime.bigint();
-  const child = spawn(file, argv, { stdio: ["ignore", stdout === "file" ? "pipe" : stdout, "pipe"] });
+  const child = spawn(file, argv, {
+    stdio: ["ignore", stdout === "file" ? "pipe" : stdout, "pipe"],
+  });
   let out = "";
   let err = "";
   child.stdout?.on("data", (d) => (out += d));
@@ -114,7 +138,9 @@ async function run(cmd, args, { stdout = "ignore" } = {}) {
 const sh = (script) => run("sh", ["-c", script]);
 
 async function ssync(src, dst) {
-  const r = await run(ssyncCmd[0], [...ssyncCmd.slice(1), "sync", "--json", src, dst], { stdout: "file" });
+  const r = await run(ssyncCmd[0], [...ssyncCmd.slice(1), "sync", "--json", src, dst], {
+    stdout: "file",
+  });
   const s = JSON.parse(r.stdout);
   if (!s.ok) throw new Error(`ssync sync did not report ok: ${r.stdout}`);
   return { ...r, summary: s };
@@ -127,7 +153,7 @@ function median(xs) {
 }
 
 /** Runs `body` (which returns one measurement) `opts.runs` times after `prepare`. */
-async function measure(body, prepare = async () => {}) {
+async function measure(body, prepare = () => {}) {
   const results = [];
   for (let i = 0; i < opts.runs; i++) {
     await prepare(i);
@@ -175,7 +201,9 @@ function changeBlocks(file, extents, count) {
   }
   const fd = fs.openSync(file, "r+");
   const buf = Buffer.allocUnsafe(BLOCK);
-  for (const at of blocks.slice(0, count)) fs.writeSync(fd, crypto.randomFillSync(buf), 0, BLOCK, at);
+  for (const at of blocks.slice(0, count)) {
+    fs.writeSync(fd, crypto.randomFillSync(buf), 0, BLOCK, at);
+  }
   fs.closeSync(fd);
 }
 
@@ -196,11 +224,19 @@ function row(kase, tool, m, { bytes, vs = [] }) {
 }
 
 function printTable() {
-  const head = { kase: "case", tool: "command", s: "median s", mbps: "MB/s", vs: "time ratio (ssync ÷ baseline)" };
+  const head = {
+    kase: "case",
+    tool: "command",
+    s: "median s",
+    mbps: "MB/s",
+    vs: "time ratio (ssync ÷ baseline)",
+  };
   const all = [head, ...rows];
   const w = (k) => Math.max(...all.map((r) => r[k].length));
   const line = (r) =>
-    `${r.kase.padEnd(w("kase"))}  ${r.tool.padEnd(w("tool"))}  ${r.s.padStart(w("s"))}  ${r.mbps.padStart(w("mbps"))}  ${r.vs}`;
+    `${r.kase.padEnd(w("kase"))}  ${r.tool.padEnd(w("tool"))}  ${r.s.padStart(w("s"))}  ${
+      r.mbps.padStart(w("mbps"))
+    }  ${r.vs}`;
   console.log(line(head));
   console.log("-".repeat(line(head).length + 12));
   let last = "";
@@ -216,7 +252,8 @@ const apparent = opts.apparentGiB * GiB;
 const data = opts.dataMiB * MiB;
 const changed = Math.max(1, Math.round((data / BLOCK) * 0.01));
 const t0 = Date.now();
-const progress = (what) => process.stderr.write(`bench: ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
+const progress = (what) =>
+  process.stderr.write(`bench: ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
 
 progress(`making a ${fmtMiB(apparent)} image with ${fmtMiB(data)} of random data in ${work}`);
 const src = f("src.img");
@@ -228,9 +265,14 @@ await ssync(f("warm.img"), f("warm-copy.img"));
 
 progress("(a) first copy");
 const rm = (p) => fs.rmSync(p, { force: true });
-const first = await measure(() => ssync(src, f("dst.img")), async () => rm(f("dst.img")));
-if (allocated(f("dst.img")) > allocated(src) + BLOCK) throw new Error("destination allocates more than the source");
-const cp = await measure(() => sh(`cp --sparse=always ${q(src)} ${q(f("cp.img"))} && sync ${q(f("cp.img"))}`), async () => rm(f("cp.img")));
+const first = await measure(() => ssync(src, f("dst.img")), () => rm(f("dst.img")));
+if (allocated(f("dst.img")) > allocated(src) + BLOCK) {
+  throw new Error("destination allocates more than the source");
+}
+const cp = await measure(
+  () => sh(`cp --sparse=always ${q(src)} ${q(f("cp.img"))} && sync ${q(f("cp.img"))}`),
+  () => rm(f("cp.img")),
+);
 const catSrc = await measure(() => sh(`cat ${q(src)} > /dev/null`));
 const catData = await measure(() => sh(`cat ${q(f("data.bin"))} > /dev/null`));
 row("(a) first copy", `${ssyncLabel} sync`, first, {
@@ -245,25 +287,34 @@ progress(`(b) incremental: ${changed} blocks of 64 KiB changed per run`);
 let rsync = null;
 const incremental = await measure(
   () => ssync(src, f("dst.img")),
-  async () => changeBlocks(src, extents, changed),
+  () => changeBlocks(src, extents, changed),
 );
 if (incremental.last.summary.blocksSent !== changed) {
-  throw new Error(`incremental sync sent ${incremental.last.summary.blocksSent} blocks, expected ${changed}`);
+  throw new Error(
+    `incremental sync sent ${incremental.last.summary.blocksSent} blocks, expected ${changed}`,
+  );
 }
 if (hasRsync) {
   await sh(`cp --sparse=always ${q(src)} ${q(f("rsync.img"))}`);
   // -I: compare every file even when size and mtime match; --fsync as ssync flushes too.
   rsync = await measure(
     () => run("rsync", ["--inplace", "--no-whole-file", "-I", "--fsync", src, f("rsync.img")]),
-    async () => changeBlocks(src, extents, changed),
+    () => changeBlocks(src, extents, changed),
   );
 }
 row("(b) incremental 1%", `${ssyncLabel} sync`, incremental, {
   bytes: data,
   vs: [...(rsync ? [[rsync, "rsync"]] : []), [first, "first copy"]],
 });
-if (rsync) row("(b) incremental 1%", "rsync --inplace --no-whole-file -I --fsync", rsync, { bytes: data });
-else rows.push({ kase: "(b) incremental 1%", tool: "rsync: skipped (not installed or --no-rsync)", s: "", mbps: "", vs: "" });
+if (rsync) {
+  row("(b) incremental 1%", "rsync --inplace --no-whole-file -I --fsync", rsync, { bytes: data });
+} else {rows.push({
+    kase: "(b) incremental 1%",
+    tool: "rsync: skipped (not installed or --no-rsync)",
+    s: "",
+    mbps: "",
+    vs: "",
+  });}
 
 progress("(c) identical rerun");
 await ssync(src, f("dst.img"));
@@ -276,12 +327,18 @@ row("(c) identical rerun", `${ssyncLabel} sync`, identical, {
 
 progress("(d) peak RSS on a smaller image");
 const smallApparent = Math.max(GiB / 4, Math.round(apparent / 8 / GiB) * GiB || GiB / 4);
-const smallData = Math.max(EXTENTS * BLOCK, Math.floor(data / 8 / (EXTENTS * BLOCK)) * EXTENTS * BLOCK);
+const smallData = Math.max(
+  EXTENTS * BLOCK,
+  Math.floor(data / 8 / (EXTENTS * BLOCK)) * EXTENTS * BLOCK,
+);
 rm(f("dst.img"));
 rm(f("rsync.img"));
 rm(f("cp.img"));
 makeImage(f("small.img"), { apparent: smallApparent, data: smallData });
-const small = await measure(() => ssync(f("small.img"), f("small-copy.img")), async () => rm(f("small-copy.img")));
+const small = await measure(
+  () => ssync(f("small.img"), f("small-copy.img")),
+  () => rm(f("small-copy.img")),
+);
 
 const mibRss = (k) => `${(k / 1024).toFixed(0)} MiB`;
 console.log();
@@ -298,7 +355,13 @@ console.log();
 printTable();
 console.log();
 console.log("(d) peak RSS of ssync sync (first copy), median:");
-console.log(`    ${fmtMiB(smallApparent)} apparent / ${fmtMiB(smallData)} data: ${mibRss(small.rssKiB)}`);
+console.log(
+  `    ${fmtMiB(smallApparent)} apparent / ${fmtMiB(smallData)} data: ${mibRss(small.rssKiB)}`,
+);
 console.log(`    ${fmtMiB(apparent)} apparent / ${fmtMiB(data)} data: ${mibRss(first.rssKiB)}`);
-console.log(`    (incremental ${mibRss(incremental.rssKiB)}, identical ${mibRss(identical.rssKiB)}; ${gnuTime ? "GNU time %M" : "VmHWM polled"})`);
+console.log(
+  `    (incremental ${mibRss(incremental.rssKiB)}, identical ${mibRss(identical.rssKiB)}; ${
+    gnuTime ? "GNU time %M" : "VmHWM polled"
+  })`,
+);
 progress("done");

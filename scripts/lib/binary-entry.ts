@@ -18,7 +18,9 @@ declare const SSYNC_SCAN_WORKER_SOURCE: string;
 let finished = false;
 process.on("exit", () => {
   if (finished) return;
-  console.error("ssync: internal error: stopped before the command finished (a promise never settled)");
+  console.error(
+    "ssync: internal error: stopped before the command finished (a promise never settled)",
+  );
   process.exitCode = 1;
 });
 const code = await main(process.argv.slice(2));

@@ -25,7 +25,11 @@ for (let i = 0; i < args.length; i++) {
   else if (args[i] === "--keep-bundle") keep = true;
   else if (args[i] === "--no-strip") strip = false;
   else {
-    console.error(`build-binary: unknown argument ${args[i]}\nusage: scripts/build-binary [--out FILE] [--keep-bundle] [--no-strip] | --deno [--out FILE]`);
+    console.error(
+      `build-binary: unknown argument ${
+        args[i]
+      }\nusage: scripts/build-binary [--out FILE] [--keep-bundle] [--no-strip] | --deno [--out FILE]`,
+    );
     process.exit(2);
   }
 }
@@ -42,7 +46,9 @@ if (!fs.existsSync(nodeBin)) {
  */
 // Real path: the package's own relative require()s resolve to real paths, and one module must
 // not be bundled twice under two names (the wasm would initialise the other copy).
-const zstdWasmDist = fs.realpathSync(path.join(root, "node_modules/@bokuweb/zstd-wasm/dist/common"));
+const zstdWasmDist = fs.realpathSync(
+  path.join(root, "node_modules/@bokuweb/zstd-wasm/dist/common"),
+);
 const zstdWasmEmbedded = {
   name: "zstd-wasm-embedded",
   setup(build) {
@@ -106,20 +112,34 @@ try {
       execFileSync("strip", ["-o", stripped, nodeBin], { stdio: ["ignore", "ignore", "pipe"] });
       executable = stripped;
     } catch (e) {
-      console.error(`build-binary: not stripping node (${e.code === "ENOENT" ? "no strip(1) here" : e.message.split("\n")[0]})`);
+      console.error(
+        `build-binary: not stripping node (${
+          e.code === "ENOENT" ? "no strip(1) here" : e.message.split("\n")[0]
+        })`,
+      );
     }
   }
-  fs.writeFileSync(config, JSON.stringify({
-    main,
-    mainFormat: "module",
-    executable,
-    output: tmpOut,
-    disableExperimentalSEAWarning: true,
-    useCodeCache: true,
-    // Only our own flags: a NODE_OPTIONS meant for some other program must not change ssync.
-    execArgvExtension: "none",
-  }, null, 2));
-  execFileSync(nodeBin, ["--build-sea", config], { cwd: work, stdio: ["ignore", "ignore", "inherit"] });
+  fs.writeFileSync(
+    config,
+    JSON.stringify(
+      {
+        main,
+        mainFormat: "module",
+        executable,
+        output: tmpOut,
+        disableExperimentalSEAWarning: true,
+        useCodeCache: true,
+        // Only our own flags: a NODE_OPTIONS meant for some other program must not change ssync.
+        execArgvExtension: "none",
+      },
+      null,
+      2,
+    ),
+  );
+  execFileSync(nodeBin, ["--build-sea", config], {
+    cwd: work,
+    stdio: ["ignore", "ignore", "inherit"],
+  });
   fs.mkdirSync(path.dirname(out), { recursive: true });
   fs.rmSync(out, { force: true });
   fs.copyFileSync(tmpOut, out);
@@ -131,7 +151,9 @@ try {
   const mib = (n) => `${(n / 2 ** 20).toFixed(1)} MiB`;
   console.log(
     `${path.relative(process.cwd(), out) || out}: ${mib(fs.statSync(out).size)} ` +
-      `(bundle ${mib(bundle.outputFiles[0].contents.length)}, of which scan worker ${mib(workerSource.length)}; ` +
+      `(bundle ${mib(bundle.outputFiles[0].contents.length)}, of which scan worker ${
+        mib(workerSource.length)
+      }; ` +
       `${((Date.now() - started) / 1000).toFixed(1)} s)`,
   );
 } finally {
