@@ -9,6 +9,7 @@ import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
 import { registerPushCommand } from "./push-command.ts";
 import { registerPullCommand } from "./pull-command.ts";
+import { kebabBooleans } from "./remote-sync-command.ts";
 
 const VERSION = "0.1.0";
 
@@ -25,9 +26,9 @@ export async function main(argv: string[]): Promise<number> {
   const cli = cac("ssync");
   let run: (() => Promise<void>) | undefined;
 
-  withEngineOptions(
+  kebabBooleans(withEngineOptions(
     cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
-  ).action((src: string, dst: string, flags: EngineFlags) => {
+  )).action((src: string, dst: string, flags: EngineFlags) => {
     run = async () => printSummary(await runSyncCommand(src, dst, flags), flags);
   });
 

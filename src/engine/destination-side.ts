@@ -10,8 +10,11 @@
  */
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
-import { decompress } from "../platform/zstd.ts";
-import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
+
+/** Granularity of holes the destination keeps: the smallest block size. */
+const PAGE = 4096;
+import { decompress, initZstd } from "../platform/zstd.ts";
+import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { dataSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
 import { JOB_BYTES } from "./scan-job.ts";
@@ -21,7 +24,7 @@ import type { SideContext } from "./side-context.ts";
 export async function digestRange(
   ctx: SideContext,
   range: { offset: number; length: number },
-  options: { lookahead: number },
+  options: { lookahead: number; punchZeroBlocks: boolean },
 ): Promise<Uint8Array> {
   const { blockSize: bs, store, stats } = ctx;
   const end = range.offset + range.length;
@@ -39,11 +42,33 @@ export async function digestRange(
       out.set(r.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
       stats.bytesRead += r.bytesRead;
       dataBytes += s.length;
+      if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests: r.digests });
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(options.lookahead, spans.length)) }, worker));
   stats.holeBytesSkipped += range.length - dataBytes;
   return out;
+}
+
+/** Allocated all-zero blocks found while reading become holes (zero blocks are holes). */
+async function punchZeroBlocks(ctx: SideContext, span: { offset: number; length: number; digests: Uint8Array }): Promise<void> {
+  if (!ctx.store.punchesHoles) return; // rewriting zeros would gain nothing
+  const bs = ctx.blockSize;
+  const blocks = span.digests.length / DIGEST_SIZE;
+  let i = 0;
+  while (i < blocks) {
+    if (!isZeroDigest(span.digests, i)) {
+      i++;
+      continue;
+    }
+    let j = i + 1;
+    while (j < blocks && isZeroDigest(span.digests, j)) j++;
+    const from = span.offset + i * bs;
+    const to = Math.min(span.offset + span.length, span.offset + j * bs);
+    ctx.stats.holeMethod = await ctx.store.punchHole(from, to - from);
+    ctx.stats.bytesPunched += to - from;
+    i = j;
+  }
 }
 
 export type WriteOp =
@@ -77,6 +102,7 @@ export class DestinationWriter {
   }
 
   static async create(ctx: SideContext, options: { dryRun: boolean }): Promise<DestinationWriter> {
+    await initZstd(); // decompression runs here, on this thread
     return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options.dryRun);
   }
 
@@ -134,30 +160,40 @@ export class DestinationWriter {
     const data = op.zstd ? decompress(op.payload, op.length) : op.payload;
     if (data.length !== op.length) throw new WriteRangeError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
     const digests = digestBlocks(this.#hasher, data, bs);
+    const before = r.digests.slice(at, at + digests.length);
     r.digests.set(digests, at);
     if (this.#dryRun) return;
-    await this.#writeSparse(data, op.offset, digests);
+    await this.#writeSparse(data, op.offset, (block) => isZeroDigest(before, block));
   }
 
-  /** Writes the non-zero blocks and punches the zero ones, so zeros never take space. */
-  async #writeSparse(data: Uint8Array, offset: number, digests: Uint8Array): Promise<void> {
+  /**
+   * Writes the non-zero pages and punches the zero ones (PAGE bytes, whatever the block
+   * size), so zeros never take space, even inside a partly-zero block. Zero pages of a
+   * block that was all zero before are already zero: they are left alone.
+   */
+  async #writeSparse(data: Uint8Array, offset: number, wasZero: (block: number) => boolean): Promise<void> {
     const { blockSize: bs, store, stats } = this.#ctx;
-    const blocks = digests.length / DIGEST_SIZE;
+    const pages = Math.ceil(data.length / PAGE);
+    const action = (i: number): "write" | "punch" | "skip" => {
+      if (!isAllZero(data.subarray(i * PAGE, Math.min(data.length, (i + 1) * PAGE)))) return "write";
+      return wasZero(Math.floor((i * PAGE) / bs)) ? "skip" : "punch";
+    };
     let i = 0;
-    while (i < blocks) {
-      const zero = isZeroDigest(digests, i);
+    while (i < pages) {
+      const kind = action(i);
       let j = i + 1;
-      while (j < blocks && isZeroDigest(digests, j) === zero) j++;
-      const from = i * bs;
-      const to = Math.min(data.length, j * bs);
-      if (zero) {
+      while (j < pages && action(j) === kind) j++;
+      const from = i * PAGE;
+      const to = Math.min(data.length, j * PAGE);
+      if (kind === "punch") {
         stats.holeMethod = await store.punchHole(offset + from, to - from);
         stats.bytesPunched += to - from;
-      } else {
+      } else if (kind === "write") {
         await store.write(data.subarray(from, to), offset + from);
         stats.bytesWritten += to - from;
       }
       i = j;
     }
   }
+
 }

@@ -82,10 +82,13 @@ function readAt(path: string, buf: Uint8Array, position: number): number {
 
 /** Transferable buffers of a result, so that posting it copies nothing. */
 export function transferables(result: DigestResult | DiffResult): ArrayBuffer[] {
-  const list = [result.digests.buffer as ArrayBuffer];
-  if ("ops" in result) {
-    for (const op of result.ops) if (op.kind === "data" && op.payload) list.push(op.payload.buffer as ArrayBuffer);
-  }
-  return list;
+  // Only buffers a view owns whole: native zstd output may live in a shared pool.
+  const list = new Set<ArrayBuffer>();
+  const add = (v: Uint8Array) => {
+    if (v.byteOffset === 0 && v.buffer.byteLength === v.length && v.buffer instanceof ArrayBuffer) list.add(v.buffer);
+  };
+  add(result.digests);
+  if ("ops" in result) for (const op of result.ops) if (op.kind === "data" && op.payload) add(op.payload);
+  return [...list];
 }
 

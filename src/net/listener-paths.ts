@@ -231,6 +231,9 @@ class PinnedStorage implements Storage {
   get size(): number {
     return this.#inner.size;
   }
+  get punchesHoles(): boolean {
+    return this.#inner.punchesHoles;
+  }
   dataExtents(start: number, end: number): Promise<Extent[]> {
     return this.#inner.dataExtents(start, end);
   }

@@ -166,7 +166,7 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
     await o.group.spawn(async () => {
       let digests: Uint8Array;
       if (range.data) {
-        digests = await digestRange(ctx, range, { lookahead: LOOKAHEAD_JOBS });
+        digests = await digestRange(ctx, range, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !o.dryRun });
       } else {
         digests = new Uint8Array(Math.ceil(range.length / ctx.blockSize) * DIGEST_SIZE);
         ctx.stats.holeBytesSkipped += range.length;

@@ -158,7 +158,7 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
       case "SIGS":
         checkRange(m, session);
         return async () => {
-          const digests = await digestRange(ctx, m, { lookahead: LOOKAHEAD_JOBS });
+          const digests = await digestRange(ctx, m, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !o.dryRun });
           writer.open(m.offset, digests.slice());
           await o.send({ type: "SIGS_REPLY", cookie: m.cookie, offset: m.offset, length: m.length, digests });
         };

@@ -9,6 +9,7 @@ export class EmptyStorage implements Storage {
   readonly path: string;
   readonly kind: StorageKind = "file";
   readonly size = 0;
+  readonly punchesHoles = false;
 
   constructor(path: string) {
     this.path = path;

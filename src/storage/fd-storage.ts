@@ -87,6 +87,10 @@ export class FdStorage implements Storage {
     return this.#size;
   }
 
+  get punchesHoles(): boolean {
+    return this.kind === "file" && this.#libc !== null && !this.#noPunch;
+  }
+
   /** True when this instance uses FFI (SEEK_DATA, fallocate, ioctls). */
   get ffi(): boolean {
     return this.#libc !== null;

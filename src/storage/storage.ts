@@ -23,6 +23,8 @@ export interface Storage extends AsyncDisposable {
   readonly kind: StorageKind;
   /** Current apparent size in bytes; follows setSize. */
   readonly size: number;
+  /** True when punchHole on this file frees space cheaply (a file with FFI hole punching). */
+  readonly punchesHoles: boolean;
   /** Data extents intersecting [start, end), clipped to it, ascending, non-overlapping. */
   dataExtents(start: number, end: number): Promise<Extent[]>;
   /** Reads up to buf.length bytes at position; returns the count (short only at end of file). */
