@@ -1,0 +1,72 @@
+/** protocol/codec: round trips, and every malformed record rejected before use. */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { decode, encode, ProtocolError } from "../protocol/codec.ts";
+import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD } from "../protocol/constants.ts";
+import type { Message } from "../protocol/messages.ts";
+
+const digests = new Uint8Array(5 * 16);
+digests.fill(7, 16, 48); // blocks 1 and 2 have data, 0, 3, 4 are zero
+
+const samples: Message[] = [
+  { type: "OPEN", cookie: 1, version: 1, mode: "push", hash: "hmac-sha256", blockSize: 65536, dryRun: true, size: 2 ** 40 + 3, key: new Uint8Array(32).fill(9), name: "vms/ä.img" },
+  { type: "OPEN_OK", cookie: 1, size: 12345, zstd: true, kind: "block-device" },
+  { type: "SIGS", cookie: 2, offset: 65536, length: 5 * 65536 },
+  { type: "SIGS_REPLY", cookie: 2, offset: 65536, length: 5 * 65536, digests },
+  { type: "READ_DIFF", cookie: 3, offset: 0, length: 5 * 65536 - 10, digests },
+  { type: "DATA", cookie: 4, offset: 0, length: 3, payload: new Uint8Array([1, 2, 3]), zstd: false },
+  { type: "DATA", cookie: 4, offset: 0, length: 300, payload: new Uint8Array([1, 2]), zstd: true },
+  { type: "DATA", cookie: 4, offset: 0, length: 300, payload: undefined, zstd: false },
+  { type: "ZERO", cookie: 5, offset: 2 ** 50, length: 2 ** 40 },
+  { type: "RANGE_DONE", cookie: 6, offset: 0, length: 1 },
+  { type: "FLUSH", cookie: 7 },
+  { type: "COMMIT", cookie: 8, root: new Uint8Array(16).fill(1) },
+  { type: "COMMIT_OK", cookie: 8, root: new Uint8Array(16).fill(2), counters: { bytesRead: 1, holeBytesSkipped: 2 ** 45, bytesWritten: 3, bytesPunched: 4 } },
+  { type: "ACK", cookie: 9 },
+  { type: "ERROR", cookie: 10, code: "EBUSY", message: "Cannot lock x: another ssync is writing it" },
+];
+
+function patch(rec: Uint8Array, at: number, bytes: number[]): Uint8Array {
+  const r = rec.slice();
+  r.set(bytes, at);
+  return r;
+}
+
+describe("codec", { timeout: 10_000 }, () => {
+  test("every message type round-trips", () => {
+    for (const m of samples) assert.deepEqual(decode(encode(m)), m, m.type);
+  });
+
+  test("zero runs are compact: 16384 hole blocks cost a few bytes", () => {
+    const rec = encode({ type: "SIGS_REPLY", cookie: 1, offset: 0, length: MAX_RANGE_BLOCKS * 65536, digests: new Uint8Array(MAX_RANGE_BLOCKS * 16) });
+    assert.equal(rec.length, HEADER_SIZE + 5);
+  });
+
+  test("malformed records are rejected", () => {
+    const ack = encode({ type: "ACK", cookie: 1 });
+    const data = encode(samples[5]);
+    const sigs = encode(samples[3]);
+    const bad: [string, Uint8Array][] = [
+      ["short record", ack.subarray(0, 31)],
+      ["oversized record", new Uint8Array(MAX_RECORD + 1)],
+      ["unknown type", patch(ack, 0, [0, 99])],
+      ["unknown flag", patch(ack, 2, [0, 1])],
+      ["DATA unknown flag", patch(data, 2, [0, 4])],
+      ["payload length mismatch", patch(ack, 24, [0, 0, 0, 1])],
+      ["ACK with offset", patch(ack, 15, [1])],
+      ["reserved aux", patch(ack, 31, [1])],
+      ["offset beyond 2^53", patch(data, 8, [0x00, 0x20])],
+      ["DATA raw length mismatch", patch(data, 23, [4])],
+      ["DATA too long", patch(data, 16, [0, 0, 0, 0, 0, 0x20])],
+      ["runs short of the block count", patch(sigs, 31, [6])],
+      ["block count above the cap", patch(sigs, 28, [0, 0, 0x40, 1])],
+      ["unknown ERROR code", patch(encode(samples[14]), 28, [0, 0, 0, 200])],
+      ["empty range", encode({ type: "ZERO", cookie: 1, offset: 0, length: 1 }).map((b, i) => (i === 23 ? 0 : b))],
+    ];
+    for (const [what, rec] of bad) assert.throws(() => decode(rec), ProtocolError, what);
+    const open = encode(samples[0]);
+    assert.throws(() => decode(patch(open, HEADER_SIZE + 2, [9])), ProtocolError, "unknown mode");
+    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [2])), ProtocolError, "unknown open flag");
+    assert.throws(() => decode(open.subarray(0, open.length - 1)), ProtocolError, "truncated name");
+  });
+});
