@@ -102,7 +102,7 @@ export async function runRemoteSync(
   };
 
   try {
-    store = mode === "push" ? await openSource(local) : await openDestination(local, { create: !o.dryRun, readOnly: o.dryRun });
+    store = mode === "push" ? await openSource(local) : await openDestination(local, { create: true, readOnly: o.dryRun });
     const report = await session(o.dryRun, pairCode);
     let verified = false;
     if (o.verify && !o.dryRun) {

@@ -25,7 +25,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
     const [clientEnd, serverEnd] = memoryPair();
     const server = serveSession(serverEnd, {
       pool: options.pool,
-      open: (req) => openDestination(dst, { create: !req.dryRun, readOnly: req.dryRun, ffi: options.ffi }),
+      open: (req) => openDestination(dst, { create: true, readOnly: req.dryRun, ffi: options.ffi }),
     });
     try {
       return await runClient(clientEnd, source, {
