@@ -53,3 +53,30 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     json: flags.json === true,
   };
 }
+
+/**
+ * cac 7.1 tells its argument parser (mri) that "acceptNew" is a boolean but mri sees
+ * "accept-new" on the command line, so `--accept-new FILE` swallowed FILE as the option's
+ * value. Declaring the kebab-case spelling as an alias makes mri treat it as a flag too.
+ */
+export function kebabBooleans<T>(cmd: T): T {
+  const options = (cmd as { options?: { rawName: string; names: string[]; isBoolean?: boolean }[] }).options ?? [];
+  for (const option of options) {
+    if (!option.isBoolean) continue;
+    for (const m of option.rawName.matchAll(/--([a-z0-9]+(?:-[a-z0-9]+)+)/g)) {
+      if (!option.names.includes(m[1])) option.names.push(m[1]);
+    }
+  }
+  return cmd;
+}
+
+/** Declares the engine options (the same for sync, push and pull) on a cac command. */
+// deno-lint-ignore no-explicit-any
+export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd: T): T {
+  return kebabBooleans(cmd
+    .option("--block-size <size>", "Block size: a power of two from 4K to 1M (default 64K)")
+    .option("--hash <alg>", "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)")
+    .option("--dry-run", "Report what would change; write nothing")
+    .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
+    .option("--json", "Print the summary as one JSON object on stdout"));
+}

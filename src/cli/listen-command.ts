@@ -14,7 +14,7 @@ import { Listener } from "../net/listener.ts";
 import { PairingOffer } from "../net/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../net/x25519.ts";
 import { UsageError } from "../util/errors.ts";
-import { kebabBooleans } from "./remote-sync-command.ts";
+import { kebabBooleans } from "./engine-options.ts";
 
 interface ListenFlags {
   bind?: string;

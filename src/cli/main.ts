@@ -2,33 +2,23 @@
 import process from "node:process";
 import { cac } from "cac";
 import { UsageError } from "../util/errors.ts";
-import type { EngineFlags } from "./engine-options.ts";
+import { type EngineFlags, withEngineOptions } from "./engine-options.ts";
 import { describeError, EXIT_OK, EXIT_USAGE, exitCodeOf } from "./exit-code.ts";
 import { printSummary, runSyncCommand } from "./sync-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
 import { registerPushCommand } from "./push-command.ts";
 import { registerPullCommand } from "./pull-command.ts";
-import { kebabBooleans } from "./remote-sync-command.ts";
 
 const VERSION = "0.1.0";
-
-function withEngineOptions<T extends { option: (...a: never[]) => T }>(cmd: T): T {
-  return cmd
-    .option("--block-size <size>" as never, "Block size: a power of two from 4K to 1M (default 64K)" as never)
-    .option("--hash <alg>" as never, "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)" as never)
-    .option("--dry-run" as never, "Report what would change; write nothing" as never)
-    .option("--verify" as never, "After the sync, re-read both sides and compare them independently" as never)
-    .option("--json" as never, "Print the summary as one JSON object on stdout" as never);
-}
 
 export async function main(argv: string[]): Promise<number> {
   const cli = cac("ssync");
   let run: (() => Promise<void>) | undefined;
 
-  kebabBooleans(withEngineOptions(
+  withEngineOptions(
     cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
-  )).action((src: string, dst: string, flags: EngineFlags) => {
+  ).action((src: string, dst: string, flags: EngineFlags) => {
     run = async () => printSummary(await runSyncCommand(src, dst, flags), flags);
   });
 

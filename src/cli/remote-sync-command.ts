@@ -20,7 +20,7 @@ import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions, type EngineOptions } from "./engine-options.ts";
+import { type EngineFlags, engineOptions, type EngineOptions, withEngineOptions } from "./engine-options.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { formatSummary, summarize } from "./summary.ts";
 
@@ -32,35 +32,14 @@ export interface RemoteFlags extends EngineFlags {
   knownHosts?: string;
 }
 
-/**
- * cac 7.1 tells its argument parser (mri) that "acceptNew" is a boolean but mri sees
- * "accept-new" on the command line, so `--accept-new FILE` swallowed FILE as the option's
- * value. Declaring the kebab-case spelling as an alias makes mri treat it as a flag too.
- */
-export function kebabBooleans<T>(cmd: T): T {
-  const options = (cmd as { options?: { rawName: string; names: string[]; isBoolean?: boolean }[] }).options ?? [];
-  for (const option of options) {
-    if (!option.isBoolean) continue;
-    for (const m of option.rawName.matchAll(/--([a-z0-9]+(?:-[a-z0-9]+)+)/g)) {
-      if (!option.names.includes(m[1])) option.names.push(m[1]);
-    }
-  }
-  return cmd;
-}
-
 // deno-lint-ignore no-explicit-any
 export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd: T): T {
-  return kebabBooleans(cmd
+  return withEngineOptions(cmd
     .option("--key <file>", `Our private key (default: <config>/${DEFAULT_CLIENT_KEY}; make one with ssync keygen)`)
     .option("--accept-new", "Trust and pin the listener's host key on first contact")
     .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it)")
     .option("--pair <code>", "First contact: the one-time code printed by ssync listen --pair")
-    .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)")
-    .option("--block-size <size>", "Block size: a power of two from 4K to 1M (default 64K)")
-    .option("--hash <alg>", "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)")
-    .option("--dry-run", "Report what would change; write nothing")
-    .option("--verify", "After the sync, compare both sides again with a fresh key; nothing may differ")
-    .option("--json", "Print the summary as one JSON object on stdout"));
+    .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)"));
 }
 
 async function clientKey(file: string | undefined): Promise<KeyPair> {
