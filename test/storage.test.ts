@@ -4,6 +4,7 @@
  * portable fallback (`{ ffi: false }`), checking what hit the disk (allocated bytes), not
  * only what reads back.
  */
+import { nobodyUnavailableReason } from "./helpers/as-nobody.ts";
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawnSync } from "node:child_process";
@@ -330,12 +331,9 @@ describe("opening errors", () => {
     });
   });
 
-  const uid = typeof process.getuid === "function" ? process.getuid() : -1;
   test("permission denied, checked as an unprivileged user", {
     ...T,
-    skip: uid !== 0
-      ? "needs root to switch to user nobody (root itself bypasses mode bits)"
-      : false,
+    skip: nobodyUnavailableReason() || false,
   }, async () => {
     await withTempDir((dir) => {
       fs.chmodSync(dir, 0o755);
