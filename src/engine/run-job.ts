@@ -11,6 +11,13 @@ import { type DiffResult, type DigestResult, JOB_BYTES, type JobOp, type ScanJob
 
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
 const WORTH_IT = 7 / 8;
+/**
+ * Adaptive compression, per thread: after an attempt that did not pay, the next `skip` DATA
+ * runs go raw without trying; each further miss doubles that (up to MAX_SKIP), a hit resets
+ * it. Incompressible data then costs little CPU; compressible data is still found quickly.
+ */
+const MAX_SKIP = 64;
+const zstdState = { skip: 0, backoff: 1 };
 const hashers = new Map<string, Promise<BlockHasher>>();
 
 export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
@@ -44,11 +51,16 @@ export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
 
 function dataOp(raw: Uint8Array, offset: number, job: ScanJob & { kind: "diff" }): JobOp {
   if (job.withoutPayload) return { kind: "data", offset, length: raw.length, payload: undefined, zstd: false };
-  if (job.zstdLevel > 0) {
+  if (job.zstdLevel > 0 && zstdState.skip > 0) {
+    zstdState.skip--;
+  } else if (job.zstdLevel > 0) {
     const packed = compress(raw, job.zstdLevel);
     if (packed.length <= raw.length * WORTH_IT) {
+      zstdState.backoff = 1;
       return { kind: "data", offset, length: raw.length, payload: packed, zstd: true };
     }
+    zstdState.skip = zstdState.backoff;
+    zstdState.backoff = Math.min(MAX_SKIP, zstdState.backoff * 2);
   }
   return { kind: "data", offset, length: raw.length, payload: raw.slice(), zstd: false };
 }
