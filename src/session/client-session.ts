@@ -81,7 +81,7 @@ export async function runClient(
       name: options.name,
     });
     const size = options.mode === "push" ? local.size : ok.size;
-    if (options.mode === "pull" && !options.dryRun) await local.setSize(size);
+    if (options.mode === "pull" && !options.dryRun && local.size !== size) await local.setSize(size);
     const ctx: SideContext = {
       pool: options.pool,
       store: local,

@@ -81,7 +81,7 @@ export async function serveSession(
     try {
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun });
       originalSize = store.size;
-      if (open.mode === "push" && !open.dryRun) await store.setSize(open.size);
+      if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
       await send({ type: "ERROR", cookie: open.cookie, code: errorName(e), message: messageOf(e) });
       throw e;
