@@ -17,7 +17,6 @@
  * EINVAL) and a message naming the client's path, which the session sends back as ERROR.
  */
 import fs from "node:fs";
-import nodePath from "node:path";
 import { libc } from "../platform/libc.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
