@@ -1,21 +1,14 @@
 /** `ssync push LOCAL HOST[:PORT][:REMOTE]`: make the listener's REMOTE identical to LOCAL. */
 import { basename } from "node:path";
 import type { CAC } from "cac";
-import { parseEndpoint } from "../net/host-port.ts";
-import { UsageError } from "../util/errors.ts";
-import { type RemoteFlags, runRemoteSync, withRemoteOptions } from "./remote-sync-command.ts";
+import { parseRemote, type RemoteFlags, runRemoteSync, withRemoteOptions } from "./remote-sync-command.ts";
 
 export function registerPushCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
   withRemoteOptions(
     cli.command("push <local> <remote>", "Make REMOTE (HOST[:PORT][:PATH], PATH defaults to LOCAL's name) identical to LOCAL"),
   ).action((local: string, remote: string, flags: RemoteFlags) => {
     setRun(async () => {
-      let endpoint;
-      try {
-        endpoint = parseEndpoint(remote);
-      } catch (e) {
-        throw new UsageError((e as Error).message);
-      }
+      const endpoint = parseRemote(remote);
       const path = endpoint.path ?? basename(local);
       await runRemoteSync("push", { local, remote: { ...endpoint, path }, flags });
     });

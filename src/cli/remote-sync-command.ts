@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../net/config-dir.ts";
 import { dial } from "../net/dial.ts";
-import { type Endpoint, formatEndpoint } from "../net/host-port.ts";
+import { type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
 import { readPrivateKey } from "../net/keys.ts";
 import { normalizePairingCode } from "../net/pairing-code.ts";
@@ -40,6 +40,15 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it)")
     .option("--pair <code>", "First contact: the one-time code printed by ssync listen --pair")
     .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)"));
+}
+
+/** HOST[:PORT][:PATH] from the command line; a malformed one is a usage error. */
+export function parseRemote(text: string): ReturnType<typeof parseEndpoint> {
+  try {
+    return parseEndpoint(text);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
 }
 
 async function clientKey(file: string | undefined): Promise<KeyPair> {
