@@ -9,7 +9,8 @@ import path from "node:path";
 import { runSyncCommand } from "../src/cli/sync-command.ts";
 import { verifyIdentical } from "../src/engine/verify.ts";
 import { platform } from "../src/platform/platform.ts";
-import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { allocatedBytesOf, fileHash, makeSparseFile, readRange, withTempDir } from "./helpers/sparse.ts";
+import { loopDeviceUnavailableReason, withLoopDevice } from "./helpers/loop-device.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -235,4 +236,33 @@ describe("hash algorithms and block sizes", { timeout: 60_000 }, () => {
       });
     });
   }
+});
+
+describe("block devices (loop devices)", { timeout: 120_000 }, () => {
+  test("file → block device, then block device → sparse file", async (t) => {
+    const why = loopDeviceUnavailableReason();
+    if (why) return t.skip(why);
+    await withTempDir(async (dir) => {
+      const backing = path.join(dir, "backing.img");
+      makeSparseFile(backing, { size: 64 * MiB, chunks: [{ offset: 0, length: 64 * MiB, seed: 11 }] });
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 40 * MiB, chunks: [{ offset: 3 * MiB + 5, length: 2 * MiB }, { offset: 39 * MiB, length: MiB }] });
+      const back = path.join(dir, "back.img");
+      const ran = await withLoopDevice(backing, async (dev) => {
+        const s = await runSyncCommand(src, dev, {});
+        assert.equal(s.size, 40 * MiB);
+        assert.ok(s.holeBytesPunched >= 30 * MiB, "stale device data became zeros");
+        assert.deepEqual(readRange(dev, { offset: 0, length: 40 * MiB }), readRange(src, { offset: 0, length: 40 * MiB }));
+        assert.deepEqual(readRange(dev, { offset: 40 * MiB, length: MiB }), readRange(backing, { offset: 40 * MiB, length: MiB }), "past the source's size the device is left alone");
+        const again = await runSyncCommand(src, dev, {});
+        assert.equal(again.bytesWritten, 0);
+        const pulled = await runSyncCommand(dev, back, {});
+        assert.equal(pulled.size, 64 * MiB);
+        assert.equal(fileHash(back), fileHash(dev));
+        return true;
+      });
+      if (ran === null) return t.skip("losetup failed here");
+      if (platform.ffi) assert.ok(allocatedBytesOf(back) < 30 * MiB, `zero blocks read from the device became holes (${allocatedBytesOf(back)})`);
+    });
+  });
 });
