@@ -20,7 +20,14 @@ const EINVAL = 22;
 const ENOSYS = 38;
 const ENOTTY = 25;
 const EOPNOTSUPP = 95;
+const EBUSY = 16;
 const UNSUPPORTED = new Set([-EOPNOTSUPP, -ENOSYS, -ENOTTY, -EINVAL]);
+/**
+ * Device zeroing falls back to writing zeros on these too: the kernel refuses fallocate and
+ * BLKZEROOUT with EBUSY when another descriptor holds the device exclusively (our own O_EXCL
+ * claim is one, on some runtimes), since it must drop the device's page cache.
+ */
+const DEVICE_ZERO_REFUSED = new Set([...UNSUPPORTED, -EBUSY]);
 
 /** Zeros written by the portable hole path; never written to. */
 const ZEROS = new Uint8Array(1 << 20);
@@ -191,11 +198,11 @@ export class FdStorage implements Storage {
     for (let pos = a; pos < b; pos += DEVICE_ZERO_STEP) {
       const step = { offset: pos, length: Math.min(DEVICE_ZERO_STEP, b - pos) };
       let r = this.#noPunch ? -EOPNOTSUPP : libc.punchHole(this.#fd, step);
-      if (UNSUPPORTED.has(r)) {
+      if (DEVICE_ZERO_REFUSED.has(r)) {
         this.#noPunch = true;
         r = libc.blockZeroOut(this.#fd, step);
       }
-      if (UNSUPPORTED.has(r)) {
+      if (DEVICE_ZERO_REFUSED.has(r)) {
         this.#noZeroOut = true;
         await this.#writeZeros({ offset: pos, length: end - pos });
         if (a > range.offset) {
