@@ -92,18 +92,21 @@ export class DestinationWriter {
   #dryRun: boolean;
   #open = new Map<number, OpenRange>();
   #hasher: BlockHasher;
+  #maxOpenRanges: number;
   readonly root: RootHash;
 
-  private constructor(ctx: SideContext, hasher: BlockHasher, dryRun: boolean) {
+  private constructor(ctx: SideContext, hasher: BlockHasher, options: { dryRun: boolean; maxOpenRanges?: number }) {
     this.#ctx = ctx;
     this.#hasher = hasher;
-    this.#dryRun = dryRun;
+    this.#dryRun = options.dryRun;
+    this.#maxOpenRanges = options.maxOpenRanges ?? Infinity;
     this.root = new RootHash(ctx.key);
   }
 
-  static async create(ctx: SideContext, options: { dryRun: boolean }): Promise<DestinationWriter> {
+  /** `maxOpenRanges`: opening one more is a WriteRangeError (a peer must not pin unbounded memory). */
+  static async create(ctx: SideContext, options: { dryRun: boolean; maxOpenRanges?: number }): Promise<DestinationWriter> {
     await initZstd(); // decompression runs here, on this thread
-    return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options.dryRun);
+    return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options);
   }
 
   get openRanges(): number {
@@ -112,6 +115,9 @@ export class DestinationWriter {
 
   open(offset: number, digests: Uint8Array): void {
     if (this.#open.has(offset)) throw new WriteRangeError(`range at ${offset} is already open`);
+    if (this.#open.size >= this.#maxOpenRanges) {
+      throw new WriteRangeError(`more than ${this.#maxOpenRanges} open ranges (SIGS without RANGE_DONE)`);
+    }
     const end = Math.min(this.#ctx.size, offset + (digests.length / DIGEST_SIZE) * this.#ctx.blockSize);
     this.#open.set(offset, { offset, end, digests, writes: [] });
   }

@@ -18,6 +18,7 @@
  */
 import fs from "node:fs";
 import { libc } from "../platform/libc.ts";
+import { EmptyStorage } from "../storage/empty-storage.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
 import type { Extent, HoleMethod, Storage, StorageKind } from "../storage/storage.ts";
@@ -163,10 +164,9 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       if (code !== "ENOENT") throw walkError(e, req.name, base, at);
       if (req.mode === "pull") throw refuse("ENOENT", `Cannot open ${req.name}: no such file`);
       if (req.dryRun) {
-        // A dry run creates nothing; a missing file reads as empty.
-        return await openDestination(at, { create: true, readOnly: true }).catch((e) => {
-          throw renamed(e, at, req.name);
-        });
+        // A dry run creates nothing; a missing file reads as empty. The name is not looked up
+        // again: a symbolic link put there meanwhile would be followed out of the root.
+        return new EmptyStorage(req.name);
       }
       try {
         file = fs.openSync(at, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);

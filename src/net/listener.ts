@@ -95,8 +95,9 @@ export class Listener implements AsyncDisposable {
     return { handshakes: this.#handshakes, sessions: this.#sessions };
   }
 
+  /** Client-chosen text (names, error messages naming them) is escaped: one event, one line. */
   #log(line: string): void {
-    this.#options.log?.(`${new Date().toISOString()} ${line}`);
+    this.#options.log?.(`${new Date().toISOString()} ${escapeControls(line)}`);
   }
 
   async #handle(socket: Socket): Promise<void> {
@@ -126,7 +127,9 @@ export class Listener implements AsyncDisposable {
           if (info.paired) {
             if (!pairing?.consume()) return false;
             await this.#addPairedKey(remoteStatic, peer);
-            entry = { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
+            // A key listed already keeps its options (read-only, path=) for this session too.
+            entry = findAuthorizedKey(await readAuthorizedKeys(this.#options.authorizedKeysFile), remoteStatic) ??
+              { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
             return true;
           }
           entry = findAuthorizedKey(await readAuthorizedKeys(this.#options.authorizedKeysFile), remoteStatic);
@@ -144,7 +147,12 @@ export class Listener implements AsyncDisposable {
     const key = fingerprint(conn.remoteStatic);
     let request: ClientOpen | undefined;
     try {
-      const channel = new IdleTimeoutChannel(conn.channel, { timeoutMs: this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS });
+      const socket = conn.channel.socket;
+      const channel = new IdleTimeoutChannel(conn.channel, {
+        timeoutMs: this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+        // Bytes the kernel took from us: a slow reader still counts as progress.
+        sendProgress: () => socket.bytesWritten - socket.writableLength,
+      });
       const result = await serveSession(channel, {
         pool: this.#options.pool,
         open: (req) => {
@@ -195,6 +203,11 @@ export class Listener implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** Control, line-separator and bidi-override characters as \uXXXX, so a log line cannot be forged. */
+function escapeControls(text: string): string {
+  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
 
 function peerOf(socket: Socket): string {

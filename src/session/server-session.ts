@@ -23,7 +23,7 @@ import type { Storage } from "../storage/storage.ts";
 import { errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange } from "./range-check.ts";
-import { LOOKAHEAD_JOBS, SERVER_TASKS, ZSTD_LEVEL } from "./session-limits.ts";
+import { LOOKAHEAD_JOBS, MAX_OPEN_RANGES, SERVER_TASKS, ZSTD_LEVEL } from "./session-limits.ts";
 import { WireCounters } from "./wire-counters.ts";
 
 export interface OpenRequest {
@@ -50,6 +50,11 @@ export async function serveSession(
   const stats = new SideStats();
   const result: ServerSessionResult = { name: undefined, mode: undefined, committed: false, stats, wire, error: undefined };
   const group = new TaskGroup({ limit: SERVER_TASKS });
+  // A task's violation ends the session now, even while the loop waits for the next record.
+  group.signal.addEventListener("abort", () => {
+    const reason = group.signal.reason;
+    channel.close(reason instanceof Error ? reason : new Error(String(reason)));
+  }, { once: true });
   const send = (m: Message) => {
     const rec = encode(m);
     wire.sent(m.type, rec.length);
@@ -150,7 +155,7 @@ function counters(s: SideStats): ServerCounters {
 }
 
 async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<Handler> {
-  const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun });
+  const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun, maxOpenRanges: MAX_OPEN_RANGES });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
   const totalBlocks = Math.ceil(ctx.size / ctx.blockSize);
   return (m) => {

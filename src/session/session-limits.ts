@@ -10,3 +10,8 @@ export const DATA_WINDOW_BYTES = 32 << 20;
 export const LOOKAHEAD_JOBS = 4;
 /** zstd level for DATA: 1 is fast and already saves much on typical images. */
 export const ZSTD_LEVEL = 1;
+/**
+ * Ranges a push destination keeps open (SIGS answered, RANGE_DONE not yet received). A client
+ * keeps at most RANGES_IN_FLIGHT; more is a violation (each pins up to 256 KiB of digests).
+ */
+export const MAX_OPEN_RANGES = 2 * RANGES_IN_FLIGHT;
