@@ -28,7 +28,7 @@ export async function makeKey(file: string): Promise<KeyPair> {
 
 export function authorize(file: string, key: KeyPair, options: { options?: string } = {}): void {
   const prefix = options.options ? options.options + " " : "";
-  fs.appendFileSync(file, prefix + formatPublicKey(key.publicKey, { comment: "test" }) + "\n");
+  fs.appendFileSync(file, prefix + formatPublicKey(key.publicKey, { comment: "test" }) + "\n", { mode: 0o600 }); // Deno creates 0666 without a mode
 }
 
 export interface TestServer {

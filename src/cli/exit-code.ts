@@ -28,10 +28,16 @@ export function exitCodeOf(e: unknown): number {
 
 /** One line for stderr: what could not be done and why, plus what to do when it helps. */
 export function describeError(e: unknown): string {
-  const msg = e instanceof Error ? e.message : String(e);
+  const msg = printable(e instanceof Error ? e.message : String(e));
   if (e instanceof RemoteError) return `remote: ${msg}`;
   if (e instanceof IncompleteSyncError || e instanceof ProtocolError) {
     return `${msg}; the destination may be partly updated: rerun the same command to complete it`;
   }
   return msg;
+}
+
+/** Control characters (a peer's text included) are shown escaped, never sent to the terminal. */
+function printable(text: string): string {
+  return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) =>
+    `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

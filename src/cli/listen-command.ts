@@ -15,6 +15,7 @@ import { PairingOffer } from "../net/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../net/x25519.ts";
 import { UsageError } from "../util/errors.ts";
 import { kebabBooleans } from "./engine-options.ts";
+import { readAuthorizedKeys } from "../net/authorized-keys.ts";
 
 interface ListenFlags {
   bind?: string;
@@ -101,6 +102,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
         const { host, port } = parseBind(flags.bind);
         const key = await hostKey(flags.key);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
+        await readAuthorizedKeys(authorizedKeysFile); // a malformed or unsafe file fails now, not per client
         const pairing = flags.pair ? new PairingOffer() : undefined;
         const pool = new WorkerPool();
         let listener: Listener | undefined;

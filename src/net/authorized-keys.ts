@@ -1,5 +1,6 @@
 import { promises as fs } from "node:fs";
 import { decodeKey, KEY_TYPE } from "./keys.ts";
+import { refuseIfWritableByOthers } from "./trust-file.ts";
 
 /**
  * The listener's authorized client keys. One key per line:
@@ -102,6 +103,7 @@ export async function readAuthorizedKeys(path: string): Promise<AuthorizedKey[]>
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw new Error(`Cannot read authorized keys ${path}: ${(error as Error).message}`, { cause: error });
   }
+  refuseIfWritableByOthers(path, "authorized keys");
   return parseAuthorizedKeys(text, { file: path });
 }
 

@@ -1,6 +1,7 @@
 import { promises as fs } from "node:fs";
 import { dirname } from "node:path";
 import { decodeKey, encodeKey, KEY_TYPE } from "./keys.ts";
+import { refuseIfWritableByOthers } from "./trust-file.ts";
 
 /**
  * The client's pinned host keys. One entry per line:
@@ -48,8 +49,11 @@ export function parseKnownHosts(text: string, options: { file: string }): { name
 
 async function readText(path: string): Promise<string> {
   try {
-    return await fs.readFile(path, "utf8");
+    const text = await fs.readFile(path, "utf8");
+    refuseIfWritableByOthers(path, "known hosts");
+    return text;
   } catch (error) {
+    if ((error as Error).message.startsWith("Refusing")) throw error;
     if ((error as NodeJS.ErrnoException).code === "ENOENT") return "";
     throw new Error(`Cannot read known hosts ${path}: ${(error as Error).message}`, { cause: error });
   }

@@ -13,6 +13,7 @@
  */
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
+import { ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HASH_KEY_SIZE, HEADER_SIZE, type HashAlgorithm, PROTOCOL_VERSION } from "../../protocol/constants.ts";
 import type { ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
@@ -173,6 +174,9 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
       }
       writer.open(range.offset, digests.slice());
       await conn.stream({ type: "READ_DIFF", offset: range.offset, length: range.length, digests }, async (m) => {
+        if (m.offset < range.offset || m.offset + m.length > range.offset + range.length) {
+          throw new ProtocolError(`${m.type} [${m.offset}, ${m.offset + m.length}) outside the range requested at ${range.offset}`);
+        }
         const bytes = HEADER_SIZE + (m.type === "DATA" ? m.payload?.length ?? 0 : 0);
         countReceived(ctx, m);
         await window.acquire(bytes, ctx.signal);
