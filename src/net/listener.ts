@@ -155,6 +155,7 @@ export class Listener implements AsyncDisposable {
       });
       const result = await serveSession(channel, {
         pool: this.#options.pool,
+        activity: channel.activity,
         open: (req) => {
           request = req;
           return openForClient(req, {

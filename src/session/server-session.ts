@@ -44,7 +44,12 @@ export interface ServerSessionResult {
 
 export async function serveSession(
   channel: RecordChannel,
-  options: { open: (req: OpenRequest) => Promise<Storage>; pool: WorkerPool },
+  options: {
+    open: (req: OpenRequest) => Promise<Storage>;
+    pool: WorkerPool;
+    /** Told when a request starts and ends (the listener's idle timeout spares busy sessions). */
+    activity?: { begin(): void; end(): void };
+  },
 ): Promise<ServerSessionResult> {
   const wire = new WireCounters();
   const stats = new SideStats();
@@ -111,11 +116,14 @@ export async function serveSession(
       if (msg === null) break;
       const task = handler(msg);
       await group.spawn(async () => {
+        options.activity?.begin();
         try {
           await task();
         } catch (e) {
           if (e instanceof ProtocolError) throw e;
           await send({ type: "ERROR", cookie: msg.cookie, code: errorName(e), message: messageOf(e) });
+        } finally {
+          options.activity?.end();
         }
       });
     }
