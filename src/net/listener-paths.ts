@@ -181,8 +181,11 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       }
     }
     const st = fs.fstatSync(file);
-    if (!st.isFile() && !st.isBlockDevice()) {
-      throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file or block device`);
+    if (st.isBlockDevice()) {
+      throw refuse("EACCES", `Cannot open ${req.name}: block devices are served only as named exports (ssync listen --export NAME=DEVICE)`);
+    }
+    if (!st.isFile()) {
+      throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file`);
     }
     const real = fs.realpathSync(`/proc/self/fd/${file}`);
     if (real !== policy.root && !real.startsWith(policy.root.endsWith("/") ? policy.root : policy.root + "/")) {
