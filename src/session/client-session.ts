@@ -25,10 +25,10 @@ import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
+import { equalBytes } from "../util/equal-bytes.ts";
 import { IncompleteSyncError, MismatchError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { ClientConnection } from "./client-connection.ts";
-import { equalBytes } from "./server-session.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
 import type { WireCounters } from "./wire-counters.ts";
 

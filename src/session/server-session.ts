@@ -12,7 +12,7 @@
  */
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
 import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
-import type { Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
+import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
@@ -20,6 +20,7 @@ import { diffRange } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage } from "../storage/storage.ts";
+import { equalBytes } from "../util/equal-bytes.ts";
 import { errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange } from "./range-check.ts";
@@ -158,6 +159,18 @@ interface HandlerOptions {
 /** Dispatches one request synchronously (registering writes in order), returning its work. */
 type Handler = (m: Message) => () => Promise<void>;
 
+/** COMMIT, either side: every block covered, roots equal (not compared in a dry run), COMMIT_OK. */
+async function commit(ctx: SideContext, c: { root: RootHash; request: CommitMessage; handler: HandlerOptions }): Promise<void> {
+  const totalBlocks = Math.ceil(ctx.size / ctx.blockSize);
+  if (c.root.blocks !== totalBlocks) throw new ProtocolError(`COMMIT after ${c.root.blocks} of ${totalBlocks} blocks`);
+  const mine = c.root.finish(ctx.size, ctx.blockSize);
+  if (!c.handler.dryRun && !equalBytes(mine, c.request.root)) {
+    throw Object.assign(new Error("root hash mismatch: the destination does not match the source"), { code: "EBADMSG" });
+  }
+  await c.handler.send({ type: "COMMIT_OK", cookie: c.request.cookie, root: mine, counters: counters(ctx.stats) });
+  c.handler.committed();
+}
+
 function counters(s: SideStats): ServerCounters {
   return { bytesRead: s.bytesRead, holeBytesSkipped: s.holeBytesSkipped, bytesWritten: s.bytesWritten, bytesPunched: s.bytesPunched };
 }
@@ -165,7 +178,6 @@ function counters(s: SideStats): ServerCounters {
 async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<Handler> {
   const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun, maxOpenRanges: MAX_OPEN_RANGES });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
-  const totalBlocks = Math.ceil(ctx.size / ctx.blockSize);
   return (m) => {
     switch (m.type) {
       case "SIGS":
@@ -199,16 +211,9 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
         };
       case "COMMIT":
         return async () => {
-          if (writer.openRanges > 0 || writer.root.blocks !== totalBlocks) {
-            throw new ProtocolError(`COMMIT after ${writer.root.blocks} of ${totalBlocks} blocks`);
-          }
-          const root = writer.root.finish(ctx.size, ctx.blockSize);
-          if (!o.dryRun) {
-            await ctx.store.sync();
-            if (!equalBytes(root, m.root)) throw Object.assign(new Error("root hash mismatch: the destination does not match the source"), { code: "EBADMSG" });
-          }
-          await o.send({ type: "COMMIT_OK", cookie: m.cookie, root, counters: counters(ctx.stats) });
-          o.committed();
+          if (writer.openRanges > 0) throw new ProtocolError(`COMMIT with ${writer.openRanges} ranges still open`);
+          if (!o.dryRun) await ctx.store.sync();
+          await commit(ctx, { root: writer.root, request: m, handler: o });
         };
       case "OPEN":
       case "OPEN_OK":
@@ -227,7 +232,6 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
 function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
   const root = new RootHash(ctx.key);
   const session = { size: ctx.size, blockSize: ctx.blockSize };
-  const totalBlocks = Math.ceil(ctx.size / ctx.blockSize);
   return (m) => {
     switch (m.type) {
       case "READ_DIFF":
@@ -246,15 +250,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
           await o.send({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length });
         };
       case "COMMIT":
-        return async () => {
-          if (root.blocks !== totalBlocks) throw new ProtocolError(`COMMIT after ${root.blocks} of ${totalBlocks} blocks`);
-          const mine = root.finish(ctx.size, ctx.blockSize);
-          if (!o.dryRun && !equalBytes(mine, m.root)) {
-            throw Object.assign(new Error("root hash mismatch: the destination does not match the source"), { code: "EBADMSG" });
-          }
-          await o.send({ type: "COMMIT_OK", cookie: m.cookie, root: mine, counters: counters(ctx.stats) });
-          o.committed();
-        };
+        return () => commit(ctx, { root, request: m, handler: o });
       case "OPEN":
       case "OPEN_OK":
       case "SIGS":
@@ -271,8 +267,4 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
         throw new ProtocolError(`unhandled ${(m satisfies never as Message).type}`);
     }
   };
-}
-
-export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
