@@ -70,7 +70,7 @@ for (const mode of MODES) {
         assertWellFormed(extents, 0, src.size);
         if (mode.ffi) {
           assert.deepEqual(extents, chunks, "SEEK_DATA/SEEK_HOLE report exactly the data");
-          assert.ok(ms < 200, `walking 200 GiB took ${ms.toFixed(1)} ms`);
+          assert.ok(ms < 2000, `walking 200 GiB took ${ms.toFixed(1)} ms`);
           // Clipped to a range starting and ending inside data.
           const mid = await src.dataExtents(3 * GiB + 4 * KiB, 100 * GiB + 8 * KiB);
           assert.deepEqual(mid, [
