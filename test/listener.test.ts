@@ -12,6 +12,7 @@ import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { AuthenticationError } from "../src/net/authentication-error.ts";
 import { clientPathComponents } from "../src/net/listener-paths.ts";
+import { addressKey } from "../src/net/listener.ts";
 import { IncompleteSyncError, RemoteError } from "../src/util/errors.ts";
 import { generateKeyPair } from "../src/net/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
@@ -217,6 +218,37 @@ describe("robustness", () => {
         await server.listener.close();
       }
     });
+  });
+
+  test("one address cannot hold every handshake slot: its extra connections are refused, others are served", T, async () => {
+    await withTempDir(async (dir) => {
+      const server = await startListener(dir, { pool, handshakeTimeoutMs: 10_000, maxHandshakesPerAddress: 2 });
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key);
+      const stalled = [0, 1, 2].map(() => {
+        const s = connect({ port: server.listener.port, host: "127.0.0.1", localAddress: "127.0.0.2" });
+        s.on("error", () => {});
+        return s;
+      });
+      try {
+        await waitFor(() => server.logs.some((l) => /too many connections in the handshake from 127\.0\.0\.2/.test(l)), {
+          timeoutMs: 5000,
+          what: "the third connection from 127.0.0.2 refused",
+        });
+        assert.equal(server.listener.load.handshakes, 2);
+        const src = path.join(dir, "src.img");
+        makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536 }] });
+        await clientSync(server, { mode: "push", local: src, name: "served.img", key, pool, knownHosts: path.join(dir, "kh") });
+        assert.equal(fileHash(path.join(server.root, "served.img")), fileHash(src));
+      } finally {
+        for (const s of stalled) s.destroy();
+        await server.listener.close();
+      }
+    });
+    assert.equal(addressKey("::ffff:10.1.2.3"), "10.1.2.3");
+    assert.equal(addressKey("2001:db8:0:12:aa::1"), "2001:db8:0:12::/64");
+    assert.equal(addressKey("2001:0db8:0000:0012:ffff::"), "2001:db8:0:12::/64");
+    assert.equal(addressKey("fe80::1%eth0"), "fe80:0:0:0::/64");
   });
 
   test("an idle session is closed after the idle timeout", T, async () => {

@@ -1,8 +1,9 @@
 /**
  * `ssync listen`: a TCP server that authenticates each client and serves one session.
  *
- * 1. accept: a connection beyond the handshake cap, or beyond the session cap, is closed
- *    at once without reading anything;
+ * 1. accept: a connection beyond the handshake cap (in all, or from one address: an IPv4
+ *    address or an IPv6 /64), or beyond the session cap, is closed at once without reading
+ *    anything;
  * 2. handshake (acceptSecure) under a time limit; the client's key must be in
  *    authorized_keys (read afresh per connection), or the client pairs with the active
  *    one-time code and its key is appended there;
@@ -42,10 +43,13 @@ export interface ListenerOptions {
   handshakeTimeoutMs?: number;
   idleTimeoutMs?: number;
   maxHandshakes?: number;
+  /** Handshakes at once from one address (IPv4) or /64 (IPv6). */
+  maxHandshakesPerAddress?: number;
   maxSessions?: number;
 }
 
 export const DEFAULT_MAX_HANDSHAKES = 16;
+export const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 4;
 export const DEFAULT_MAX_SESSIONS = 64;
 export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 
@@ -56,6 +60,8 @@ export class Listener implements AsyncDisposable {
   #options: ListenerOptions;
   #sockets = new Set<Socket>();
   #handshakes = 0;
+  /** Handshakes in progress per addressKey(); entries are removed when they reach 0. */
+  #handshakesFrom = new Map<string, number>();
   #sessions = 0;
   #active = new Set<Promise<void>>();
 
@@ -105,8 +111,15 @@ export class Listener implements AsyncDisposable {
     const peer = peerOf(socket);
     const maxHandshakes = this.#options.maxHandshakes ?? DEFAULT_MAX_HANDSHAKES;
     const maxSessions = this.#options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    const from = addressKey(socket.remoteAddress ?? "?");
+    const maxFrom = this.#options.maxHandshakesPerAddress ?? DEFAULT_MAX_HANDSHAKES_PER_ADDRESS;
     if (this.#handshakes >= maxHandshakes || this.#handshakes + this.#sessions >= maxSessions) {
       this.#log(`${peer} refused: too many connections`);
+      socket.destroy();
+      return;
+    }
+    if ((this.#handshakesFrom.get(from) ?? 0) >= maxFrom) {
+      this.#log(`${peer} refused: too many connections in the handshake from ${from}`);
       socket.destroy();
       return;
     }
@@ -116,6 +129,7 @@ export class Listener implements AsyncDisposable {
     let entry: AuthorizedKey | undefined;
     let conn: SecureConnection;
     this.#handshakes++;
+    this.#handshakesFrom.set(from, (this.#handshakesFrom.get(from) ?? 0) + 1);
     try {
       const pairing = this.#options.pairing;
       conn = await acceptSecure(socket, {
@@ -141,6 +155,9 @@ export class Listener implements AsyncDisposable {
       return;
     } finally {
       this.#handshakes--;
+      const left = this.#handshakesFrom.get(from)! - 1;
+      if (left === 0) this.#handshakesFrom.delete(from);
+      else this.#handshakesFrom.set(from, left);
     }
 
     this.#sessions++;
@@ -214,4 +231,18 @@ function escapeControls(text: string): string {
 function peerOf(socket: Socket): string {
   const host = socket.remoteAddress ?? "?";
   return formatEndpoint({ host: host.replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 });
+}
+
+/**
+ * What one client counts as for the per-address handshake cap: an IPv4 address (also when
+ * mapped into IPv6), or the /64 prefix of an IPv6 address, since one host may hold a whole /64.
+ */
+export function addressKey(address: string): string {
+  const v4 = address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
+  if (!v4.includes(":")) return v4;
+  const [head, tail = ""] = v4.toLowerCase().split("%")[0].split("::");
+  const left = head === "" ? [] : head.split(":");
+  const right = v4.includes("::") ? (tail === "" ? [] : tail.split(":")) : [];
+  const groups = [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
+  return groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":") + "::/64";
 }
