@@ -92,6 +92,26 @@ describe("client paths", () => {
     });
   });
 
+  test("a file hard-linked from outside the root is not written", T, async () => {
+    await withServer({}, async ({ dir, server, key, knownHosts }) => {
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536, fill: "random" }] });
+      const victim = path.join(dir, "victim.img");
+      fs.writeFileSync(victim, "keep");
+      fs.linkSync(victim, path.join(server.root, "linked.img"));
+      await assert.rejects(
+        clientSync(server, { mode: "push", local: src, name: "linked.img", key, pool, knownHosts }),
+        (e: Error) => e instanceof RemoteError && e.code === "EACCES" && /2 hard links/.test(e.message),
+      );
+      assert.equal(fs.readFileSync(victim, "utf8"), "keep");
+      // Reading it is allowed (a pull), as is a dry run.
+      await clientSync(server, { mode: "push", local: src, name: "linked.img", key, pool, knownHosts, dryRun: true });
+      const pulled = path.join(dir, "pulled.img");
+      await clientSync(server, { mode: "pull", local: pulled, name: "linked.img", key, pool, knownHosts });
+      assert.equal(fs.readFileSync(pulled, "utf8"), "keep");
+    });
+  });
+
   test("a missing parent folder is not created; a file in an existing subfolder is", T, async () => {
     await withServer({}, async ({ dir, server, key, knownHosts }) => {
       const src = path.join(dir, "src.img");

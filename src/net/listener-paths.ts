@@ -12,6 +12,7 @@
  *    the walk outside the root. The last component is opened O_NOFOLLOW|O_NONBLOCK (or
  *    created O_CREAT|O_EXCL, which never follows links) and checked to be a regular file
  *    or block device; storage then reopens that very inode through /proc/self/fd/<fd>.
+ *    A file with more than one hard link is never written (its other name may be outside).
  *
  * Every refusal is an Error with an errno-style `code` (EACCES, EROFS, ENOENT, EBUSY,
  * EINVAL) and a message naming the client's path, which the session sends back as ERROR.
@@ -186,6 +187,10 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     }
     if (!st.isFile()) {
       throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file`);
+    }
+    if (st.nlink > 1 && req.mode === "push" && !req.dryRun) {
+      // Another name of this inode may lie outside the root: writing would change it there.
+      throw refuse("EACCES", `Cannot write ${req.name}: it has ${st.nlink} hard links, and the listener does not write files linked from elsewhere`);
     }
     const real = fs.realpathSync(`/proc/self/fd/${file}`);
     if (real !== policy.root && !real.startsWith(policy.root.endsWith("/") ? policy.root : policy.root + "/")) {
