@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
+import { spawnSync } from "node:child_process";
 import { connect } from "node:net";
 import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
@@ -288,6 +289,39 @@ describe("robustness", () => {
         assert.match(server.logs.join("\n"), /idle timeout/);
       } finally {
         await server.listener.close();
+      }
+    });
+  });
+
+  test("a full disk at the listener: ENOSPC naming the client's path, not the server's; the listener goes on", T, async (t) => {
+    await withTempDir(async (dir) => {
+      const root = path.join(dir, "small");
+      fs.mkdirSync(root);
+      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=2m", "tmpfs", root]).status !== 0) {
+        return t.skip("mounting a 2 MiB tmpfs needs root");
+      }
+      try {
+        const server = await startListener(dir, { pool, root });
+        const key = generateKeyPair();
+        authorize(server.authorizedKeys, key);
+        const knownHosts = path.join(dir, "known_hosts");
+        try {
+          const big = path.join(dir, "big.img");
+          makeSparseFile(big, { size: 8 << 20, chunks: [{ offset: 0, length: 8 << 20, fill: "random" }] });
+          await assert.rejects(
+            clientSync(server, { mode: "push", local: big, name: "big.img", key, pool, knownHosts }),
+            (e: Error) => e instanceof RemoteError && e.code === "ENOSPC" && /big\.img/.test(e.message) && !/\/proc\/|small/.test(e.message),
+          );
+          fs.rmSync(path.join(root, "big.img"));
+          const src = path.join(dir, "src.img");
+          makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536, fill: "random" }] });
+          await clientSync(server, { mode: "push", local: src, name: "after.img", key, pool, knownHosts });
+          assert.equal(fileHash(path.join(root, "after.img")), fileHash(src));
+        } finally {
+          await server.listener.close();
+        }
+      } finally {
+        spawnSync("umount", [root]);
       }
     });
   });

@@ -77,6 +77,12 @@ export async function serveSession(
   const committed = () => {
     result.committed = true;
   };
+  /** ERROR text for the client: the server's own path of the file (a /proc/self/fd link, an
+   *  export's device) is shown as the name the client asked for. */
+  const publicMessage = (e: unknown): string => {
+    const text = messageOf(e);
+    return store !== undefined && store.path !== "" && result.name !== undefined ? text.split(store.path).join(result.name) : text;
+  };
   try {
     const open = await receive();
     if (open === null) return result;
@@ -94,7 +100,7 @@ export async function serveSession(
       originalSize = store.size;
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
-      await send({ type: "ERROR", cookie: open.cookie, code: errorName(e), message: messageOf(e) });
+      await send({ type: "ERROR", cookie: open.cookie, code: errorName(e), message: publicMessage(e) });
       throw e;
     }
     const ctx: SideContext = {
@@ -122,7 +128,7 @@ export async function serveSession(
           await task();
         } catch (e) {
           if (e instanceof ProtocolError) throw e;
-          await send({ type: "ERROR", cookie: msg.cookie, code: errorName(e), message: messageOf(e) });
+          await send({ type: "ERROR", cookie: msg.cookie, code: errorName(e), message: publicMessage(e) });
         } finally {
           options.activity?.end();
         }
