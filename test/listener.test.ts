@@ -17,7 +17,7 @@ import { addressKey } from "../src/net/listener.ts";
 import { IncompleteSyncError, RemoteError } from "../src/util/errors.ts";
 import { generateKeyPair } from "../src/net/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { authorize, clientSync, startListener, type TestServer, waitFor } from "./network-helpers.ts";
+import { authorize, clientSync, holdAtSend, startListener, type TestServer, waitFor } from "./network-helpers.ts";
 
 const T = { timeout: 60_000 };
 let pool: WorkerPool;
@@ -330,19 +330,21 @@ describe("robustness", () => {
     await withServer({}, async ({ dir, server, key, knownHosts }) => {
       const a = path.join(dir, "a.img");
       const b = path.join(dir, "b.img");
-      makeSparseFile(a, { size: 64 << 20, chunks: [{ offset: 0, length: 64 << 20, fill: "random" }] });
-      makeSparseFile(b, { size: 64 << 20, chunks: [{ offset: 0, length: 64 << 20, fill: "random" }] });
-      const results = await Promise.allSettled([a, b].map((local) =>
-        clientSync(server, { mode: "push", local, name: "shared.img", key, pool, knownHosts })
-      ));
-      const ok = results.findIndex((r) => r.status === "fulfilled");
-      const failed = results.findIndex((r) => r.status === "rejected");
-      const outcomes = results.map((r) => r.status === "rejected" ? String(r.reason) : r.status).join("; ");
-      assert.ok(ok >= 0 && failed >= 0, `outcomes: ${outcomes}\nlistener log:\n${server.logs.join("\n")}`);
-      const reason = (results[failed] as PromiseRejectedResult).reason;
-      assert.ok(reason instanceof RemoteError && reason.code === "EBUSY", String(reason));
-      assert.match(reason.message, /busy/);
-      assert.equal(fileHash(path.join(server.root, "shared.img")), fileHash([a, b][ok]));
+      makeSparseFile(a, { size: 8 << 20, chunks: [{ offset: 0, length: 8 << 20, fill: "random" }] });
+      makeSparseFile(b, { size: 8 << 20, chunks: [{ offset: 0, length: 8 << 20, fill: "random" }] });
+      // The first push is held right after OPEN_OK (its file open and locked at the listener)
+      // while the second one runs: the interleaving is fixed, not left to timing.
+      const hold = holdAtSend(2);
+      const first = clientSync(server, { mode: "push", local: a, name: "shared.img", key, pool, knownHosts, wrap: hold.wrap });
+      first.catch(() => {});
+      await hold.reached;
+      const second = await clientSync(server, { mode: "push", local: b, name: "shared.img", key, pool, knownHosts })
+        .then(() => new Error("the second push succeeded"), (e: Error) => e);
+      hold.release();
+      await first;
+      assert.ok(second instanceof RemoteError && second.code === "EBUSY", `${second}\nlistener log:\n${server.logs.join("\n")}`);
+      assert.match(second.message, /Cannot write shared\.img: it is busy/);
+      assert.equal(fileHash(path.join(server.root, "shared.img")), fileHash(a));
     });
   });
 
@@ -353,13 +355,17 @@ describe("robustness", () => {
       authorize(server.authorizedKeys, key);
       const knownHosts = path.join(dir, "known_hosts");
       const src = path.join(dir, "src.img");
-      makeSparseFile(src, { size: 256 << 20, chunks: [{ offset: 0, length: 160 << 20, fill: "random" }] });
+      makeSparseFile(src, { size: 64 << 20, chunks: [{ offset: 0, length: 32 << 20, fill: "random" }] });
       const dst = path.join(server.root, "dst.img");
-      const push = clientSync(server, { mode: "push", local: src, name: "dst.img", key, pool, knownHosts });
+      // Held at its 5th DATA message: some data is at the destination, the rest is not.
+      const hold = holdAtSend(5, { type: "DATA" });
+      const push = clientSync(server, { mode: "push", local: src, name: "dst.img", key, pool, knownHosts, wrap: hold.wrap });
       push.catch(() => {});
-      await waitFor(() => fs.existsSync(dst) && allocatedBytesOf(dst) > 8 << 20, { timeoutMs: 30_000, everyMs: 2, what: "data at the destination" });
+      await hold.reached;
+      await waitFor(() => fs.existsSync(dst) && allocatedBytesOf(dst) > 0, { timeoutMs: 30_000, what: "data at the destination" });
       const port = server.listener.port;
       await server.listener.close();
+      hold.release();
       await assert.rejects(push, (e: Error) => e instanceof IncompleteSyncError, "the push must fail as incomplete");
       assert.notEqual(fileHash(dst), fileHash(src));
       server = await startListener(dir, { pool, port, hostKey: server.hostKey });

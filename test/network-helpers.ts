@@ -6,11 +6,14 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { decode } from "../protocol/codec.ts";
+import type { Message } from "../protocol/messages.ts";
 import type { WorkerPool } from "../src/engine/worker-pool.ts";
 import { dial } from "../src/net/dial.ts";
 import { IncompleteOnLossChannel } from "../src/net/incomplete-on-loss-channel.ts";
 import { formatPublicKey, writePrivateKey } from "../src/net/keys.ts";
 import { Listener, type ListenerOptions } from "../src/net/listener.ts";
+import type { RecordChannel } from "../src/net/record-channel.ts";
 import { generateKeyPair, type KeyPair } from "../src/net/x25519.ts";
 import { runClient, type SyncReport } from "../src/session/client-session.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
@@ -73,6 +76,8 @@ export async function clientSync(
     knownHosts: string;
     dryRun?: boolean;
     blockSize?: number;
+    /** Wraps the client's channel (tests that hold a session at a given point). */
+    wrap?: (channel: RecordChannel) => RecordChannel;
   },
 ): Promise<SyncReport> {
   const dryRun = options.dryRun ?? false;
@@ -89,7 +94,8 @@ export async function clientSync(
       timeoutMs: 5000,
     });
     try {
-      const channel = new IncompleteOnLossChannel(conn.channel, { peer: server.listener.address });
+      const lossy = new IncompleteOnLossChannel(conn.channel, { peer: server.listener.address });
+      const channel = options.wrap ? options.wrap(lossy) : lossy;
       return await runClient(channel, store, {
         mode: options.mode,
         name: options.name,
@@ -204,4 +210,34 @@ export async function waitFor(check: () => boolean, options: { timeoutMs: number
     if (Date.now() > end) throw new Error(`timed out waiting for ${options.what}`);
     await new Promise((r) => setTimeout(r, options.everyMs ?? 10));
   }
+}
+
+/**
+ * A channel whose `n`-th send (counting only messages of `type`, when given) waits until
+ * `release()`; `reached` resolves when it gets there. A client's second send comes after
+ * OPEN_OK, so a push held there keeps the server's lock.
+ */
+export function holdAtSend(n: number, options: { type?: Message["type"] } = {}): {
+  wrap: (inner: RecordChannel) => RecordChannel;
+  reached: Promise<void>;
+  release: () => void;
+} {
+  let reach!: () => void;
+  let release!: () => void;
+  const reached = new Promise<void>((r) => (reach = r));
+  const released = new Promise<void>((r) => (release = r));
+  let sends = 0;
+  const wrap = (inner: RecordChannel): RecordChannel => ({
+    async send(record) {
+      if ((options.type === undefined || decode(record).type === options.type) && ++sends === n) {
+        reach();
+        await released;
+      }
+      return inner.send(record);
+    },
+    receive: () => inner.receive(),
+    close: (reason) => inner.close(reason),
+    [Symbol.asyncDispose]: () => inner[Symbol.asyncDispose](),
+  });
+  return { wrap, reached, release };
 }

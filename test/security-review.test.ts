@@ -9,6 +9,7 @@
  * 3. Client-chosen names never put control characters (newlines) into the listener's log.
  * 4. A key that pairs while already listed in authorized_keys keeps its restrictions.
  * 5. A dry-run push to a missing file opens nothing and creates nothing.
+ * 6. COMMIT's "every block covered" check cannot be met by closing one range twice.
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
@@ -214,6 +215,46 @@ test("a dry-run push to a missing file creates nothing", T, async () => {
         clientSync(server, { mode: "push", local, name: "d/missing.img", key, pool, knownHosts: path.join(dir, "known_hosts") }),
         (e) => e instanceof RemoteError && /read-only/.test(e.message),
       );
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
+test("COMMIT cannot be reached by covering one range twice and another never", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    try {
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key);
+      fs.writeFileSync(path.join(server.root, "t.img"), "");
+      const conn = await connect(server, key, dir);
+      try {
+        await conn.channel.send(encode(open({ mode: "push", name: "t.img", size: 2 * BLOCK, dryRun: true })));
+        assert.equal((await next(conn))?.type, "OPEN_OK");
+        const seen: string[] = [];
+        for (const cookie of [10, 20]) {
+          // The same first block twice; the second block never.
+          await conn.channel.send(encode({ type: "SIGS", cookie, offset: 0, length: BLOCK }));
+          const reply = await next(conn);
+          if (reply === null) break;
+          seen.push(reply.type);
+          await conn.channel.send(encode({ type: "RANGE_DONE", cookie: cookie + 1, offset: 0, length: BLOCK }));
+          const ack = await next(conn);
+          if (ack === null) break;
+          seen.push(ack.type);
+        }
+        await conn.channel.send(encode({ type: "COMMIT", cookie: 30, root: new Uint8Array(DIGEST_SIZE) })).catch(() => {});
+        for (;;) {
+          const m = await next(conn);
+          if (m === null) break;
+          seen.push(m.type);
+        }
+        assert.ok(!seen.includes("COMMIT_OK"), `the server answered ${seen.join(", ")}`);
+        await waitFor(() => server.logs.some((l) => /already covered/.test(l)), { timeoutMs: 5000, what: "the log line" });
+      } finally {
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
     } finally {
       await server.listener.close();
     }

@@ -8,10 +8,13 @@
  * accumulator to the size, block size and number of blocks covered.
  *
  * Invariant: both sides add exactly the same ranges (those the client requested), so equal
- * roots mean equal final digests for every block.
+ * roots mean equal final digests for every block. A range overlapping one added before is
+ * refused, so `blocks` counts distinct blocks.
  */
 import { createHmac } from "node:crypto";
+import { ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
+import { CoveredBlocks } from "./covered-blocks.ts";
 
 const RANGE_LABEL = new TextEncoder().encode("ssync-range\0");
 const ROOT_LABEL = new TextEncoder().encode("ssync-root\0");
@@ -19,19 +22,24 @@ const ROOT_LABEL = new TextEncoder().encode("ssync-root\0");
 export class RootHash {
   #key: Uint8Array;
   #acc = new Uint8Array(DIGEST_SIZE);
-  #blocks = 0;
+  #covered = new CoveredBlocks();
 
   constructor(key: Uint8Array) {
     this.#key = key;
   }
 
+  /** Distinct blocks covered by the ranges added. */
   get blocks(): number {
-    return this.#blocks;
+    return this.#covered.count;
   }
 
   add(firstBlock: number, digests: Uint8Array): void {
     const count = digests.length / DIGEST_SIZE;
-    this.#blocks += count;
+    try {
+      this.#covered.add(firstBlock, count);
+    } catch (e) {
+      throw new ProtocolError(`range at block ${firstBlock}: ${(e as Error).message}`);
+    }
     if (digests.every((b) => b === 0)) return;
     const mac = createHmac("sha256", this.#key)
       .update(RANGE_LABEL)
@@ -47,7 +55,7 @@ export class RootHash {
       .update(ROOT_LABEL)
       .update(u64(size))
       .update(u64(blockSize))
-      .update(u64(this.#blocks))
+      .update(u64(this.#covered.count))
       .update(this.#acc)
       .digest();
     return new Uint8Array(mac.subarray(0, DIGEST_SIZE));
