@@ -103,8 +103,11 @@ describe("--dry-run and --verify", { timeout: 120_000 }, () => {
       assert.equal(s.bytesWritten, 0);
       assert.deepEqual({ hash: fileHash(dst), mtime: fs.statSync(dst).mtimeMs, size: fs.statSync(dst).size }, before);
       const missing = path.join(dir, "missing.img");
-      assert.equal(cli(["sync", "--dry-run", src, missing]).status, 0);
+      assert.match(cli(["sync", "--dry-run", src, missing]).stdout, /^Dry run: .*: compared \(/);
       assert.equal(fs.existsSync(missing), false, "a dry run creates nothing");
+      // The headline says whether this run changed the destination.
+      assert.match(cli(["sync", src, dst]).stdout, /dst\.img: now identical \(16\.0 MiB, root [0-9a-f]{16}\)/);
+      assert.match(cli(["sync", src, dst]).stdout, /dst\.img: already identical \(/);
     });
   });
 

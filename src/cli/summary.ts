@@ -71,8 +71,10 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
 
 export function formatSummary(s: Summary): string {
   const verb = s.dryRun ? "would send" : "sent";
+  const changed = s.blocksSent > 0 || s.zeroBytesSent > 0 || s.bytesWritten > 0 || s.holeBytesPunched > 0;
+  const outcome = s.dryRun ? "compared" : changed ? "now identical" : "already identical";
   const lines = [
-    `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${s.dryRun ? "compared" : "identical"} (${bytes(s.size)}, root ${s.rootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
+    `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.rootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
     `  compared  ${bytes(s.bytesCompared)} in ${s.seconds} s (${s.throughputMBps} MB/s)`,
     `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}`,
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
