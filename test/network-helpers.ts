@@ -214,8 +214,9 @@ export async function waitFor(check: () => boolean, options: { timeoutMs: number
 
 /**
  * A channel whose `n`-th send (counting only messages of `type`, when given) waits until
- * `release()`; `reached` resolves when it gets there. A client's second send comes after
- * OPEN_OK, so a push held there keeps the server's lock.
+ * `release()`; `reached` resolves when it gets there. Later sends go on, but the held
+ * message's range cannot complete, so the session cannot reach COMMIT. A client's second
+ * send comes after OPEN_OK: a push held there keeps the server's lock.
  */
 export function holdAtSend(n: number, options: { type?: Message["type"] } = {}): {
   wrap: (inner: RecordChannel) => RecordChannel;
