@@ -13,7 +13,7 @@ import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { AuthenticationError } from "../src/net/authentication-error.ts";
 import { clientPathComponents } from "../src/net/listener-paths.ts";
-import { addressKey } from "../src/net/listener.ts";
+import { addressKey, type ListenerOptions } from "../src/net/listener.ts";
 import { IncompleteSyncError, RemoteError } from "../src/util/errors.ts";
 import { generateKeyPair } from "../src/net/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
@@ -29,13 +29,14 @@ after(async () => {
 });
 
 async function withServer(
-  options: { readOnly?: boolean; keyOptions?: string; exports?: Map<string, string> },
+  options: Partial<ListenerOptions> & { keyOptions?: string },
   body: (ctx: { dir: string; server: TestServer; key: ReturnType<typeof generateKeyPair>; knownHosts: string }) => Promise<void>,
 ): Promise<void> {
+  const { keyOptions, ...listenerOptions } = options;
   await withTempDir(async (dir) => {
-    const server = await startListener(dir, { pool, readOnly: options.readOnly, exports: options.exports });
+    const server = await startListener(dir, { pool, ...listenerOptions });
     const key = generateKeyPair();
-    authorize(server.authorizedKeys, key, { options: options.keyOptions });
+    authorize(server.authorizedKeys, key, { options: keyOptions });
     try {
       await body({ dir, server, key, knownHosts: path.join(dir, "known_hosts") });
     } finally {
@@ -242,10 +243,7 @@ describe("robustness", () => {
   });
 
   test("one address cannot hold every handshake slot: its extra connections are refused, others are served", T, async () => {
-    await withTempDir(async (dir) => {
-      const server = await startListener(dir, { pool, handshakeTimeoutMs: 10_000, maxHandshakesPerAddress: 2 });
-      const key = generateKeyPair();
-      authorize(server.authorizedKeys, key);
+    await withServer({ handshakeTimeoutMs: 10_000, maxHandshakesPerAddress: 2 }, async ({ dir, server, key, knownHosts }) => {
       const stalled = [0, 1, 2].map(() => {
         const s = connect({ port: server.listener.port, host: "127.0.0.1", localAddress: "127.0.0.2" });
         s.on("error", () => {});
@@ -259,11 +257,10 @@ describe("robustness", () => {
         assert.equal(server.listener.load.handshakes, 2);
         const src = path.join(dir, "src.img");
         makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536 }] });
-        await clientSync(server, { mode: "push", local: src, name: "served.img", key, pool, knownHosts: path.join(dir, "kh") });
+        await clientSync(server, { mode: "push", local: src, name: "served.img", key, pool, knownHosts });
         assert.equal(fileHash(path.join(server.root, "served.img")), fileHash(src));
       } finally {
         for (const s of stalled) s.destroy();
-        await server.listener.close();
       }
     });
     assert.equal(addressKey("::ffff:10.1.2.3"), "10.1.2.3");
