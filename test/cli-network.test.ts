@@ -7,10 +7,10 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import { formatPublicKey } from "../src/net/keys.ts";
-import { generateKeyPair } from "../src/net/x25519.ts";
+import { formatPublicKey } from "../src/trust/keys.ts";
+import { generateKeyPair } from "../src/noise/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { type CliListener, finished, runCli, spawnCli, startCliListener, waitFor } from "./network-helpers.ts";
+import { type CliListener, finished, runCli, spawnCli, startCliListener, waitFor } from "./helpers/network.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;

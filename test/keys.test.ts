@@ -4,11 +4,11 @@ import { createHash } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { decodeKey, fingerprint, formatPublicKey, parsePublicKey, readPrivateKey, writePrivateKey } from "../src/net/keys.ts";
-import { addKnownHost, knownHostName, lookupKnownHost } from "../src/net/known-hosts.ts";
-import { findAuthorizedKey, parseAuthorizedKeys, readAuthorizedKeys } from "../src/net/authorized-keys.ts";
-import { configDir } from "../src/net/config-dir.ts";
-import { generateKeyPair } from "../src/net/x25519.ts";
+import { decodeKey, fingerprint, formatPublicKey, parsePublicKey, readPrivateKey, writePrivateKey } from "../src/trust/keys.ts";
+import { addKnownHost, knownHostName, lookupKnownHost } from "../src/trust/known-hosts.ts";
+import { findAuthorizedKey, parseAuthorizedKeys, readAuthorizedKeys } from "../src/trust/authorized-keys.ts";
+import { configDir } from "../src/trust/config-dir.ts";
+import { generateKeyPair } from "../src/noise/x25519.ts";
 
 const T = { timeout: 10_000 };
 const b64 = (k: Uint8Array) => Buffer.from(k).toString("base64");

@@ -1,11 +1,11 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { HandshakeState } from "../src/net/handshake-state.ts";
-import { CipherState, MAX_NONCE } from "../src/net/cipher-state.ts";
-import { cipherFunction } from "../src/net/cipher-function.ts";
-import { generateKeyPair, publicKeyOf } from "../src/net/x25519.ts";
-import { hashFunction, hmac } from "../src/net/hash-function.ts";
+import { HandshakeState } from "../src/noise/handshake-state.ts";
+import { CipherState, MAX_NONCE } from "../src/noise/cipher-state.ts";
+import { cipherFunction } from "../src/noise/cipher-function.ts";
+import { generateKeyPair, publicKeyOf } from "../src/noise/x25519.ts";
+import { hashFunction, hmac } from "../src/noise/hash-function.ts";
 import { createHmac } from "node:crypto";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { newPairingCode, normalizePairingCode, PAIRING_CODE_LENGTH, PairingOffer, pairingKey } from "../src/net/pairing-code.ts";
+import { newPairingCode, normalizePairingCode, PAIRING_CODE_LENGTH, PairingOffer, pairingKey } from "../src/trust/pairing-code.ts";
 import { formatEndpoint, parseEndpoint } from "../src/net/host-port.ts";
 
 const T = { timeout: 10_000 };

@@ -5,7 +5,7 @@ import { createServer, type Socket } from "node:net";
 import { once } from "node:events";
 import { fileURLToPath } from "node:url";
 import { acceptSecure } from "../src/net/secure-connection.ts";
-import { generateKeyPair } from "../src/net/x25519.ts";
+import { generateKeyPair } from "../src/noise/x25519.ts";
 
 /**
  * Record-layer throughput with sender and receiver in separate processes (as in real use):
@@ -20,7 +20,7 @@ function senderCode(port: number): string {
   return `
     import { connect } from "node:net";
     import { connectSecure } from ${JSON.stringify(url("../src/net/secure-connection.ts"))};
-    import { generateKeyPair } from ${JSON.stringify(url("../src/net/x25519.ts"))};
+    import { generateKeyPair } from ${JSON.stringify(url("../src/noise/x25519.ts"))};
     const socket = connect(${port}, "127.0.0.1");
     const c = await connectSecure(socket, { staticKey: generateKeyPair(), verifyHost: () => true });
     const record = new Uint8Array(1 << 20).fill(7);

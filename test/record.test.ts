@@ -4,11 +4,11 @@ import { randomBytes } from "node:crypto";
 import { createServer, type Server, type Socket } from "node:net";
 import { connect } from "node:net";
 import { once } from "node:events";
-import { CipherState, MAX_NONCE } from "../src/net/cipher-state.ts";
-import { cipherFunction } from "../src/net/cipher-function.ts";
+import { CipherState, MAX_NONCE } from "../src/noise/cipher-state.ts";
+import { cipherFunction } from "../src/noise/cipher-function.ts";
 import { MAX_RECORD_PLAINTEXT, NoiseRecordChannel } from "../src/net/noise-record-channel.ts";
 import { acceptSecure, connectSecure, type SecureConnection } from "../src/net/secure-connection.ts";
-import { generateKeyPair, type KeyPair } from "../src/net/x25519.ts";
+import { generateKeyPair, type KeyPair } from "../src/noise/x25519.ts";
 
 const chacha = cipherFunction("ChaChaPoly");
 const sameKey = (a: Uint8Array, b: Uint8Array) => Buffer.from(a).equals(Buffer.from(b));

@@ -2,9 +2,9 @@
 import os from "node:os";
 import { join } from "node:path";
 import type { CAC } from "cac";
-import { configDir } from "../net/config-dir.ts";
-import { fingerprint, formatPublicKey, writePrivateKey } from "../net/keys.ts";
-import { generateKeyPair } from "../net/x25519.ts";
+import { configDir } from "../trust/config-dir.ts";
+import { fingerprint, formatPublicKey, writePrivateKey } from "../trust/keys.ts";
+import { generateKeyPair } from "../noise/x25519.ts";
 
 export const DEFAULT_CLIENT_KEY = "id_ssync";
 

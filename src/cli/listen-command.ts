@@ -7,15 +7,15 @@ import process from "node:process";
 import { join, resolve } from "node:path";
 import type { CAC } from "cac";
 import { WorkerPool } from "../engine/worker-pool.ts";
-import { configDir } from "../net/config-dir.ts";
+import { configDir } from "../trust/config-dir.ts";
 import { DEFAULT_PORT, formatEndpoint, parsePort } from "../net/host-port.ts";
-import { fingerprint, readPrivateKey, writePrivateKey } from "../net/keys.ts";
-import { Listener } from "../net/listener.ts";
-import { PairingOffer } from "../net/pairing-code.ts";
-import { generateKeyPair, type KeyPair } from "../net/x25519.ts";
+import { fingerprint, readPrivateKey, writePrivateKey } from "../trust/keys.ts";
+import { Listener } from "../listener/listener.ts";
+import { PairingOffer } from "../trust/pairing-code.ts";
+import { generateKeyPair, type KeyPair } from "../noise/x25519.ts";
 import { UsageError } from "../util/errors.ts";
 import { kebabBooleans } from "./engine-options.ts";
-import { readAuthorizedKeys } from "../net/authorized-keys.ts";
+import { readAuthorizedKeys } from "../trust/authorized-keys.ts";
 
 interface ListenFlags {
   bind?: string;

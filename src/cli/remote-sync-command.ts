@@ -8,13 +8,13 @@
 import fs from "node:fs";
 import { join } from "node:path";
 import { WorkerPool } from "../engine/worker-pool.ts";
-import { configDir } from "../net/config-dir.ts";
+import { configDir } from "../trust/config-dir.ts";
 import { dial } from "../net/dial.ts";
 import { type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
-import { readPrivateKey } from "../net/keys.ts";
-import { normalizePairingCode } from "../net/pairing-code.ts";
-import type { KeyPair } from "../net/x25519.ts";
+import { readPrivateKey } from "../trust/keys.ts";
+import { normalizePairingCode } from "../trust/pairing-code.ts";
+import type { KeyPair } from "../noise/x25519.ts";
 import { runClient, type SyncReport } from "../session/client-session.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";

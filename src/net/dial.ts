@@ -12,11 +12,11 @@
 import { connect, type Socket } from "node:net";
 import { AuthenticationError } from "./authentication-error.ts";
 import { formatEndpoint } from "./host-port.ts";
-import { fingerprint } from "./keys.ts";
-import { addKnownHost, lookupKnownHost } from "./known-hosts.ts";
-import { pairingKey } from "./pairing-code.ts";
+import { fingerprint } from "../trust/keys.ts";
+import { addKnownHost, lookupKnownHost } from "../trust/known-hosts.ts";
+import { pairingKey } from "../trust/pairing-code.ts";
 import { connectSecure, DEFAULT_HANDSHAKE_TIMEOUT_MS, type SecureConnection } from "./secure-connection.ts";
-import type { KeyPair } from "./x25519.ts";
+import type { KeyPair } from "../noise/x25519.ts";
 
 export interface DialOptions {
   host: string;

@@ -1,7 +1,7 @@
 import type { Socket } from "node:net";
-import type { CipherState } from "./cipher-state.ts";
-import { MAX_NONCE } from "./cipher-state.ts";
-import { TAG_LENGTH } from "./cipher-function.ts";
+import type { CipherState } from "../noise/cipher-state.ts";
+import { MAX_NONCE } from "../noise/cipher-state.ts";
+import { TAG_LENGTH } from "../noise/cipher-function.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**

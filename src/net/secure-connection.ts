@@ -1,9 +1,9 @@
 import type { Socket } from "node:net";
-import { HandshakeState } from "./handshake-state.ts";
-import { fingerprint } from "./keys.ts";
+import { HandshakeState } from "../noise/handshake-state.ts";
+import { fingerprint } from "../trust/keys.ts";
 import { NoiseRecordChannel, type NoiseRecordChannelOptions } from "./noise-record-channel.ts";
 import { SocketReader } from "./socket-reader.ts";
-import type { KeyPair } from "./x25519.ts";
+import type { KeyPair } from "../noise/x25519.ts";
 
 /**
  * Opening an authenticated, encrypted connection, in this order:

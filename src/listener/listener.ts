@@ -17,14 +17,14 @@ import { promises as fs } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { serveSession } from "../session/server-session.ts";
-import { type AuthorizedKey, findAuthorizedKey, readAuthorizedKeys } from "./authorized-keys.ts";
-import { formatEndpoint } from "./host-port.ts";
-import { IdleTimeoutChannel } from "./idle-timeout-channel.ts";
-import { fingerprint, formatPublicKey } from "./keys.ts";
-import { type ClientOpen, openForClient } from "./listener-paths.ts";
-import type { PairingOffer } from "./pairing-code.ts";
-import { acceptSecure, type SecureConnection } from "./secure-connection.ts";
-import type { KeyPair } from "./x25519.ts";
+import { type AuthorizedKey, findAuthorizedKey, readAuthorizedKeys } from "../trust/authorized-keys.ts";
+import { formatEndpoint } from "../net/host-port.ts";
+import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
+import { fingerprint, formatPublicKey } from "../trust/keys.ts";
+import { type ClientOpen, openForClient } from "./open-for-client.ts";
+import type { PairingOffer } from "../trust/pairing-code.ts";
+import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
+import type { KeyPair } from "../noise/x25519.ts";
 import { dirname } from "node:path";
 
 export interface ListenerOptions {

@@ -4,9 +4,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
-import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { runCli, startListener } from "./network-helpers.ts";
+import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
+import { runCli, startListener } from "../helpers/network.ts";
 
 async function hasIpv6Loopback(): Promise<boolean> {
   const server = createServer();

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { dirname } from "node:path";
-import { type KeyPair, publicKeyOf } from "./x25519.ts";
+import { type KeyPair, publicKeyOf } from "../noise/x25519.ts";
 
 /**
  * ssync identity keys on disk.

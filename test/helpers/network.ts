@@ -6,20 +6,20 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { decode } from "../protocol/codec.ts";
-import type { Message } from "../protocol/messages.ts";
-import type { WorkerPool } from "../src/engine/worker-pool.ts";
-import { dial } from "../src/net/dial.ts";
-import { IncompleteOnLossChannel } from "../src/net/incomplete-on-loss-channel.ts";
-import { formatPublicKey, writePrivateKey } from "../src/net/keys.ts";
-import { Listener, type ListenerOptions } from "../src/net/listener.ts";
-import type { RecordChannel } from "../src/net/record-channel.ts";
-import { generateKeyPair, type KeyPair } from "../src/net/x25519.ts";
-import { runClient, type SyncReport } from "../src/session/client-session.ts";
-import { openDestination } from "../src/storage/open-destination.ts";
-import { openSource } from "../src/storage/open-source.ts";
+import { decode } from "../../protocol/codec.ts";
+import type { Message } from "../../protocol/messages.ts";
+import type { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { dial } from "../../src/net/dial.ts";
+import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
+import { formatPublicKey, writePrivateKey } from "../../src/trust/keys.ts";
+import { Listener, type ListenerOptions } from "../../src/listener/listener.ts";
+import type { RecordChannel } from "../../src/net/record-channel.ts";
+import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
+import { runClient, type SyncReport } from "../../src/session/client-session.ts";
+import { openDestination } from "../../src/storage/open-destination.ts";
+import { openSource } from "../../src/storage/open-source.ts";
 
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const SSYNC = path.join(REPO, "scripts", "ssync");
 
 /** A key pair written to `file` (0600) and `file`.pub. */

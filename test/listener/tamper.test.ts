@@ -22,31 +22,31 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import path from "node:path";
-import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { AuthenticationError } from "../src/net/authentication-error.ts";
-import { dial } from "../src/net/dial.ts";
-import { IncompleteOnLossChannel } from "../src/net/incomplete-on-loss-channel.ts";
-import { fingerprint, formatPublicKey } from "../src/net/keys.ts";
-import { MAX_RECORD_PLAINTEXT } from "../src/net/noise-record-channel.ts";
+import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { AuthenticationError } from "../../src/net/authentication-error.ts";
+import { dial } from "../../src/net/dial.ts";
+import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
+import { fingerprint, formatPublicKey } from "../../src/trust/keys.ts";
+import { MAX_RECORD_PLAINTEXT } from "../../src/net/noise-record-channel.ts";
 import {
   acceptSecure,
   connectSecure,
   PREAMBLE_LENGTH,
   type SecureConnection,
-} from "../src/net/secure-connection.ts";
-import { generateKeyPair, type KeyPair } from "../src/net/x25519.ts";
-import type { RecordChannel } from "../src/net/record-channel.ts";
-import { runClient, type SyncReport } from "../src/session/client-session.ts";
-import { openSource } from "../src/storage/open-source.ts";
-import { IncompleteSyncError } from "../src/util/errors.ts";
-import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+} from "../../src/net/secure-connection.ts";
+import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
+import type { RecordChannel } from "../../src/net/record-channel.ts";
+import { runClient, type SyncReport } from "../../src/session/client-session.ts";
+import { openSource } from "../../src/storage/open-source.ts";
+import { IncompleteSyncError } from "../../src/util/errors.ts";
+import { fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 import {
   authorize,
   clientSync,
   startListener,
   type TestServer,
   waitFor,
-} from "./network-helpers.ts";
+} from "../helpers/network.ts";
 
 const T = { timeout: 60_000 };
 const MiB = 1 << 20;

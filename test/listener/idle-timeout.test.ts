@@ -6,15 +6,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { IdleTimeoutChannel } from "../src/net/idle-timeout-channel.ts";
-import { runClient } from "../src/session/client-session.ts";
-import { memoryPair } from "../src/session/memory-pair.ts";
-import { serveSession } from "../src/session/server-session.ts";
-import { openDestination } from "../src/storage/open-destination.ts";
-import { openSource } from "../src/storage/open-source.ts";
-import type { Storage } from "../src/storage/storage.ts";
-import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { IdleTimeoutChannel } from "../../src/net/idle-timeout-channel.ts";
+import { runClient } from "../../src/session/client-session.ts";
+import { memoryPair } from "../../src/session/memory-pair.ts";
+import { serveSession } from "../../src/session/server-session.ts";
+import { openDestination } from "../../src/storage/open-destination.ts";
+import { openSource } from "../../src/storage/open-source.ts";
+import type { Storage } from "../../src/storage/storage.ts";
+import { fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 
 /** The same store, but sync() takes `ms` longer. */
 function slowSync(store: Storage, ms: number): Storage {

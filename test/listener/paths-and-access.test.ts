@@ -10,14 +10,14 @@ import fs from "node:fs";
 import { spawnSync } from "node:child_process";
 import { connect } from "node:net";
 import path from "node:path";
-import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { AuthenticationError } from "../src/net/authentication-error.ts";
-import { clientPathComponents } from "../src/net/listener-paths.ts";
-import { addressKey, type ListenerOptions } from "../src/net/listener.ts";
-import { IncompleteSyncError, RemoteError } from "../src/util/errors.ts";
-import { generateKeyPair } from "../src/net/x25519.ts";
-import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { authorize, clientSync, holdAtSend, startListener, type TestServer, waitFor } from "./network-helpers.ts";
+import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { AuthenticationError } from "../../src/net/authentication-error.ts";
+import { clientPathComponents } from "../../src/listener/open-for-client.ts";
+import { addressKey, type ListenerOptions } from "../../src/listener/listener.ts";
+import { IncompleteSyncError, RemoteError } from "../../src/util/errors.ts";
+import { generateKeyPair } from "../../src/noise/x25519.ts";
+import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
+import { authorize, clientSync, holdAtSend, startListener, type TestServer, waitFor } from "../helpers/network.ts";
 
 const T = { timeout: 60_000 };
 let pool: WorkerPool;
@@ -275,7 +275,7 @@ describe("robustness", () => {
       const key = generateKeyPair();
       authorize(server.authorizedKeys, key);
       try {
-        const { dial } = await import("../src/net/dial.ts");
+        const { dial } = await import("../../src/net/dial.ts");
         const conn = await dial({ host: "127.0.0.1", port: server.listener.port, staticKey: key, knownHostsFile: path.join(dir, "kh"), acceptNew: true });
         const started = Date.now();
         await assert.rejects(conn.channel.receive().then((r) => {

@@ -3,11 +3,11 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import path from "node:path";
-import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { generateKeyPair } from "../src/net/x25519.ts";
-import { RemoteError } from "../src/util/errors.ts";
-import { makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { authorize, clientSync, startListener } from "./network-helpers.ts";
+import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { generateKeyPair } from "../../src/noise/x25519.ts";
+import { RemoteError } from "../../src/util/errors.ts";
+import { makeSparseFile, withTempDir } from "../helpers/sparse.ts";
+import { authorize, clientSync, startListener } from "../helpers/network.ts";
 
 test("a block device node under the root is refused for push and pull", { timeout: 30_000 }, async (t) => {
   await withTempDir(async (dir) => {
