@@ -38,7 +38,9 @@ export async function digestRange(
     while (next < spans.length) {
       const s = spans[next++];
       ctx.signal.throwIfAborted();
-      const r = await ctx.pool.digest({ path: store.path, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key });
+      const r = await store.lend((file) =>
+        ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key })
+      );
       out.set(r.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
       stats.bytesRead += r.bytesRead;
       dataBytes += s.length;

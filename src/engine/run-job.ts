@@ -2,9 +2,9 @@
  * Runs one scan job: read → hash → (compare → compress). Called inside a worker thread,
  * or in-process by the sequential reference path.
  */
-import { closeSync, openSync, readSync } from "node:fs";
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { compress } from "../platform/zstd.ts";
+import { readLent } from "../storage/read-lent.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
 import { type DiffResult, type DigestResult, JOB_BYTES, type JobOp, type ScanJob } from "./scan-job.ts";
@@ -24,7 +24,7 @@ export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
   const hasher = await hasherFor(job);
   const data = new Uint8Array(job.length);
-  const bytesRead = readAt(job.path, data, job.offset);
+  const bytesRead = readLent(job.file, data, job.offset);
   const digests = digestBlocks(hasher, data, job.blockSize);
   switch (job.kind) {
     case "digest":
@@ -74,22 +74,6 @@ function hasherFor(job: ScanJob): Promise<BlockHasher> {
     hashers.set(id, h);
   }
   return h;
-}
-
-/** Fills `buf` from `position`; bytes past the end of the file stay zero. Returns bytes read. */
-function readAt(path: string, buf: Uint8Array, position: number): number {
-  const fd = openSync(path, "r");
-  try {
-    let done = 0;
-    while (done < buf.length) {
-      const n = readSync(fd, buf, done, buf.length - done, position + done);
-      if (n === 0) break;
-      done += n;
-    }
-    return done;
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** Transferable buffers of a result, so that posting it copies nothing. */

@@ -3,17 +3,20 @@
  * the read, the hashing, the comparison and the compression.
  *
  * Invariants:
+ * - A job reads through the descriptor its store lent for the job's whole life (a job is
+ *   submitted inside Storage.lend); it never opens a file by name.
  * - A job covers [offset, offset+length) of one file; offset is block-aligned and
  *   length ≤ JOB_BYTES; bytes past the file's end read as zeros.
  * - `bytesRead` counts bytes actually read from the file.
  */
 import type { HashAlgorithm } from "../../protocol/constants.ts";
+import type { LentFile } from "../storage/storage.ts";
 
 /** Bytes one job reads at most: bounds a job's memory. */
 export const JOB_BYTES = 1 << 20;
 
 interface JobBase {
-  path: string;
+  file: LentFile;
   offset: number;
   length: number;
   blockSize: number;

@@ -45,8 +45,8 @@ export async function diffRange(
   const start = (i: number) => {
     const p = pieces[i];
     if (!p.data || p.job) return;
-    p.job = ctx.pool.diff({
-      path: store.path,
+    p.job = store.lend((file) => ctx.pool.diff({
+      file,
       offset: p.offset,
       length: p.length,
       blockSize: bs,
@@ -55,7 +55,7 @@ export async function diffRange(
       dst: slice(p),
       zstdLevel: options.zstdLevel,
       withoutPayload: options.dryRun,
-    });
+    }));
     p.job.catch(() => {}); // observed when awaited below; avoids an unhandled rejection meanwhile
   };
 

@@ -10,19 +10,24 @@
  *    directory opened with O_NOFOLLOW|O_DIRECTORY through /proc/self/fd/<parent>/<name>, so
  *    no symbolic link is ever followed and a component swapped during the walk cannot move
  *    the walk outside the root. The last component is opened O_NOFOLLOW|O_NONBLOCK (or
- *    created O_CREAT|O_EXCL, which never follows links) and checked to be a regular file
- *    or block device; storage then reopens that very inode through /proc/self/fd/<fd>.
+ *    created O_CREAT|O_EXCL, which never follows links) and checked to be a regular file.
  *    A file with more than one hard link is never written (its other name may be outside).
+ * 5. Storage adopts that very descriptor (a writer's is reopened O_RDWR relative to the
+ *    pinned parent and must be the same inode): nothing is opened by name afterwards, and
+ *    the engine's workers read through the descriptor, so a name swapped under the root
+ *    after the check changes nothing the session touches.
  *
  * Every refusal is an Error with an errno-style `code` (EACCES, EROFS, ENOENT, EBUSY,
  * EINVAL) and a message naming the client's path, which the session sends back as ERROR.
  */
+import { Buffer } from "node:buffer";
 import fs from "node:fs";
-import { libc } from "../platform/libc.ts";
+import { MAX_NAME_LENGTH } from "../../protocol/constants.ts";
 import { EmptyStorage } from "../storage/empty-storage.ts";
-import { openDestination } from "../storage/open-destination.ts";
-import { openSource } from "../storage/open-source.ts";
-import type { Extent, HoleMethod, Storage, StorageKind } from "../storage/storage.ts";
+import { lockFilePath } from "../storage/lock-file.ts";
+import { destinationFromFd, openDestination } from "../storage/open-destination.ts";
+import { openSource, sourceFromFd } from "../storage/open-source.ts";
+import type { Storage } from "../storage/storage.ts";
 
 export interface OpenPolicy {
   /** The root folder (resolved once, at start). */
@@ -43,7 +48,6 @@ export interface ClientOpen {
   dryRun: boolean;
 }
 
-const MAX_NAME = 4096;
 const C = fs.constants;
 
 function refuse(code: string, message: string): Error {
@@ -53,7 +57,7 @@ function refuse(code: string, message: string): Error {
 /** The components of a client path, or a refusal saying why it is not acceptable. */
 export function clientPathComponents(name: string): string[] {
   if (name === "") throw refuse("EINVAL", "Cannot open an empty path");
-  if (name.length > MAX_NAME) throw refuse("EINVAL", "Cannot open a path that long");
+  if (Buffer.byteLength(name) > MAX_NAME_LENGTH) throw refuse("EINVAL", "Cannot open a path that long");
   if (name.includes("\0")) throw refuse("EINVAL", "Cannot open a path containing NUL");
   if (name.startsWith("/")) throw refuse("EACCES", `Cannot open ${name}: absolute paths are refused; name a path relative to the listener's root`);
   const parts = name.split("/");
@@ -158,6 +162,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     const base = parts[parts.length - 1];
     const parent = `/proc/self/fd/${dirs[dirs.length - 1]}`;
     const at = `${parent}/${base}`;
+    const writes = req.mode === "push" && !req.dryRun;
     try {
       file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
     } catch (e) {
@@ -181,14 +186,14 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         }
       }
     }
-    const st = fs.fstatSync(file);
+    const st = fs.fstatSync(file, { bigint: true });
     if (st.isBlockDevice()) {
       throw refuse("EACCES", `Cannot open ${req.name}: block devices are served only as named exports (ssync listen --export NAME=DEVICE)`);
     }
     if (!st.isFile()) {
       throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file`);
     }
-    if (st.nlink > 1 && req.mode === "push" && !req.dryRun) {
+    if (st.nlink > 1n && writes) {
       // Another name of this inode may lie outside the root: writing would change it there.
       throw refuse("EACCES", `Cannot write ${req.name}: it has ${st.nlink} hard links, and the listener does not write files linked from elsewhere`);
     }
@@ -196,74 +201,54 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     if (real !== policy.root && !real.startsWith(policy.root.endsWith("/") ? policy.root : policy.root + "/")) {
       throw refuse("EACCES", `Cannot open ${req.name}: it is outside the listener's root`);
     }
-    // With flock (FFI) storage reopens this very inode; without it, the portable lock file
-    // needs a real folder, so storage gets the checked real path instead.
-    // Workers reopen storage by its path for every job, so the descriptor behind a
-    // /proc/self/fd path stays open until the store is disposed.
-    const target = libc !== null ? `/proc/self/fd/${file}` : real;
-    let store: Storage;
-    try {
-      store = req.mode === "pull"
-        ? await openSource(target)
-        : await openDestination(target, { create: false, readOnly: req.dryRun });
-    } catch (e) {
-      throw renamed(e, target, req.name);
+    if (req.mode === "pull") {
+      const fd = file;
+      file = undefined;
+      return sourceFromFd({ fd, kind: "file", stat: st }, { path: req.name });
     }
-    if (libc === null) return store;
-    const held = file;
+    if (writes) file = reopenForWriting(file, { at, name: req.name, base, stat: st });
+    // Without flock the portable lock file sits beside the file, made through the pinned
+    // parent directory, which stays open until the store is released.
+    const dir = dirs.pop()!;
+    const fd = file;
     file = undefined;
-    return new PinnedStorage(store, { onDispose: () => closeQuietly(held) });
+    try {
+      return destinationFromFd({ fd, kind: "file", stat: st }, {
+        path: req.name,
+        readOnly: !writes,
+        lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`),
+        onRelease: () => closeQuietly(dir),
+      });
+    } catch (e) {
+      throw renamed(e, req.name, req.name);
+    }
   } finally {
     closeQuietly(file);
     for (const fd of dirs) closeQuietly(fd);
   }
 }
 
-/** A store whose path names a descriptor we hold: closes it after the store is disposed. */
-class PinnedStorage implements Storage {
-  #inner: Storage;
-  #onDispose: () => void;
-
-  constructor(inner: Storage, options: { onDispose: () => void }) {
-    this.#inner = inner;
-    this.#onDispose = options.onDispose;
+/**
+ * The checked read-only descriptor, exchanged for a writable one of the same inode: opened
+ * again relative to the pinned parent with O_NOFOLLOW, and refused unless the device and
+ * inode are the ones checked (the name was swapped in between).
+ */
+function reopenForWriting(
+  checked: number,
+  o: { at: string; name: string; base: string; stat: fs.BigIntStats },
+): number {
+  let fd: number;
+  try {
+    fd = fs.openSync(o.at, C.O_RDWR | C.O_NOFOLLOW | C.O_NONBLOCK);
+  } catch (e) {
+    throw walkError(e, o.name, o.base, o.at);
+  } finally {
+    closeQuietly(checked);
   }
-
-  get path(): string {
-    return this.#inner.path;
+  const now = fs.fstatSync(fd, { bigint: true });
+  if (now.dev !== o.stat.dev || now.ino !== o.stat.ino) {
+    closeQuietly(fd);
+    throw refuse("EAGAIN", `Cannot open ${o.name}: it was replaced while opening; try again`);
   }
-  get kind(): StorageKind {
-    return this.#inner.kind;
-  }
-  get size(): number {
-    return this.#inner.size;
-  }
-  get punchesHoles(): boolean {
-    return this.#inner.punchesHoles;
-  }
-  dataExtents(start: number, end: number): Promise<Extent[]> {
-    return this.#inner.dataExtents(start, end);
-  }
-  read(buf: Uint8Array, position: number): Promise<number> {
-    return this.#inner.read(buf, position);
-  }
-  write(buf: Uint8Array, position: number): Promise<void> {
-    return this.#inner.write(buf, position);
-  }
-  punchHole(position: number, length: number): Promise<HoleMethod> {
-    return this.#inner.punchHole(position, length);
-  }
-  setSize(size: number): Promise<void> {
-    return this.#inner.setSize(size);
-  }
-  sync(): Promise<void> {
-    return this.#inner.sync();
-  }
-  async [Symbol.asyncDispose](): Promise<void> {
-    try {
-      await this.#inner[Symbol.asyncDispose]();
-    } finally {
-      this.#onDispose();
-    }
-  }
+  return fd;
 }

@@ -57,6 +57,9 @@ export interface Libc {
   open(path: string, flags: number): number;
   /** close(2) for descriptors from `open` above: 0 or -errno. */
   close(fd: number): number;
+  /** pread(2) into buf: the bytes read (0 at end of file), or -errno. For a worker thread of
+   *  Deno, whose node:fs does not know the descriptors the main thread opened. */
+  pread(fd: number, buf: Uint8Array, position: number): number;
 }
 
 export interface LibcStatus {
@@ -87,6 +90,7 @@ interface RawSymbols {
   posix_fadvise(fd: number, offset: bigint, length: bigint, advice: number): number;
   open(path: Uint8Array, flags: number, mode: number): number;
   close(fd: number): number;
+  pread(fd: number, buf: Uint8Array, count: bigint, offset: bigint): bigint | number;
   errno(): number;
 }
 
@@ -99,6 +103,7 @@ function denoSymbols(): RawSymbols {
     posix_fadvise: { parameters: ["i32", "i64", "i64", "i32"], result: "i32" },
     open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
     close: { parameters: ["i32"], result: "i32" },
+    pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
     __errno_location: { parameters: [], result: "pointer" },
   };
   let lastError: unknown;
@@ -113,6 +118,7 @@ function denoSymbols(): RawSymbols {
         posix_fadvise: s.posix_fadvise,
         open: s.open,
         close: s.close,
+        pread: s.pread,
         errno: () => new Deno.UnsafePointerView(s.__errno_location()).getInt32(0),
       };
     } catch (e) {
@@ -145,6 +151,7 @@ function nodeSymbols(): RawSymbols {
     posix_fadvise: { arguments: ["i32", "i64", "i64", "i32"], return: "i32" },
     open: { arguments: ["pointer", "i32", "u32"], return: "i32" },
     close: { arguments: ["i32"], return: "i32" },
+    pread: { arguments: ["i32", "pointer", "u64", "i64"], return: "i64" },
     __errno_location: { arguments: [], return: "pointer" },
   };
   let lastError: unknown;
@@ -159,6 +166,7 @@ function nodeSymbols(): RawSymbols {
         posix_fadvise: f.posix_fadvise,
         open: f.open,
         close: f.close,
+        pread: f.pread,
         errno: () => ffi.getInt32(f.__errno_location(), 0),
       };
     } catch (e) {
@@ -217,6 +225,10 @@ function bindLibc(raw: RawSymbols): Libc {
     },
     close(fd) {
       return raw.close(fd) < 0 ? -raw.errno() : 0;
+    },
+    pread(fd, buf, position) {
+      const n = Number(raw.pread(fd, buf, BigInt(buf.length), BigInt(position)));
+      return n < 0 ? -raw.errno() : n;
     },
   };
 }

@@ -2,7 +2,7 @@
  * What a dry run sees for a destination that does not exist yet: an empty, read-only file.
  * Nothing is created on disk.
  */
-import type { Extent, HoleMethod, Storage, StorageKind } from "./storage.ts";
+import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
 
 export class EmptyStorage implements Storage {
@@ -37,6 +37,11 @@ export class EmptyStorage implements Storage {
 
   sync(): Promise<void> {
     return Promise.reject(this.#readOnly("flush"));
+  }
+
+  /** There is no descriptor: nothing exists to read (its extents are empty, so no job asks). */
+  lend<T>(_use: (file: LentFile) => Promise<T>): Promise<T> {
+    return Promise.reject(storageError("read", this.path, { code: "EBADF", reason: "it does not exist yet (dry run)" }));
   }
 
   #readOnly(action: string): Error {

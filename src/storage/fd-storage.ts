@@ -12,7 +12,7 @@
  */
 import fs from "node:fs";
 import { type ByteRange, type Libc } from "../platform/libc.ts";
-import type { Extent, HoleMethod, Storage, StorageKind } from "./storage.ts";
+import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
 import { isStorageError, storageError } from "./storage-error.ts";
 
 const ENXIO = 6;
@@ -40,6 +40,8 @@ export interface FdStorageInit {
   readonly path: string;
   readonly kind: StorageKind;
   readonly fd: number;
+  /** fstat of `fd`: its device and inode identify the file to the workers that read it. */
+  readonly stat: { readonly dev: bigint; readonly ino: bigint };
   readonly size: number;
   readonly writable: boolean;
   /** FFI bindings, or null for the portable path. */
@@ -71,6 +73,7 @@ export class FdStorage implements Storage {
   readonly #writable: boolean;
   readonly #libc: Libc | null;
   readonly #release: (() => void) | undefined;
+  readonly #lent: LentFile;
   #size: number;
   #inflight = 0;
   #idle: (() => void) | null = null;
@@ -88,6 +91,7 @@ export class FdStorage implements Storage {
     this.#writable = init.writable;
     this.#libc = init.libc;
     this.#release = init.release;
+    this.#lent = Object.freeze({ fd: init.fd, dev: init.stat.dev, ino: init.stat.ino, path: init.path });
   }
 
   get size(): number {
@@ -249,6 +253,10 @@ export class FdStorage implements Storage {
 
   sync(): Promise<void> {
     return this.#run("flush", true, () => callback((cb) => fs.fsync(this.#fd, cb)));
+  }
+
+  lend<T>(use: (file: LentFile) => Promise<T>): Promise<T> {
+    return this.#run("read", false, () => use(this.#lent));
   }
 
   /** Runs one operation, counted so that dispose waits for it; maps errors to plain words. */

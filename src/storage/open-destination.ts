@@ -9,7 +9,8 @@
  * 4. size: fstat for files, BLKGETSIZE64 / sysfs / probe for block devices.
  *
  * Invariant: a store is returned only once locked; any failure after open closes the
- * descriptor and releases whatever was taken.
+ * descriptor and releases whatever was taken. `destinationFromFd` does steps 3 and 4 for a
+ * descriptor opened and checked elsewhere (the listener's walk under its root).
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -20,7 +21,7 @@ import { blockDeviceSize, deviceNumber } from "./block-device-size.ts";
 import { EmptyStorage } from "./empty-storage.ts";
 import { FdStorage } from "./fd-storage.ts";
 import { acquireLockFile, isLockFileHeld, lockFilePath } from "./lock-file.ts";
-import { openFd } from "./open-fd.ts";
+import { openFd, type OpenedFd } from "./open-fd.ts";
 import type { Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
 
@@ -42,7 +43,6 @@ export async function openDestination(
   path: string,
   options: OpenDestinationOptions,
 ): Promise<Storage> {
-  const libc = options.ffi === false ? null : ffiLibc;
   const readOnly = options.readOnly === true;
   const C = fs.constants;
   let exists = true;
@@ -58,21 +58,47 @@ export async function openDestination(
     if (readOnly) return new EmptyStorage(path);
   }
   const flags = readOnly ? C.O_RDONLY : exists ? C.O_RDWR : C.O_RDWR | C.O_CREAT;
-  const { fd, kind, stat } = openFd(path, {
-    action: exists ? "open" : "create",
-    flags,
-    mode: options.mode ?? 0o600,
-  });
-  let release: (() => void) | undefined;
+  const opened = openFd(path, { action: exists ? "open" : "create", flags, mode: options.mode ?? 0o600 });
+  return destinationFromFd(opened, { path, readOnly, ffi: options.ffi });
+}
+
+export interface DestinationFromFdOptions {
+  /** Names the file in messages and, without flock, where its lock file goes; never opened. */
+  readonly path: string;
+  /** The descriptor is read-only (a dry run): take a shared lock, never write. */
+  readonly readOnly: boolean;
+  readonly ffi?: boolean;
+  /** Without flock: the portable lock file to use instead of `<path>.ssync-lock`. */
+  readonly lockFile?: string;
+  /** Called once when the store is released (after its descriptor is closed and unlocked). */
+  readonly onRelease?: () => void;
+}
+
+/**
+ * Store over a descriptor its caller opened (O_RDWR, or O_RDONLY when `readOnly`) and
+ * checked. Takes ownership: on failure the descriptor is closed and `onRelease` runs.
+ */
+export function destinationFromFd(opened: OpenedFd, options: DestinationFromFdOptions): Storage {
+  const libc = options.ffi === false ? null : ffiLibc;
+  const { path, readOnly } = options;
+  const { fd, kind, stat } = opened;
+  let unlock: (() => void) | undefined;
+  const release = () => {
+    try {
+      unlock?.();
+    } finally {
+      options.onRelease?.();
+    }
+  };
   try {
-    release = lock(path, { fd, kind, rdev: stat.rdev, libc, readOnly });
+    unlock = lock(path, { fd, kind, rdev: stat.rdev, libc, readOnly, lockFile: options.lockFile });
     const size = kind === "file"
       ? Number(stat.size)
       : blockDeviceSize(fd, { libc, rdev: stat.rdev });
-    return new FdStorage({ path, kind, fd, size, writable: !readOnly, libc, release });
+    return new FdStorage({ path, kind, fd, stat, size, writable: !readOnly, libc, release });
   } catch (e) {
     fs.closeSync(fd);
-    release?.();
+    release();
     throw e;
   }
 }
@@ -106,7 +132,7 @@ function busy(path: string, cause?: unknown, kind?: StorageKind): Error {
  */
 function lock(
   path: string,
-  o: { fd: number; kind: StorageKind; rdev: bigint; libc: Libc | null; readOnly: boolean },
+  o: { fd: number; kind: StorageKind; rdev: bigint; libc: Libc | null; readOnly: boolean; lockFile?: string },
 ): () => void {
   const { libc } = o;
   let claim: { release(): void } | null = null;
@@ -128,7 +154,7 @@ function lock(
     if (claim) return () => claim.release();
     const lockPath = o.kind === "block-device"
       ? lockFilePath(nodePath.join(os.tmpdir(), `ssync-blockdev-${deviceNumber(o.rdev)}`))
-      : lockFilePath(path);
+      : o.lockFile ?? lockFilePath(path);
     if (o.readOnly) {
       if (isLockFileHeld(lockPath)) throw busy(path, undefined, o.kind);
       return () => {};

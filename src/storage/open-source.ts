@@ -1,9 +1,9 @@
-/** Opens the file or block device to read from. */
+/** Opens the file or block device to read from, by path or from a descriptor already checked. */
 import fs from "node:fs";
 import { libc as ffiLibc, POSIX_FADV_SEQUENTIAL } from "../platform/libc.ts";
 import { blockDeviceSize } from "./block-device-size.ts";
 import { FdStorage } from "./fd-storage.ts";
-import { openFd } from "./open-fd.ts";
+import { openFd, type OpenedFd } from "./open-fd.ts";
 
 export interface OpenSourceOptions {
   /** false forces the portable path (no SEEK_DATA, no ioctl) for this store. */
@@ -16,14 +16,23 @@ export async function openSource(
   path: string,
   options: OpenSourceOptions = {},
 ): Promise<FdStorage> {
+  return sourceFromFd(openFd(path, { action: "open", flags: fs.constants.O_RDONLY }), { ...options, path });
+}
+
+/**
+ * Read-only store over a descriptor its caller opened and checked (the listener's walk under
+ * its root). Takes ownership: the descriptor is closed on failure or at dispose. `path` only
+ * names the file in messages; it is never opened.
+ */
+export function sourceFromFd(opened: OpenedFd, options: OpenSourceOptions & { path: string }): FdStorage {
   const libc = options.ffi === false ? null : ffiLibc;
-  const { fd, kind, stat } = openFd(path, { action: "open", flags: fs.constants.O_RDONLY });
+  const { fd, kind, stat } = opened;
   try {
     const size = kind === "file"
       ? Number(stat.size)
       : blockDeviceSize(fd, { libc, rdev: stat.rdev });
     libc?.fadvise(fd, POSIX_FADV_SEQUENTIAL); // advisory: larger readahead; failure is harmless
-    return new FdStorage({ path, kind, fd, size, writable: false, libc });
+    return new FdStorage({ path: options.path, kind, fd, stat, size, writable: false, libc });
   } catch (e) {
     fs.closeSync(fd);
     throw e;

@@ -13,6 +13,18 @@ export interface Extent {
   readonly length: number;
 }
 
+/**
+ * An open descriptor lent to a scan job for the length of one `Storage.lend` call. Worker
+ * threads read through it (storage/read-lent.ts); nothing ever opens `path`, which only
+ * names the file in messages. `dev` and `ino` identify the file behind `fd`.
+ */
+export interface LentFile {
+  readonly fd: number;
+  readonly dev: bigint;
+  readonly ino: bigint;
+  readonly path: string;
+}
+
 export type StorageKind = "file" | "block-device";
 
 /** How a hole was made: a real hole (fallocate, discard) or zeros written (fallback). */
@@ -37,4 +49,9 @@ export interface Storage extends AsyncDisposable {
   setSize(size: number): Promise<void>;
   /** fsync (files) or the device flush. */
   sync(): Promise<void>;
+  /**
+   * Runs `use` with this store's own descriptor, counted like any other operation: the
+   * descriptor stays open, so its number cannot name another file, until `use` settles.
+   */
+  lend<T>(use: (file: LentFile) => Promise<T>): Promise<T>;
 }

@@ -64,9 +64,9 @@ export async function startListener(
   return { listener, hostKey, root: fs.realpathSync(root), authorizedKeys, logs };
 }
 
-/** One client session (push or pull) against an in-process listener, trusting its host key. */
+/** One client session (push or pull) against a listener on 127.0.0.1, trusting its host key. */
 export async function clientSync(
-  server: TestServer,
+  server: { listener: { port: number; address: string } },
   options: {
     mode: "push" | "pull";
     local: string;
@@ -125,10 +125,10 @@ export function runCli(args: string[], options: { config: string; cwd?: string; 
   return finished(child, options.timeoutMs ?? 60_000);
 }
 
-export function spawnCli(args: string[], options: { config: string; cwd?: string }): ChildProcess {
+export function spawnCli(args: string[], options: { config: string; cwd?: string; env?: Record<string, string> }): ChildProcess {
   return spawn(SSYNC, args, {
     cwd: options.cwd,
-    env: { ...process.env, XDG_CONFIG_HOME: options.config, SSYNC_WORKERS: "2" },
+    env: { ...process.env, XDG_CONFIG_HOME: options.config, SSYNC_WORKERS: "2", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
   });
 }
@@ -161,7 +161,10 @@ export interface CliListener {
 }
 
 /** `ssync listen --bind 127.0.0.1:0 ARGS` as a child; resolves once it printed its port. */
-export function startCliListener(args: string[], options: { config: string; cwd?: string }): Promise<CliListener> {
+export function startCliListener(
+  args: string[],
+  options: { config: string; cwd?: string; env?: Record<string, string> },
+): Promise<CliListener> {
   const child = spawnCli(["listen", "--bind", "127.0.0.1:0", ...args], options);
   let out = "";
   let err = "";
