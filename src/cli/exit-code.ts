@@ -7,8 +7,7 @@
  *   5  authentication: unknown or changed host key, key not authorized, pairing refused
  */
 import { ProtocolError } from "../../protocol/codec.ts";
-import { AuthenticationError } from "../net/authentication-error.ts";
-import { IncompleteSyncError, MismatchError, RemoteError, UsageError } from "../util/errors.ts";
+import { AuthenticationError, IncompleteSyncError, MismatchError, RemoteError, UsageError } from "../util/errors.ts";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -18,7 +17,8 @@ export const EXIT_INCOMPLETE = 4;
 export const EXIT_AUTH = 5;
 
 export function exitCodeOf(e: unknown): number {
-  if (e instanceof UsageError) return EXIT_USAGE;
+  // cac throws CACError for an unknown option or a missing argument.
+  if (e instanceof UsageError || (e as Error)?.name === "CACError") return EXIT_USAGE;
   if (e instanceof AuthenticationError) return EXIT_AUTH;
   if (e instanceof MismatchError) return EXIT_MISMATCH;
   if (e instanceof RemoteError && e.code === "EBADMSG") return EXIT_MISMATCH;

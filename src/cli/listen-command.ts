@@ -94,7 +94,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
         let root: string;
         try {
           root = fs.realpathSync(flags.root);
-          if (!fs.statSync(root).isDirectory()) throw Object.assign(new Error("not a directory"), { code: "ENOTDIR" });
+          if (!fs.statSync(root).isDirectory()) throw new Error("not a directory");
         } catch (e) {
           throw new UsageError(`Invalid --root ${flags.root}: ${(e as Error).message}`);
         }

@@ -3,7 +3,7 @@ import process from "node:process";
 import { cac } from "cac";
 import { UsageError } from "../util/errors.ts";
 import { type EngineFlags, withEngineOptions } from "./engine-options.ts";
-import { describeError, EXIT_OK, EXIT_USAGE, exitCodeOf } from "./exit-code.ts";
+import { describeError, EXIT_OK, exitCodeOf } from "./exit-code.ts";
 import { printSummary, runSyncCommand } from "./sync-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
@@ -39,10 +39,8 @@ export async function main(argv: string[]): Promise<number> {
     if (run) await run();
     return EXIT_OK;
   } catch (e) {
-    const code = exitCodeOf(e);
-    const isCacUsage = (e as Error)?.name === "CACError";
     console.error(`ssync: ${describeError(e)}`);
-    return isCacUsage ? EXIT_USAGE : code;
+    return exitCodeOf(e);
   }
 }
 

@@ -11,6 +11,7 @@ import { Worker } from "node:worker_threads";
 import { availableParallelism } from "node:os";
 import process from "node:process";
 import { initZstd } from "../platform/zstd.ts";
+import { ErrnoError } from "../util/errors.ts";
 import { runJob } from "./run-job.ts";
 import type { DiffJob, DiffResult, DigestJob, DigestResult, ScanJob } from "./scan-job.ts";
 
@@ -93,7 +94,7 @@ export class WorkerPool implements AsyncDisposable {
     this.#busy.delete(w);
     w.unref();
     this.#idle.push(w);
-    if (m.error) p.reject(Object.assign(new Error(m.error.message), { code: m.error.code }));
+    if (m.error) p.reject(m.error.code ? new ErrnoError(m.error.code, m.error.message) : new Error(m.error.message));
     else p.resolve(m.result!);
     this.#pump();
   }

@@ -28,6 +28,7 @@ import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd, openDestination } from "../storage/open-destination.ts";
 import { openSource, sourceFromFd } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
+import { ErrnoError } from "../util/errors.ts";
 
 export interface OpenPolicy {
   /** The root folder (resolved once, at start). */
@@ -50,8 +51,8 @@ export interface ClientOpen {
 
 const C = fs.constants;
 
-function refuse(code: string, message: string): Error {
-  return Object.assign(new Error(message), { code });
+function refuse(code: string, message: string): ErrnoError {
+  return new ErrnoError(code, message);
 }
 
 /** The components of a client path, or a refusal saying why it is not acceptable. */
@@ -90,7 +91,7 @@ function renamed(e: unknown, from: string, name: string): Error {
   const code = (error as { code?: string }).code;
   if (code === "EBUSY") return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it`);
   if (from !== "" && error.message.includes(from)) {
-    return Object.assign(new Error(error.message.split(from).join(name)), { code });
+    return code ? refuse(code, error.message.split(from).join(name)) : new Error(error.message.split(from).join(name));
   }
   return error;
 }

@@ -10,7 +10,7 @@
  * first proof that it holds the key, and with pairing, the code).
  */
 import { connect, type Socket } from "node:net";
-import { AuthenticationError } from "./authentication-error.ts";
+import { AuthenticationError, ErrnoError } from "../util/errors.ts";
 import { formatEndpoint } from "./host-port.ts";
 import { fingerprint } from "../trust/keys.ts";
 import { addKnownHost, lookupKnownHost } from "../trust/known-hosts.ts";
@@ -51,7 +51,7 @@ function connectTcp(host: string, port: number, timeoutMs: number): Promise<Sock
         : e.code === "ENOTFOUND" || e.code === "EAI_AGAIN"
         ? "unknown host"
         : e.message;
-      reject(Object.assign(new Error(`Cannot connect to ${name}: ${why}`), { code: e.code }));
+      reject(new ErrnoError(e.code ?? "EIO", `Cannot connect to ${name}: ${why}`, { cause: e }));
     };
     socket.once("error", onError);
   });

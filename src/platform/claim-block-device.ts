@@ -7,6 +7,7 @@
  * without affecting the other's open file description.
  */
 import fs from "node:fs";
+import { ErrnoError } from "../util/errors.ts";
 import { errnoName, type Libc, O_EXCL, O_RDONLY } from "./libc.ts";
 
 export interface BlockDeviceClaim {
@@ -19,7 +20,7 @@ const isDeno = typeof (globalThis as any).Deno !== "undefined";
 
 /**
  * Claims `path`, or returns null when this runtime cannot (Deno's node:fs turns O_EXCL into
- * "create new", so Deno needs FFI). Throws an Error with `.code` (EBUSY when held elsewhere).
+ * "create new", so Deno needs FFI). Throws an ErrnoError (EBUSY when held elsewhere).
  */
 export function claimBlockDevice(
   path: string,
@@ -30,7 +31,7 @@ export function claimBlockDevice(
     const fd = libc.open(path, O_RDONLY | O_EXCL);
     if (fd < 0) {
       const code = errnoName(fd);
-      throw Object.assign(new Error(`${code}: exclusive open of ${path} failed`), { code });
+      throw new ErrnoError(code, `${code}: exclusive open of ${path} failed`);
     }
     let open = true;
     return { release: () => void (open && (open = false, libc.close(fd))) };

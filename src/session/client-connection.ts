@@ -22,7 +22,7 @@ import type {
   ZeroMessage,
 } from "../../protocol/messages.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
-import { IncompleteSyncError, RemoteError } from "../util/errors.ts";
+import { RemoteError } from "../util/errors.ts";
 import { WireCounters } from "./wire-counters.ts";
 
 type Request = Exclude<Message, { type: "OPEN_OK" | "SIGS_REPLY" | "ACK" | "COMMIT_OK" | "ERROR" }>;
@@ -110,7 +110,9 @@ export class ClientConnection {
       for (;;) {
         const rec = await this.#channel.receive();
         if (rec === null) {
-          if (this.#pending.size > 0) throw new IncompleteSyncError("the server closed the connection");
+          if (this.#pending.size > 0) {
+            throw new ProtocolError(`the server ended the session with ${this.#pending.size} requests unanswered`);
+          }
           return;
         }
         const msg = decode(rec);

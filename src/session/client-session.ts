@@ -26,7 +26,7 @@ import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { IncompleteSyncError, MismatchError } from "../util/errors.ts";
+import { MismatchError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
@@ -132,7 +132,7 @@ async function pushRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
     await o.group.spawn(async () => {
       const reply = await conn.request<"SIGS">({ type: "SIGS", offset: range.offset, length: range.length });
       if (reply.offset !== range.offset || reply.length !== range.length || reply.digests.length !== Math.ceil(range.length / ctx.blockSize) * DIGEST_SIZE) {
-        throw new IncompleteSyncError(`SIGS_REPLY does not match the range requested at ${range.offset}`);
+        throw new ProtocolError(`SIGS_REPLY does not match the range requested at ${range.offset}`);
       }
       const acks: Promise<void>[] = [];
       const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {

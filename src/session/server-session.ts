@@ -21,7 +21,7 @@ import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage } from "../storage/storage.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { errorName, messageOf } from "../util/errors.ts";
+import { ErrnoError, errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange } from "./range-check.ts";
 import { LOOKAHEAD_JOBS, MAX_OPEN_RANGES, SERVER_TASKS, ZSTD_LEVEL } from "./session-limits.ts";
@@ -171,7 +171,7 @@ async function commit(ctx: SideContext, c: { root: RootHash; request: CommitMess
   if (c.root.blocks !== totalBlocks) throw new ProtocolError(`COMMIT after ${c.root.blocks} of ${totalBlocks} blocks`);
   const mine = c.root.finish(ctx.size, ctx.blockSize);
   if (!c.handler.dryRun && !equalBytes(mine, c.request.root)) {
-    throw Object.assign(new Error("root hash mismatch: the destination does not match the source"), { code: "EBADMSG" });
+    throw new ErrnoError("EBADMSG", "root hash mismatch: the destination does not match the source");
   }
   await c.handler.send({ type: "COMMIT_OK", cookie: c.request.cookie, root: mine, counters: counters(ctx.stats) });
   c.handler.committed();

@@ -13,7 +13,7 @@
 import fs from "node:fs";
 import { type ByteRange, type Libc } from "../platform/libc.ts";
 import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
-import { isStorageError, storageError } from "./storage-error.ts";
+import { StorageError, storageError } from "./storage-error.ts";
 
 const ENXIO = 6;
 const EINVAL = 22;
@@ -271,7 +271,7 @@ export class FdStorage implements Storage {
     try {
       return await op();
     } catch (e) {
-      throw isStorageError(e) ? e : storageError(action, this.path, { cause: e });
+      throw e instanceof StorageError ? e : storageError(action, this.path, { cause: e });
     } finally {
       if (--this.#inflight === 0 && this.#idle) this.#idle();
     }

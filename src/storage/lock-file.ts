@@ -7,6 +7,7 @@
  */
 import fs from "node:fs";
 import process from "node:process";
+import { ErrnoError } from "../util/errors.ts";
 
 const STARTUP_GRACE_MS = 10_000;
 
@@ -68,5 +69,5 @@ export function acquireLockFile(lockPath: string): () => void {
       if ((e as { code?: string }).code !== "ENOENT") throw e;
     }
   }
-  throw Object.assign(new Error(`lock file ${lockPath} is held`), { code: "EBUSY" });
+  throw new ErrnoError("EBUSY", `lock file ${lockPath} is held`);
 }

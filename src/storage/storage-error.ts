@@ -3,11 +3,17 @@
  * errno name in `.code` (e.g. "ENOENT") and the original error in `.cause`.
  */
 import { errnoName } from "../platform/libc.ts";
+import { ErrnoError } from "../util/errors.ts";
 
-export interface StorageError extends Error {
-  /** errno name such as "ENOENT", or an ssync code such as "ESMALLDEVICE". */
-  code: string;
-  path: string;
+/** Already worded for the user: storage passes it on unchanged. */
+export class StorageError extends ErrnoError {
+  override name = "StorageError";
+  /** The path as the store names it in messages. */
+  readonly path: string;
+  constructor(code: string, message: string, options: { path: string; cause?: unknown }) {
+    super(code, message, { cause: options.cause });
+    this.path = options.path;
+  }
 }
 
 const REASONS: Record<string, string> = {
@@ -70,14 +76,5 @@ export function storageError(
   const reason = options.reason ?? (known && REASONS[known]) ??
     (typeof cause?.message === "string" ? cause.message : errnoReason(code));
   const message = options.message ?? `Cannot ${action} ${path}: ${reason}`;
-  const err = Object.assign(new Error(message, { cause: options.cause }), { code, path });
-  made.add(err);
-  return err;
-}
-
-const made = new WeakSet<Error>();
-
-/** True for errors made by `storageError` (already worded; pass them on unchanged). */
-export function isStorageError(e: unknown): e is StorageError {
-  return e instanceof Error && made.has(e);
+  return new StorageError(code, message, { path, cause: options.cause });
 }

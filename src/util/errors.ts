@@ -1,22 +1,41 @@
 /**
- * Errors that callers catch by class. Everything else is a plain Error (or a Node-style
- * error with an errno `code`) whose message says what could not be done and why.
- * src/cli/exit-code.ts maps them to exit codes, in one place.
+ * The error classes of ssync. Everything else is a built-in Error whose message says what
+ * could not be done and why ("Cannot open vm.img: permission denied").
+ *
+ * - ErrnoError carries an errno-style name in `code` ("ENOENT", "EBUSY"…): the one way to
+ *   say which ERROR code a failure becomes on the wire (errorName below).
+ * - The others exist because src/cli/exit-code.ts maps them to exit codes, in one place.
  */
-import type { ErrorName } from "../../protocol/constants.ts";
+import { ErrorCode, type ErrorName } from "../../protocol/constants.ts";
+
+/** A failure with an errno-style name, e.g. new ErrnoError("EROFS", "Cannot write x: …"). */
+export class ErrnoError extends Error {
+  override name = "ErrnoError";
+  readonly code: string;
+  constructor(code: string, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.code = code;
+  }
+}
 
 /** The command line was wrong. */
 export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * An identity the user must act on: an unknown or changed host key, a client key the
+ * listener does not authorize, a wrong or used pairing code.
+ */
+export class AuthenticationError extends Error {
+  override name = "AuthenticationError";
+}
+
 /** The peer answered a request with ERROR. */
-export class RemoteError extends Error {
+export class RemoteError extends ErrnoError {
   override name = "RemoteError";
-  readonly code: ErrorName;
   constructor(code: ErrorName, message: string) {
-    super(message);
-    this.code = code;
+    super(code, message);
   }
 }
 
@@ -25,19 +44,18 @@ export class MismatchError extends Error {
   override name = "MismatchError";
 }
 
-/** The session ended before COMMIT_OK: the destination may be partly updated. */
+/**
+ * The connection to the peer was lost before the sync was committed: the destination may be
+ * partly updated. Made only at the client's channel edge (net/incomplete-on-loss-channel.ts).
+ */
 export class IncompleteSyncError extends Error {
   override name = "IncompleteSyncError";
 }
 
-/** Errno-style code for an error, for ERROR replies. */
+/** The ERROR code for an error: its errno name when the protocol has it, else the nearest. */
 export function errorName(e: unknown): ErrorName {
   const code = (e as { code?: unknown })?.code;
-  const known: readonly string[] = [
-    "EPERM", "ENOENT", "EIO", "EACCES", "EBUSY", "EEXIST", "EISDIR", "EINVAL", "EFBIG", "ENOSPC", "EROFS",
-    "EPROTO", "EBADMSG", "ENOTSUP",
-  ];
-  if (typeof code === "string" && known.includes(code)) return code as ErrorName;
+  if (typeof code === "string" && Object.hasOwn(ErrorCode, code)) return code as ErrorName;
   if (code === "EOPNOTSUPP") return "ENOTSUP";
   if (code === "ENOTDIR" || code === "ELOOP") return "ENOENT";
   return "EIO";
