@@ -7,18 +7,19 @@
  *   final digests of its blocks, which go into the root hash.
  * - close() waits for every write registered before it.
  * - In a dry run nothing is written; writes only update the digests.
+ * - A write that breaks these rules is a ProtocolError: the peer misbehaves.
  */
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
-
-/** Granularity of holes the destination keeps: the smallest block size. */
-const PAGE = 4096;
 import { decompress, initZstd } from "../platform/zstd.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { dataSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
 import { JOB_BYTES } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
+
+/** Granularity of holes the destination keeps: the smallest block size. */
+const PAGE = 4096;
 
 /** Digests of [offset, offset+length): holes without reading, data spans in workers. */
 export async function digestRange(
@@ -84,11 +85,6 @@ interface OpenRange {
   writes: Promise<void>[];
 }
 
-/** A write that breaks the rules of open ranges: the peer misbehaves. */
-export class WriteRangeError extends ProtocolError {
-  override name = "WriteRangeError";
-}
-
 export class DestinationWriter {
   #ctx: SideContext;
   #dryRun: boolean;
@@ -105,7 +101,7 @@ export class DestinationWriter {
     this.root = new RootHash(ctx.key);
   }
 
-  /** `maxOpenRanges`: opening one more is a WriteRangeError (a peer must not pin unbounded memory). */
+  /** `maxOpenRanges`: opening one more is a ProtocolError (a peer must not pin unbounded memory). */
   static async create(ctx: SideContext, options: { dryRun: boolean; maxOpenRanges?: number }): Promise<DestinationWriter> {
     await initZstd(); // decompression runs here, on this thread
     return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options);
@@ -116,9 +112,9 @@ export class DestinationWriter {
   }
 
   open(offset: number, digests: Uint8Array): void {
-    if (this.#open.has(offset)) throw new WriteRangeError(`range at ${offset} is already open`);
+    if (this.#open.has(offset)) throw new ProtocolError(`range at ${offset} is already open`);
     if (this.#open.size >= this.#maxOpenRanges) {
-      throw new WriteRangeError(`more than ${this.#maxOpenRanges} open ranges (SIGS without RANGE_DONE)`);
+      throw new ProtocolError(`more than ${this.#maxOpenRanges} open ranges (SIGS without RANGE_DONE)`);
     }
     const end = Math.min(this.#ctx.size, offset + (digests.length / DIGEST_SIZE) * this.#ctx.blockSize);
     this.#open.set(offset, { offset, end, digests, writes: [] });
@@ -130,7 +126,7 @@ export class DestinationWriter {
     const r = this.#rangeOf(op.offset);
     const end = op.offset + op.length;
     if (!r || end > r.end || op.offset % bs !== 0 || (end % bs !== 0 && end !== this.#ctx.size)) {
-      throw new WriteRangeError(`write [${op.offset}, ${end}) is not block-aligned inside an open range`);
+      throw new ProtocolError(`write [${op.offset}, ${end}) is not block-aligned inside an open range`);
     }
     const p = this.#apply(r, op);
     r.writes.push(p);
@@ -139,7 +135,7 @@ export class DestinationWriter {
 
   async close(offset: number): Promise<void> {
     const r = this.#open.get(offset);
-    if (!r) throw new WriteRangeError(`no open range at ${offset}`);
+    if (!r) throw new ProtocolError(`no open range at ${offset}`);
     this.#open.delete(offset);
     await Promise.all(r.writes);
     this.root.add(offset / this.#ctx.blockSize, r.digests);
@@ -161,12 +157,12 @@ export class DestinationWriter {
       return;
     }
     if (!op.payload) {
-      if (!this.#dryRun) throw new WriteRangeError("DATA without payload outside a dry run");
+      if (!this.#dryRun) throw new ProtocolError("DATA without payload outside a dry run");
       r.digests.fill(0xff, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
       return;
     }
     const data = op.zstd ? decompress(op.payload, op.length) : op.payload;
-    if (data.length !== op.length) throw new WriteRangeError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
+    if (data.length !== op.length) throw new ProtocolError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
     const digests = digestBlocks(this.#hasher, data, bs);
     const before = r.digests.slice(at, at + digests.length);
     r.digests.set(digests, at);
