@@ -16,18 +16,16 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { decode, encode } from "../../protocol/codec.ts";
+import { encode } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, MAX_RANGE_BLOCKS } from "../../protocol/constants.ts";
-import type { Message } from "../../protocol/messages.ts";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
-import { dial } from "../../src/net/dial.ts";
 import { PairingOffer } from "../../src/trust/pairing-code.ts";
-import type { SecureConnection } from "../../src/net/secure-connection.ts";
-import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
+import { generateKeyPair } from "../../src/noise/x25519.ts";
 import { MAX_OPEN_RANGES, SERVER_TASKS } from "../../src/session/session-limits.ts";
 import { RemoteError } from "../../src/util/errors.ts";
 import { withTempDir } from "../helpers/sparse.ts";
-import { authorize, clientSync, startListener, type TestServer, waitFor } from "../helpers/network.ts";
+import { authorize, clientSync, startListener, waitFor } from "../helpers/network.ts";
+import { rawConnect as connect, nextMessage as next, openMessage as open } from "../helpers/raw-client.ts";
 
 const T = { timeout: 60_000 };
 const BLOCK = 4096;
@@ -39,43 +37,6 @@ before(() => {
 after(async () => {
   await pool[Symbol.asyncDispose]();
 });
-
-async function connect(server: TestServer, key: KeyPair, dir: string, pairCode?: string): Promise<SecureConnection> {
-  return await dial({
-    host: "127.0.0.1",
-    port: server.listener.port,
-    staticKey: key,
-    knownHostsFile: path.join(dir, "known_hosts"),
-    acceptNew: true,
-    timeoutMs: 5000,
-    pairCode,
-  });
-}
-
-function open(o: { mode: "push" | "pull"; name: string; size: number; dryRun: boolean }): Message {
-  return {
-    type: "OPEN",
-    cookie: 1,
-    version: 1,
-    mode: o.mode,
-    hash: "hmac-sha256",
-    blockSize: BLOCK,
-    dryRun: o.dryRun,
-    size: o.size,
-    key: new Uint8Array(32),
-    name: o.name,
-  };
-}
-
-/** The next message, or null at the end (orderly or not). */
-async function next(conn: SecureConnection): Promise<Message | null> {
-  try {
-    const rec = await conn.channel.receive();
-    return rec === null ? null : decode(rec);
-  } catch {
-    return null;
-  }
-}
 
 test("a client cannot keep unbounded open ranges on the server (read-only key, dry run)", T, async () => {
   await withTempDir(async (dir) => {
