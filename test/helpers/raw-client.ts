@@ -31,7 +31,7 @@ export function openMessage(o: { mode: "push" | "pull"; name: string; size: numb
     version: PROTOCOL_VERSION,
     mode: o.mode,
     hash: "hmac-sha256",
-    blockSize: BLOCK,
+    blockSize: 4096,
     dryRun: o.dryRun,
     size: o.size,
     key: new Uint8Array(32),
