@@ -3,13 +3,51 @@
  * Every number here appears in the spec under the same name.
  */
 
+/** The protocol version: byte 6 of the preamble and the OPEN version field. */
 export const PROTOCOL_VERSION = 1;
+
+// §1 Connection and handshake
+
+/** The first bytes of every connection: "SSYNC" 0x00. */
+export const PREAMBLE_MAGIC: readonly number[] = Object.freeze([0x53, 0x53, 0x59, 0x4e, 0x43, 0x00]);
+/** Bytes of the clear preamble: PREAMBLE_MAGIC, u8 PROTOCOL_VERSION, u8 mode. */
+export const PREAMBLE_SIZE = 8;
+/** Preamble modes: which Noise protocol follows. */
+export const MODE_XX = 0;
+export const MODE_PAIRING = 1;
+/** The Noise protocol of MODE_XX. */
+export const PROTOCOL_NAME = "Noise_XX_25519_ChaChaPoly_SHA256";
+/** The Noise protocol of MODE_PAIRING. */
+export const PAIRING_PROTOCOL_NAME = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
+/** Bytes of the big-endian length (a u16) before each handshake message. */
+export const HANDSHAKE_LENGTH_SIZE = 2;
+/** Exact sizes of handshake messages 1, 2, 3 of PROTOCOL_NAME (empty payloads). */
+export const XX_MESSAGE_SIZES: readonly number[] = Object.freeze([32, 96, 64]);
+/** Exact sizes of handshake messages 1, 2, 3 of PAIRING_PROTOCOL_NAME (empty payloads). */
+export const XXPSK3_MESSAGE_SIZES: readonly number[] = Object.freeze([48, 96, 64]);
+/** The whole handshake, acceptance included, must finish within this time. */
+export const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+// §2 Records
+
+/** Bytes of the big-endian word before each record's ciphertext (a u32). */
+export const RECORD_WORD_SIZE = 4;
+/** Bit 31 of the record word: the END frame, the orderly end of a direction. */
+export const END_FLAG = 0x8000_0000;
+/** Bits 0–30 of the record word: the ciphertext length. */
+export const LENGTH_MASK = 0x7fff_ffff;
+/** Bytes of the ChaCha20-Poly1305 tag that ends every record ciphertext. */
+export const TAG_SIZE = 16;
+/** Records per direction between two rekeys. */
+export const REKEY_INTERVAL = 2 ** 20;
+
+// §3 Messages
 
 /** Bytes of the fixed header that starts every record after the handshake. */
 export const HEADER_SIZE = 32;
 /** Largest payload a record may carry; checked before anything is allocated. */
 export const MAX_PAYLOAD = 1 << 20;
-/** Largest record: header plus payload. */
+/** Largest record plaintext: header plus payload (a frame's ciphertext adds TAG_SIZE). */
 export const MAX_RECORD = HEADER_SIZE + MAX_PAYLOAD;
 /** Largest decompressed DATA length; also the largest block size. */
 export const MAX_DATA_LENGTH = 1 << 20;

@@ -3,10 +3,17 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { HandshakeState } from "../src/noise/handshake-state.ts";
 import { CipherState, MAX_NONCE } from "../src/noise/cipher-state.ts";
-import { cipherFunction } from "../src/noise/cipher-function.ts";
+import { cipherFunction, TAG_LENGTH } from "../src/noise/cipher-function.ts";
 import { generateKeyPair, publicKeyOf } from "../src/noise/x25519.ts";
 import { hashFunction, hmac } from "../src/noise/hash-function.ts";
 import { createHmac } from "node:crypto";
+import {
+  PAIRING_PROTOCOL_NAME,
+  PROTOCOL_NAME,
+  TAG_SIZE,
+  XX_MESSAGE_SIZES,
+  XXPSK3_MESSAGE_SIZES,
+} from "../protocol/constants.ts";
 
 const hex = (s: string) => new Uint8Array(Buffer.from(s, "hex"));
 const toHex = (b: Uint8Array) => Buffer.from(b).toString("hex");
@@ -100,8 +107,8 @@ describe("Noise test vectors (cacophony)", () => {
   }
 });
 
-const SUITE = "Noise_XX_25519_ChaChaPoly_SHA256";
-const PSK_SUITE = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
+const SUITE = PROTOCOL_NAME;
+const PSK_SUITE = PAIRING_PROTOCOL_NAME;
 
 function freshPair(name: string, psks: { init?: Uint8Array; resp?: Uint8Array } = {}) {
   return {
@@ -179,8 +186,10 @@ describe("Noise handshake failures", () => {
     assert.throws(() => responder.readMessage(initiator.writeMessage().subarray(0, 31)), /need at least 32/);
   });
 
-  test("handshake message lengths are fixed for empty payloads", TIMEOUT, () => {
-    for (const [name, lengths] of [[SUITE, [32, 96, 64]], [PSK_SUITE, [48, 96, 64]]] as const) {
+  test("handshake message lengths are the protocol's XX_MESSAGE_SIZES and XXPSK3_MESSAGE_SIZES", TIMEOUT, () => {
+    assert.deepEqual([XX_MESSAGE_SIZES, XXPSK3_MESSAGE_SIZES], [[32, 96, 64], [48, 96, 64]]);
+    assert.equal(TAG_LENGTH, TAG_SIZE, "the Noise tag is the record tag");
+    for (const [name, lengths] of [[SUITE, XX_MESSAGE_SIZES], [PSK_SUITE, XXPSK3_MESSAGE_SIZES]] as const) {
       const psk = name === PSK_SUITE ? new Uint8Array(32) : undefined;
       const { initiator, responder } = freshPair(name, { init: psk, resp: psk });
       const sides = [initiator, responder];

@@ -6,7 +6,8 @@ import { connect } from "node:net";
 import { once } from "node:events";
 import { CipherState, MAX_NONCE } from "../src/noise/cipher-state.ts";
 import { cipherFunction } from "../src/noise/cipher-function.ts";
-import { MAX_RECORD_PLAINTEXT, NoiseRecordChannel } from "../src/net/noise-record-channel.ts";
+import { MAX_RECORD, TAG_SIZE } from "../protocol/constants.ts";
+import { NoiseRecordChannel } from "../src/net/noise-record-channel.ts";
 import { acceptSecure, connectSecure, type SecureConnection } from "../src/net/secure-connection.ts";
 import { generateKeyPair, type KeyPair } from "../src/noise/x25519.ts";
 
@@ -86,7 +87,7 @@ describe("record layer over TCP", () => {
   test("round trips in both directions, then an orderly end", T, async () => {
     const { c, s } = await securePair();
     assert.ok(sameKey(c.handshakeHash, s.handshakeHash));
-    const sizes = [0, 1, 15, 16, 17, 1000, 65_536, 300_001, MAX_RECORD_PLAINTEXT];
+    const sizes = [0, 1, 15, 16, 17, 1000, 65_536, 300_001, MAX_RECORD];
     const records = sizes.map((n) => randomBytes(n));
     await Promise.all([
       (async () => {
@@ -110,7 +111,7 @@ describe("record layer over TCP", () => {
 
   test("an oversized record is refused locally and the channel lives on", T, async () => {
     const { c, s } = await securePair();
-    await assert.rejects(c.channel.send(new Uint8Array(MAX_RECORD_PLAINTEXT + 1)), RangeError);
+    await assert.rejects(c.channel.send(new Uint8Array(MAX_RECORD + 1)), RangeError);
     await c.channel.send(Buffer.from("ok"));
     assert.equal(Buffer.from((await s.channel.receive())!).toString(), "ok");
     await c[Symbol.asyncDispose]();
@@ -250,7 +251,7 @@ describe("record layer violations kill the channel", () => {
     ["a length field of 15", () => Buffer.from([0, 0, 0, 15, 1, 2]), /invalid length field 0x0000000f/],
     ["a length field of the cap + 1", () => {
       const header = Buffer.alloc(4);
-      header.writeUInt32BE(MAX_RECORD_PLAINTEXT + 16 + 1);
+      header.writeUInt32BE(MAX_RECORD + TAG_SIZE + 1);
       return header;
     }, /invalid length field/],
     ["a length field of 0xFFFFFFFF", () => Buffer.from([0xff, 0xff, 0xff, 0xff]), /invalid length field 0xffffffff/],

@@ -1,35 +1,29 @@
 import type { Socket } from "node:net";
+import { MAX_RECORD, REKEY_INTERVAL, TAG_SIZE } from "../../protocol/constants.ts";
+import { type Frame, FrameReader } from "../../protocol/frame-reader.ts";
+import { encodeRecordWord, isEndWord, RECORD_FRAME_FORMAT } from "../../protocol/record-word.ts";
 import type { CipherState } from "../noise/cipher-state.ts";
 import { MAX_NONCE } from "../noise/cipher-state.ts";
-import { TAG_LENGTH } from "../noise/cipher-function.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**
  * The encrypted record layer that runs after the Noise handshake.
  *
- * Frame on the wire:  u32 big-endian WORD, then WORD & 0x7fffffff bytes of ciphertext
- * (the record's plaintext followed by its 16-byte AEAD tag).
- *   - bit 31 of WORD is the END flag: an END record has an empty plaintext and is the only
- *     orderly end of a direction; TCP EOF without it is a truncation and an error.
- *   - the AEAD associated data of each record is its 4 header bytes, so the length and the
+ * Frame on the wire (spec §2, layout in protocol/record-word.ts): the record word, then
+ * the ciphertext (the record's plaintext followed by its TAG_SIZE-byte AEAD tag).
+ *   - an END frame has an empty plaintext and is the only orderly end of a direction;
+ *     TCP EOF without it is a truncation and an error.
+ *   - the AEAD associated data of each record is its word's bytes, so the length and the
  *     END flag are authenticated.
  *   - nonces are implicit: each direction counts records from 0 (the CipherStates from Split()),
  *     so a dropped, replayed or reordered record fails authentication.
  *   - after every REKEY_INTERVAL records in a direction, both ends Rekey() that direction.
  *
- * Stages of a received chunk: 1. read the header, 2. check the length BEFORE allocating,
- * 3. gather the ciphertext (no copy when it lies in one chunk), 4. authenticate and decrypt,
- * 5. queue the plaintext; pause the socket while too much waits unread.
+ * Stages of a received chunk: 1. FrameReader cuts it into frames, checking each length
+ * BEFORE allocating, without copying a frame that lies in one chunk, 2. authenticate and
+ * decrypt, 3. queue the plaintext; pause the socket while too much waits unread.
+ * Record plaintexts are at most MAX_RECORD bytes; REKEY_INTERVAL is configurable only for tests.
  */
-
-/** The largest record plaintext: a 1 MiB payload plus a protocol header. */
-export const MAX_RECORD_PLAINTEXT = 1024 * 1024 + 64;
-/** Records per direction between two rekeys; a protocol constant, configurable only for tests. */
-export const REKEY_INTERVAL = 2 ** 20;
-
-const HEADER_LENGTH = 4;
-const END_FLAG = 0x8000_0000;
-const LENGTH_MASK = 0x7fff_ffff;
 
 export interface NoiseRecordChannelOptions {
   /** Our sending CipherState from Split(). */
@@ -66,13 +60,7 @@ export class NoiseRecordChannel implements RecordChannel {
   #sentRecords = 0;
   #receivedRecords = 0;
 
-  // Receive state machine. Invariant: #bodyLength < 0 while reading a header.
-  #header = Buffer.alloc(HEADER_LENGTH);
-  #headerFill = 0;
-  #word = 0;
-  #bodyLength = -1;
-  #body: Buffer | null = null;
-  #bodyFill = 0;
+  #frames = new FrameReader(RECORD_FRAME_FORMAT);
 
   // Decoded records not yet taken by receive(); #queueHead avoids O(n) shifts.
   #queue: Uint8Array[] = [];
@@ -110,7 +98,7 @@ export class NoiseRecordChannel implements RecordChannel {
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
     socket.on("end", () => {
       if (this.#closed || this.#peerEnded) return;
-      const where = this.#bodyLength >= 0 || this.#headerFill > 0 ? "in the middle of a record" : "without an END record";
+      const where = this.#frames.inFrame ? "in the middle of a record" : "without an END record";
       this.#fail(new Error(`Cannot read from the peer: the connection ended ${where} (truncated stream)`));
     });
     socket.on("error", (error: Error) => {
@@ -126,7 +114,7 @@ export class NoiseRecordChannel implements RecordChannel {
       for (const w of waiters) w.resolve(null);
     });
     if (options.initialData !== undefined && options.initialData.length > 0) {
-      this.#onData(Buffer.from(options.initialData.buffer, options.initialData.byteOffset, options.initialData.length));
+      this.#onData(options.initialData);
     }
     if (!this.#paused && !this.#error) socket.resume();
   }
@@ -135,8 +123,8 @@ export class NoiseRecordChannel implements RecordChannel {
   async send(record: Uint8Array): Promise<void> {
     if (this.#error) throw this.#error;
     if (this.#closed) throw new Error("Cannot send: the channel is closed");
-    if (record.length > MAX_RECORD_PLAINTEXT) {
-      throw new RangeError(`Cannot send a ${record.length}-byte record: the limit is ${MAX_RECORD_PLAINTEXT} bytes`);
+    if (record.length > MAX_RECORD) {
+      throw new RangeError(`Cannot send a ${record.length}-byte record: the limit is ${MAX_RECORD} bytes`);
     }
     // Keep one nonce for the END record so that a direction can always end cleanly.
     if (this.#send.nonce >= MAX_NONCE - 1n) {
@@ -152,8 +140,7 @@ export class NoiseRecordChannel implements RecordChannel {
   }
 
   #writeRecord(plaintext: Uint8Array, end: boolean): void {
-    const header = Buffer.allocUnsafe(HEADER_LENGTH);
-    header.writeUInt32BE(((plaintext.length + TAG_LENGTH) | (end ? END_FLAG : 0)) >>> 0, 0);
+    const header = encodeRecordWord(plaintext.length + TAG_SIZE, end);
     const { ciphertext, tag } = this.#send.seal(header, plaintext);
     if (++this.#sentRecords % this.#rekeyInterval === 0) this.#send.rekey();
     // One writev for header, ciphertext and tag: no concatenation copy.
@@ -194,64 +181,30 @@ export class NoiseRecordChannel implements RecordChannel {
     return record;
   }
 
-  #onData(chunk: Buffer): void {
-    let offset = 0;
-    while (offset < chunk.length) {
-      if (this.#error || this.#peerEnded || this.#closed) return;
-      if (this.#bodyLength < 0) {
-        if (this.#headerFill === 0 && chunk.length - offset >= HEADER_LENGTH) {
-          this.#word = chunk.readUInt32BE(offset);
-          offset += HEADER_LENGTH;
-        } else {
-          const n = Math.min(HEADER_LENGTH - this.#headerFill, chunk.length - offset);
-          chunk.copy(this.#header, this.#headerFill, offset, offset + n);
-          this.#headerFill += n;
-          offset += n;
-          if (this.#headerFill < HEADER_LENGTH) return;
-          this.#headerFill = 0;
-          this.#word = this.#header.readUInt32BE(0);
-        }
-        const length = this.#word & LENGTH_MASK;
-        const end = (this.#word & END_FLAG) !== 0;
-        // Checked before anything is allocated for the body.
-        if (end ? length !== TAG_LENGTH : length < TAG_LENGTH || length > MAX_RECORD_PLAINTEXT + TAG_LENGTH) {
-          this.#fail(
-            new Error(
-              `Cannot read record: invalid length field 0x${this.#word.toString(16).padStart(8, "0")} ` +
-                `(ciphertext must be ${TAG_LENGTH}..${MAX_RECORD_PLAINTEXT + TAG_LENGTH} bytes)`,
-            ),
-          );
-          return;
-        }
-        this.#bodyLength = length;
-      } else if (this.#body === null && chunk.length - offset >= this.#bodyLength) {
-        const length = this.#bodyLength;
-        this.#bodyLength = -1;
-        this.#openRecord(chunk.subarray(offset, offset + length));
-        offset += length;
-      } else {
-        if (this.#body === null) {
-          this.#body = Buffer.allocUnsafe(this.#bodyLength);
-          this.#bodyFill = 0;
-        }
-        const n = Math.min(this.#bodyLength - this.#bodyFill, chunk.length - offset);
-        chunk.copy(this.#body, this.#bodyFill, offset, offset + n);
-        this.#bodyFill += n;
-        offset += n;
-        if (this.#bodyFill === this.#bodyLength) {
-          const body = this.#body;
-          this.#body = null;
-          this.#bodyLength = -1;
-          this.#openRecord(body);
-        }
+  #onData(chunk: Uint8Array): void {
+    if (this.#error || this.#peerEnded || this.#closed) return;
+    this.#frames.push(chunk);
+    for (;;) {
+      let frame: Frame | null;
+      try {
+        frame = this.#frames.next();
+      } catch (error) {
+        this.#fail(new Error(`Cannot read record: ${(error as Error).message}`, { cause: error }));
+        return;
       }
+      if (frame === null) return;
+      this.#openRecord(frame);
+      // The rest of the chunk is never pushed again: these states are final.
+      if (this.#error || this.#peerEnded || this.#closed) return;
     }
   }
 
-  #openRecord(body: Buffer): void {
-    const header = Buffer.allocUnsafe(HEADER_LENGTH);
-    header.writeUInt32BE(this.#word, 0);
-    const split = body.length - TAG_LENGTH;
+  #openRecord(frame: Frame): void {
+    const { body } = frame;
+    const end = isEndWord(frame.word);
+    // The frame reader checked the word, so it is exactly (ciphertext length, END).
+    const header = encodeRecordWord(body.length, end);
+    const split = body.length - TAG_SIZE;
     let plaintext: Uint8Array;
     try {
       plaintext = this.#receive.open(header, { ciphertext: body.subarray(0, split), tag: body.subarray(split) });
@@ -260,7 +213,7 @@ export class NoiseRecordChannel implements RecordChannel {
       return;
     }
     if (++this.#receivedRecords % this.#rekeyInterval === 0) this.#receive.rekey();
-    if ((this.#word & END_FLAG) !== 0) {
+    if (end) {
       this.#peerEnded = true;
       const waiters = this.#receiveWaiters;
       this.#receiveWaiters = [];
@@ -294,7 +247,6 @@ export class NoiseRecordChannel implements RecordChannel {
     if (this.#error) return;
     this.#error = error;
     this.#closed = true;
-    this.#body = null;
     // After the peer's END the stream was complete and authentic: keep what it delivered.
     if (!this.#peerEnded) {
       this.#queue = [];

@@ -1,4 +1,17 @@
 import type { Socket } from "node:net";
+import {
+  HANDSHAKE_TIMEOUT_MS,
+  MODE_PAIRING,
+  MODE_XX,
+  PAIRING_PROTOCOL_NAME,
+  PREAMBLE_SIZE,
+  PROTOCOL_NAME,
+  XX_MESSAGE_SIZES,
+  XXPSK3_MESSAGE_SIZES,
+} from "../../protocol/constants.ts";
+import type { FrameFormat } from "../../protocol/frame-reader.ts";
+import { encodeHandshakeFrame, handshakeFrameFormat } from "../../protocol/handshake-frame.ts";
+import { encodePreamble, parsePreamble } from "../../protocol/preamble.ts";
 import { HandshakeState } from "../noise/handshake-state.ts";
 import { fingerprint } from "../trust/keys.ts";
 import { NoiseRecordChannel, type NoiseRecordChannelOptions } from "./noise-record-channel.ts";
@@ -6,13 +19,13 @@ import { SocketReader } from "./socket-reader.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 
 /**
- * Opening an authenticated, encrypted connection, in this order:
- * 1. initiator → responder: the clear preamble PREAMBLE_LENGTH bytes: "SSYNC" 0x00,
- *    version 0x01, mode (0x00 = Noise XX, 0x01 = XXpsk3 pairing). Nothing else is clear.
- * 2. Noise handshake, each message framed by a u16 big-endian length that must equal the
- *    exact expected length (empty payloads): XX 32, 96, 64 bytes; XXpsk3 48, 96, 64.
- *    The prologue is the preamble followed by the caller's prologue, so any byte exchanged
- *    before the handshake is authenticated by it.
+ * Opening an authenticated, encrypted connection (spec §1; byte layouts in protocol/),
+ * in this order:
+ * 1. initiator → responder: the clear preamble (MODE_XX or MODE_PAIRING). Nothing else is clear.
+ * 2. Noise handshake, each message u16-framed with its exact size (XX_MESSAGE_SIZES or
+ *    XXPSK3_MESSAGE_SIZES), checked before the message is read. The prologue is the
+ *    preamble followed by the caller's prologue, so any byte exchanged before the handshake
+ *    is authenticated by it.
  * 3. The initiator checks the responder's static key (verifyHost) after message 2, before
  *    message 3 reveals its own static key.
  * 4. The responder checks the initiator's static key (authorize) after message 3, then sends
@@ -21,15 +34,8 @@ import type { KeyPair } from "../noise/x25519.ts";
  * peer receives no error message. The local caller gets an Error saying why.
  */
 
-export const PROTOCOL_NAME = "Noise_XX_25519_ChaChaPoly_SHA256";
-export const PAIRING_PROTOCOL_NAME = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
-export const PREAMBLE_MAGIC = new Uint8Array([0x53, 0x53, 0x59, 0x4e, 0x43, 0x00]); // "SSYNC\0"
-export const PROTOCOL_VERSION = 1;
-export const PREAMBLE_LENGTH = 8;
-export const MODE_XX = 0;
-export const MODE_PAIRING = 1;
-/** Handshake time limit unless the caller gives one. */
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Handshake time limit unless the caller gives one: the spec's HANDSHAKE_TIMEOUT_MS. */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS;
 /** Bytes a peer may send ahead during the handshake (it needs < 300). */
 const MAX_HANDSHAKE_BUFFER = 4096;
 
@@ -73,14 +79,6 @@ export interface SecureConnection extends AsyncDisposable {
   paired: boolean;
 }
 
-function preamble(mode: number): Uint8Array {
-  const bytes = new Uint8Array(PREAMBLE_LENGTH);
-  bytes.set(PREAMBLE_MAGIC);
-  bytes[6] = PROTOCOL_VERSION;
-  bytes[7] = mode;
-  return bytes;
-}
-
 function concat(a: Uint8Array, b: Uint8Array | undefined): Uint8Array {
   if (b === undefined || b.length === 0) return a;
   const out = new Uint8Array(a.length + b.length);
@@ -89,18 +87,10 @@ function concat(a: Uint8Array, b: Uint8Array | undefined): Uint8Array {
   return out;
 }
 
-function frame(message: Uint8Array): Buffer {
-  const out = Buffer.allocUnsafe(2 + message.length);
-  out.writeUInt16BE(message.length, 0);
-  out.set(message, 2);
-  return out;
-}
-
-/** Reads one u16-framed handshake message whose length must be exactly `expected`. */
-async function readMessage(reader: SocketReader, expected: number): Promise<Buffer> {
-  const length = (await reader.read(2)).readUInt16BE(0);
-  if (length !== expected) throw new Error(`handshake message of ${length} bytes, expected ${expected}`);
-  return reader.read(expected);
+/** Reads one handshake frame; its length word is checked before the body is read. */
+async function readFrame(reader: SocketReader, format: FrameFormat): Promise<Buffer> {
+  const word = (await reader.read(format.wordSize)).readUIntBE(0, format.wordSize);
+  return reader.read(format.bodyLength(word));
 }
 
 function peerName(socket: Socket): string {
@@ -163,7 +153,8 @@ function connection(
 export function connectSecure(socket: Socket, options: ConnectOptions): Promise<SecureConnection> {
   return guarded(socket, { ...options, what: "open a secure connection to" }, async (reader) => {
     const paired = options.psk !== undefined;
-    const clear = preamble(paired ? MODE_PAIRING : MODE_XX);
+    const clear = encodePreamble(paired ? MODE_PAIRING : MODE_XX);
+    const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
     const hs = new HandshakeState(paired ? PAIRING_PROTOCOL_NAME : PROTOCOL_NAME, {
       initiator: true,
       prologue: concat(clear, options.prologue),
@@ -171,13 +162,13 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
       ephemeralKeyPair: options.ephemeralKey,
       psk: options.psk,
     });
-    socket.write(Buffer.concat([clear, frame(hs.writeMessage())]));
-    hs.readMessage(await readMessage(reader, hs.nextMessageLength()));
+    socket.write(Buffer.concat([clear, encodeHandshakeFrame(hs.writeMessage())]));
+    hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[1])));
     const remoteStatic = hs.remoteStatic!;
     if (!(await options.verifyHost(remoteStatic))) {
       throw new Error(`the server's key ${fingerprint(remoteStatic)} is not the expected host key`);
     }
-    socket.write(frame(hs.writeMessage()));
+    socket.write(encodeHandshakeFrame(hs.writeMessage()));
     const { channel, handshakeHash } = makeChannel(socket, hs, reader, options);
     // The responder's first record is an empty acceptance; EOF here means it refused us.
     let accepted: Uint8Array | null;
@@ -201,12 +192,8 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
 /** Responder side: runs the handshake over an accepted socket. */
 export function acceptSecure(socket: Socket, options: AcceptOptions): Promise<SecureConnection> {
   return guarded(socket, { ...options, what: "accept a secure connection from" }, async (reader) => {
-    const clear = await reader.read(PREAMBLE_LENGTH);
-    const magicOk = PREAMBLE_MAGIC.every((b, i) => clear[i] === b);
-    if (!magicOk || clear[6] !== PROTOCOL_VERSION || (clear[7] !== MODE_XX && clear[7] !== MODE_PAIRING)) {
-      throw new Error("the client did not send the ssync version 1 preamble");
-    }
-    const paired = clear[7] === MODE_PAIRING;
+    const clear = await reader.read(PREAMBLE_SIZE);
+    const paired = parsePreamble(clear) === MODE_PAIRING;
     if (paired && options.psk === undefined) throw new Error("the client asked for pairing, which is not enabled");
     const hs = new HandshakeState(paired ? PAIRING_PROTOCOL_NAME : PROTOCOL_NAME, {
       initiator: false,
@@ -214,9 +201,10 @@ export function acceptSecure(socket: Socket, options: AcceptOptions): Promise<Se
       staticKeyPair: options.staticKey,
       psk: paired ? options.psk : undefined,
     });
-    hs.readMessage(await readMessage(reader, hs.nextMessageLength()));
-    socket.write(frame(hs.writeMessage()));
-    hs.readMessage(await readMessage(reader, hs.nextMessageLength()));
+    const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
+    hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[0])));
+    socket.write(encodeHandshakeFrame(hs.writeMessage()));
+    hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[2])));
     const remoteStatic = hs.remoteStatic!;
     if (!(await options.authorize(remoteStatic, { paired }))) {
       throw new Error(`the client's key ${fingerprint(remoteStatic)} is not authorized`);
