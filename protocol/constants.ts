@@ -19,6 +19,8 @@ export const MODE_PAIRING = 1;
 export const PROTOCOL_NAME = "Noise_XX_25519_ChaChaPoly_SHA256";
 /** The Noise protocol of MODE_PAIRING. */
 export const PAIRING_PROTOCOL_NAME = "Noise_XXpsk3_25519_ChaChaPoly_SHA256";
+/** The pairing psk is SHA-256(PAIRING_PSK_LABEL ‖ normalised pairing code). */
+export const PAIRING_PSK_LABEL = "ssync-pair-v1";
 /** Bytes of the big-endian length (a u16) before each handshake message. */
 export const HANDSHAKE_LENGTH_SIZE = 2;
 /** Exact sizes of handshake messages 1, 2, 3 of PROTOCOL_NAME (empty payloads). */

@@ -15,7 +15,8 @@ import { formatEndpoint } from "./host-port.ts";
 import { fingerprint } from "../trust/keys.ts";
 import { addKnownHost, lookupKnownHost } from "../trust/known-hosts.ts";
 import { pairingKey } from "../trust/pairing-code.ts";
-import { connectSecure, DEFAULT_HANDSHAKE_TIMEOUT_MS, type SecureConnection } from "./secure-connection.ts";
+import { HANDSHAKE_TIMEOUT_MS } from "../../protocol/constants.ts";
+import { connectSecure, type SecureConnection } from "./secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 
 export interface DialOptions {
@@ -64,7 +65,7 @@ function sameFingerprint(given: string, actual: string): boolean {
 
 export async function dial(options: DialOptions): Promise<SecureConnection> {
   const name = formatEndpoint(options);
-  const timeoutMs = options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   const psk = options.pairCode !== undefined ? pairingKey(options.pairCode) : undefined;
   const socket = await connectTcp(options.host, options.port, timeoutMs);
   let refusal: Error | undefined;

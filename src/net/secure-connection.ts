@@ -34,8 +34,6 @@ import type { KeyPair } from "../noise/x25519.ts";
  * peer receives no error message. The local caller gets an Error saying why.
  */
 
-/** Handshake time limit unless the caller gives one: the spec's HANDSHAKE_TIMEOUT_MS. */
-export const DEFAULT_HANDSHAKE_TIMEOUT_MS = HANDSHAKE_TIMEOUT_MS;
 /** Bytes a peer may send ahead during the handshake (it needs < 300). */
 const MAX_HANDSHAKE_BUFFER = 4096;
 
@@ -108,7 +106,7 @@ async function guarded<T>(
 ): Promise<T> {
   const peer = options.peerName ?? peerName(socket);
   const reader = new SocketReader(socket, { maxBuffered: MAX_HANDSHAKE_BUFFER });
-  const timeoutMs = options.timeoutMs ?? DEFAULT_HANDSHAKE_TIMEOUT_MS;
+  const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let onAbort: (() => void) | undefined;
   const stop = new Promise<never>((_, reject) => {

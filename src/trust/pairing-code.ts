@@ -3,17 +3,17 @@
  *
  * A code is 28 characters of RFC 4648 base32 (140 bits from the CSPRNG), shown in groups of
  * four: "ABCD-EFGH-...". Users may type it in any case, with or without dashes or spaces.
- * The pairing key is SHA-256("ssync-pair-v1" || normalized code).
+ * The pairing key is SHA-256(PAIRING_PSK_LABEL || normalized code), spec §1.
  *
  * Invariant: a PairingOffer yields its key only while unused and unexpired; consume()
  * succeeds at most once.
  */
 import { createHash, randomInt } from "node:crypto";
+import { PAIRING_PSK_LABEL } from "../../protocol/constants.ts";
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 export const PAIRING_CODE_LENGTH = 28;
 export const PAIRING_TTL_MS = 10 * 60 * 1000;
-const DOMAIN = "ssync-pair-v1";
 
 /** A fresh code, grouped for reading aloud. */
 export function newPairingCode(): string {
@@ -35,7 +35,7 @@ export function normalizePairingCode(text: string): string {
 
 /** The 32-byte XXpsk3 key of a code. */
 export function pairingKey(code: string): Uint8Array {
-  return new Uint8Array(createHash("sha256").update(DOMAIN).update(normalizePairingCode(code)).digest());
+  return new Uint8Array(createHash("sha256").update(PAIRING_PSK_LABEL).update(normalizePairingCode(code)).digest());
 }
 
 export class PairingOffer {

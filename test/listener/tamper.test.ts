@@ -23,7 +23,6 @@ import fs from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import path from "node:path";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
-import { AuthenticationError } from "../../src/net/authentication-error.ts";
 import { dial } from "../../src/net/dial.ts";
 import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
 import { fingerprint, formatPublicKey } from "../../src/trust/keys.ts";
@@ -39,7 +38,7 @@ import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
 import type { RecordChannel } from "../../src/net/record-channel.ts";
 import { runClient, type SyncReport } from "../../src/session/client-session.ts";
 import { openSource } from "../../src/storage/open-source.ts";
-import { IncompleteSyncError } from "../../src/util/errors.ts";
+import { AuthenticationError, IncompleteSyncError } from "../../src/util/errors.ts";
 import { fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 import {
   authorize,
