@@ -16,8 +16,7 @@ import {
 } from "../src/storage/block-device-size.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
-import { allocatedBytes } from "../src/storage/allocated-bytes.ts";
-import { isZero, makeSparseFile, patternBytes, readRange, withTempDir } from "./helpers/sparse.ts";
+import { allocatedBytesOf, isZero, makeSparseFile, patternBytes, readRange, withTempDir } from "./helpers/sparse.ts";
 import { loopDeviceUnavailableReason, withLoopDevice } from "./helpers/loop-device.ts";
 
 const KiB = 1024;
@@ -59,7 +58,7 @@ for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }
 
     test("punchHole zeroes (and unmaps with FFI), edges included; writes land", T, async (t) => {
       await withDevice(t, async (device, backing) => {
-        const before = allocatedBytes(backing);
+        const before = allocatedBytesOf(backing);
         {
           await using dst = await openDestination(device, { create: false, ffi: mode.ffi });
           assert.equal(dst.kind, "block-device");
@@ -77,7 +76,7 @@ for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }
           readRange(backing, { offset: 40 * MiB + 1, length: 3 * KiB }),
           patternBytes(3 * KiB, { seed: 3 }),
         );
-        const after = allocatedBytes(backing);
+        const after = allocatedBytesOf(backing);
         if (mode.ffi) {
           assert.ok(before - after >= 15 * MiB, `backing file allocation ${before} → ${after}`);
         }

@@ -13,10 +13,10 @@ import path from "node:path";
 import { platform } from "../src/platform/platform.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
-import { allocatedBytes } from "../src/storage/allocated-bytes.ts";
 import { lockFilePath } from "../src/storage/lock-file.ts";
 import type { Extent } from "../src/storage/storage.ts";
 import {
+  allocatedBytesOf,
   fileHash,
   isZero,
   makeSparseFile,
@@ -134,7 +134,7 @@ for (const mode of MODES) {
       await withTempDir(async (dir) => {
         const file = path.join(dir, "p.img");
         makeSparseFile(file, { size: 16 * MiB, chunks: [{ offset: 0, length: 16 * MiB }] });
-        const before = allocatedBytes(file);
+        const before = allocatedBytesOf(file);
         assert.ok(before >= 16 * MiB);
         await using dst = await openDestination(file, { create: false, ffi: mode.ffi });
         const method = await dst.punchHole(4 * MiB, 8 * MiB);
@@ -152,7 +152,7 @@ for (const mode of MODES) {
         assert.notEqual(readRange(file, { offset: 1010, length: 1 })[0], 0);
         assert.notEqual(readRange(file, { offset: 4 * MiB - 1, length: 1 })[0], 0);
         assert.notEqual(readRange(file, { offset: 12 * MiB, length: 1 })[0], 0);
-        const after = allocatedBytes(file);
+        const after = allocatedBytesOf(file);
         if (mode.ffi) {
           assert.ok(before - after >= 8 * MiB, `allocated ${before} → ${after}`);
           const ext = await dst.dataExtents(0, dst.size);
@@ -177,7 +177,7 @@ for (const mode of MODES) {
         await dst.setSize(50 * GiB);
         assert.equal(dst.size, 50 * GiB);
         assert.equal(fs.statSync(file).size, 50 * GiB);
-        assert.ok(allocatedBytes(file) < MiB, "growing allocates nothing");
+        assert.ok(allocatedBytesOf(file) < MiB, "growing allocates nothing");
         await dst.setSize(4 * KiB);
         assert.equal(dst.size, 4 * KiB);
         assert.equal(fs.statSync(file).size, 4 * KiB);

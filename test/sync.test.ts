@@ -197,31 +197,6 @@ describe("holes are not read", { timeout: 60_000 }, () => {
   });
 });
 
-describe("parallel and sequential paths agree", { timeout: 60_000 }, () => {
-  test("SSYNC_WORKERS=0 (in-process reference) gives the same root and counters", async () => {
-    await withTempDir(async (dir) => {
-      const src = path.join(dir, "src.img");
-      makeSparseFile(src, { size: 40 * MiB + 3, chunks: [{ offset: 0, length: 3 * MiB }, { offset: 20 * MiB, length: 5 * MiB }, { offset: 40 * MiB, length: 3 }] });
-      const results = [];
-      for (const workers of ["0", "2"]) {
-        const dst = path.join(dir, `dst-${workers}.img`);
-        makeSparseFile(dst, { size: 30 * MiB, chunks: [{ offset: 2 * MiB, length: 4 * MiB, seed: 3 }] });
-        process.env.SSYNC_WORKERS = workers;
-        try {
-          results.push(await runSyncCommand(src, dst, { hash: "xxh128" }));
-        } finally {
-          delete process.env.SSYNC_WORKERS;
-        }
-        await assertSynced(src, dst);
-      }
-      const [a, b] = results;
-      for (const k of ["blocksSent", "zeroBytesSent", "bytesWritten", "holeBytesPunched", "sourceBytesRead", "destinationBytesRead"] as const) {
-        assert.equal(a[k], b[k], k);
-      }
-    });
-  });
-});
-
 describe("hash algorithms and block sizes", { timeout: 60_000 }, () => {
   for (const [hash, blockSize] of [["hmac-sha256", "4K"], ["blake3", "1M"], ["xxh128", "128K"]] as const) {
     test(`${hash}, --block-size ${blockSize}`, async () => {

@@ -1,0 +1,175 @@
+/**
+ * A RecordChannel that keeps what crossed it, and a local sync run through one.
+ *
+ * 1. RecordingChannel: every record sent and received is decoded (protocol/codec.ts) and its
+ *    message kept as type, cookie, offset/length and flags where the type has them (payloads
+ *    are not kept). Wrap one end of a pair: `sent` is that side's messages, `received` the
+ *    peer's.
+ * 2. recordedSync: the real client and server sessions over `memoryPair()`, the client's end
+ *    wrapped in a RecordingChannel and both stores (real files) in RecordingStorage.
+ *
+ * Invariant: records pass through unchanged and in order; a record that does not decode is
+ * kept as "UNDECODABLE" and still passed on, so the engine sees what it would have seen.
+ */
+import assert from "node:assert/strict";
+import { decode } from "../../protocol/codec.ts";
+import type { HashAlgorithm, MessageType } from "../../protocol/constants.ts";
+import type { WorkerPool } from "../../src/engine/worker-pool.ts";
+import type { RecordChannel } from "../../src/net/record-channel.ts";
+import { runClient, type SyncReport } from "../../src/session/client-session.ts";
+import { memoryPair } from "../../src/session/memory-pair.ts";
+import { serveSession, type ServerSessionResult } from "../../src/session/server-session.ts";
+import { openDestination } from "../../src/storage/open-destination.ts";
+import { openSource } from "../../src/storage/open-source.ts";
+import { RecordingStorage } from "./recording-storage.ts";
+
+export interface WireMessage {
+  readonly type: MessageType | "UNDECODABLE";
+  readonly cookie?: number;
+  readonly offset?: number;
+  readonly length?: number;
+  /** DATA only: the payload is one zstd frame. */
+  readonly zstd?: boolean;
+  /** DATA only: no payload (dry runs). */
+  readonly noPayload?: boolean;
+  /** Record bytes, header included. */
+  readonly recordBytes: number;
+}
+
+export type Direction = "sent" | "received";
+
+function describeRecord(rec: Uint8Array): WireMessage {
+  let m;
+  try {
+    m = decode(rec);
+  } catch {
+    return { type: "UNDECODABLE", recordBytes: rec.length };
+  }
+  const out: { -readonly [K in keyof WireMessage]: WireMessage[K] } = { type: m.type, cookie: m.cookie, recordBytes: rec.length };
+  if ("offset" in m) {
+    out.offset = m.offset;
+    out.length = m.length;
+  }
+  if (m.type === "DATA") {
+    out.zstd = m.zstd;
+    out.noPayload = m.payload === undefined;
+  }
+  return out;
+}
+
+export class RecordingChannel implements RecordChannel {
+  readonly #inner: RecordChannel;
+  readonly sent: WireMessage[] = [];
+  readonly received: WireMessage[] = [];
+
+  constructor(inner: RecordChannel) {
+    this.#inner = inner;
+  }
+
+  send(record: Uint8Array): Promise<void> {
+    // Decoded before the send: the record is the engine's and may be reused afterwards.
+    this.sent.push(describeRecord(record));
+    return this.#inner.send(record);
+  }
+
+  async receive(): Promise<Uint8Array | null> {
+    const rec = await this.#inner.receive();
+    if (rec !== null) this.received.push(describeRecord(rec));
+    return rec;
+  }
+
+  close(reason?: Error): void {
+    this.#inner.close(reason);
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.#inner[Symbol.asyncDispose]();
+  }
+
+  /** The message types of one direction, in order. */
+  types(dir: Direction): string[] {
+    return this[dir].map((m) => m.type);
+  }
+
+  /** How many messages of each type one direction carried (types absent: not listed). */
+  countByType(dir: Direction): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const m of this[dir]) out[m.type] = (out[m.type] ?? 0) + 1;
+    return out;
+  }
+
+  /** The messages of one type in one direction, in order. */
+  ofType(dir: Direction, type: MessageType): WireMessage[] {
+    return this[dir].filter((m) => m.type === type);
+  }
+
+  /** [offset, length] of every message of `type` in `dir`, sorted by offset. */
+  ranges(dir: Direction, type: MessageType): [number, number][] {
+    return this.ofType(dir, type).map((m): [number, number] => [m.offset!, m.length!]).sort((a, b) => a[0] - b[0]);
+  }
+
+  /** Fails unless `dir` starts with `first`, ends with `last`, and has only `then`'s types between. */
+  assertSequence(dir: Direction, expected: { first: MessageType[]; then: MessageType[]; last?: MessageType[] }): void {
+    const types = this.types(dir);
+    const head = types.slice(0, expected.first.length);
+    assert.deepEqual(head, expected.first, `${dir}: first messages`);
+    const tailLength = expected.last?.length ?? 0;
+    const middle = types.slice(expected.first.length, types.length - tailLength);
+    const allowed = new Set<string>(expected.then);
+    const stray = middle.filter((t) => !allowed.has(t));
+    assert.deepEqual(stray, [], `${dir}: only ${expected.then.join(", ")} after ${expected.first.join(", ")} (got ${JSON.stringify(this.countByType(dir))})`);
+    if (expected.last) assert.deepEqual(types.slice(types.length - tailLength), expected.last, `${dir}: last messages`);
+  }
+}
+
+export interface RecordedSync {
+  /** The client's end: push → `sent` are the source's requests; pull → the destination's. */
+  wire: RecordingChannel;
+  source: RecordingStorage;
+  destination: RecordingStorage;
+  report: SyncReport;
+  server: ServerSessionResult;
+}
+
+/**
+ * Syncs `src` into `dst` through the real engine: push (the client is the source, the
+ * server writes `dst`) or pull (the server reads `src`, the client writes `dst`). Fails
+ * unless the server committed.
+ */
+export async function recordedSync(
+  src: string,
+  dst: string,
+  options: { mode: "push" | "pull"; blockSize: number; pool: WorkerPool; ffi?: boolean; hash?: HashAlgorithm },
+): Promise<RecordedSync> {
+  const { mode, ffi } = options;
+  const [clientEnd, serverEnd] = memoryPair();
+  const wire = new RecordingChannel(clientEnd);
+  const local = new RecordingStorage(mode === "push" ? await openSource(src, { ffi }) : await openDestination(dst, { create: true, ffi }));
+  let remote: RecordingStorage | undefined;
+  try {
+    const server = serveSession(serverEnd, {
+      pool: options.pool,
+      open: async (req) => {
+        const store = req.mode === "push" ? await openDestination(dst, { create: true, readOnly: req.dryRun, ffi }) : await openSource(src, { ffi });
+        remote = new RecordingStorage(store);
+        return remote;
+      },
+    });
+    const report = await runClient(wire, local, {
+      mode,
+      name: mode === "push" ? dst : src,
+      blockSize: options.blockSize,
+      hash: options.hash ?? "hmac-sha256",
+      dryRun: false,
+      pool: options.pool,
+    }).finally(() => server);
+    const result = await server;
+    assert.equal(result.error, undefined, "server session error");
+    assert.ok(result.committed && remote, "server committed");
+    return mode === "push"
+      ? { wire, source: local, destination: remote, report, server: result }
+      : { wire, source: remote, destination: local, report, server: result };
+  } finally {
+    await local[Symbol.asyncDispose]();
+  }
+}
