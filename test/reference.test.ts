@@ -19,7 +19,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { type RecordedSync, recordedSync } from "./helpers/recording-channel.ts";
+import { type RecordedSync, recordedSync } from "./helpers/recorded-sync.ts";
 import type { IoRange } from "./helpers/recording-storage.ts";
 import { referenceSync } from "./helpers/reference-sync.ts";
 import { type DataChunk, fileHash, makeSparseFile, patternBytes, withTempDir } from "./helpers/sparse.ts";

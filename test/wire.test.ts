@@ -11,7 +11,8 @@ import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { platform } from "../src/platform/platform.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
-import { type RecordedSync, recordedSync, type RecordingChannel } from "./helpers/recording-channel.ts";
+import { type RecordedSync, recordedSync } from "./helpers/recorded-sync.ts";
+import type { RecordingChannel } from "./helpers/recording-channel.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, patternBytes, withTempDir } from "./helpers/sparse.ts";
 
 const KiB = 1024;

@@ -100,7 +100,7 @@ export class ClientConnection {
     const rec = encode({ ...msg, cookie } as Message);
     return new Promise<Message>((resolve, reject) => {
       this.#pending.set(cookie, { request: msg.type, resolve, reject, onChunk });
-      this.wire.sent(msg.type, rec.length);
+      this.wire.sent(rec.length);
       this.#channel.send(rec).catch((e) => this.fail(e));
     });
   }
@@ -116,7 +116,7 @@ export class ClientConnection {
           return;
         }
         const msg = decode(rec);
-        this.wire.received(msg.type, rec.length);
+        this.wire.received(rec.length);
         const p = this.#pending.get(msg.cookie);
         if (!p) throw new ProtocolError(`${msg.type} answers no pending request (cookie ${msg.cookie})`);
         if (msg.type === "ERROR") {

@@ -63,14 +63,14 @@ export async function serveSession(
   }, { once: true });
   const send = (m: Message) => {
     const rec = encode(m);
-    wire.sent(m.type, rec.length);
+    wire.sent(rec.length);
     return channel.send(rec);
   };
   const receive = async (): Promise<Message | null> => {
     const rec = await channel.receive();
     if (rec === null) return null;
     const m = decode(rec);
-    wire.received(m.type, rec.length);
+    wire.received(rec.length);
     return m;
   };
   let store: Storage | undefined;

@@ -5,12 +5,12 @@ export class WireCounters {
   bytesSent = 0;
   bytesReceived = 0;
 
-  sent(_type: string, bytes: number): void {
+  sent(bytes: number): void {
     this.recordsSent++;
     this.bytesSent += bytes;
   }
 
-  received(_type: string, bytes: number): void {
+  received(bytes: number): void {
     this.recordsReceived++;
     this.bytesReceived += bytes;
   }

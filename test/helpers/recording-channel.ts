@@ -1,27 +1,16 @@
 /**
- * A RecordChannel that keeps what crossed it, and a local sync run through one.
- *
- * 1. RecordingChannel: every record sent and received is decoded (protocol/codec.ts) and its
- *    message kept as type, cookie, offset/length and flags where the type has them (payloads
- *    are not kept). Wrap one end of a pair: `sent` is that side's messages, `received` the
- *    peer's.
- * 2. recordedSync: the real client and server sessions over `memoryPair()`, the client's end
- *    wrapped in a RecordingChannel and both stores (real files) in RecordingStorage.
+ * A RecordChannel that keeps what crossed it: every record sent and received is decoded
+ * (protocol/codec.ts) and its message kept as type, cookie, offset/length and flags where the
+ * type has them (payloads are not kept). Wrap one end of a pair: `sent` is that side's
+ * messages, `received` the peer's.
  *
  * Invariant: records pass through unchanged and in order; a record that does not decode is
  * kept as "UNDECODABLE" and still passed on, so the engine sees what it would have seen.
  */
 import assert from "node:assert/strict";
 import { decode } from "../../protocol/codec.ts";
-import type { HashAlgorithm, MessageType } from "../../protocol/constants.ts";
-import type { WorkerPool } from "../../src/engine/worker-pool.ts";
+import type { MessageType } from "../../protocol/constants.ts";
 import type { RecordChannel } from "../../src/net/record-channel.ts";
-import { runClient, type SyncReport } from "../../src/session/client-session.ts";
-import { memoryPair } from "../../src/session/memory-pair.ts";
-import { serveSession, type ServerSessionResult } from "../../src/session/server-session.ts";
-import { openDestination } from "../../src/storage/open-destination.ts";
-import { openSource } from "../../src/storage/open-source.ts";
-import { RecordingStorage } from "./recording-storage.ts";
 
 export interface WireMessage {
   readonly type: MessageType | "UNDECODABLE";
@@ -119,57 +108,5 @@ export class RecordingChannel implements RecordChannel {
     const stray = middle.filter((t) => !allowed.has(t));
     assert.deepEqual(stray, [], `${dir}: only ${expected.then.join(", ")} after ${expected.first.join(", ")} (got ${JSON.stringify(this.countByType(dir))})`);
     if (expected.last) assert.deepEqual(types.slice(types.length - tailLength), expected.last, `${dir}: last messages`);
-  }
-}
-
-export interface RecordedSync {
-  /** The client's end: push → `sent` are the source's requests; pull → the destination's. */
-  wire: RecordingChannel;
-  source: RecordingStorage;
-  destination: RecordingStorage;
-  report: SyncReport;
-  server: ServerSessionResult;
-}
-
-/**
- * Syncs `src` into `dst` through the real engine: push (the client is the source, the
- * server writes `dst`) or pull (the server reads `src`, the client writes `dst`). Fails
- * unless the server committed.
- */
-export async function recordedSync(
-  src: string,
-  dst: string,
-  options: { mode: "push" | "pull"; blockSize: number; pool: WorkerPool; ffi?: boolean; hash?: HashAlgorithm },
-): Promise<RecordedSync> {
-  const { mode, ffi } = options;
-  const [clientEnd, serverEnd] = memoryPair();
-  const wire = new RecordingChannel(clientEnd);
-  const local = new RecordingStorage(mode === "push" ? await openSource(src, { ffi }) : await openDestination(dst, { create: true, ffi }));
-  let remote: RecordingStorage | undefined;
-  try {
-    const server = serveSession(serverEnd, {
-      pool: options.pool,
-      open: async (req) => {
-        const store = req.mode === "push" ? await openDestination(dst, { create: true, readOnly: req.dryRun, ffi }) : await openSource(src, { ffi });
-        remote = new RecordingStorage(store);
-        return remote;
-      },
-    });
-    const report = await runClient(wire, local, {
-      mode,
-      name: mode === "push" ? dst : src,
-      blockSize: options.blockSize,
-      hash: options.hash ?? "hmac-sha256",
-      dryRun: false,
-      pool: options.pool,
-    }).finally(() => server);
-    const result = await server;
-    assert.equal(result.error, undefined, "server session error");
-    assert.ok(result.committed && remote, "server committed");
-    return mode === "push"
-      ? { wire, source: local, destination: remote, report, server: result }
-      : { wire, source: remote, destination: local, report, server: result };
-  } finally {
-    await local[Symbol.asyncDispose]();
   }
 }
