@@ -2,11 +2,14 @@ import { createHash } from "node:crypto";
 import { constants, promises as fs } from "node:fs";
 import { dirname } from "node:path";
 import { type KeyPair, publicKeyOf } from "../noise/x25519.ts";
+import { ErrnoError } from "../util/errors.ts";
+import { checkTrustFolder, readTrustFile } from "./trust-file.ts";
 
 /**
  * ssync identity keys on disk.
  *
- * Private key file (mode 0600, refused if group or others have any access):
+ * Private key file (mode 0600, refused if group or others have any access, and checked as
+ * every trust file is: trust-file.ts):
  *     ssync-private-key v1
  *     <base64 of the 32-byte X25519 private key>
  * Public key file (FILE.pub), one line, also the format of authorized_keys entries:
@@ -15,6 +18,9 @@ import { type KeyPair, publicKeyOf } from "../noise/x25519.ts";
 
 export const KEY_TYPE = "ssync-x25519";
 export const PRIVATE_KEY_HEADER = "ssync-private-key v1";
+
+/** A private key file is two short lines; anything larger is not one. */
+const MAX_KEY_FILE_BYTES = 4096;
 
 const BASE64_32 = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/;
 
@@ -57,6 +63,7 @@ export function parsePublicKey(text: string): { publicKey: Uint8Array; comment: 
  */
 export async function writePrivateKey(path: string, keyPair: KeyPair, options: { comment?: string } = {}): Promise<void> {
   await fs.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await checkTrustFolder(path, { what: "key" }); // never write a key where it would be refused
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
@@ -78,39 +85,20 @@ export async function writePrivateKey(path: string, keyPair: KeyPair, options: {
 }
 
 /**
- * Reads a private key file and derives its public key. Refuses a file that group or
- * others can access in any way, and anything but a regular file.
+ * Reads a private key file and derives its public key. Refuses a file that group or others
+ * can access in any way, anything but a regular file (a symbolic link included), and a file
+ * that others could replace (trust-file.ts: owners and folders as OpenSSH's StrictModes).
  */
 export async function readPrivateKey(path: string): Promise<KeyPair> {
-  let handle: fs.FileHandle;
-  try {
-    handle = await fs.open(path, constants.O_RDONLY);
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (error as Error).message;
-    throw new Error(`Cannot read key ${path}: ${why}`, { cause: error });
+  const text = await readTrustFile(path, { what: "key", privateKey: true, maxBytes: MAX_KEY_FILE_BYTES });
+  if (text === null) throw new ErrnoError("ENOENT", `Cannot read key ${path}: no such file`);
+  const lines = text.split("\n");
+  if (lines[0].trimEnd() !== PRIVATE_KEY_HEADER) {
+    throw new Error(`Cannot read key ${path}: not an ssync private key (first line must be "${PRIVATE_KEY_HEADER}")`);
   }
-  try {
-    const stat = await handle.stat();
-    if (!stat.isFile()) throw new Error(`Cannot read key ${path}: it is not a regular file`);
-    const mode = stat.mode & 0o777;
-    if ((mode & 0o077) !== 0) {
-      const what = (mode & 0o044) !== 0 ? "readable" : "accessible";
-      throw new Error(
-        `Refusing key ${path}: it is ${what} by others (mode ${mode.toString(8).padStart(4, "0")}); run chmod 600 ${path}`,
-      );
-    }
-    if (stat.size > 4096) throw new Error(`Cannot read key ${path}: ${stat.size} bytes is too large for a key file`);
-    const lines = (await handle.readFile("utf8")).split("\n");
-    if (lines[0].trimEnd() !== PRIVATE_KEY_HEADER) {
-      throw new Error(`Cannot read key ${path}: not an ssync private key (first line must be "${PRIVATE_KEY_HEADER}")`);
-    }
-    const secretKey = decodeKey((lines[1] ?? "").trim());
-    if (secretKey === null || lines.slice(2).some((l) => l.trim() !== "")) {
-      throw new Error(`Cannot read key ${path}: line 2 must be the base64 of a 32-byte key and nothing may follow`);
-    }
-    return { secretKey, publicKey: publicKeyOf(secretKey) };
-  } finally {
-    await handle.close();
+  const secretKey = decodeKey((lines[1] ?? "").trim());
+  if (secretKey === null || lines.slice(2).some((l) => l.trim() !== "")) {
+    throw new Error(`Cannot read key ${path}: line 2 must be the base64 of a 32-byte key and nothing may follow`);
   }
+  return { secretKey, publicKey: publicKeyOf(secretKey) };
 }

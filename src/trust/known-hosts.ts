@@ -1,20 +1,31 @@
 import { promises as fs } from "node:fs";
 import { dirname } from "node:path";
 import { decodeKey, encodeKey, KEY_TYPE } from "./keys.ts";
-import { refuseIfWritableByOthers } from "./trust-file.ts";
+import { checkTrustFolder, readTrustFile } from "./trust-file.ts";
 
 /**
  * The client's pinned host keys. One entry per line:
  *     host:port ssync-x25519 <base64> [comment]
- * IPv6 hosts are written [addr]:port. Blank lines and lines starting with # are ignored;
- * any other malformed line is an error naming the file and line (a corrupt pin file must
- * not silently turn a "changed" host into an "unknown" one).
+ * IPv6 hosts are written [addr]:port. Blank lines and lines starting with # are ignored.
+ *
+ * A malformed line is skipped with a warning naming the file and line, and the other lines
+ * keep working. Invariant: a skipped line never turns a "changed" host into an "unknown" one.
+ * A bad line counts against every host it could be for: a host whose pins do not match is
+ * "changed" (never "unknown") when a bad line names that host:port or has no readable
+ * host:port at all; a bad line that names another host:port does not affect this one.
+ * A pinned key that matches is a match whatever else the file holds.
  */
 
 export type KnownHostStatus =
   | { status: "unknown" }
   | { status: "match" }
-  | { status: "changed"; knownKeys: Uint8Array[] };
+  | {
+    status: "changed";
+    /** The valid pins for this host; none when only unreadable lines could be for it. */
+    knownKeys: Uint8Array[];
+    /** Skipped lines that could be this host's pin; present only when there are some. */
+    unreadableLines?: number[];
+  };
 
 export interface KnownHost {
   host: string;
@@ -31,45 +42,68 @@ export function knownHostName(endpoint: KnownHost): string {
   return `${host.includes(":") ? `[${host}]` : host}:${endpoint.port}`;
 }
 
-/** Parses a known_hosts text into (name, key) entries. */
-export function parseKnownHosts(text: string, options: { file: string }): { name: string; publicKey: Uint8Array }[] {
-  const entries: { name: string; publicKey: Uint8Array }[] = [];
+export interface KnownHostsEntries {
+  entries: { name: string; publicKey: Uint8Array; line: number }[];
+  /** Skipped lines, with the host:port they name when that much could be read. */
+  unreadable: { line: number; name: string | null }[];
+}
+
+const NAME = /^(\[[^\]\s]+\]|[^:\[\]\s]+):\d{1,5}$/;
+
+/** Parses a known_hosts text; malformed lines are skipped, each with a warning naming file and line. */
+export function parseKnownHosts(text: string, options: { file: string; warn?: (message: string) => void }): KnownHostsEntries {
+  const result: KnownHostsEntries = { entries: [], unreadable: [] };
   text.split("\n").forEach((raw, i) => {
     const line = raw.trim();
     if (line === "" || line.startsWith("#")) return;
     const fields = line.split(/\s+/);
+    const name = NAME.test(fields[0]) ? canonicalName(fields[0]) : null;
     const publicKey = fields.length >= 3 && fields[1] === KEY_TYPE ? decodeKey(fields[2]) : null;
-    if (publicKey === null || !/^(\[[^\]]+\]|[^:\[\]]+):\d{1,5}$/.test(fields[0])) {
-      throw new Error(`Cannot read known hosts ${options.file} line ${i + 1}: expected "host:port ${KEY_TYPE} <base64>"`);
+    if (publicKey === null || name === null) {
+      options.warn?.(
+        `Ignoring known hosts ${options.file} line ${i + 1}: expected "host:port ${KEY_TYPE} <base64>"` +
+          `; until it is fixed, ${name ?? "every host"} is refused unless it shows a key pinned on another line`,
+      );
+      result.unreadable.push({ line: i + 1, name });
+      return;
     }
-    entries.push({ name: fields[0].toLowerCase(), publicKey });
+    result.entries.push({ name, publicKey, line: i + 1 });
   });
-  return entries;
+  return result;
 }
 
-async function readText(path: string): Promise<string> {
+/** The canonical form of a written "host:port": lower case, port without leading zeros. */
+function canonicalName(written: string): string | null {
+  const colon = written.lastIndexOf(":");
+  const port = Number(written.slice(colon + 1));
   try {
-    const text = await fs.readFile(path, "utf8");
-    refuseIfWritableByOthers(path, "known hosts");
-    return text;
-  } catch (error) {
-    if ((error as Error).message.startsWith("Refusing")) throw error;
-    if ((error as NodeJS.ErrnoException).code === "ENOENT") return "";
-    throw new Error(`Cannot read known hosts ${path}: ${(error as Error).message}`, { cause: error });
+    return knownHostName({ host: written.slice(0, colon), port });
+  } catch {
+    return null;
   }
 }
 
-/** Looks an endpoint's key up: unknown (no entry), match, or changed (entries, none equal). */
+async function readText(path: string): Promise<string> {
+  return (await readTrustFile(path, { what: "known hosts" })) ?? "";
+}
+
+/**
+ * Looks an endpoint's key up: match (a pin equals it), unknown (no pin and no unreadable line
+ * that could be one), else changed. Warnings about skipped lines go to `options.warn`.
+ */
 export async function lookupKnownHost(
   path: string,
-  options: KnownHost & { publicKey: Uint8Array },
+  options: KnownHost & { publicKey: Uint8Array; warn?: (message: string) => void },
 ): Promise<KnownHostStatus> {
   const name = knownHostName(options);
-  const known = parseKnownHosts(await readText(path), { file: path }).filter((e) => e.name === name);
-  if (known.length === 0) return { status: "unknown" };
+  const parsed = parseKnownHosts(await readText(path), { file: path, warn: options.warn });
+  const known = parsed.entries.filter((e) => e.name === name);
   const wanted = Buffer.from(options.publicKey);
   if (known.some((e) => wanted.equals(e.publicKey))) return { status: "match" };
-  return { status: "changed", knownKeys: known.map((e) => e.publicKey) };
+  const unreadableLines = parsed.unreadable.filter((u) => u.name === null || u.name === name).map((u) => u.line);
+  if (known.length === 0 && unreadableLines.length === 0) return { status: "unknown" };
+  const knownKeys = known.map((e) => e.publicKey);
+  return { status: "changed", knownKeys, ...(unreadableLines.length > 0 ? { unreadableLines } : {}) };
 }
 
 /** Appends an entry (creating the file and its folder if needed). */
@@ -78,8 +112,8 @@ export async function addKnownHost(
   options: KnownHost & { publicKey: Uint8Array; comment?: string },
 ): Promise<void> {
   const existing = await readText(path);
-  parseKnownHosts(existing, { file: path });
   await fs.mkdir(dirname(path), { recursive: true, mode: 0o700 });
+  await checkTrustFolder(path, { what: "known hosts" });
   const comment = options.comment?.replace(/[\r\n]+/g, " ").trim();
   const line = `${knownHostName(options)} ${KEY_TYPE} ${encodeKey(options.publicKey)}${comment ? " " + comment : ""}\n`;
   const separator = existing.length > 0 && !existing.endsWith("\n") ? "\n" : "";

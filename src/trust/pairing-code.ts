@@ -3,7 +3,11 @@
  *
  * A code is 28 characters of RFC 4648 base32 (140 bits from the CSPRNG), shown in groups of
  * four: "ABCD-EFGH-...". Users may type it in any case, with or without dashes or spaces.
- * The pairing key is SHA-256(PAIRING_PSK_LABEL || normalized code), spec §1.
+ * The normalised code (spec §1): ASCII letters upper-cased, every space (U+0020) and dash
+ * (U+002D) removed; the result must be exactly PAIRING_CODE_LENGTH characters of the RFC 4648
+ * base32 alphabet (A–Z, 2–7). Nothing else is accepted: no other white space, and no
+ * non-ASCII letter that Unicode would upper-case into the alphabet ("ı" → "I", "ß" → "SS").
+ * The pairing key is SHA-256(PAIRING_PSK_LABEL || normalised code as ASCII), spec §1.
  *
  * Invariant: a PairingOffer yields its key only while unused and unexpired; consume()
  * succeeds at most once.
@@ -22,9 +26,9 @@ export function newPairingCode(): string {
   return code.match(/.{4}/g)!.join("-");
 }
 
-/** Upper case, no separators; throws when it cannot be a pairing code. */
+/** The normalised code (see above); throws when `text` cannot be a pairing code. */
 export function normalizePairingCode(text: string): string {
-  const code = text.toUpperCase().replace(/[\s-]+/g, "");
+  const code = text.replace(/[ -]/g, "").replace(/[a-z]/g, (c) => c.toUpperCase());
   if (code.length !== PAIRING_CODE_LENGTH || [...code].some((c) => !ALPHABET.includes(c))) {
     throw new Error(
       `Invalid pairing code "${text}": it is ${PAIRING_CODE_LENGTH} letters and digits 2-7, as printed by ssync listen --pair`,
