@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeKey, fingerprint, formatPublicKey, parsePublicKey, readPrivateKey, writePrivateKey } from "../src/trust/keys.ts";
 import { addKnownHost, knownHostName, lookupKnownHost } from "../src/trust/known-hosts.ts";
-import { findAuthorizedKey, parseAuthorizedKeys, readAuthorizedKeys } from "../src/trust/authorized-keys.ts";
+import { findAuthorizedKey, parseAuthorizedKeys, parseAuthorizedKeysFile, readAuthorizedKeys } from "../src/trust/authorized-keys.ts";
 import { configDir } from "../src/trust/config-dir.ts";
 import { generateKeyPair } from "../src/noise/x25519.ts";
 
@@ -276,6 +276,13 @@ describe("authorized_keys", () => {
     assert.equal(warnings.length, 2);
     assert.match(warnings[0], /^Ignoring authorized keys ak line 2: unknown option "read-onyl"/);
     assert.match(warnings[1], /^Ignoring authorized keys ak lines 1 and 2: the key SHA256:\S+ is listed more than once/);
+  });
+
+  test("keys on skipped lines are named as unusable (listed, yet not authorized)", T, () => {
+    const text = `ssync-x25519 ${b64(k1)}\nread-only ssync-x25519 ${b64(k1)}\nread-onyl ssync-x25519 ${b64(k2)}\nssync-x25519 ${b64(k3)}\n`;
+    const { keys, unusable } = parseAuthorizedKeysFile(text, { file: "ak" });
+    assert.deepEqual(keys.map((k) => b64(k.publicKey)), [b64(k3)]);
+    assert.deepEqual(unusable.map(b64).sort(), [b64(k1), b64(k2)].sort());
   });
 
   test("readAuthorizedKeys skips bad lines of a real file and reports them to warn", T, async () => {

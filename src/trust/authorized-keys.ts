@@ -17,13 +17,14 @@ import { readTrustFile } from "./trust-file.ts";
  * the file, the line and why; the other lines keep working. A key listed on more than one
  * line — a malformed line counts when a key can be read from it — is authorized by none of
  * them (a warning names every line) until all but one are removed: which line's options win
- * is never guessed.
+ * is never guessed. A file that is unsafe as a whole (trust-file.ts: a link, owned or writable
+ * by others, or in a folder others can change) is an error and authorizes nobody.
  */
 
 export interface AuthorizedKey {
   publicKey: Uint8Array;
   readOnly: boolean;
-  /** Paths this key may open start with this prefix; null = anything under the root. */
+  /** Paths this key may open start with this prefix (normalised: "a/b"); null = anything under the root. */
   pathPrefix: string | null;
   comment: string;
 }
@@ -108,11 +109,27 @@ function parseLine(line: string): AuthorizedKey {
   return { publicKey: publicKey!, readOnly, pathPrefix, comment: fields!.slice(typeAt + 2).join(" ") };
 }
 
+/** What an authorized_keys file says. */
+export interface AuthorizedKeysFile {
+  /** The usable entries, at most one per key. */
+  keys: AuthorizedKey[];
+  /**
+   * Keys named on lines that were skipped (listed twice, or readable on a malformed line):
+   * not authorized, yet listed, so pairing must not treat them as new keys without options.
+   */
+  unusable: Uint8Array[];
+}
+
 /**
  * Parses authorized_keys text; `file` names it in warnings. Skips malformed lines and every
  * line of a key listed more than once (see the invariant above), warning about each.
  */
 export function parseAuthorizedKeys(text: string, options: { file: string } & TrustWarnings): AuthorizedKey[] {
+  return parseAuthorizedKeysFile(text, options).keys;
+}
+
+/** parseAuthorizedKeys, also naming the keys whose lines were skipped. */
+export function parseAuthorizedKeysFile(text: string, options: { file: string } & TrustWarnings): AuthorizedKeysFile {
   const warn = options.warn ?? (() => {});
   const parsed: { line: number; key: AuthorizedKey | null }[] = [];
   const linesOf = new Map<string, { publicKey: Uint8Array; lines: number[] }>();
@@ -146,7 +163,10 @@ export function parseAuthorizedKeys(text: string, options: { file: string } & Tr
     );
     for (const p of parsed) if (lines.includes(p.line)) p.key = null;
   }
-  return parsed.flatMap((p) => (p.key ? [p.key] : []));
+  const keys = parsed.flatMap((p) => (p.key ? [p.key] : []));
+  const usable = new Set(keys.map((k) => Buffer.from(k.publicKey).toString("hex")));
+  const unusable = [...linesOf].flatMap(([id, seen]) => (usable.has(id) ? [] : [seen.publicKey]));
+  return { keys, unusable };
 }
 
 /**
@@ -155,9 +175,14 @@ export function parseAuthorizedKeys(text: string, options: { file: string } & Tr
  * a link, writable or owned by others, or in such a folder) is an error.
  */
 export async function readAuthorizedKeys(path: string, options: TrustWarnings = {}): Promise<AuthorizedKey[]> {
+  return (await readAuthorizedKeysFile(path, options)).keys;
+}
+
+/** readAuthorizedKeys, also naming the keys whose lines were skipped. */
+export async function readAuthorizedKeysFile(path: string, options: TrustWarnings = {}): Promise<AuthorizedKeysFile> {
   const text = await readTrustFile(path, { what: "authorized keys" });
-  if (text === null) return [];
-  return parseAuthorizedKeys(text, { file: path, warn: options.warn });
+  if (text === null) return { keys: [], unusable: [] };
+  return parseAuthorizedKeysFile(text, { file: path, warn: options.warn });
 }
 
 /** The entry for this public key (parseAuthorizedKeys leaves at most one), or undefined. */
