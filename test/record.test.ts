@@ -8,7 +8,7 @@ import { CipherState, MAX_NONCE } from "../src/noise/cipher-state.ts";
 import { cipherFunction } from "../src/noise/cipher-function.ts";
 import { MAX_RECORD, TAG_SIZE } from "../protocol/constants.ts";
 import { NoiseRecordChannel } from "../src/net/noise-record-channel.ts";
-import { acceptSecure, connectSecure, type SecureConnection } from "../src/net/secure-connection.ts";
+import { acceptSecure, connectSecure, HandshakeRefusedError, type SecureConnection } from "../src/net/secure-connection.ts";
 import { generateKeyPair, type KeyPair } from "../src/noise/x25519.ts";
 
 const chacha = cipherFunction("ChaChaPoly");
@@ -289,20 +289,82 @@ describe("record layer violations kill the channel", () => {
 });
 
 describe("secure connection handshake", () => {
-  test("an unauthorized client key gets a silent close", T, async () => {
+  test("an unauthorized client key is refused with the encrypted END record, and nothing else", T, async () => {
     const { client, server } = await tcpPair();
     const serverKey = generateKeyPair();
+    const clientKey = generateKeyPair();
     const seen = recorder(client);
     const [c, s] = await Promise.allSettled([
-      connectSecure(client, { staticKey: generateKeyPair(), verifyHost: () => true, timeoutMs: 5000 }),
+      connectSecure(client, { staticKey: clientKey, verifyHost: () => true, timeoutMs: 5000 }),
       acceptSecure(server, { staticKey: serverKey, authorize: () => false, timeoutMs: 5000 }),
     ]);
     assert.equal(c.status, "rejected");
-    assert.match((c as PromiseRejectedResult).reason.message, /probably not authorized/);
+    const refusal = (c as PromiseRejectedResult).reason;
+    assert.ok(refusal instanceof HandshakeRefusedError && refusal.refused === true, String(refusal));
+    assert.match(refusal.message, /the listener refused our key SHA256:\S+/);
     assert.equal(s.status, "rejected");
     assert.match((s as PromiseRejectedResult).reason.message, /is not authorized/);
     await seen.closed;
-    assert.equal(seen.bytes(), 2 + 96, "the client received message 2 and nothing else");
+    assert.equal(seen.bytes(), 2 + 96 + 4 + TAG_SIZE, "the client received message 2 and one END frame");
+  });
+
+  test("a refused key is told so only by END: EOF, a reset or a forged record after message 3 is a close during the handshake", T, async () => {
+    const endings: [string, (server: Socket) => void][] = [
+      ["EOF", (server) => server.end()],
+      ["a reset", (server) => server.resetAndDestroy()],
+      // A record word and a tag the client's keys did not make.
+      ["a record that fails authentication", (server) => server.end(Buffer.concat([Buffer.from([0x80, 0, 0, TAG_SIZE]), randomBytes(TAG_SIZE)]))],
+    ];
+    for (const [what, end] of endings) {
+      const { client, server } = await tcpPair();
+      server.on("error", () => {});
+      const accepted = acceptSecure(server, {
+        staticKey: generateKeyPair(),
+        // The listener dies (or a forger answers) between message 3 and its answer.
+        authorize: () => (end(server), new Promise<boolean>(() => {})),
+        timeoutMs: 300,
+      });
+      accepted.catch(() => {});
+      const error = await connectSecure(client, { staticKey: generateKeyPair(), verifyHost: () => true, timeoutMs: 5000 })
+        .then(() => new Error("connected"), (e: Error) => e);
+      assert.match(error.message, /the listener closed the connection during the handshake/, what);
+      assert.ok(!(error instanceof HandshakeRefusedError) && (error as { refused?: boolean }).refused !== true, what);
+      await assert.rejects(accepted, /timed out/);
+    }
+  });
+
+  test("pairing: a refused code after message 3 is END; a wrong code cannot be (the keys differ) and stays a silent close", T, async () => {
+    const psk = randomBytes(32);
+    const refused = await tcpPair();
+    const [c] = await Promise.allSettled([
+      connectSecure(refused.client, { staticKey: generateKeyPair(), psk, verifyHost: () => true, timeoutMs: 5000 }),
+      // The code was right but is used up: the listener's authorize says no.
+      acceptSecure(refused.server, { staticKey: generateKeyPair(), psk, authorize: (_, info) => !info.paired, timeoutMs: 5000 }),
+    ]);
+    assert.ok((c as PromiseRejectedResult).reason instanceof HandshakeRefusedError);
+    const wrong = await tcpPair();
+    const [w, s] = await Promise.allSettled([
+      connectSecure(wrong.client, { staticKey: generateKeyPair(), psk, verifyHost: () => true, timeoutMs: 5000 }),
+      acceptSecure(wrong.server, { staticKey: generateKeyPair(), psk: randomBytes(32), authorize: () => true, timeoutMs: 5000 }),
+    ]);
+    assert.equal(s.status, "rejected");
+    const error = (w as PromiseRejectedResult).reason;
+    assert.ok(!(error instanceof HandshakeRefusedError), String(error));
+    assert.match(error.message, /closed the connection during the handshake/);
+  });
+
+  test("the first-message deadline cuts a client that sends only the preamble, not one that sent message 1", T, async () => {
+    const quiet = await tcpPair();
+    const cut = acceptSecure(quiet.server, { staticKey: generateKeyPair(), authorize: () => true, timeoutMs: 5000, firstMessageTimeoutMs: 200 });
+    quiet.client.write(Buffer.from("SSYNC\x00\x01\x00", "latin1"));
+    await assert.rejects(cut, /the first handshake message did not arrive within 200 ms/);
+    quiet.client.destroy();
+    const slow = await tcpPair();
+    const timedOut = acceptSecure(slow.server, { staticKey: generateKeyPair(), authorize: () => true, timeoutMs: 600, firstMessageTimeoutMs: 200 });
+    // Preamble and a well-formed message 1 (any 32 bytes are an ephemeral key), then nothing.
+    slow.client.write(Buffer.concat([Buffer.from("SSYNC\x00\x01\x00", "latin1"), Buffer.from([0, 32]), randomBytes(32)]));
+    await assert.rejects(timedOut, /the handshake timed out after 600 ms/);
+    slow.client.destroy();
   });
 
   for (const size of [1, 40, 100_000]) {

@@ -1,6 +1,16 @@
 /**
  * `ssync listen`: serve a root folder and named exports to authorized keys until SIGINT or
  * SIGTERM. The first stdout line names the bound address and the host key fingerprint.
+ *
+ * 1. start: --root, every --export (check-exports.ts) and authorized_keys are checked; any
+ *    problem refuses the start, naming what and why;
+ * 2. serve, with a process-level safety net: an unhandled rejection or uncaught exception is
+ *    logged with the connection it came from (connectionContext) and the listener keeps
+ *    serving the others. It is never needed by design (every promise is observed, every
+ *    failure ends its own session); a test proves hostile clients never reach it;
+ * 3. SIGHUP re-reads authorized_keys and says so (they are read per connection anyway);
+ * 4. SIGTERM or SIGINT: stop accepting, let running sessions end within --shutdown-grace
+ *    seconds (a second signal cuts them at once), cut the rest, exit 0 with a log line.
  */
 import fs from "node:fs";
 import process from "node:process";
@@ -11,6 +21,9 @@ import { configDir } from "../trust/config-dir.ts";
 import { DEFAULT_PORT, formatEndpoint, parsePort } from "../net/host-port.ts";
 import { fingerprint, readPrivateKey, writePrivateKey } from "../trust/keys.ts";
 import { Listener } from "../listener/listener.ts";
+import { checkExports } from "../listener/check-exports.ts";
+import { describeCurrentConnection } from "../listener/connection-context.ts";
+import { DEFAULT_SHUTDOWN_GRACE_MS } from "../listener/listener-limits.ts";
 import { PairingOffer } from "../trust/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../noise/x25519.ts";
 import { UsageError } from "../util/errors.ts";
@@ -25,6 +38,7 @@ interface ListenFlags {
   key?: string;
   authorizedKeys?: string;
   pair?: boolean;
+  shutdownGrace?: string | number;
 }
 
 export const HOST_KEY_FILE = "host_key";
@@ -71,12 +85,65 @@ async function bind(host: string | undefined, port: number, rest: Omit<Parameter
   }
 }
 
-function waitForSignal(): Promise<string> {
-  return new Promise((resolve) => {
-    const on = (sig: string) => () => resolve(sig);
-    process.once("SIGINT", on("SIGINT"));
-    process.once("SIGTERM", on("SIGTERM"));
-  });
+/** The line the safety net writes: tests look for its start. */
+export const SAFETY_NET_LINE = "ssync: internal error, the listener keeps serving";
+
+/**
+ * Installs the process-level safety net (step 2 above); returns its removal. The log names
+ * the connection when the failure's async context is one (Deno gives none for exceptions
+ * thrown from timers).
+ */
+function installSafetyNet(log: (line: string) => void): () => void {
+  const net = (kind: string) => (error: unknown) => {
+    const where = describeCurrentConnection();
+    const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
+    log(`${new Date().toISOString()} ${SAFETY_NET_LINE}: ${kind}${where ? ` in ${where}` : ""}: ${text}`);
+  };
+  const onRejection = net("unhandled rejection");
+  const onException = net("uncaught exception");
+  process.on("unhandledRejection", onRejection);
+  process.on("uncaughtException", onException);
+  return () => {
+    process.off("unhandledRejection", onRejection);
+    process.off("uncaughtException", onException);
+  };
+}
+
+/**
+ * Resolves with the first SIGINT or SIGTERM; `again` runs on each later one. SIGHUP runs
+ * `hangup` instead of ending the process. Returns the removal of every handler.
+ */
+function onSignals(o: { hangup: () => void; again: () => void }): { first: Promise<string>; remove: () => void } {
+  let seen = false;
+  let resolve!: (sig: string) => void;
+  const first = new Promise<string>((r) => (resolve = r));
+  const stop = (sig: string) => () => {
+    if (seen) return o.again();
+    seen = true;
+    resolve(sig);
+  };
+  const onInt = stop("SIGINT");
+  const onTerm = stop("SIGTERM");
+  process.on("SIGINT", onInt);
+  process.on("SIGTERM", onTerm);
+  process.on("SIGHUP", o.hangup);
+  return {
+    first,
+    remove: () => {
+      process.off("SIGINT", onInt);
+      process.off("SIGTERM", onTerm);
+      process.off("SIGHUP", o.hangup);
+    },
+  };
+}
+
+function parseGrace(value: string | number | undefined): number {
+  if (value === undefined) return DEFAULT_SHUTDOWN_GRACE_MS;
+  const seconds = Number(value);
+  if (!Number.isFinite(seconds) || seconds < 0 || String(value).trim() === "") {
+    throw new UsageError(`Invalid --shutdown-grace ${value}: give the seconds sessions may take to end, e.g. 10`);
+  }
+  return Math.round(seconds * 1000);
 }
 
 export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
@@ -87,7 +154,8 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
     .option("--read-only", "Refuse every write")
     .option("--key <file>", `Host private key (default: <config>/${HOST_KEY_FILE}, made on first start)`)
     .option("--authorized-keys <file>", "Client keys allowed in (default: <config>/authorized_keys)")
-    .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in"))
+    .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in")
+    .option("--shutdown-grace <seconds>", `On SIGTERM/SIGINT, time running sessions get to end (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})`))
     .action((flags: ListenFlags) => {
       setRun(async () => {
         if (!flags.root) throw new UsageError("ssync listen needs --root DIR");
@@ -99,13 +167,31 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
           throw new UsageError(`Invalid --root ${flags.root}: ${(e as Error).message}`);
         }
         const exports = parseExports(flags.export);
+        try {
+          checkExports(exports);
+        } catch (e) {
+          throw new UsageError((e as Error).message);
+        }
+        const graceMs = parseGrace(flags.shutdownGrace);
         const { host, port } = parseBind(flags.bind);
         const key = await hostKey(flags.key);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
-        await readAuthorizedKeys(authorizedKeysFile); // a malformed or unsafe file fails now, not per client
+        const log = (line: string) => console.error(line);
+        // An unsafe file fails now, not per client; a bad line is a warning, and skipped.
+        const keys = await readAuthorizedKeys(authorizedKeysFile, { warn: (m) => log(`ssync: ${m}`) });
         const pairing = flags.pair ? new PairingOffer() : undefined;
         const pool = new WorkerPool();
         let listener: Listener | undefined;
+        const removeNet = installSafetyNet(log);
+        const signals = onSignals({
+          hangup: () => {
+            if (listener === undefined) return;
+            listener.rereadAuthorizedKeys().catch((e) =>
+              log(`${new Date().toISOString()} SIGHUP: cannot re-read ${authorizedKeysFile}: ${(e as Error).message}; each connection is still checked against the file as it is then`)
+            );
+          },
+          again: () => listener?.stopNow(),
+        });
         try {
           listener = await bind(host, port, {
             root,
@@ -115,20 +201,25 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
             authorizedKeysFile,
             pairing,
             pool,
-            log: (line) => console.error(line),
+            log,
           });
           const address = formatEndpoint({ host: listener.host.replace(/^::ffff:/, ""), port: listener.port });
           console.log(`ssync listening on ${address} host key ${fingerprint(key.publicKey)}`);
+          log(`${new Date().toISOString()} listening on ${address}: root ${root}, ${exports.size} export${exports.size === 1 ? "" : "s"}, ${keys.length} authorized key${keys.length === 1 ? "" : "s"}${flags.readOnly ? ", read-only" : ""}`);
           if (pairing) {
             const until = new Date(pairing.expiresAt).toTimeString().slice(0, 5);
             console.log(`pairing code ${pairing.code} (single use, valid until ${until}): on the client run`);
             console.log(`  ssync push --pair ${pairing.code} FILE HOST:${listener.port}`);
           }
-          const sig = await waitForSignal();
-          console.error(`ssync: ${sig}: stopping`);
+          const sig = await signals.first;
+          log(`${new Date().toISOString()} ${sig}: stopping: no new connections; running sessions get ${graceMs / 1000} s to end`);
+          const { sessions, cut } = await listener.shutdown({ graceMs });
+          log(`${new Date().toISOString()} ${sig}: stopped (${sessions} session${sessions === 1 ? "" : "s"} running at the signal, ${cut} cut)`);
         } finally {
+          signals.remove();
           await listener?.close();
           await pool[Symbol.asyncDispose]();
+          removeNet();
         }
       });
     });

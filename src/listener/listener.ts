@@ -1,31 +1,60 @@
 /**
  * `ssync listen`: a TCP server that authenticates each client and serves one session.
  *
- * 1. accept: a connection beyond the handshake cap (in all, or from one address: an IPv4
- *    address or an IPv6 /64), or beyond the session cap, is closed at once without reading
- *    anything;
- * 2. handshake (acceptSecure) under a time limit; the client's key must be in
- *    authorized_keys (read afresh per connection), or the client pairs with the active
- *    one-time code and its key is appended there;
- * 3. session (serveSession) with the open policy of listener-paths.ts and an idle timeout;
- * 4. one log line per connection: peer, key fingerprint, mode, path, bytes, result.
+ * 1. accept: a connection finding its address's token bucket empty (token-buckets.ts) is
+ *    closed at once, before any crypto; any other is admitted to the handshake, evicting the
+ *    oldest pending handshake of its address prefix or of all when a cap is reached
+ *    (handshake-slots.ts). Refusals are logged at a bounded rate (refusal-log.ts).
+ * 2. handshake (acceptSecure): the first message within `firstMessageTimeoutMs`, the whole
+ *    within `handshakeTimeoutMs`; the client's key must be in authorized_keys (read afresh
+ *    per connection), or the client pairs with the active one-time code and its key is
+ *    appended there. An unauthorized key gets the encrypted END refusal.
+ * 3. admission: beyond the cap of sessions in all or for its key, the session's first
+ *    request is answered ERROR EBUSY (refuse-session.ts), still inside its handshake slot.
+ *    A session admitted gives its address's token back.
+ * 4. session (serveSession) with the open policy of open-for-client.ts, an idle timeout and
+ *    the listener's shared memory budget;
+ * 5. one log line per session: peer, key fingerprint, mode, path, bytes, result (the first
+ *    ERROR it sent, when it failed: the real cause, not what followed).
  *
- * Invariant: nothing a client does can throw out of a connection's handler; every socket
- * has an error listener from the moment it is accepted.
+ * Invariants: nothing a client does can throw out of a connection's handler; every socket
+ * has an error listener from the moment it is accepted; each handler runs inside
+ * connectionContext, so a failure that escapes anyway names its connection.
  */
 import { promises as fs } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
+import { dirname } from "node:path";
 import type { WorkerPool } from "../engine/worker-pool.ts";
-import { serveSession } from "../session/server-session.ts";
-import { type AuthorizedKey, findAuthorizedKey, readAuthorizedKeys } from "../trust/authorized-keys.ts";
 import { formatEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
-import { fingerprint, formatPublicKey } from "../trust/keys.ts";
-import { type ClientOpen, openForClient } from "./open-for-client.ts";
-import type { PairingOffer } from "../trust/pairing-code.ts";
 import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
-import { dirname } from "node:path";
+import { serveSession } from "../session/server-session.ts";
+import { type AuthorizedKey, findAuthorizedKey, readAuthorizedKeys } from "../trust/authorized-keys.ts";
+import { fingerprint, formatPublicKey } from "../trust/keys.ts";
+import type { PairingOffer } from "../trust/pairing-code.ts";
+import { ByteWindow } from "../util/byte-window.ts";
+import { addressPrefixes } from "./address-prefixes.ts";
+import { type ConnectionContext, connectionContext } from "./connection-context.ts";
+import { HandshakeSlots } from "./handshake-slots.ts";
+import {
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_HANDSHAKES,
+  DEFAULT_MAX_HANDSHAKES_PER_ADDRESS,
+  DEFAULT_MAX_HANDSHAKES_PER_NETWORK,
+  DEFAULT_MAX_SESSIONS,
+  DEFAULT_MAX_SESSIONS_PER_KEY,
+  DEFAULT_MEMORY_BUDGET_BYTES,
+  FIRST_MESSAGE_TIMEOUT_MS,
+  HANDSHAKE_BURST,
+  HANDSHAKE_REFILL_PER_SECOND,
+  REFUSAL_LINES_PER_SECOND,
+} from "./listener-limits.ts";
+import { type ClientOpen, openForClient } from "./open-for-client.ts";
+import { RefusalLog } from "./refusal-log.ts";
+import { refuseSession } from "./refuse-session.ts";
+import { watchSentErrors } from "./sent-errors.ts";
+import { TokenBuckets } from "./token-buckets.ts";
 
 export interface ListenerOptions {
   host: string;
@@ -40,18 +69,36 @@ export interface ListenerOptions {
   pool: WorkerPool;
   /** One line per event (stderr in the CLI). */
   log?: (line: string) => void;
+  /** The whole handshake, acceptance included (default HANDSHAKE_TIMEOUT_MS). */
   handshakeTimeoutMs?: number;
+  /** The preamble and handshake message 1 (default FIRST_MESSAGE_TIMEOUT_MS, never above the whole). */
+  firstMessageTimeoutMs?: number;
   idleTimeoutMs?: number;
+  /** Handshakes in progress in all; the oldest is evicted beyond it. */
   maxHandshakes?: number;
-  /** Handshakes at once from one address (IPv4) or /64 (IPv6). */
+  /** Handshakes in progress from one IPv4 address or IPv6 /64; its oldest is evicted beyond it. */
   maxHandshakesPerAddress?: number;
+  /** Handshakes in progress from one IPv6 /48. */
+  maxHandshakesPerNetwork?: number;
+  /** New connections per address prefix: a token bucket of this many... */
+  handshakeBurst?: number;
+  /** ...refilled at this rate. */
+  handshakeRefillPerSecond?: number;
   maxSessions?: number;
+  maxSessionsPerKey?: number;
+  /** Bytes all sessions together may hold (default DEFAULT_MEMORY_BUDGET_BYTES). */
+  memoryBudgetBytes?: number;
+  /** Refusal lines per second before they are only counted and summarised. */
+  refusalLinesPerSecond?: number;
 }
 
-export const DEFAULT_MAX_HANDSHAKES = 16;
-export const DEFAULT_MAX_HANDSHAKES_PER_ADDRESS = 4;
-export const DEFAULT_MAX_SESSIONS = 64;
-export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
+// The defaults' home is listener-limits.ts; the idle timeout is also the client's default.
+export { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, DEFAULT_MAX_SESSIONS } from "./listener-limits.ts";
+
+/** A running session, as shutdown sees it. */
+interface RunningSession {
+  stop(reason: Error): void;
+}
 
 export class Listener implements AsyncDisposable {
   readonly host: string;
@@ -59,11 +106,17 @@ export class Listener implements AsyncDisposable {
   #server: Server;
   #options: ListenerOptions;
   #sockets = new Set<Socket>();
-  #handshakes = 0;
-  /** Handshakes in progress per addressKey(); entries are removed when they reach 0. */
-  #handshakesFrom = new Map<string, number>();
-  #sessions = 0;
+  #slots: HandshakeSlots;
+  #buckets: TokenBuckets;
+  #refusals: RefusalLog;
+  #memory: ByteWindow;
+  #sessions = new Set<RunningSession>();
+  #sessionsOf = new Map<string, number>();
   #active = new Set<Promise<void>>();
+  #stopping = false;
+  #stopNow: (() => void) | undefined;
+  /** authorized_keys warnings already logged (per connection they are logged once). */
+  #warned = new Set<string>();
 
   private constructor(server: Server, options: ListenerOptions) {
     this.#server = server;
@@ -71,8 +124,25 @@ export class Listener implements AsyncDisposable {
     const address = server.address() as { address: string; port: number };
     this.host = address.address;
     this.port = address.port;
+    const perAddress = options.maxHandshakesPerAddress ?? DEFAULT_MAX_HANDSHAKES_PER_ADDRESS;
+    const perNetwork = options.maxHandshakesPerNetwork ?? DEFAULT_MAX_HANDSHAKES_PER_NETWORK;
+    this.#slots = new HandshakeSlots({
+      total: options.maxHandshakes ?? DEFAULT_MAX_HANDSHAKES,
+      capOf: (prefix) => (prefix.endsWith("/48") ? perNetwork : perAddress),
+    });
+    this.#buckets = new TokenBuckets({
+      burst: options.handshakeBurst ?? HANDSHAKE_BURST,
+      refillPerSecond: options.handshakeRefillPerSecond ?? HANDSHAKE_REFILL_PER_SECOND,
+    });
+    this.#refusals = new RefusalLog((line) => this.#log(line), {
+      perWindow: options.refusalLinesPerSecond ?? REFUSAL_LINES_PER_SECOND,
+    });
+    this.#memory = new ByteWindow(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
     server.on("connection", (socket: Socket) => {
-      const handled = this.#handle(socket).catch((e) => this.#log(`${peerOf(socket)} internal error: ${(e as Error)?.message}`));
+      socket.on("error", () => {});
+      const context: ConnectionContext = { peer: peerOf(socket) };
+      const handled = connectionContext.run(context, () => this.#handle(socket, context))
+        .catch((e) => this.#log(`${context.peer} internal error: ${(e as Error)?.stack ?? e}`));
       this.#active.add(handled);
       handled.finally(() => this.#active.delete(handled));
     });
@@ -98,7 +168,7 @@ export class Listener implements AsyncDisposable {
 
   /** Connections in the handshake and in a session, for tests and logs. */
   get load(): { handshakes: number; sessions: number } {
-    return { handshakes: this.#handshakes, sessions: this.#sessions };
+    return { handshakes: this.#slots.size, sessions: this.#sessions.size };
   }
 
   /** Client-chosen text (names, error messages naming them) is escaped: one event, one line. */
@@ -106,100 +176,163 @@ export class Listener implements AsyncDisposable {
     this.#options.log?.(`${new Date().toISOString()} ${escapeControls(line)}`);
   }
 
-  async #handle(socket: Socket): Promise<void> {
-    socket.on("error", () => {});
-    const peer = peerOf(socket);
-    const maxHandshakes = this.#options.maxHandshakes ?? DEFAULT_MAX_HANDSHAKES;
-    const maxSessions = this.#options.maxSessions ?? DEFAULT_MAX_SESSIONS;
-    const from = addressKey(socket.remoteAddress ?? "?");
-    const maxFrom = this.#options.maxHandshakesPerAddress ?? DEFAULT_MAX_HANDSHAKES_PER_ADDRESS;
-    if (this.#handshakes >= maxHandshakes || this.#handshakes + this.#sessions >= maxSessions) {
-      this.#log(`${peer} refused: too many connections`);
+  /** Reads authorized_keys now (SIGHUP), logging every warning again; returns the keys' count. */
+  async rereadAuthorizedKeys(): Promise<number> {
+    this.#warned.clear();
+    const file = this.#options.authorizedKeysFile;
+    const keys = await readAuthorizedKeys(file, { warn: (m) => this.#log(m) });
+    this.#log(`re-read ${keys.length} key${keys.length === 1 ? "" : "s"} from ${file}`);
+    return keys.length;
+  }
+
+  /** authorized_keys as it is now; a warning about a line is logged the first time only. */
+  #readKeys(): Promise<AuthorizedKey[]> {
+    return readAuthorizedKeys(this.#options.authorizedKeysFile, {
+      warn: (m) => {
+        if (this.#warned.has(m)) return;
+        if (this.#warned.size >= 1000) this.#warned.clear();
+        this.#warned.add(m);
+        this.#log(m);
+      },
+    });
+  }
+
+  async #handle(socket: Socket, context: ConnectionContext): Promise<void> {
+    const { peer } = context;
+    if (this.#stopping) {
       socket.destroy();
       return;
     }
-    if ((this.#handshakesFrom.get(from) ?? 0) >= maxFrom) {
-      this.#log(`${peer} refused: too many connections in the handshake from ${from}`);
+    const prefixes = addressPrefixes(socket.remoteAddress ?? "?");
+    const from = prefixes[0];
+    if (!this.#buckets.take(prefixes)) {
+      this.#refusals.refused(from, `${peer} refused: too many new connections from ${prefixes.at(-1)}`);
       socket.destroy();
       return;
     }
     this.#sockets.add(socket);
     socket.once("close", () => this.#sockets.delete(socket));
-
-    let entry: AuthorizedKey | undefined;
-    let conn: SecureConnection;
-    this.#handshakes++;
-    this.#handshakesFrom.set(from, (this.#handshakesFrom.get(from) ?? 0) + 1);
+    const evicted = new AbortController();
+    const slot = this.#slots.admit(prefixes, (why) => evicted.abort(new Error(why)));
     try {
+      let entry: AuthorizedKey | undefined;
+      let conn: SecureConnection;
       const pairing = this.#options.pairing;
-      conn = await acceptSecure(socket, {
-        staticKey: this.#options.hostKey,
-        psk: pairing?.key,
-        timeoutMs: this.#options.handshakeTimeoutMs,
-        peerName: peer,
-        authorize: async (remoteStatic, info) => {
-          if (info.paired) {
-            if (!pairing?.consume()) return false;
-            await this.#addPairedKey(remoteStatic, peer);
-            // A key listed already keeps its options (read-only, path=) for this session too.
-            entry = findAuthorizedKey(await readAuthorizedKeys(this.#options.authorizedKeysFile), remoteStatic) ??
-              { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
-            return true;
-          }
-          entry = findAuthorizedKey(await readAuthorizedKeys(this.#options.authorizedKeysFile), remoteStatic);
-          return entry !== undefined;
-        },
-      });
-    } catch (e) {
-      this.#log(`${peer} refused: ${((e as Error).message ?? String(e)).replace(/^Cannot accept a secure connection from \S+: /, "")}`);
-      return;
+      const timeoutMs = this.#options.handshakeTimeoutMs;
+      try {
+        conn = await acceptSecure(socket, {
+          staticKey: this.#options.hostKey,
+          psk: pairing?.key,
+          timeoutMs,
+          firstMessageTimeoutMs: Math.min(this.#options.firstMessageTimeoutMs ?? FIRST_MESSAGE_TIMEOUT_MS, timeoutMs ?? Infinity),
+          signal: evicted.signal,
+          peerName: peer,
+          authorize: async (remoteStatic, info) => {
+            if (info.paired) {
+              if (!pairing?.consume()) return false;
+              await this.#addPairedKey(remoteStatic, peer);
+              // A key listed already keeps its options (read-only, path=) for this session too.
+              entry = findAuthorizedKey(await this.#readKeys(), remoteStatic) ??
+                { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
+              return true;
+            }
+            entry = findAuthorizedKey(await this.#readKeys(), remoteStatic);
+            return entry !== undefined;
+          },
+        });
+      } catch (e) {
+        const why = ((e as Error).message ?? String(e)).replace(/^Cannot accept a secure connection from \S+: /, "");
+        this.#refusals.refused(from, `${peer} refused: ${why}`);
+        return;
+      }
+      const key = fingerprint(conn.remoteStatic);
+      context.key = key;
+      const busy = this.#sessionRefusal(key);
+      if (busy !== undefined) {
+        this.#refusals.refused(key, `${peer} key ${key} refused: ${busy}`);
+        await refuseSession(conn.channel, { message: busy, timeoutMs: FIRST_MESSAGE_TIMEOUT_MS, signal: evicted.signal });
+        await conn[Symbol.asyncDispose]().catch(() => {});
+        return;
+      }
+      slot.release();
+      this.#buckets.refund(prefixes);
+      await this.#serve(conn, { entry: entry!, key, context });
     } finally {
-      this.#handshakes--;
-      const left = this.#handshakesFrom.get(from)! - 1;
-      if (left === 0) this.#handshakesFrom.delete(from);
-      else this.#handshakesFrom.set(from, left);
+      slot.release();
     }
+  }
 
-    this.#sessions++;
-    const key = fingerprint(conn.remoteStatic);
+  /** Why a new session of this key is not served now, or undefined when it is. */
+  #sessionRefusal(key: string): string | undefined {
+    const max = this.#options.maxSessions ?? DEFAULT_MAX_SESSIONS;
+    const maxPerKey = this.#options.maxSessionsPerKey ?? DEFAULT_MAX_SESSIONS_PER_KEY;
+    if (this.#stopping) return "Cannot start a session: the listener is stopping";
+    if (this.#sessions.size >= max) {
+      return `Cannot start a session: the listener already serves ${this.#sessions.size}, its limit; try again later`;
+    }
+    const ofKey = this.#sessionsOf.get(key) ?? 0;
+    if (ofKey >= maxPerKey) {
+      return `Cannot start a session: the listener already serves ${ofKey} for this key, its limit per key; try again later`;
+    }
+    return undefined;
+  }
+
+  async #serve(conn: SecureConnection, o: { entry: AuthorizedKey; key: string; context: ConnectionContext }): Promise<void> {
+    const { entry, key, context } = o;
+    const peer = context.peer;
+    const socket = conn.channel.socket;
+    const idle = new IdleTimeoutChannel(conn.channel, {
+      timeoutMs: this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
+      // Bytes the kernel took from us: a slow reader still counts as progress.
+      sendProgress: () => socket.bytesWritten - socket.writableLength,
+    });
+    const sent = watchSentErrors(idle);
+    const running: RunningSession = { stop: (reason) => idle.close(reason) };
+    this.#sessions.add(running);
+    this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
     let request: ClientOpen | undefined;
     try {
-      const socket = conn.channel.socket;
-      const channel = new IdleTimeoutChannel(conn.channel, {
-        timeoutMs: this.#options.idleTimeoutMs ?? DEFAULT_IDLE_TIMEOUT_MS,
-        // Bytes the kernel took from us: a slow reader still counts as progress.
-        sendProgress: () => socket.bytesWritten - socket.writableLength,
-      });
-      const result = await serveSession(channel, {
+      const result = await serveSession(sent.channel, {
         pool: this.#options.pool,
-        activity: channel.activity,
+        activity: idle.activity,
+        memory: this.#memory,
         open: (req) => {
           request = req;
+          context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(req.name)}`;
           return openForClient(req, {
             root: this.#options.root,
             exports: this.#options.exports ?? new Map(),
             listenerReadOnly: this.#options.readOnly === true,
-            keyReadOnly: entry!.readOnly,
-            pathPrefix: entry!.pathPrefix,
+            keyReadOnly: entry.readOnly,
+            pathPrefix: entry.pathPrefix,
           });
         },
       });
       const s = result.stats;
-      const what = request ? `${request.mode}${request.dryRun ? " (dry run)" : ""} ${JSON.stringify(request.name)}` : "no request";
-      const outcome = result.committed ? "ok" : result.error ? `failed: ${result.error.message}` : "ended before commit";
+      const what = request ? context.request : "no request";
+      const firstError = sent.first();
+      let outcome: string;
+      if (result.committed) outcome = "ok";
+      else if (firstError !== undefined) {
+        outcome = `failed: ${firstError.code} ${firstError.message}`;
+        if (result.error && result.error.message !== firstError.message) outcome += `; then ${result.error.message}`;
+      } else outcome = result.error ? `failed: ${result.error.message}` : "ended before commit";
       this.#log(
         `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${s.bytesRead} B, wrote ${s.bytesWritten} B, ` +
           `holes ${s.bytesPunched} B, wire in ${result.wire.bytesReceived} B out ${result.wire.bytesSent} B: ${outcome}`,
       );
     } finally {
-      this.#sessions--;
+      this.#sessions.delete(running);
+      const left = this.#sessionsOf.get(key)! - 1;
+      if (left === 0) this.#sessionsOf.delete(key);
+      else this.#sessionsOf.set(key, left);
       await conn[Symbol.asyncDispose]().catch(() => {});
     }
   }
 
   async #addPairedKey(publicKey: Uint8Array, peer: string): Promise<void> {
     const file = this.#options.authorizedKeysFile;
-    const existing = await readAuthorizedKeys(file);
+    const existing = await this.#readKeys();
     if (findAuthorizedKey(existing, publicKey) === undefined) {
       await fs.mkdir(dirname(file), { recursive: true, mode: 0o700 });
       const text = await fs.readFile(file, "utf8").catch(() => "");
@@ -210,12 +343,48 @@ export class Listener implements AsyncDisposable {
     this.#log(`${peer} paired: key ${fingerprint(publicKey)} added to ${file}`);
   }
 
-  /** Stops accepting, drops every connection and waits for their handlers. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting and ends every pending handshake at once; running sessions may finish
+   * within `graceMs` (or until stopNow()), then they are cut (their destinations stay
+   * rerunnable: an interrupted session leaves the old image or a state a rerun completes).
+   * Resolves once every handler is done, with how many sessions were running and cut.
+   */
+  async shutdown(options: { graceMs: number }): Promise<{ sessions: number; cut: number }> {
+    this.#stopping = true;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
+    this.#slots.evictAll("the listener is stopping");
+    const sessions = this.#sessions.size;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const grace = new Promise<void>((resolve) => {
+      this.#stopNow = resolve;
+      timer = setTimeout(resolve, options.graceMs);
+    });
+    await Promise.race([this.#drained(), grace]);
+    clearTimeout(timer);
+    this.#stopNow = undefined;
+    const cut = this.#sessions.size;
+    const reason = new Error(`the listener is stopping: the session was cut after ${options.graceMs / 1000} s`);
+    for (const s of this.#sessions) s.stop(reason);
+    await this.#drained();
     for (const s of this.#sockets) s.destroy();
     await closed;
-    await Promise.allSettled([...this.#active]);
+    this.#refusals.flush();
+    return { sessions, cut };
+  }
+
+  /** Cuts the sessions shutdown() is still waiting for (a second signal). */
+  stopNow(): void {
+    this.#stopNow?.();
+  }
+
+  /** Resolves once no connection handler runs (none start once stopping). */
+  async #drained(): Promise<void> {
+    while (this.#active.size > 0) await Promise.allSettled([...this.#active]);
+  }
+
+  /** Stops accepting, drops every connection and waits for their handlers. */
+  async close(): Promise<void> {
+    await this.shutdown({ graceMs: 0 });
   }
 
   [Symbol.asyncDispose](): Promise<void> {
@@ -231,18 +400,4 @@ function escapeControls(text: string): string {
 function peerOf(socket: Socket): string {
   const host = socket.remoteAddress ?? "?";
   return formatEndpoint({ host: host.replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 });
-}
-
-/**
- * What one client counts as for the per-address handshake cap: an IPv4 address (also when
- * mapped into IPv6), or the /64 prefix of an IPv6 address, since one host may hold a whole /64.
- */
-export function addressKey(address: string): string {
-  const v4 = address.replace(/^::ffff:(?=\d+\.\d+\.\d+\.\d+$)/i, "");
-  if (!v4.includes(":")) return v4;
-  const [head, tail = ""] = v4.toLowerCase().split("%")[0].split("::");
-  const left = head === "" ? [] : head.split(":");
-  const right = v4.includes("::") ? (tail === "" ? [] : tail.split(":")) : [];
-  const groups = [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right];
-  return groups.slice(0, 4).map((g) => g.replace(/^0+(?=.)/, "")).join(":") + "::/64";
 }

@@ -8,6 +8,11 @@ import type { RecordChannel } from "./record-channel.ts";
  * Time spent not waiting (the session busy with its own work) never counts as idle, and
  * neither does waiting for a record while `busy()` says a request is still being worked on
  * (an fsync of a large device may take longer than the timeout; the peer is waiting on us).
+ *
+ * `activity.ignoreLastRecord()` says the record just received was no activity (a dry run's
+ * FLUSH, which does nothing): the idle period that record ended goes on, so the next
+ * receive's deadline counts from where that period began. A peer that sends only such
+ * records is closed after `timeoutMs` as if it sent nothing.
  */
 export class IdleTimeoutChannel implements RecordChannel {
   #inner: RecordChannel;
@@ -17,6 +22,14 @@ export class IdleTimeoutChannel implements RecordChannel {
   #sendTimer: ReturnType<typeof setTimeout> | undefined;
 
   #busy = 0;
+  /** When the idle period of the receive now waiting began (undefined: none waits). */
+  #waitingSince: number | undefined;
+  /** Re-arms the waiting receive's timer for a new start of its idle period. */
+  #rearm: (() => void) | undefined;
+  /** When the idle period that the last received record ended had begun. */
+  #lastRecordIdleSince: number | undefined;
+  /** Set by ignoreLastRecord(): the next receive's idle period began then. */
+  #carriedSince: number | undefined;
 
   constructor(inner: RecordChannel, options: { timeoutMs: number; sendProgress?: () => number }) {
     this.#inner = inner;
@@ -28,6 +41,20 @@ export class IdleTimeoutChannel implements RecordChannel {
   readonly activity = {
     begin: (): void => void this.#busy++,
     end: (): void => void this.#busy--,
+    /** The record just received does not reset the idle clock (see above). */
+    ignoreLastRecord: (): void => {
+      const since = this.#lastRecordIdleSince;
+      if (since === undefined) return;
+      if (this.#waitingSince !== undefined) {
+        // The next receive already waits: its idle period began before that record.
+        if (since < this.#waitingSince) {
+          this.#waitingSince = since;
+          this.#rearm?.();
+        }
+      } else {
+        this.#carriedSince = Math.min(since, this.#carriedSince ?? since);
+      }
+    },
   };
 
   async send(record: Uint8Array): Promise<void> {
@@ -54,17 +81,27 @@ export class IdleTimeoutChannel implements RecordChannel {
 
   async receive(): Promise<Uint8Array | null> {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const arm = () => {
-      timer = setTimeout(() => {
-        if (this.#busy > 0) return arm();
-        this.#inner.close(new Error(`the peer sent nothing for ${Math.round(this.#timeoutMs / 1000)} s (idle timeout)`));
-      }, this.#timeoutMs);
+    const since = this.#carriedSince ?? Date.now();
+    this.#carriedSince = undefined;
+    this.#waitingSince = since;
+    const expire = () => {
+      if (this.#busy > 0) return arm(this.#timeoutMs);
+      this.#inner.close(new Error(`the peer sent nothing for ${Math.round(this.#timeoutMs / 1000)} s (idle timeout)`));
     };
-    arm();
+    const arm = (ms: number) => {
+      clearTimeout(timer);
+      timer = setTimeout(expire, Math.max(0, ms));
+    };
+    this.#rearm = () => arm(this.#waitingSince! + this.#timeoutMs - Date.now());
+    this.#rearm();
     try {
-      return await this.#inner.receive();
+      const record = await this.#inner.receive();
+      this.#lastRecordIdleSince = this.#waitingSince;
+      return record;
     } finally {
       clearTimeout(timer);
+      this.#waitingSince = undefined;
+      this.#rearm = undefined;
     }
   }
 

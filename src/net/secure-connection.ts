@@ -28,14 +28,33 @@ import type { KeyPair } from "../noise/x25519.ts";
  *    is authenticated by it.
  * 3. The initiator checks the responder's static key (verifyHost) after message 2, before
  *    message 3 reveals its own static key.
- * 4. The responder checks the initiator's static key (authorize) after message 3, then sends
- *    one empty record as its acceptance; connectSecure resolves only after receiving it.
- * Every failure before step 4 completes is a silent close: the socket is destroyed and the
- * peer receives no error message. The local caller gets an Error saying why.
+ * 4. The responder checks the initiator's static key (authorize) after message 3. The
+ *    handshake is complete then, so it answers through the record layer: one empty record
+ *    means accepted (connectSecure resolves only after receiving it); the END record means
+ *    refused (connectSecure throws a HandshakeRefusedError). END reveals nothing a silent
+ *    close would not, and unlike an EOF it cannot be forged or caused by a listener dying.
+ * Every other failure is a silent close: the socket is destroyed and the peer receives no
+ * error message (a wrong pairing code among them: the two ends' keys differ, so no record
+ * could be read). The local caller gets an Error saying why.
+ *
+ * The responder may also be given a deadline for the first message (`firstMessageTimeoutMs`:
+ * the preamble and handshake message 1), shorter than the whole handshake's, so a socket
+ * that says nothing holds a listener's handshake slot only briefly.
  */
 
 /** Bytes a peer may send ahead during the handshake (it needs < 300). */
 const MAX_HANDSHAKE_BUFFER = 4096;
+/** How long a refusing responder waits for its END record to reach the peer before it closes. */
+const REFUSAL_LINGER_MS = 1000;
+
+/**
+ * The responder refused our key after message 3, with its encrypted END record: the one
+ * failure that means "not authorized" (an EOF, a reset or a bad record there does not).
+ */
+export class HandshakeRefusedError extends Error {
+  override name = "HandshakeRefusedError";
+  readonly refused = true;
+}
 
 export interface SecureOptions {
   /** Our long-term X25519 key pair. */
@@ -63,8 +82,10 @@ export interface ConnectOptions extends SecureOptions {
 export interface AcceptOptions extends SecureOptions {
   /** When set, clients may pair with XXpsk3 using this 32-byte key; otherwise only XX. */
   psk?: Uint8Array;
-  /** Decides whether the initiator's static key may connect; false = silent close. */
+  /** Decides whether the initiator's static key may connect; false = the END refusal. */
   authorize: (remoteStatic: Uint8Array, info: { paired: boolean }) => boolean | Promise<boolean>;
+  /** The preamble and handshake message 1 must arrive within this time (default: no extra limit). */
+  firstMessageTimeoutMs?: number;
 }
 
 export interface SecureConnection extends AsyncDisposable {
@@ -95,39 +116,65 @@ function peerName(socket: Socket): string {
   return socket.remoteAddress ? `${socket.remoteAddress}:${socket.remotePort}` : "the peer";
 }
 
+/** What `guarded` gives its steps. */
+interface Guard {
+  reader: SocketReader;
+  /** Fails the handshake now with this reason (as the timeout does). */
+  fail: (reason: Error) => void;
+  /** Throws once the handshake has failed (timed out, aborted): later steps must not act. */
+  check: () => void;
+}
+
 /**
  * Runs `steps` under the timeout and abort signal; on any failure destroys the socket
- * without sending anything (the silent close) and rethrows as "Cannot <what>: <why>".
+ * without sending anything (the silent close) and rethrows as "Cannot <what>: <why>"
+ * (a HandshakeRefusedError stays one).
  */
 async function guarded<T>(
   socket: Socket,
   options: SecureOptions & { what: string },
-  steps: (reader: SocketReader) => Promise<T>,
+  steps: (guard: Guard) => Promise<T>,
 ): Promise<T> {
   const peer = options.peerName ?? peerName(socket);
   const reader = new SocketReader(socket, { maxBuffered: MAX_HANDSHAKE_BUFFER });
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   let timer: ReturnType<typeof setTimeout> | undefined;
   let onAbort: (() => void) | undefined;
+  let failure: Error | undefined;
+  let fail!: (reason: Error) => void;
   const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`the handshake timed out after ${timeoutMs} ms`)), timeoutMs);
-    onAbort = () => reject(options.signal?.reason ?? new Error("the handshake was aborted"));
+    fail = (reason) => {
+      failure ??= reason;
+      reject(reason);
+    };
+    timer = setTimeout(() => fail(new Error(`the handshake timed out after ${timeoutMs} ms`)), timeoutMs);
+    onAbort = () => fail(toError(options.signal?.reason ?? new Error("the handshake was aborted")));
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener("abort", onAbort, { once: true });
   });
   stop.catch(() => {});
+  const check = () => {
+    if (failure !== undefined) throw failure;
+  };
   try {
-    return await Promise.race([steps(reader), stop]);
+    return await Promise.race([steps({ reader, fail, check }), stop]);
   } catch (error) {
+    failure ??= toError(error);
     reader.detach();
     socket.on("error", () => {}); // a late reset must not become an uncaught error
     socket.destroy();
     const why = error instanceof Error ? error.message : String(error);
-    throw new Error(`Cannot ${options.what} ${peer}: ${why}`, { cause: error });
+    const message = `Cannot ${options.what} ${peer}: ${why}`;
+    if (error instanceof HandshakeRefusedError) throw new HandshakeRefusedError(message, { cause: error });
+    throw new Error(message, { cause: error });
   } finally {
     clearTimeout(timer);
     if (onAbort) options.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+function toError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
 }
 
 function makeChannel(socket: Socket, hs: HandshakeState, reader: SocketReader, options: SecureOptions) {
@@ -149,7 +196,7 @@ function connection(
 
 /** Initiator side: runs the handshake over a connected (or connecting) socket. */
 export function connectSecure(socket: Socket, options: ConnectOptions): Promise<SecureConnection> {
-  return guarded(socket, { ...options, what: "open a secure connection to" }, async (reader) => {
+  return guarded(socket, { ...options, what: "open a secure connection to" }, async ({ reader }) => {
     const paired = options.psk !== undefined;
     const clear = encodePreamble(paired ? MODE_PAIRING : MODE_XX);
     const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
@@ -168,20 +215,24 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
     }
     socket.write(encodeHandshakeFrame(hs.writeMessage()));
     const { channel, handshakeHash } = makeChannel(socket, hs, reader, options);
-    // The responder's first record is an empty acceptance; EOF here means it refused us.
+    // The responder's first record: empty = accepted, END (receive() yields null) = refused.
     let accepted: Uint8Array | null;
     try {
       accepted = await channel.receive();
-    } catch {
-      accepted = null;
+    } catch (error) {
+      channel.close(toError(error));
+      throw new Error(`the listener closed the connection during the handshake (${toError(error).message})`, { cause: error });
     }
-    if (accepted === null || accepted.length !== 0) {
-      channel.close(new Error("not accepted"));
-      throw new Error(
-        `the server closed the connection after the handshake: our key ${
-          fingerprint(options.staticKey.publicKey)
-        } is probably not authorized there`,
+    if (accepted === null) {
+      channel.close();
+      throw new HandshakeRefusedError(
+        `the listener refused our key ${fingerprint(options.staticKey.publicKey)}: not accepted by its authorized_keys`,
       );
+    }
+    if (accepted.length !== 0) {
+      const error = new Error(`the listener's first record holds ${accepted.length} bytes, not the empty acceptance`);
+      channel.close(error);
+      throw error;
     }
     return connection({ channel, handshakeHash, remoteStatic, paired });
   });
@@ -189,25 +240,47 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
 
 /** Responder side: runs the handshake over an accepted socket. */
 export function acceptSecure(socket: Socket, options: AcceptOptions): Promise<SecureConnection> {
-  return guarded(socket, { ...options, what: "accept a secure connection from" }, async (reader) => {
-    const clear = await reader.read(PREAMBLE_SIZE);
-    const paired = parsePreamble(clear) === MODE_PAIRING;
-    if (paired && options.psk === undefined) throw new Error("the client asked for pairing, which is not enabled");
-    const hs = new HandshakeState(paired ? PAIRING_PROTOCOL_NAME : PROTOCOL_NAME, {
-      initiator: false,
-      prologue: concat(clear, options.prologue),
-      staticKeyPair: options.staticKey,
-      psk: paired ? options.psk : undefined,
-    });
-    const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
-    hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[0])));
+  return guarded(socket, { ...options, what: "accept a secure connection from" }, async ({ reader, fail, check }) => {
+    const firstMs = options.firstMessageTimeoutMs;
+    const first = firstMs === undefined ? undefined : setTimeout(
+      () => fail(new Error(`the first handshake message did not arrive within ${firstMs} ms`)),
+      firstMs,
+    );
+    let clear: Buffer;
+    let paired: boolean;
+    let hs: HandshakeState;
+    try {
+      clear = await reader.read(PREAMBLE_SIZE);
+      paired = parsePreamble(clear) === MODE_PAIRING;
+      if (paired && options.psk === undefined) throw new Error("the client asked for pairing, which is not enabled");
+      hs = new HandshakeState(paired ? PAIRING_PROTOCOL_NAME : PROTOCOL_NAME, {
+        initiator: false,
+        prologue: concat(clear, options.prologue),
+        staticKeyPair: options.staticKey,
+        psk: paired ? options.psk : undefined,
+      });
+      const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
+      hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[0])));
+    } finally {
+      clearTimeout(first);
+    }
+    check();
     socket.write(encodeHandshakeFrame(hs.writeMessage()));
+    const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
     hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[2])));
     const remoteStatic = hs.remoteStatic!;
-    if (!(await options.authorize(remoteStatic, { paired }))) {
+    const authorized = await options.authorize(remoteStatic, { paired });
+    check(); // timed out or aborted while authorize() ran: nothing more goes out
+    const { channel, handshakeHash } = makeChannel(socket, hs, reader, options);
+    if (!authorized) {
+      // The END record, then the orderly close: the socket lingers until the peer closes or
+      // REFUSAL_LINGER_MS pass (then guarded destroys it), so the END is not lost to a reset.
+      channel.close();
+      let linger: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([channel[Symbol.asyncDispose](), new Promise((r) => (linger = setTimeout(r, REFUSAL_LINGER_MS)))]);
+      clearTimeout(linger);
       throw new Error(`the client's key ${fingerprint(remoteStatic)} is not authorized`);
     }
-    const { channel, handshakeHash } = makeChannel(socket, hs, reader, options);
     await channel.send(new Uint8Array(0));
     return connection({ channel, handshakeHash, remoteStatic, paired });
   });

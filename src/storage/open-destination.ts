@@ -3,9 +3,13 @@
  *
  * 1. Refuse a directory, a missing parent directory, or a missing file unless `create`;
  * 2. open (creating an empty regular file when asked; its size is set later by setSize);
- * 3. lock: regular files flock(LOCK_EX|LOCK_NB) on the descriptor, block devices an O_EXCL
- *    claim; without FFI a pid lock file (`<path>.ssync-lock`; for block devices Node uses
- *    the O_EXCL claim and Deno a lock file in the temp directory);
+ * 3. lock, writers only: regular files flock(LOCK_EX|LOCK_NB) on the descriptor, block
+ *    devices an O_EXCL claim; without FFI a pid lock file (`<path>.ssync-lock`; for block
+ *    devices Node uses the O_EXCL claim and Deno a lock file in the temp directory). A dry
+ *    run (read-only) takes no lock at all, neither shared nor the lock file, so it never
+ *    holds a writer out: if a writer changes the file meanwhile, the dry run reads a mix of
+ *    old and new blocks and reports the differences it saw (it writes nothing, so nothing
+ *    but its report is affected; "busy" therefore always means a writer holds the file);
  * 4. size: fstat for files, BLKGETSIZE64 / sysfs / probe for block devices.
  *
  * Invariant: a store is returned only once locked; any failure after open closes the
@@ -16,11 +20,11 @@ import fs from "node:fs";
 import os from "node:os";
 import nodePath from "node:path";
 import { claimBlockDevice } from "../platform/claim-block-device.ts";
-import { type Libc, libc as ffiLibc, LOCK_EX, LOCK_NB, LOCK_SH } from "../platform/libc.ts";
+import { type Libc, libc as ffiLibc, LOCK_EX, LOCK_NB } from "../platform/libc.ts";
 import { blockDeviceSize, deviceNumber } from "./block-device-size.ts";
 import { EmptyStorage } from "./empty-storage.ts";
 import { FdStorage } from "./fd-storage.ts";
-import { acquireLockFile, isLockFileHeld, lockFilePath } from "./lock-file.ts";
+import { acquireLockFile, lockFilePath } from "./lock-file.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
 import type { Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
@@ -28,7 +32,7 @@ import { storageError } from "./storage-error.ts";
 export interface OpenDestinationOptions {
   /** Create a missing regular file (never a missing parent directory). */
   readonly create: boolean;
-  /** Dry run: open read-only, take a shared lock, create nothing (a missing file reads as empty). */
+  /** Dry run: open read-only, take no lock, create nothing (a missing file reads as empty). */
   readonly readOnly?: boolean;
   /** false forces the portable path (no SEEK_DATA, fallocate, flock, ioctl) for this store. */
   readonly ffi?: boolean;
@@ -65,7 +69,7 @@ export async function openDestination(
 export interface DestinationFromFdOptions {
   /** Names the file in messages and, without flock, where its lock file goes; never opened. */
   readonly path: string;
-  /** The descriptor is read-only (a dry run): take a shared lock, never write. */
+  /** The descriptor is read-only (a dry run): take no lock, never write. */
   readonly readOnly: boolean;
   readonly ffi?: boolean;
   /** Without flock: the portable lock file to use instead of `<path>.ssync-lock`. */
@@ -126,17 +130,18 @@ function busy(path: string, cause?: unknown, kind?: StorageKind): Error {
 }
 
 /**
- * Takes the writer lock (shared when read-only); returns its release function.
- * Writers to block devices also hold the O_EXCL claim, which keeps out mounts and
- * other exclusive openers that do not know about flock.
+ * Takes the writer lock; returns its release function. A read-only store (a dry run) takes
+ * none (see step 3 above). Writers to block devices also hold the O_EXCL claim, which keeps
+ * out mounts and other exclusive openers that do not know about flock.
  */
 function lock(
   path: string,
   o: { fd: number; kind: StorageKind; rdev: bigint; libc: Libc | null; readOnly: boolean; lockFile?: string },
 ): () => void {
+  if (o.readOnly) return () => {};
   const { libc } = o;
   let claim: { release(): void } | null = null;
-  if (o.kind === "block-device" && !o.readOnly) {
+  if (o.kind === "block-device") {
     try {
       claim = claimBlockDevice(path, { libc });
     } catch (e) {
@@ -146,7 +151,7 @@ function lock(
   }
   try {
     if (libc) {
-      const r = libc.flock(o.fd, (o.readOnly ? LOCK_SH : LOCK_EX) | LOCK_NB);
+      const r = libc.flock(o.fd, LOCK_EX | LOCK_NB);
       if (r === -EWOULDBLOCK) throw busy(path, undefined, o.kind);
       if (r < 0) throw storageError("lock", path, { errno: r });
       return () => claim?.release(); // the flock goes with close(2)
@@ -155,10 +160,6 @@ function lock(
     const lockPath = o.kind === "block-device"
       ? lockFilePath(nodePath.join(os.tmpdir(), `ssync-blockdev-${deviceNumber(o.rdev)}`))
       : o.lockFile ?? lockFilePath(path);
-    if (o.readOnly) {
-      if (isLockFileHeld(lockPath)) throw busy(path, undefined, o.kind);
-      return () => {};
-    }
     return lockFile(lockPath, path);
   } catch (e) {
     claim?.release();

@@ -12,7 +12,8 @@ import { connect } from "node:net";
 import path from "node:path";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { clientPathComponents } from "../../src/listener/open-for-client.ts";
-import { addressKey, type ListenerOptions } from "../../src/listener/listener.ts";
+import type { ListenerOptions } from "../../src/listener/listener.ts";
+import { addressKey, addressPrefixes } from "../../src/listener/address-prefixes.ts";
 import { AuthenticationError, IncompleteSyncError, RemoteError } from "../../src/util/errors.ts";
 import { generateKeyPair } from "../../src/noise/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
@@ -149,7 +150,10 @@ describe("access control", () => {
         (e: Error) => e instanceof AuthenticationError && /does not authorize our key/.test(e.message),
       );
       assert.deepEqual(ls(server.root), []);
-      assert.match(server.logs.join("\n"), /refused: the client's key SHA256:\S+ is not authorized/);
+      await waitFor(() => /refused: the client's key SHA256:\S+ is not authorized/.test(server.logs.join("\n")), {
+        timeoutMs: 5000,
+        what: "the refusal in the log",
+      });
     });
   });
 
@@ -218,9 +222,9 @@ describe("robustness", () => {
     });
   });
 
-  test("a stalled handshake is cut by the timeout; the handshake cap refuses extra connections", T, async () => {
+  test("a stalled handshake is cut by the first-message deadline; the handshake cap evicts the oldest", T, async () => {
     await withTempDir(async (dir) => {
-      const server = await startListener(dir, { pool, handshakeTimeoutMs: 1500, maxHandshakes: 2 });
+      const server = await startListener(dir, { pool, handshakeTimeoutMs: 5000, firstMessageTimeoutMs: 1500, maxHandshakes: 2 });
       try {
         const sockets = [0, 1, 2].map(() => {
           const s = connect(server.listener.port, "127.0.0.1");
@@ -229,19 +233,19 @@ describe("robustness", () => {
         });
         const start = Date.now();
         const times = await Promise.all(sockets.map((x) => x.closed));
-        // One is refused at once (cap 2), the other two time out after ~1500 ms.
+        // The oldest is evicted at once (cap 2), the other two are cut after ~1500 ms.
         const sorted = times.map((t) => t - start).sort((a, b) => a - b);
         assert.ok(sorted[0] < 1000, `first closed after ${sorted[0]} ms`);
         assert.ok(sorted[1] >= 1400 && sorted[2] < 10_000, `timeouts after ${sorted.join(", ")} ms`);
-        assert.match(server.logs.join("\n"), /too many connections/);
-        assert.match(server.logs.join("\n"), /timed out/);
+        assert.match(server.logs.join("\n"), /evicted: a newer connection reached the cap of 2 handshakes/);
+        assert.match(server.logs.join("\n"), /the first handshake message did not arrive within 1500 ms/);
       } finally {
         await server.listener.close();
       }
     });
   });
 
-  test("one address cannot hold every handshake slot: its extra connections are refused, others are served", T, async () => {
+  test("one address cannot hold every handshake slot: its oldest are evicted, others are served", T, async () => {
     await withServer({ handshakeTimeoutMs: 10_000, maxHandshakesPerAddress: 2 }, async ({ dir, server, key, knownHosts }) => {
       const stalled = [0, 1, 2].map(() => {
         const s = connect({ port: server.listener.port, host: "127.0.0.1", localAddress: "127.0.0.2" });
@@ -249,9 +253,9 @@ describe("robustness", () => {
         return s;
       });
       try {
-        await waitFor(() => server.logs.some((l) => /too many connections in the handshake from 127\.0\.0\.2/.test(l)), {
+        await waitFor(() => server.logs.some((l) => /evicted: a newer connection from 127\.0\.0\.2 reached the cap of 2/.test(l)), {
           timeoutMs: 5000,
-          what: "the third connection from 127.0.0.2 refused",
+          what: "the first connection from 127.0.0.2 evicted by the third",
         });
         assert.equal(server.listener.load.handshakes, 2);
         const src = path.join(dir, "src.img");
@@ -266,6 +270,9 @@ describe("robustness", () => {
     assert.equal(addressKey("2001:db8:0:12:aa::1"), "2001:db8:0:12::/64");
     assert.equal(addressKey("2001:0db8:0000:0012:ffff::"), "2001:db8:0:12::/64");
     assert.equal(addressKey("fe80::1%eth0"), "fe80:0:0:0::/64");
+    assert.deepEqual(addressPrefixes("2001:db8:7:12:aa::1"), ["2001:db8:7:12::/64", "2001:db8:7::/48"]);
+    assert.deepEqual(addressPrefixes("64:ff9b::10.1.2.3"), ["64:ff9b:0:0::/64", "64:ff9b:0::/48"]);
+    assert.deepEqual(addressPrefixes("::ffff:10.1.2.3"), ["10.1.2.3"]);
   });
 
   test("an idle session is closed after the idle timeout", T, async () => {

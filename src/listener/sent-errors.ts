@@ -1,0 +1,36 @@
+/**
+ * Remembers the first ERROR a session sent, so the listener's log line names the real cause
+ * of a failure (ENOSPC at a write) rather than what followed it (the client hanging up on
+ * that ERROR, a broken pipe). Only each record's type field is looked at on the way out.
+ */
+import { decode } from "../../protocol/codec.ts";
+import { MessageCode } from "../../protocol/constants.ts";
+import type { ErrorMessage } from "../../protocol/messages.ts";
+import type { RecordChannel } from "../net/record-channel.ts";
+
+export interface SentErrors {
+  channel: RecordChannel;
+  /** The first ERROR sent, if any. */
+  first(): ErrorMessage | undefined;
+}
+
+export function watchSentErrors(inner: RecordChannel): SentErrors {
+  let first: ErrorMessage | undefined;
+  const channel: RecordChannel = {
+    send(record) {
+      if (first === undefined && record.length >= 2 && ((record[0] << 8) | record[1]) === MessageCode.ERROR) {
+        try {
+          const m = decode(record);
+          if (m.type === "ERROR") first = m;
+        } catch {
+          // Not ours to judge: the peer will.
+        }
+      }
+      return inner.send(record);
+    },
+    receive: () => inner.receive(),
+    close: (reason) => inner.close(reason),
+    [Symbol.asyncDispose]: () => inner[Symbol.asyncDispose](),
+  };
+  return { channel, first: () => first };
+}
