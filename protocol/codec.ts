@@ -32,6 +32,7 @@ import {
   type MessageType,
   type Mode,
   ModeCode,
+  OPEN_CLIENT_ZSTD,
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
   RUN_DIGESTS,
@@ -83,7 +84,7 @@ export function encode(msg: Message): Uint8Array {
       v.setUint8(2, ModeCode[msg.mode]);
       v.setUint8(3, HashCode[msg.hash]);
       v.setUint32(4, msg.blockSize);
-      v.setUint32(8, msg.dryRun ? OPEN_DRY_RUN : 0);
+      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0));
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
       v.setUint16(20 + HASH_KEY_SIZE, name.length);
@@ -249,6 +250,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         hash: lookup(hashByCode, v.getUint8(3), "OPEN hash") as HashAlgorithm,
         blockSize: v.getUint32(4),
         dryRun: (openFlags & OPEN_DRY_RUN) !== 0,
+        clientZstd: (openFlags & OPEN_CLIENT_ZSTD) !== 0,
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,

@@ -105,7 +105,9 @@ export type HashAlgorithm = keyof typeof HashCode;
 
 /** OPEN flags. */
 export const OPEN_DRY_RUN = 0x0001;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN;
+/** OPEN flag, the client's capability: it decompresses zstd DATA (a pull source may send it). */
+export const OPEN_CLIENT_ZSTD = 0x0002;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;

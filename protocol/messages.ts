@@ -16,6 +16,8 @@ export interface OpenMessage {
   hash: HashAlgorithm;
   blockSize: number;
   dryRun: boolean;
+  /** OPEN_CLIENT_ZSTD: the client decompresses zstd DATA; without it a pull source sends raw DATA. */
+  clientZstd: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */

@@ -2,14 +2,14 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { decode, encode, ProtocolError } from "../protocol/codec.ts";
-import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD } from "../protocol/constants.ts";
+import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, OPEN_CLIENT_ZSTD, OPEN_DRY_RUN } from "../protocol/constants.ts";
 import type { Message } from "../protocol/messages.ts";
 
 const digests = new Uint8Array(5 * 16);
 digests.fill(7, 16, 48); // blocks 1 and 2 have data, 0, 3, 4 are zero
 
 const samples: Message[] = [
-  { type: "OPEN", cookie: 1, version: 1, mode: "push", hash: "hmac-sha256", blockSize: 65536, dryRun: true, size: 2 ** 40 + 3, key: new Uint8Array(32).fill(9), name: "vms/ä.img" },
+  { type: "OPEN", cookie: 1, version: 1, mode: "push", hash: "hmac-sha256", blockSize: 65536, dryRun: true, clientZstd: true, size: 2 ** 40 + 3, key: new Uint8Array(32).fill(9), name: "vms/ä.img" },
   { type: "OPEN_OK", cookie: 1, size: 12345, zstd: true, kind: "block-device" },
   { type: "SIGS", cookie: 2, offset: 65536, length: 5 * 65536 },
   { type: "SIGS_REPLY", cookie: 2, offset: 65536, length: 5 * 65536, digests },
@@ -35,6 +35,16 @@ function patch(rec: Uint8Array, at: number, bytes: number[]): Uint8Array {
 describe("codec", { timeout: 10_000 }, () => {
   test("every message type round-trips", () => {
     for (const m of samples) assert.deepEqual(decode(encode(m)), m, m.type);
+  });
+
+  test("OPEN carries the client's capabilities: OPEN_CLIENT_ZSTD", () => {
+    const open = samples[0] as Extract<Message, { type: "OPEN" }>;
+    for (const [dryRun, clientZstd] of [[false, false], [false, true], [true, false], [true, true]]) {
+      const rec = encode({ ...open, dryRun, clientZstd });
+      const flags = new DataView(rec.buffer, rec.byteOffset).getUint32(HEADER_SIZE + 8);
+      assert.equal(flags, (dryRun ? OPEN_DRY_RUN : 0) | (clientZstd ? OPEN_CLIENT_ZSTD : 0));
+      assert.deepEqual(decode(rec), { ...open, dryRun, clientZstd });
+    }
   });
 
   test("zero runs are compact: 16384 hole blocks cost a few bytes", () => {
@@ -66,7 +76,7 @@ describe("codec", { timeout: 10_000 }, () => {
     for (const [what, rec] of bad) assert.throws(() => decode(rec), ProtocolError, what);
     const open = encode(samples[0]);
     assert.throws(() => decode(patch(open, HEADER_SIZE + 2, [9])), ProtocolError, "unknown mode");
-    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [2])), ProtocolError, "unknown open flag");
+    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [4])), ProtocolError, "unknown open flag");
     assert.throws(() => decode(open.subarray(0, open.length - 1)), ProtocolError, "truncated name");
   });
 });

@@ -3,11 +3,15 @@
  *
  * Invariants:
  * - A write is accepted only inside an open range (opened when its digests were produced,
- *   closed by RANGE_DONE); the range's digests follow every write, so at close they are the
- *   final digests of its blocks, which go into the root hash.
- * - close() waits for every write registered before it.
+ *   closed by RANGE_DONE), and each block of a range at most once; the range's digests
+ *   follow every write, so at close they are the final digests of its blocks, which go into
+ *   the root hash.
+ * - open(), write() and close() check their arguments at once and throw synchronously; the
+ *   promise write() or close() returns is the work itself. close() waits for every write
+ *   registered before it.
  * - In a dry run nothing is written; writes only update the digests.
- * - A write that breaks these rules is a ProtocolError: the peer misbehaves.
+ * - A write that breaks these rules, or DATA that does not decompress to its length, is a
+ *   ProtocolError: the peer misbehaves.
  */
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
@@ -49,6 +53,7 @@ export async function digestRange(
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(options.lookahead, spans.length)) }, worker));
+  ctx.signal.throwIfAborted();
   stats.holeBytesSkipped += range.length - dataBytes;
   return out;
 }
@@ -74,6 +79,21 @@ async function punchZeroBlocks(ctx: SideContext, span: { offset: number; length:
   }
 }
 
+export interface WriterOptions {
+  dryRun: boolean;
+  maxOpenRanges?: number;
+  maxIntervals?: number;
+}
+
+/** A zstd DATA payload that is not one frame of exactly `length` bytes breaks the protocol. */
+function unpack(payload: Uint8Array, length: number, offset: number): Uint8Array {
+  try {
+    return decompress(payload, length);
+  } catch (e) {
+    throw new ProtocolError(`DATA at ${offset}: ${(e as Error).message}`);
+  }
+}
+
 export type WriteOp =
   | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
   | { kind: "zero"; offset: number; length: number };
@@ -82,6 +102,9 @@ interface OpenRange {
   offset: number;
   end: number;
   digests: Uint8Array;
+  /** One bit per block: written already (a block is written at most once per range). */
+  written: Uint8Array;
+  /** Every write registered, ≤ one per block. */
   writes: Promise<void>[];
 }
 
@@ -93,16 +116,19 @@ export class DestinationWriter {
   #maxOpenRanges: number;
   readonly root: RootHash;
 
-  private constructor(ctx: SideContext, hasher: BlockHasher, options: { dryRun: boolean; maxOpenRanges?: number }) {
+  private constructor(ctx: SideContext, hasher: BlockHasher, options: WriterOptions) {
     this.#ctx = ctx;
     this.#hasher = hasher;
     this.#dryRun = options.dryRun;
     this.#maxOpenRanges = options.maxOpenRanges ?? Infinity;
-    this.root = new RootHash(ctx.key);
+    this.root = new RootHash(ctx.key, { maxIntervals: options.maxIntervals });
   }
 
-  /** `maxOpenRanges`: opening one more is a ProtocolError (a peer must not pin unbounded memory). */
-  static async create(ctx: SideContext, options: { dryRun: boolean; maxOpenRanges?: number }): Promise<DestinationWriter> {
+  /**
+   * `maxOpenRanges`: opening one more is a ProtocolError (a peer must not pin unbounded
+   * memory); `maxIntervals`: the root hash's cap on disjoint closed intervals.
+   */
+  static async create(ctx: SideContext, options: WriterOptions): Promise<DestinationWriter> {
     await initZstd(); // decompression runs here, on this thread
     return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options);
   }
@@ -111,16 +137,25 @@ export class DestinationWriter {
     return this.#open.size;
   }
 
+  /**
+   * Opens the range at `offset` whose digests these are (one per block; the writer keeps and
+   * updates this array). The caller checks that ranges do not overlap.
+   */
   open(offset: number, digests: Uint8Array): void {
     if (this.#open.has(offset)) throw new ProtocolError(`range at ${offset} is already open`);
     if (this.#open.size >= this.#maxOpenRanges) {
       throw new ProtocolError(`more than ${this.#maxOpenRanges} open ranges (SIGS without RANGE_DONE)`);
     }
-    const end = Math.min(this.#ctx.size, offset + (digests.length / DIGEST_SIZE) * this.#ctx.blockSize);
-    this.#open.set(offset, { offset, end, digests, writes: [] });
+    const blocks = digests.length / DIGEST_SIZE;
+    const end = Math.min(this.#ctx.size, offset + blocks * this.#ctx.blockSize);
+    this.#open.set(offset, { offset, end, digests, written: new Uint8Array(Math.ceil(blocks / 8)), writes: [] });
   }
 
-  /** Registers the write at once (so a later close waits for it) and returns its completion. */
+  /**
+   * Registers the write at once (so a later close waits for it) and returns its completion.
+   * Throws a ProtocolError at once unless it lies block-aligned inside one open range, on
+   * blocks of that range not written before.
+   */
   write(op: WriteOp): Promise<void> {
     const bs = this.#ctx.blockSize;
     const r = this.#rangeOf(op.offset);
@@ -128,17 +163,31 @@ export class DestinationWriter {
     if (!r || end > r.end || op.offset % bs !== 0 || (end % bs !== 0 && end !== this.#ctx.size)) {
       throw new ProtocolError(`write [${op.offset}, ${end}) is not block-aligned inside an open range`);
     }
+    const first = (op.offset - r.offset) / bs;
+    const count = Math.ceil(op.length / bs);
+    for (let b = first; b < first + count; b++) {
+      if (r.written[b >> 3] & (1 << (b & 7))) throw new ProtocolError(`write [${op.offset}, ${end}) writes block ${r.offset / bs + b} twice`);
+    }
+    for (let b = first; b < first + count; b++) r.written[b >> 3] |= 1 << (b & 7);
     const p = this.#apply(r, op);
     r.writes.push(p);
     return p;
   }
 
-  async close(offset: number): Promise<void> {
+  /**
+   * Closes the range at `offset` at once (no write is accepted in it from now on) and returns
+   * the completion: every write registered in it applied, its digests added to the root.
+   * Throws a ProtocolError at once when no range is open there or, given `length`, when the
+   * open range is not exactly [offset, offset + length).
+   */
+  close(offset: number, length?: number): Promise<void> {
     const r = this.#open.get(offset);
     if (!r) throw new ProtocolError(`no open range at ${offset}`);
+    if (length !== undefined && r.end !== offset + length) {
+      throw new ProtocolError(`range [${offset}, ${offset + length}) closed, but the open range is [${offset}, ${r.end})`);
+    }
     this.#open.delete(offset);
-    await Promise.all(r.writes);
-    this.root.add(offset / this.#ctx.blockSize, r.digests);
+    return Promise.all(r.writes).then(() => this.root.add(offset / this.#ctx.blockSize, r.digests));
   }
 
   #rangeOf(offset: number): OpenRange | undefined {
@@ -161,7 +210,7 @@ export class DestinationWriter {
       r.digests.fill(0xff, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
       return;
     }
-    const data = op.zstd ? decompress(op.payload, op.length) : op.payload;
+    const data = op.zstd ? unpack(op.payload, op.length, op.offset) : op.payload;
     if (data.length !== op.length) throw new ProtocolError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
     const digests = digestBlocks(this.#hasher, data, bs);
     const before = r.digests.slice(at, at + digests.length);

@@ -9,7 +9,8 @@
  *
  * Invariant: both sides add exactly the same ranges (those the client requested), so equal
  * roots mean equal final digests for every block. A range overlapping one added before is
- * refused, so `blocks` counts distinct blocks.
+ * refused, so `blocks` counts distinct blocks; so is one that would keep more than
+ * `maxIntervals` disjoint covered intervals (a peer closing ranges far out of order).
  */
 import { createHmac } from "node:crypto";
 import { ProtocolError } from "../../protocol/codec.ts";
@@ -22,10 +23,11 @@ const ROOT_LABEL = new TextEncoder().encode("ssync-root\0");
 export class RootHash {
   #key: Uint8Array;
   #acc = new Uint8Array(DIGEST_SIZE);
-  #covered = new CoveredBlocks();
+  #covered: CoveredBlocks;
 
-  constructor(key: Uint8Array) {
+  constructor(key: Uint8Array, options: { maxIntervals?: number } = {}) {
     this.#key = key;
+    this.#covered = new CoveredBlocks({ maxIntervals: options.maxIntervals });
   }
 
   /** Distinct blocks covered by the ranges added. */

@@ -4,7 +4,9 @@
  *
  * 1. Fetch the source's data extents in the range; the gaps are holes, known without reading.
  * 2. Start diff jobs (read → hash → compare → compress, in workers) for the data spans,
- *    at most `lookahead` ahead of the consumer.
+ *    at most `lookahead` ahead of the consumer; each first reserves (`reserve`) the bytes
+ *    its result may hold until every op of it is emitted, in job order, so the job being
+ *    consumed always holds its reservation and the reservations cannot deadlock.
  * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
  *    data, and whatever each job found. emit() may wait: that is the back-pressure.
  * 4. Return the source's digests for the whole range (for the root hash).
@@ -18,7 +20,14 @@ import type { SideContext } from "./side-context.ts";
 export async function diffRange(
   ctx: SideContext,
   range: { offset: number; length: number; dst: Uint8Array },
-  options: { zstdLevel: number; dryRun: boolean; lookahead: number; emit: (op: JobOp) => Promise<void> },
+  options: {
+    zstdLevel: number;
+    dryRun: boolean;
+    lookahead: number;
+    emit: (op: JobOp) => Promise<void>;
+    /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
+    reserve?: (bytes: number) => Promise<() => void>;
+  },
 ): Promise<Uint8Array> {
   const { blockSize: bs, store, stats } = ctx;
   const { offset } = range;
@@ -28,7 +37,8 @@ export async function diffRange(
   const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
 
-  type Piece = { offset: number; length: number; data: boolean; job?: Promise<DiffResult> };
+  /** `release`: the piece's reservation, given back once (when consumed, or when its job settles after the range ended). */
+  type Piece = { offset: number; length: number; data: boolean; job?: Promise<DiffResult>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
   for (const s of spans) {
@@ -42,44 +52,71 @@ export async function diffRange(
     const first = (p.offset - offset) / bs;
     return range.dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
   };
+  let ended = false;
   const start = (i: number) => {
     const p = pieces[i];
     if (!p.data || p.job) return;
-    p.job = store.lend((file) => ctx.pool.diff({
-      file,
-      offset: p.offset,
-      length: p.length,
-      blockSize: bs,
-      hash: ctx.hash,
-      key: ctx.key,
-      dst: slice(p),
-      zstdLevel: options.zstdLevel,
-      withoutPayload: options.dryRun,
-    }));
+    const run = async (): Promise<DiffResult> => {
+      if (options.reserve) {
+        // A job's result and the record it becomes: each at most the piece's length.
+        p.release = once(await options.reserve(2 * p.length));
+        if (ended) {
+          p.release();
+          throw new Error("Cannot diff: the range ended");
+        }
+      }
+      return await store.lend((file) => ctx.pool.diff({
+        file,
+        offset: p.offset,
+        length: p.length,
+        blockSize: bs,
+        hash: ctx.hash,
+        key: ctx.key,
+        dst: slice(p),
+        zstdLevel: options.zstdLevel,
+        withoutPayload: options.dryRun,
+      }));
+    };
+    p.job = run();
     p.job.catch(() => {}); // observed when awaited below; avoids an unhandled rejection meanwhile
   };
-
-  for (let i = 0; i < pieces.length; i++) {
-    for (let k = i; k < pieces.length && k < i + options.lookahead; k++) start(k);
-    ctx.signal.throwIfAborted();
-    const p = pieces[i];
-    const first = (p.offset - offset) / bs;
-    if (!p.data) {
-      stats.holeBytesSkipped += p.length;
-      const dst = slice(p);
-      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
-        const o = p.offset + run.first * bs;
-        await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+  try {
+    for (let i = 0; i < pieces.length; i++) {
+      for (let k = i; k < pieces.length && k < i + options.lookahead; k++) start(k);
+      ctx.signal.throwIfAborted();
+      const p = pieces[i];
+      const first = (p.offset - offset) / bs;
+      if (!p.data) {
+        stats.holeBytesSkipped += p.length;
+        const dst = slice(p);
+        for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
+          const o = p.offset + run.first * bs;
+          await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+        }
+        continue;
       }
-      continue;
+      const result = await p.job!;
+      stats.bytesRead += result.bytesRead;
+      src.set(result.digests, first * DIGEST_SIZE);
+      for (const op of result.ops) await emitCounted(ctx, options.emit, op);
+      p.job = undefined;
+      p.release?.();
     }
-    const result = await p.job!;
-    p.job = undefined;
-    stats.bytesRead += result.bytesRead;
-    src.set(result.digests, first * DIGEST_SIZE);
-    for (const op of result.ops) await emitCounted(ctx, options.emit, op);
+    return src;
+  } finally {
+    ended = true;
+    // Jobs started but not consumed give their reservation back once they settle.
+    for (const p of pieces) if (p.job) p.job.then(() => p.release?.(), () => p.release?.());
   }
-  return src;
+}
+
+function once(f: () => void): () => void {
+  let done = false;
+  return () => {
+    if (done) return;
+    done = true;
+    f();
+  };
 }
 
 async function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<void>, op: JobOp): Promise<void> {

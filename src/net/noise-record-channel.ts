@@ -22,8 +22,16 @@ import type { RecordChannel } from "./record-channel.ts";
  * Stages of a received chunk: 1. FrameReader cuts it into frames, checking each length
  * BEFORE allocating, without copying a frame that lies in one chunk, 2. authenticate and
  * decrypt, 3. queue the plaintext; pause the socket while too much waits unread.
+ * Sending: a record is sealed and written at once while the socket holds at most
+ * maxUnsentBytes; beyond that it waits in order, unsealed, until 'drain', so the socket never
+ * holds more than maxUnsentBytes plus one record (the threshold is checked BEFORE writing).
  * Record plaintexts are at most MAX_RECORD bytes; REKEY_INTERVAL is configurable only for tests.
  */
+
+/** Default maxUnreadBytes: decoded bytes waiting for receive() before reading pauses. */
+export const DEFAULT_MAX_UNREAD_BYTES = 8 * 1024 * 1024;
+/** Default maxUnsentBytes: bytes the socket may hold before send() waits for 'drain'. */
+export const DEFAULT_MAX_UNSENT_BYTES = 4 * 1024 * 1024;
 
 export interface NoiseRecordChannelOptions {
   /** Our sending CipherState from Split(). */
@@ -38,11 +46,12 @@ export interface NoiseRecordChannelOptions {
   maxUnreadBytes?: number;
   /** Pause reading while this many decoded records wait for receive(). Default 4096. */
   maxUnreadRecords?: number;
-  /** send() waits for 'drain' while the socket buffers more than this. Default 4 MiB. */
+  /** send() waits for 'drain' before writing while the socket buffers more than this. Default 4 MiB. */
   maxUnsentBytes?: number;
 }
 
 type Waiter = { resolve: (record: Uint8Array | null) => void; reject: (error: Error) => void };
+type PendingSend = { record: Uint8Array; resolve: () => void; reject: (error: Error) => void };
 
 /**
  * A RecordChannel over a connected socket, after a completed Noise handshake.
@@ -68,7 +77,8 @@ export class NoiseRecordChannel implements RecordChannel {
   #queuedBytes = 0;
   #paused = false;
   #receiveWaiters: Waiter[] = [];
-  #drainWaiters: Waiter[] = [];
+  /** Records waiting for 'drain', in order; not sealed yet (nonces are taken when written). */
+  #unsent: PendingSend[] = [];
 
   /** The peer sent its END record: receive() yields null once the queue is empty. */
   #peerEnded = false;
@@ -86,9 +96,9 @@ export class NoiseRecordChannel implements RecordChannel {
     if (!Number.isSafeInteger(this.#rekeyInterval) || this.#rekeyInterval < 1) {
       throw new RangeError(`Cannot use rekey interval ${this.#rekeyInterval}: it must be a positive integer`);
     }
-    this.#maxUnreadBytes = options.maxUnreadBytes ?? 8 * 1024 * 1024;
+    this.#maxUnreadBytes = options.maxUnreadBytes ?? DEFAULT_MAX_UNREAD_BYTES;
     this.#maxUnreadRecords = options.maxUnreadRecords ?? 4096;
-    this.#maxUnsentBytes = options.maxUnsentBytes ?? 4 * 1024 * 1024;
+    this.#maxUnsentBytes = options.maxUnsentBytes ?? DEFAULT_MAX_UNSENT_BYTES;
     this.#socketClosed = new Promise((resolve) => {
       if (socket.destroyed) resolve();
       else socket.once("close", () => resolve());
@@ -106,26 +116,60 @@ export class NoiseRecordChannel implements RecordChannel {
     });
     socket.on("close", () => {
       if (!this.#closed && !this.#peerEnded) this.#fail(new Error("Cannot use the connection: it was closed"));
-      this.#rejectDrainWaiters(this.#error ?? new Error("Cannot send: the connection is closed"));
+      this.#rejectUnsent(this.#error ?? new Error("Cannot send: the connection is closed"));
     });
-    socket.on("drain", () => {
-      const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
-      for (const w of waiters) w.resolve(null);
-    });
+    socket.on("drain", () => this.#writeUnsent());
     if (options.initialData !== undefined && options.initialData.length > 0) {
       this.#onData(options.initialData);
     }
     if (!this.#paused && !this.#error) socket.resume();
   }
 
-  /** Encrypts and writes one record; waits while the socket holds too much unsent data. */
-  async send(record: Uint8Array): Promise<void> {
-    if (this.#error) throw this.#error;
-    if (this.#closed) throw new Error("Cannot send: the channel is closed");
+  /**
+   * Encrypts and writes one record, at once while the socket holds at most maxUnsentBytes;
+   * otherwise the record waits (in order) for 'drain' before it is written. Resolves once
+   * written. The caller must not change `record` until then.
+   */
+  send(record: Uint8Array): Promise<void> {
+    if (this.#error) return Promise.reject(this.#error);
+    if (this.#closed) return Promise.reject(new Error("Cannot send: the channel is closed"));
     if (record.length > MAX_RECORD) {
-      throw new RangeError(`Cannot send a ${record.length}-byte record: the limit is ${MAX_RECORD} bytes`);
+      return Promise.reject(new RangeError(`Cannot send a ${record.length}-byte record: the limit is ${MAX_RECORD} bytes`));
     }
+    if (this.#unsent.length === 0 && !this.#mustWait()) {
+      try {
+        this.#transmit(record);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => this.#unsent.push({ record, resolve, reject }));
+  }
+
+  /**
+   * True while the socket holds more than maxUnsentBytes and will say 'drain' (it does once a
+   * write found its buffer past the high-water mark; below that there is nothing to wait for).
+   */
+  #mustWait(): boolean {
+    return this.socket.writableLength > this.#maxUnsentBytes && this.socket.writableNeedDrain;
+  }
+
+  /** Writes waiting records in order until the socket is past the threshold again. */
+  #writeUnsent(): void {
+    while (this.#unsent.length > 0 && !this.#error && !this.#mustWait()) {
+      const s = this.#unsent.shift()!;
+      try {
+        this.#transmit(s.record);
+        s.resolve();
+      } catch (e) {
+        s.reject(e as Error);
+      }
+    }
+  }
+
+  /** Seals and writes a data record; throws (and kills the channel) when the nonces run out. */
+  #transmit(record: Uint8Array): void {
     // Keep one nonce for the END record so that a direction can always end cleanly.
     if (this.#send.nonce >= MAX_NONCE - 1n) {
       const error = new Error("Cannot send: the record counter of this channel is exhausted");
@@ -134,9 +178,6 @@ export class NoiseRecordChannel implements RecordChannel {
       throw error;
     }
     this.#writeRecord(record, false);
-    if (this.socket.writableLength > this.#maxUnsentBytes) {
-      await new Promise<Uint8Array | null>((resolve, reject) => this.#drainWaiters.push({ resolve, reject }));
-    }
   }
 
   #writeRecord(plaintext: Uint8Array, end: boolean): void {
@@ -236,10 +277,10 @@ export class NoiseRecordChannel implements RecordChannel {
     }
   }
 
-  #rejectDrainWaiters(error: Error): void {
-    const waiters = this.#drainWaiters;
-    this.#drainWaiters = [];
-    for (const w of waiters) w.reject(error);
+  #rejectUnsent(error: Error): void {
+    const unsent = this.#unsent;
+    this.#unsent = [];
+    for (const s of unsent) s.reject(error);
   }
 
   /** Kills the channel: no END record, the socket is destroyed, everything pending rejects. */
@@ -257,7 +298,7 @@ export class NoiseRecordChannel implements RecordChannel {
     const waiters = this.#receiveWaiters;
     this.#receiveWaiters = [];
     for (const w of waiters) w.reject(error);
-    this.#rejectDrainWaiters(error);
+    this.#rejectUnsent(error);
   }
 
   /**
@@ -269,6 +310,18 @@ export class NoiseRecordChannel implements RecordChannel {
     if (reason !== undefined) {
       this.#fail(reason);
       return;
+    }
+    if (this.#closed) return;
+    // Records still waiting for 'drain' go out first, in order, then END.
+    while (this.#unsent.length > 0 && !this.#error) {
+      const s = this.#unsent.shift()!;
+      try {
+        if (!this.socket.writable) throw new Error("Cannot send: the connection is closed");
+        this.#transmit(s.record);
+        s.resolve();
+      } catch (e) {
+        s.reject(e as Error);
+      }
     }
     if (this.#closed) return;
     this.#closed = true;
@@ -287,9 +340,6 @@ export class NoiseRecordChannel implements RecordChannel {
     this.#receiveWaiters = [];
     for (const w of waiters) w.resolve(null);
     // Records already written will still be flushed before the FIN.
-    const drainWaiters = this.#drainWaiters;
-    this.#drainWaiters = [];
-    for (const w of drainWaiters) w.resolve(null);
   }
 
   /** Closes (orderly) and waits until the socket is closed. */

@@ -77,6 +77,7 @@ export async function runClient(
       hash: options.hash,
       blockSize: options.blockSize,
       dryRun: options.dryRun,
+      clientZstd: true, // DestinationWriter decompresses zstd DATA
       size: local.size,
       key,
       name: options.name,

@@ -2,16 +2,24 @@
  * The server's side of one session: the destination for push, the source for pull.
  *
  * 1. The first record must be OPEN; the file is opened through `open` (which enforces what
- *    the listener allows) and, for push, sized to the source (unless a dry run).
- * 2. Requests are handled concurrently, at most SERVER_TASKS at once; reading stops while
- *    that many run. Writes register with the DestinationWriter in arrival order.
- * 3. A request that fails gets an ERROR reply and the session goes on; a ProtocolError or a
- *    channel failure ends the session at once.
- * 4. COMMIT compares root hashes once every range is done; the end of the channel ends the
- *    session, releasing the file.
+ *    the listener allows) and, for push, sized to the source (unless a dry run). A refused
+ *    OPEN gets ERROR, then the session ends in order.
+ * 2. The receive loop checks and dispatches each request in arrival order: its cookie must
+ *    not be one still in flight; a range (SIGS, READ_DIFF) must not overlap one claimed
+ *    before; DATA, ZERO and RANGE_DONE must name a range that is open (its SIGS_REPLY sent).
+ *    Writes register with the DestinationWriter then. Whatever a request starts on arrival
+ *    is observed at once, so no rejection is ever unhandled.
+ * 3. Its work runs as a task, at most SERVER_TASKS (push) or PULL_TASKS (pull) at once; the
+ *    loop stops reading while that many run, or while the request's buffers do not fit in
+ *    the session's memory (SessionMemory: SESSION_BUFFER_BYTES, and the listener's budget).
+ * 4. A request that fails gets ERROR and the session goes on; a ProtocolError ends the session
+ *    at once: the connection is closed (nothing more is sent, no ERROR, no END).
+ * 5. COMMIT answers COMMIT_OK once every block is covered and the roots agree, else ERROR
+ *    EBADMSG. The end of the channel ends the session, releasing the file. The result's
+ *    error is the first cause (a write's ENOSPC, not the broken pipe that follows it).
  */
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
-import { MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
+import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
@@ -20,11 +28,21 @@ import { diffRange } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage } from "../storage/storage.ts";
+import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
 import { ErrnoError, errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
-import { checkRange } from "./range-check.ts";
-import { LOOKAHEAD_JOBS, MAX_OPEN_RANGES, SERVER_TASKS, ZSTD_LEVEL } from "./session-limits.ts";
+import { checkRange, RangeClaims } from "./range-check.ts";
+import { type Hold, SessionMemory } from "./session-memory.ts";
+import {
+  LOOKAHEAD_JOBS,
+  MAX_OPEN_RANGES,
+  MAX_TRACKED_INTERVALS,
+  PULL_TASKS,
+  SERVER_TASKS,
+  SESSION_BUFFER_BYTES,
+  ZSTD_LEVEL,
+} from "./session-limits.ts";
 import { WireCounters } from "./wire-counters.ts";
 
 export interface OpenRequest {
@@ -40,31 +58,43 @@ export interface ServerSessionResult {
   committed: boolean;
   stats: SideStats;
   wire: WireCounters;
+  /** The first cause of the session's failure, if it failed. */
   error: Error | undefined;
 }
 
-export async function serveSession(
-  channel: RecordChannel,
-  options: {
-    open: (req: OpenRequest) => Promise<Storage>;
-    pool: WorkerPool;
-    /** Told when a request starts and ends (the listener's idle timeout spares busy sessions). */
-    activity?: { begin(): void; end(): void };
-  },
-): Promise<ServerSessionResult> {
+/** Told when a request starts and ends (the listener's idle timeout spares busy sessions). */
+export interface SessionActivity {
+  begin(): void;
+  end(): void;
+  /** The record just received is no activity: it must not reset the idle clock (a dry-run FLUSH). */
+  ignoreLastRecord?(): void;
+}
+
+export interface ServeOptions {
+  open: (req: OpenRequest) => Promise<Storage>;
+  pool: WorkerPool;
+  activity?: SessionActivity;
+  /**
+   * The listener's memory budget, shared by all its sessions: a session holds bytes of it for
+   * job results waiting to be sent and for DATA waiting to be written, and gives them back.
+   */
+  memory?: ByteWindow;
+}
+
+export async function serveSession(channel: RecordChannel, options: ServeOptions): Promise<ServerSessionResult> {
   const wire = new WireCounters();
   const stats = new SideStats();
   const result: ServerSessionResult = { name: undefined, mode: undefined, committed: false, stats, wire, error: undefined };
-  const group = new TaskGroup({ limit: SERVER_TASKS });
-  // A task's violation ends the session now, even while the loop waits for the next record.
-  group.signal.addEventListener("abort", () => {
-    const reason = group.signal.reason;
+  // The session's one abort path: the first failure aborts it, and that closes the channel.
+  const controller = new AbortController();
+  controller.signal.addEventListener("abort", () => {
+    const reason = controller.signal.reason;
     channel.close(reason instanceof Error ? reason : new Error(String(reason)));
   }, { once: true });
-  const send = (m: Message) => {
-    const rec = encode(m);
-    wire.sent(rec.length);
-    return channel.send(rec);
+  const memory = new SessionMemory({ own: new ByteWindow(SESSION_BUFFER_BYTES), shared: options.memory, signal: controller.signal });
+  let firstCause: Error | undefined;
+  const noteFailure = (e: unknown) => {
+    firstCause ??= e instanceof Error ? e : new Error(String(e));
   };
   const receive = async (): Promise<Message | null> => {
     const rec = await channel.receive();
@@ -73,35 +103,52 @@ export async function serveSession(
     wire.received(rec.length);
     return m;
   };
+  const inFlight = new Set<number>();
   let store: Storage | undefined;
-  const committed = () => {
-    result.committed = true;
-  };
   /** ERROR text for the client: the server's own path of the file (a /proc/self/fd link, an
    *  export's device) is shown as the name the client asked for. */
   const publicMessage = (e: unknown): string => {
     const text = messageOf(e);
     return store !== undefined && store.path !== "" && result.name !== undefined ? text.split(store.path).join(result.name) : text;
   };
+  const io: SessionIo = {
+    send: (rec) => {
+      wire.sent(rec.length);
+      return channel.send(rec);
+    },
+    reply: (rec, cookie) => {
+      // Out of flight once its final reply is on its way: the cookie may be used again.
+      inFlight.delete(cookie);
+      wire.sent(rec.length);
+      return channel.send(rec);
+    },
+    memory,
+    signal: controller.signal,
+    activity: options.activity,
+    committed: () => {
+      result.committed = true;
+    },
+  };
+  let group: TaskGroup | undefined;
   try {
     const open = await receive();
     if (open === null) return result;
     if (open.type !== "OPEN") throw new ProtocolError(`expected OPEN, got ${open.type}`);
     result.name = open.name;
     result.mode = open.mode;
-    const problem = checkOpen(open);
-    if (problem) {
-      await send({ type: "ERROR", cookie: open.cookie, code: "EINVAL", message: problem });
-      throw new Error(problem);
-    }
     let originalSize: number;
     try {
+      const problem = checkOpen(open);
+      if (problem) throw new ErrnoError("EINVAL", problem);
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun });
       originalSize = store.size;
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
-      await send({ type: "ERROR", cookie: open.cookie, code: errorName(e), message: publicMessage(e) });
-      throw e;
+      // Not a violation: the answer is ERROR, then the session ends in order.
+      noteFailure(e);
+      await io.reply(encode({ type: "ERROR", cookie: open.cookie, code: errorName(e), message: publicMessage(e) }), open.cookie);
+      channel.close();
+      return result;
     }
     const ctx: SideContext = {
       pool: options.pool,
@@ -111,24 +158,29 @@ export async function serveSession(
       blockSize: open.blockSize,
       size: open.mode === "push" ? open.size : store.size,
       stats,
-      signal: group.signal,
+      signal: controller.signal,
     };
-    await send({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind });
+    group = new TaskGroup({ limit: open.mode === "push" ? SERVER_TASKS : PULL_TASKS, controller });
+    await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind }), open.cookie);
+    const claims = new RangeClaims({ blockSize: ctx.blockSize, maxIntervals: MAX_TRACKED_INTERVALS });
     const handler = open.mode === "push"
-      ? await destinationHandler(ctx, { dryRun: open.dryRun, send, committed })
-      : sourceHandler(ctx, { dryRun: open.dryRun, send, committed });
+      ? await destinationHandler(ctx, { open, io, claims })
+      : sourceHandler(ctx, { open, io, claims });
     for (;;) {
       group.throwIfFailed();
       const msg = await receive();
       if (msg === null) break;
-      const task = handler(msg);
+      if (inFlight.has(msg.cookie)) throw new ProtocolError(`${msg.type}: cookie ${msg.cookie} is already in flight`);
+      inFlight.add(msg.cookie);
+      const work = await handler(msg);
       await group.spawn(async () => {
         options.activity?.begin();
         try {
-          await task();
+          await work();
         } catch (e) {
-          if (e instanceof ProtocolError) throw e;
-          await send({ type: "ERROR", cookie: msg.cookie, code: errorName(e), message: publicMessage(e) });
+          if (e instanceof ProtocolError || controller.signal.aborted) throw e;
+          noteFailure(e);
+          await io.reply(encode({ type: "ERROR", cookie: msg.cookie, code: errorName(e), message: publicMessage(e) }), msg.cookie);
         } finally {
           options.activity?.end();
         }
@@ -137,12 +189,15 @@ export async function serveSession(
     await group.wait();
     channel.close();
   } catch (e) {
-    result.error = e instanceof Error ? e : new Error(String(e));
+    noteFailure(e);
     result.committed = false;
-    group.fail(e);
-    channel.close(result.error);
+    if (!controller.signal.aborted) controller.abort(e);
+    // Every task ends soon once aborted (sends and memory waits reject); none outlives the store.
+    await group?.wait().catch(() => {});
   } finally {
+    memory.dispose();
     await store?.[Symbol.asyncDispose]();
+    result.error = firstCause;
   }
   return result;
 }
@@ -156,71 +211,146 @@ function checkOpen(m: OpenMessage): string | undefined {
   return undefined;
 }
 
-type Send = (m: Message) => Promise<void>;
-interface HandlerOptions {
-  dryRun: boolean;
-  send: Send;
+/** What the handlers use of the session. */
+interface SessionIo {
+  /** Sends a record that is not the request's last reply (pull: DATA, ZERO). */
+  send: (rec: Uint8Array) => Promise<void>;
+  /** Sends the request's final reply: `cookie` is out of flight from now on. */
+  reply: (rec: Uint8Array, cookie: number) => Promise<void>;
+  memory: SessionMemory;
+  signal: AbortSignal;
+  activity: SessionActivity | undefined;
   committed: () => void;
 }
-/** Dispatches one request synchronously (registering writes in order), returning its work. */
-type Handler = (m: Message) => () => Promise<void>;
 
-/** COMMIT, either side: every block covered, roots equal (not compared in a dry run), COMMIT_OK. */
-async function commit(ctx: SideContext, c: { root: RootHash; request: CommitMessage; handler: HandlerOptions }): Promise<void> {
+interface HandlerOptions {
+  open: OpenMessage;
+  io: SessionIo;
+  claims: RangeClaims;
+}
+
+/**
+ * Checks and dispatches one request on arrival (throwing a ProtocolError for a violation),
+ * waiting first for the memory it will hold; returns its work, to run as a task.
+ */
+type Handler = (m: Message) => Promise<() => Promise<void>>;
+
+/** Marks a promise made on arrival as observed: its task awaits it later, or never (the session failed). */
+function observed<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+/**
+ * COMMIT, either side: nothing open and every block covered (else ERROR EBADMSG), then
+ * `sync`, then roots equal (not compared in a dry run), COMMIT_OK.
+ */
+async function commit(
+  ctx: SideContext,
+  c: { root: RootHash; request: CommitMessage; handler: HandlerOptions; sync?: () => Promise<void> },
+): Promise<void> {
+  const { claims, io, open } = c.handler;
+  if (claims.unclosed > 0) throw new ErrnoError("EBADMSG", `Cannot commit: ${claims.unclosed} ranges are still open`);
   const totalBlocks = Math.ceil(ctx.size / ctx.blockSize);
-  if (c.root.blocks !== totalBlocks) throw new ProtocolError(`COMMIT after ${c.root.blocks} of ${totalBlocks} blocks`);
+  if (c.root.blocks !== totalBlocks) throw new ErrnoError("EBADMSG", `Cannot commit: ${c.root.blocks} of ${totalBlocks} blocks are covered`);
+  await c.sync?.();
   const mine = c.root.finish(ctx.size, ctx.blockSize);
-  if (!c.handler.dryRun && !equalBytes(mine, c.request.root)) {
+  if (!open.dryRun && !equalBytes(mine, c.request.root)) {
     throw new ErrnoError("EBADMSG", "root hash mismatch: the destination does not match the source");
   }
-  await c.handler.send({ type: "COMMIT_OK", cookie: c.request.cookie, root: mine, counters: counters(ctx.stats) });
-  c.handler.committed();
+  await io.reply(encode({ type: "COMMIT_OK", cookie: c.request.cookie, root: mine, counters: counters(ctx.stats) }), c.request.cookie);
+  io.committed();
 }
 
 function counters(s: SideStats): ServerCounters {
   return { bytesRead: s.bytesRead, holeBytesSkipped: s.holeBytesSkipped, bytesWritten: s.bytesWritten, bytesPunched: s.bytesPunched };
 }
 
+/** Upper bound of a SIGS_REPLY record for `blocks` blocks: a run header and a digest per block. */
+function replyBound(blocks: number): number {
+  return HEADER_SIZE + blocks * (5 + DIGEST_SIZE);
+}
+
 async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<Handler> {
-  const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun, maxOpenRanges: MAX_OPEN_RANGES });
+  const { io, claims } = o;
+  const dryRun = o.open.dryRun;
+  const writer = await DestinationWriter.create(ctx, { dryRun, maxOpenRanges: MAX_OPEN_RANGES, maxIntervals: MAX_TRACKED_INTERVALS });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
-  return (m) => {
+  /** The memory each open range's digests hold, given back when it closes. */
+  const rangeHolds = new Map<number, Hold>();
+  const ack = (cookie: number) => io.reply(encode({ type: "ACK", cookie }), cookie);
+  return async (m) => {
     switch (m.type) {
-      case "SIGS":
+      case "SIGS": {
         checkRange(m, session);
+        if (claims.unclosed >= MAX_OPEN_RANGES) {
+          throw new ProtocolError(`more than ${MAX_OPEN_RANGES} open ranges (SIGS without RANGE_DONE)`);
+        }
+        claims.claim(m);
+        const digestBytes = Math.ceil(m.length / ctx.blockSize) * DIGEST_SIZE;
+        const hold = await io.memory.hold(digestBytes + replyBound(digestBytes / DIGEST_SIZE), { shared: false });
         return async () => {
-          const digests = await digestRange(ctx, m, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !o.dryRun });
-          writer.open(m.offset, digests.slice());
-          await o.send({ type: "SIGS_REPLY", cookie: m.cookie, offset: m.offset, length: m.length, digests });
+          let opened = false;
+          try {
+            const digests = await digestRange(ctx, m, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !dryRun });
+            // Encoded before the range opens: writes change `digests` from then on.
+            const reply = encode({ type: "SIGS_REPLY", cookie: m.cookie, offset: m.offset, length: m.length, digests });
+            hold.shrink(digestBytes + reply.length);
+            // The range is open from here: DATA, ZERO and RANGE_DONE that arrive from now on may name it.
+            writer.open(m.offset, digests);
+            opened = true;
+            rangeHolds.set(m.offset, hold);
+            await io.reply(reply, m.cookie);
+            hold.shrink(digestBytes);
+          } finally {
+            if (!opened) {
+              hold.release();
+              claims.settle(m.offset);
+            }
+          }
         };
+      }
       case "DATA":
       case "ZERO": {
-        if (m.type === "DATA" && !m.payload && !o.dryRun) throw new ProtocolError("DATA without payload outside a dry run");
-        const done = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+        if (m.type === "DATA" && !m.payload && !dryRun) throw new ProtocolError("DATA without payload outside a dry run");
+        // The record and what it decompresses to, until the write is applied.
+        const bytes = m.type === "DATA" && m.payload ? HEADER_SIZE + m.payload.length + (m.zstd ? m.length : 0) : 0;
+        const hold = bytes > 0 ? await io.memory.hold(bytes, { shared: true }) : undefined;
+        let done: Promise<void>;
+        try {
+          done = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+        } catch (e) {
+          hold?.release();
+          throw e;
+        }
+        done.then(() => hold?.release(), () => hold?.release());
         return async () => {
           await done;
-          await o.send({ type: "ACK", cookie: m.cookie });
+          await ack(m.cookie);
         };
       }
       case "RANGE_DONE": {
         checkRange(m, session);
-        const closed = writer.close(m.offset);
+        const closed = observed(writer.close(m.offset, m.length));
+        claims.settle(m.offset);
+        const hold = rangeHolds.get(m.offset);
+        rangeHolds.delete(m.offset);
+        closed.then(() => hold?.release(), () => hold?.release());
         return async () => {
           await closed;
-          await o.send({ type: "ACK", cookie: m.cookie });
+          await ack(m.cookie);
         };
       }
       case "FLUSH":
+        // Optional before COMMIT (COMMIT syncs anyway). A dry run's FLUSH does nothing, so it
+        // does not count as activity: it cannot hold a session open past the idle timeout.
+        if (dryRun) io.activity?.ignoreLastRecord?.();
         return async () => {
-          if (!o.dryRun) await ctx.store.sync();
-          await o.send({ type: "ACK", cookie: m.cookie });
+          if (!dryRun) await ctx.store.sync();
+          await ack(m.cookie);
         };
       case "COMMIT":
-        return async () => {
-          if (writer.openRanges > 0) throw new ProtocolError(`COMMIT with ${writer.openRanges} ranges still open`);
-          if (!o.dryRun) await ctx.store.sync();
-          await commit(ctx, { root: writer.root, request: m, handler: o });
-        };
+        return () => commit(ctx, { root: writer.root, request: m, handler: o, sync: dryRun ? undefined : () => ctx.store.sync() });
       case "OPEN":
       case "OPEN_OK":
       case "SIGS_REPLY":
@@ -236,25 +366,43 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
 }
 
 function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
-  const root = new RootHash(ctx.key);
+  const { io, claims } = o;
+  const root = new RootHash(ctx.key, { maxIntervals: MAX_TRACKED_INTERVALS });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
-  return (m) => {
+  // zstd DATA only for a client that said it decompresses it.
+  const zstdLevel = o.open.clientZstd ? ZSTD_LEVEL : 0;
+  const reserve = async (bytes: number) => {
+    const hold = await io.memory.hold(bytes, { shared: true });
+    return () => hold.release();
+  };
+  return async (m) => {
     switch (m.type) {
-      case "READ_DIFF":
+      case "READ_DIFF": {
         checkRange(m, session);
+        claims.claim(m);
+        // The request's digests and the source's, for the whole task.
+        const hold = await io.memory.hold(2 * m.digests.length, { shared: false });
         return async () => {
-          const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
-            zstdLevel: ZSTD_LEVEL,
-            dryRun: o.dryRun,
-            lookahead: LOOKAHEAD_JOBS,
-            emit: (op) =>
-              o.send(op.kind === "data"
-                ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
-                : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length }),
-          });
-          root.add(m.offset / ctx.blockSize, src);
-          await o.send({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length });
+          try {
+            const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
+              zstdLevel,
+              dryRun: o.open.dryRun,
+              lookahead: LOOKAHEAD_JOBS,
+              reserve,
+              emit: (op) =>
+                io.send(encode(op.kind === "data"
+                  ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
+                  : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
+            });
+            root.add(m.offset / ctx.blockSize, src);
+            claims.settle(m.offset);
+            await io.reply(encode({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length }), m.cookie);
+          } finally {
+            claims.settle(m.offset);
+            hold.release();
+          }
         };
+      }
       case "COMMIT":
         return () => commit(ctx, { root, request: m, handler: o });
       case "OPEN":

@@ -1,9 +1,23 @@
-/** Pipelining bounds shared by client and server. Memory per session stays below ~100 MiB. */
+/**
+ * Pipelining bounds shared by client and server, and the bounds a server session keeps
+ * against a hostile authenticated peer (spec §6). A server session holds at most
+ * SESSION_MEMORY_BYTES.
+ */
+import { MAX_RECORD } from "../../protocol/constants.ts";
+import { DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNSENT_BYTES } from "../net/noise-record-channel.ts";
 
 /** Ranges a client keeps in flight (SIGS or READ_DIFF not yet done). */
 export const RANGES_IN_FLIGHT = 32;
-/** Requests a server works on at once; beyond that it stops reading (TCP back-pressure). */
+/**
+ * Requests a push server works on at once; beyond that it stops reading (TCP back-pressure).
+ * With the one request the receive loop holds, at most SERVER_TASKS + 1 are in flight.
+ */
 export const SERVER_TASKS = 64;
+/**
+ * Requests (READ_DIFF, COMMIT) a pull server works on at once; beyond that it stops reading.
+ * Each READ_DIFF keeps LOOKAHEAD_JOBS jobs going, enough to keep every worker busy.
+ */
+export const PULL_TASKS = 8;
 /** Bytes of DATA in flight that are not yet acknowledged (push) or written (pull). */
 export const DATA_WINDOW_BYTES = 32 << 20;
 /** Jobs one range may run ahead of the one being consumed. */
@@ -11,7 +25,28 @@ export const LOOKAHEAD_JOBS = 4;
 /** zstd level for DATA: 1 is fast and already saves much on typical images. */
 export const ZSTD_LEVEL = 1;
 /**
- * Ranges a push destination keeps open (SIGS answered, RANGE_DONE not yet received). A client
- * keeps at most RANGES_IN_FLIGHT; more is a violation (each pins up to 256 KiB of digests).
+ * Ranges a push destination keeps claimed and not closed (SIGS received, RANGE_DONE not yet);
+ * one more SIGS is a violation. A client keeps at most RANGES_IN_FLIGHT; each pins up to
+ * MAX_RANGE_BLOCKS digests (256 KiB).
  */
 export const MAX_OPEN_RANGES = 2 * RANGES_IN_FLIGHT;
+/**
+ * Disjoint intervals of blocks a session tracks (ranges claimed, ranges closed). Honest
+ * ranges tile the file nearly in order, so their intervals stay below the ranges in flight;
+ * a range that would make more is a violation. Keeps the bookkeeping linear.
+ */
+export const MAX_TRACKED_INTERVALS = 1024;
+/**
+ * Bytes of large buffers a server session holds at once, counted before they are made
+ * (SessionMemory): DATA received and not yet written (the record and its decompressed
+ * bytes), job results waiting to be sent (and the records they become), the digests of its
+ * ranges and their replies (SIGS, SIGS_REPLY, READ_DIFF). A request that does not fit waits,
+ * and the session stops reading meanwhile.
+ */
+export const SESSION_BUFFER_BYTES = 48 << 20;
+/**
+ * All a server session holds: its buffers, plus what the record channel queues (records
+ * received and not yet read; bytes the socket has not sent yet), each up to its threshold
+ * plus one record.
+ */
+export const SESSION_MEMORY_BYTES = SESSION_BUFFER_BYTES + DEFAULT_MAX_UNREAD_BYTES + DEFAULT_MAX_UNSENT_BYTES + 2 * MAX_RECORD;
