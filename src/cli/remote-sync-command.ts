@@ -1,16 +1,23 @@
 /**
  * What `ssync push` and `ssync pull` share:
- * 1. load our key, open the local file (push: source; pull: destination);
- * 2. dial the listener (host-key policy, optional pairing), run the client session;
+ * 1. load our key, open the local file (push: source; pull: destination, created when
+ *    missing);
+ * 2. dial the listener (host-key policy, optional pairing), run the client session under
+ *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout);
  * 3. --verify: a second session, dry run, fresh hash key: it must find nothing to send;
  * 4. print the summary.
+ *
+ * Invariant: a pull that fails before its commit removes the local file when this very pull
+ * created it (and only then: an existing file is never removed), while still holding its lock.
  */
 import fs from "node:fs";
 import { join } from "node:path";
+import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { dial } from "../net/dial.ts";
 import { type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
+import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
 import { readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
@@ -30,6 +37,7 @@ export interface RemoteFlags extends EngineFlags {
   hostKey?: string;
   pair?: string;
   knownHosts?: string;
+  idleTimeout?: string | number;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -39,7 +47,23 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--accept-new", "Trust and pin the listener's host key on first contact")
     .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it)")
     .option("--pair <code>", "First contact: the one-time code printed by ssync listen --pair")
-    .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)"));
+    .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)")
+    .option(
+      "--idle-timeout <seconds>",
+      `Give up when the listener owes a reply and sends nothing for this long (default ${DEFAULT_IDLE_TIMEOUT_MS / 1000}, as the listener's)`,
+    ));
+}
+
+/** The longest --idle-timeout: a day. */
+const MAX_IDLE_TIMEOUT_S = 86_400;
+
+export function parseIdleTimeout(text: string | number | undefined): number {
+  if (text === undefined) return DEFAULT_IDLE_TIMEOUT_MS;
+  const n = /^\d+$/.test(String(text).trim()) ? Number(text) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_IDLE_TIMEOUT_S) {
+    throw new UsageError(`Invalid --idle-timeout ${text}: give whole seconds from 1 to ${MAX_IDLE_TIMEOUT_S}`);
+  }
+  return n * 1000;
 }
 
 /** HOST[:PORT][:PATH] from the command line; a malformed one is a usage error. */
@@ -63,6 +87,7 @@ export async function runRemoteSync(
 ): Promise<void> {
   const { local, remote, flags } = options;
   const o: EngineOptions = engineOptions(flags);
+  const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
   const staticKey = await clientKey(flags.key);
   const knownHostsFile = flags.knownHosts ?? join(configDir(), "known_hosts");
@@ -82,16 +107,34 @@ export async function runRemoteSync(
       pairCode: pair,
     });
     try {
-      const channel = new IncompleteOnLossChannel(conn.channel, { peer });
-      return await runClient(channel, store!, { mode, name: remote.path, blockSize: o.blockSize, hash: o.hash, dryRun, pool });
+      const socket = conn.channel.socket;
+      const idle = new IdleTimeoutChannel(conn.channel, {
+        timeoutMs: idleTimeoutMs,
+        // Bytes the kernel took from us: a slow reader still counts as progress.
+        sendProgress: () => socket.bytesWritten - socket.writableLength,
+      });
+      const channel = new IncompleteOnLossChannel(idle, { peer });
+      return await runClient(channel, store!, {
+        mode,
+        name: remote.path,
+        blockSize: o.blockSize,
+        hash: o.hash,
+        dryRun,
+        pool,
+        activity: idle.activity,
+      });
     } finally {
       await conn[Symbol.asyncDispose]().catch(() => {});
     }
   };
 
+  let created: fs.BigIntStats | undefined;
+  let committed = false;
   try {
+    if (mode === "pull" && !o.dryRun) created = createIfMissing(local);
     store = mode === "push" ? await openSource(local) : await openDestination(local, { create: true, readOnly: o.dryRun });
     const report = await session(o.dryRun, pairCode);
+    committed = true;
     let verified = false;
     if (o.verify && !o.dryRun) {
       const check = await session(true, undefined);
@@ -108,7 +151,37 @@ export async function runRemoteSync(
       : summarize(report, { mode, source: remoteName, destination: local, verified });
     console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
   } finally {
+    // Only while we hold its lock: a file we created but another ssync locked first is theirs.
+    if (created && store && !committed) removeIfSame(local, created);
     await store?.[Symbol.asyncDispose]();
     await pool[Symbol.asyncDispose]();
+  }
+}
+
+/**
+ * Creates `path` (empty, 0600) when nothing is there, and returns its identity; undefined
+ * when something is there already or it cannot be created (openDestination then says why).
+ */
+function createIfMissing(path: string): fs.BigIntStats | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+  } catch {
+    return undefined;
+  }
+  try {
+    return fs.fstatSync(fd, { bigint: true });
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Unlinks `path` if it still names the file `created` describes (never a replacement). */
+function removeIfSame(path: string, created: fs.BigIntStats): void {
+  try {
+    const now = fs.lstatSync(path, { bigint: true });
+    if (now.dev === created.dev && now.ino === created.ino) fs.unlinkSync(path);
+  } catch {
+    // Already gone, or not ours to remove: leave it.
   }
 }

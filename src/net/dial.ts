@@ -8,6 +8,9 @@
  * - unknown: refused with its fingerprint, unless --accept-new or pairing (then pinned).
  * A new pin is written only after the listener accepted us (its acceptance record is the
  * first proof that it holds the key, and with pairing, the code).
+ *
+ * The socket has TCP keepalive from the start, so a peer that vanished without a word is
+ * noticed by the kernel even while the session waits on us.
  */
 import { connect, type Socket } from "node:net";
 import { AuthenticationError, ErrnoError } from "../util/errors.ts";
@@ -18,6 +21,9 @@ import { pairingKey } from "../trust/pairing-code.ts";
 import { HANDSHAKE_TIMEOUT_MS } from "../../protocol/constants.ts";
 import { connectSecure, type SecureConnection } from "./secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
+
+/** Idle time before the kernel's first keepalive probe. */
+const KEEPALIVE_DELAY_MS = 30_000;
 
 export interface DialOptions {
   host: string;
@@ -43,6 +49,7 @@ function connectTcp(host: string, port: number, timeoutMs: number): Promise<Sock
     socket.once("connect", () => {
       clearTimeout(timer);
       socket.off("error", onError);
+      socket.setKeepAlive(true, KEEPALIVE_DELAY_MS);
       resolve(socket);
     });
     const onError = (e: NodeJS.ErrnoException) => {

@@ -2,7 +2,7 @@ import { IncompleteSyncError } from "../util/errors.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**
- * The client's view of its connection: a transport failure (reset, truncation, timeout,
+ * The client's view of its connection: a transport failure (reset, truncation, idle timeout,
  * forged record) becomes an IncompleteSyncError, which the CLI reports as "the destination
  * may be partly updated; rerun to complete it". A failure after COMMIT_OK cannot happen
  * through here: the session has finished reading by then.
@@ -18,7 +18,10 @@ export class IncompleteOnLossChannel implements RecordChannel {
 
   #wrap(e: unknown): never {
     if (e instanceof IncompleteSyncError) throw e;
-    const why = e instanceof Error ? e.message.replace(/^Cannot (use the connection|read from the peer): /, "") : String(e);
+    // On the client's side the peer is the listener: "the peer sent nothing" reads as who it is.
+    const why = e instanceof Error
+      ? e.message.replace(/^Cannot (use the connection|read from the peer): /, "").replace(/^the peer\b/, "the listener")
+      : String(e);
     throw new IncompleteSyncError(`Lost the connection to ${this.#peer} before the sync was committed: ${why}`, { cause: e });
   }
 

@@ -9,6 +9,9 @@
  * - A streaming request (READ_DIFF) receives DATA and ZERO replies in order and ends with
  *   RANGE_DONE; the handler's promise is awaited before the next record is read, which is
  *   the back-pressure towards the server.
+ * - `activity` brackets every stretch in which no request is pending: the server owes us
+ *   nothing then, so its silence is not idleness (the idle timeout counts only while it owes
+ *   a reply). begin() and end() alternate, starting with begin() in the constructor.
  */
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
 import type { MessageType } from "../../protocol/constants.ts";
@@ -49,6 +52,12 @@ const REPLIES: Record<Request["type"], readonly MessageType[]> = {
   READ_DIFF: ["DATA", "ZERO", "RANGE_DONE"],
 };
 
+/** IdleTimeoutChannel's activity: while begun, a quiet peer is not idle. */
+export interface Activity {
+  begin(): void;
+  end(): void;
+}
+
 interface Pending {
   request: Request["type"];
   resolve: (m: Message) => void;
@@ -63,11 +72,14 @@ export class ClientConnection {
   #nextCookie = 1;
   #failure: Error | undefined;
   #onFailure: (e: Error) => void;
+  #activity: Activity | undefined;
   readonly done: Promise<void>;
 
-  constructor(channel: RecordChannel, options: { onFailure: (e: Error) => void }) {
+  constructor(channel: RecordChannel, options: { onFailure: (e: Error) => void; activity?: Activity }) {
     this.#channel = channel;
     this.#onFailure = options.onFailure;
+    this.#activity = options.activity;
+    this.#activity?.begin();
     this.done = this.#receiveLoop();
   }
 
@@ -84,8 +96,9 @@ export class ClientConnection {
   fail(e: Error): void {
     if (this.#failure) return;
     this.#failure = e;
-    for (const p of this.#pending.values()) p.reject(e);
-    this.#pending.clear();
+    const pending = [...this.#pending.values()];
+    this.#forgetAll();
+    for (const p of pending) p.reject(e);
     this.#channel.close(e);
     this.#onFailure(e);
   }
@@ -99,10 +112,21 @@ export class ClientConnection {
     const cookie = this.#nextCookie++;
     const rec = encode({ ...msg, cookie } as Message);
     return new Promise<Message>((resolve, reject) => {
+      if (this.#pending.size === 0) this.#activity?.end();
       this.#pending.set(cookie, { request: msg.type, resolve, reject, onChunk });
       this.wire.sent(rec.length);
       this.#channel.send(rec).catch((e) => this.fail(e));
     });
+  }
+
+  #forget(cookie: number): void {
+    if (this.#pending.delete(cookie) && this.#pending.size === 0) this.#activity?.begin();
+  }
+
+  #forgetAll(): void {
+    if (this.#pending.size === 0) return;
+    this.#pending.clear();
+    this.#activity?.begin();
   }
 
   async #receiveLoop(): Promise<void> {
@@ -120,7 +144,7 @@ export class ClientConnection {
         const p = this.#pending.get(msg.cookie);
         if (!p) throw new ProtocolError(`${msg.type} answers no pending request (cookie ${msg.cookie})`);
         if (msg.type === "ERROR") {
-          this.#pending.delete(msg.cookie);
+          this.#forget(msg.cookie);
           p.reject(new RemoteError(msg.code, msg.message));
           continue;
         }
@@ -131,7 +155,7 @@ export class ClientConnection {
           await p.onChunk(msg);
           continue;
         }
-        this.#pending.delete(msg.cookie);
+        this.#forget(msg.cookie);
         p.resolve(msg);
       }
     } catch (e) {

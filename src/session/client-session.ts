@@ -9,7 +9,9 @@
  *    client for its own), and only differing blocks cross.
  * 4. FLUSH (push), COMMIT with the root hash; success only after COMMIT_OK with a matching root.
  *
- * One TaskGroup per session: the first error aborts everything and is the one reported.
+ * One TaskGroup per session: the first error, wherever it arises (a task, a local write, the
+ * receive loop, an ERROR reply), aborts the group and fails the connection at once, and is
+ * the one reported. Every promise is observed from the moment it exists.
  */
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
@@ -26,9 +28,9 @@ import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { MismatchError } from "../util/errors.ts";
+import { ErrnoError, MismatchError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
-import { ClientConnection } from "./client-connection.ts";
+import { type Activity, ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
 import type { WireCounters } from "./wire-counters.ts";
 
@@ -39,7 +41,17 @@ export interface SyncOptions {
   hash: HashAlgorithm;
   dryRun: boolean;
   pool: WorkerPool;
+  /** The idle timeout's activity (IdleTimeoutChannel): told while the server owes us nothing. */
+  activity?: Activity;
 }
+
+/**
+ * The largest server size a pull accepts (1 PiB): a lying or broken server must not make us
+ * set a petabyte-sized file and plan ranges over all of it. Free space is deliberately not
+ * checked: a sparse destination needs only the source's data, which may be far less than its
+ * apparent size (DESIGN.md promise 2); a full disk is a write error, reported as one.
+ */
+export const MAX_PULL_SIZE = 2 ** 50;
 
 export interface SyncReport {
   mode: "push" | "pull";
@@ -66,7 +78,9 @@ export async function runClient(
 ): Promise<SyncReport> {
   const started = performance.now();
   const group = new TaskGroup({ limit: RANGES_IN_FLIGHT });
-  const conn = new ClientConnection(channel, { onFailure: (e) => group.fail(e) });
+  const conn = new ClientConnection(channel, { onFailure: (e) => group.fail(e), activity: options.activity });
+  // One abort path: a failed task fails the connection (pending requests, the channel) too.
+  group.signal.addEventListener("abort", () => conn.fail(asError(group.signal.reason)), { once: true });
   const key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
   const stats = new SideStats();
   try {
@@ -82,6 +96,12 @@ export async function runClient(
       key,
       name: options.name,
     });
+    if (options.mode === "pull" && ok.size > MAX_PULL_SIZE) {
+      throw new ErrnoError(
+        "EFBIG",
+        `Cannot pull ${options.name}: the listener says it is ${ok.size} bytes, more than the ${MAX_PULL_SIZE} bytes (2^50) a pull accepts`,
+      );
+    }
     const size = options.mode === "push" ? local.size : ok.size;
     if (options.mode === "pull" && !options.dryRun && local.size !== size) await local.setSize(size);
     const ctx: SideContext = {
@@ -120,7 +140,7 @@ export async function runClient(
     };
   } catch (e) {
     group.fail(e);
-    conn.fail(e instanceof Error ? e : new Error(String(e)));
+    conn.fail(asError(e));
     await group.wait().catch(() => {});
     throw e;
   }
@@ -146,14 +166,16 @@ async function pushRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
           const ack = op.kind === "data"
             ? conn.request<"DATA">({ type: "DATA", offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd })
             : conn.request<"ZERO">({ type: "ZERO", offset: op.offset, length: op.length });
+          // Observed at once: a failed write at the server fails the session now, not after diffRange.
           acks.push(ack.then(() => window.release(bytes), (e) => {
             window.release(bytes);
-            throw e;
+            o.group.fail(e);
           }));
         },
       });
       root.add(range.offset / ctx.blockSize, src);
       await Promise.all(acks);
+      o.group.throwIfFailed();
       await conn.request<"RANGE_DONE">({ type: "RANGE_DONE", offset: range.offset, length: range.length });
     });
   }
@@ -181,14 +203,28 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
         const bytes = HEADER_SIZE + (m.type === "DATA" ? m.payload?.length ?? 0 : 0);
         countReceived(ctx, m);
         await window.acquire(bytes, ctx.signal);
-        const written = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
-        written.then(() => window.release(bytes), (e) => o.group.fail(e));
+        let written: Promise<void>;
+        try {
+          written = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+        } catch (e) {
+          window.release(bytes);
+          throw e;
+        }
+        // A failed write (ENOSPC…) releases its bytes and fails the session at once, with its cause.
+        written.then(() => window.release(bytes), (e) => {
+          window.release(bytes);
+          o.group.fail(e);
+        });
       });
       await writer.close(range.offset);
     });
   }
   await o.group.wait();
   return writer.root;
+}
+
+function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
 }
 
 /** Pull: what the source sent, counted as it arrives (the push source counts in diffRange). */
