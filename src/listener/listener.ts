@@ -30,10 +30,17 @@ import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 import { serveSession } from "../session/server-session.ts";
-import { type AuthorizedKey, findAuthorizedKey, readAuthorizedKeys } from "../trust/authorized-keys.ts";
+import {
+  type AuthorizedKey,
+  type AuthorizedKeysFile,
+  findAuthorizedKey,
+  readAuthorizedKeys,
+  readAuthorizedKeysFile,
+} from "../trust/authorized-keys.ts";
 import { fingerprint, formatPublicKey } from "../trust/keys.ts";
 import type { PairingOffer } from "../trust/pairing-code.ts";
 import { ByteWindow } from "../util/byte-window.ts";
+import { equalBytes } from "../util/equal-bytes.ts";
 import { addressPrefixes } from "./address-prefixes.ts";
 import { type ConnectionContext, connectionContext } from "./connection-context.ts";
 import { HandshakeSlots } from "./handshake-slots.ts";
@@ -186,8 +193,8 @@ export class Listener implements AsyncDisposable {
   }
 
   /** authorized_keys as it is now; a warning about a line is logged the first time only. */
-  #readKeys(): Promise<AuthorizedKey[]> {
-    return readAuthorizedKeys(this.#options.authorizedKeysFile, {
+  #readKeys(): Promise<AuthorizedKeysFile> {
+    return readAuthorizedKeysFile(this.#options.authorizedKeysFile, {
       warn: (m) => {
         if (this.#warned.has(m)) return;
         if (this.#warned.size >= 1000) this.#warned.clear();
@@ -228,16 +235,24 @@ export class Listener implements AsyncDisposable {
           signal: evicted.signal,
           peerName: peer,
           authorize: async (remoteStatic, info) => {
-            if (info.paired) {
-              if (!pairing?.consume()) return false;
-              await this.#addPairedKey(remoteStatic, peer);
-              // A key listed already keeps its options (read-only, path=) for this session too.
-              entry = findAuthorizedKey(await this.#readKeys(), remoteStatic) ??
-                { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
-              return true;
+            const file = await this.#readKeys();
+            entry = findAuthorizedKey(file.keys, remoteStatic);
+            if (!info.paired) return entry !== undefined;
+            if (entry === undefined && file.unusable.some((k) => equalBytes(k, remoteStatic))) {
+              // Listed on lines that were skipped: pairing must not hand it a line without
+              // the options those lines may hold. The code stays valid for a fixed file.
+              this.#log(
+                `${peer} pairing refused: key ${fingerprint(remoteStatic)} is listed in ${this.#options.authorizedKeysFile} ` +
+                  `on lines that were skipped (see the warnings); fix them, then pair again`,
+              );
+              return false;
             }
-            entry = findAuthorizedKey(await this.#readKeys(), remoteStatic);
-            return entry !== undefined;
+            if (!pairing?.consume()) return false;
+            // A key listed already keeps its options (read-only, path=) for this session too.
+            if (entry === undefined) await this.#addPairedKey(remoteStatic, peer);
+            else this.#log(`${peer} paired: key ${fingerprint(remoteStatic)} was listed already, with its options`);
+            entry ??= { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
+            return true;
           },
         });
       } catch (e) {
@@ -330,16 +345,14 @@ export class Listener implements AsyncDisposable {
     }
   }
 
+  /** Appends a newly paired key, without options, to authorized_keys. */
   async #addPairedKey(publicKey: Uint8Array, peer: string): Promise<void> {
     const file = this.#options.authorizedKeysFile;
-    const existing = await this.#readKeys();
-    if (findAuthorizedKey(existing, publicKey) === undefined) {
-      await fs.mkdir(dirname(file), { recursive: true, mode: 0o700 });
-      const text = await fs.readFile(file, "utf8").catch(() => "");
-      const separator = text.length > 0 && !text.endsWith("\n") ? "\n" : "";
-      const comment = `paired ${new Date().toISOString().slice(0, 10)} from ${peer}`;
-      await fs.appendFile(file, separator + formatPublicKey(publicKey, { comment }) + "\n", { mode: 0o600 });
-    }
+    await fs.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    const text = await fs.readFile(file, "utf8").catch(() => "");
+    const separator = text.length > 0 && !text.endsWith("\n") ? "\n" : "";
+    const comment = `paired ${new Date().toISOString().slice(0, 10)} from ${peer}`;
+    await fs.appendFile(file, separator + formatPublicKey(publicKey, { comment }) + "\n", { mode: 0o600 });
     this.#log(`${peer} paired: key ${fingerprint(publicKey)} added to ${file}`);
   }
 

@@ -1,6 +1,8 @@
 /**
  * The listener's idle timeout closes sessions whose peer is silent, but not while the server
- * itself is working on a request the peer waits for (an fsync longer than the timeout).
+ * itself is working on a request the peer waits for (an fsync longer than the timeout), and
+ * not only when a peer keeps it alive with records that do nothing: a record the session
+ * calls no activity (activity.ignoreLastRecord(), a dry run's FLUSH) does not reset the clock.
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -58,3 +60,61 @@ for (const spared of [true, false]) {
     });
   });
 }
+
+/**
+ * A peer sends one record every `everyMs` over a memory pair; the server end receives them
+ * under an idle timeout of `timeoutMs`, calling `ignoreLastRecord()` after each when `ignore`.
+ * Resolves with the records received before the timeout closed the channel (or `max`).
+ */
+async function recordsBeforeTimeout(o: { timeoutMs: number; everyMs: number; ignore: boolean; max: number }): Promise<number> {
+  const [peer, inner] = memoryPair();
+  const idle = new IdleTimeoutChannel(inner, { timeoutMs: o.timeoutMs });
+  let sending = true;
+  const sender = (async () => {
+    for (let i = 0; i < o.max + 1 && sending; i++) {
+      await sleep(o.everyMs);
+      await peer.send(new Uint8Array([i & 0xff])).catch(() => (sending = false));
+    }
+  })();
+  let received = 0;
+  try {
+    while (received < o.max) {
+      const record = await idle.receive();
+      if (record === null) break;
+      received++;
+      if (o.ignore) idle.activity.ignoreLastRecord();
+    }
+  } catch {
+    // The idle timeout closed the channel.
+  } finally {
+    sending = false;
+    idle.close();
+    await sender;
+  }
+  return received;
+}
+
+test("records the session calls no activity (ignoreLastRecord) do not reset the idle clock", { timeout: 30_000 }, async () => {
+  // A record every 20 % of the timeout: counted, the channel lives for all 20 of them;
+  // ignored, the timeout still closes it after about 5.
+  assert.equal(await recordsBeforeTimeout({ timeoutMs: 400, everyMs: 80, ignore: false, max: 20 }), 20);
+  const ignored = await recordsBeforeTimeout({ timeoutMs: 400, everyMs: 80, ignore: true, max: 20 });
+  assert.ok(ignored >= 3 && ignored <= 6, `${ignored} records before the idle timeout`);
+});
+
+test("ignoreLastRecord also holds when called after the next receive began waiting", { timeout: 30_000 }, async () => {
+  const [peer, inner] = memoryPair();
+  const idle = new IdleTimeoutChannel(inner, { timeoutMs: 400 });
+  const first = idle.receive(); // the idle period begins now
+  await sleep(300);
+  await peer.send(new Uint8Array([1]));
+  assert.deepEqual(await first, new Uint8Array([1]));
+  const next = idle.receive();
+  // The record that came at ~300 ms is called no activity only now: the deadline goes back
+  // to ~400 ms, not 400 ms from now.
+  idle.activity.ignoreLastRecord();
+  const started = Date.now();
+  await assert.rejects(next, /idle timeout/);
+  assert.ok(Date.now() - started < 300, "the deadline counted from where the idle period began");
+  await peer[Symbol.asyncDispose]();
+});
