@@ -170,4 +170,39 @@ describe("the client against a hostile or broken listener", () => {
       }
     });
   });
+
+  test("exit 5 only when the listener refuses our key; a listener that closes after handshake message 3 is exit 1", { timeout: 60_000 }, async () => {
+    await withTempDir(async (dir) => {
+      const { config } = await clientConfig(dir);
+      const src = path.join(dir, "a.img");
+      makeSparseFile(src, { size: MiB, chunks: [{ offset: 0, length: 65536 }] });
+
+      // Dies between message 3 and its answer (killed, crashed): no refusal was said.
+      await withFake({
+        authorize: (socket) => {
+          socket.destroy();
+          throw new Error("the listener died");
+        },
+      }, async (fake) => {
+        const r = await runCli(["push", "--host-key", fake.fingerprint, src, `127.0.0.1:${fake.port}:a.img`], { config, timeoutMs: 30_000 });
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, new RegExp(`Cannot connect to 127\\.0\\.0\\.1:${fake.port}: the listener closed the connection during the handshake`));
+        assert.doesNotMatch(r.stderr, /authorize/);
+      });
+
+      // A real listener that does not know our key says so: exit 5.
+      const pool = new WorkerPool({ size: 1 });
+      const server = await startListener(dir, { pool });
+      try {
+        const r = await runCli(["push", "--accept-new", src, `127.0.0.1:${server.listener.port}:a.img`], { config, timeoutMs: 30_000 });
+        assert.equal(r.code, 5, r.stderr);
+        assert.match(r.stderr, /the listener does not authorize our key SHA256:/);
+        assert.deepEqual(fs.readdirSync(server.root), []);
+        await waitFor(() => /is not authorized/.test(server.logs.join("\n")), { timeoutMs: 5000, what: "the listener's log line" });
+      } finally {
+        await server.listener.close();
+        await pool[Symbol.asyncDispose]();
+      }
+    });
+  });
 });

@@ -9,6 +9,13 @@
  * A new pin is written only after the listener accepted us (its acceptance record is the
  * first proof that it holds the key, and with pairing, the code).
  *
+ * After message 3 the listener either accepts (an empty record) or refuses our key with an
+ * encrypted END (connectSecure throws a HandshakeRefusedError): only that refusal is "not
+ * authorized" (AuthenticationError, exit 5). An EOF, a reset or a bad record there is the
+ * listener closing during the handshake (a plain Error, exit 1): a listener killed at that
+ * moment must not look like a refusal. With pairing, a wrong code cannot be refused with an
+ * encrypted record (the keys differ), so a close after message 3 still means the code.
+ *
  * The socket has TCP keepalive from the start, so a peer that vanished without a word is
  * noticed by the kernel even while the session waits on us.
  */
@@ -19,7 +26,7 @@ import { fingerprint } from "../trust/keys.ts";
 import { addKnownHost, lookupKnownHost } from "../trust/known-hosts.ts";
 import { pairingKey } from "../trust/pairing-code.ts";
 import { HANDSHAKE_TIMEOUT_MS } from "../../protocol/constants.ts";
-import { connectSecure, type SecureConnection } from "./secure-connection.ts";
+import { connectSecure, HandshakeRefusedError, type SecureConnection } from "./secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 
 /** Idle time before the kernel's first keepalive probe. */
@@ -78,8 +85,9 @@ export async function dial(options: DialOptions): Promise<SecureConnection> {
   let refusal: Error | undefined;
   let pin = false;
   let hostVerified = false;
+  let conn: SecureConnection;
   try {
-    const conn = await connectSecure(socket, {
+    conn = await connectSecure(socket, {
       staticKey: options.staticKey,
       psk,
       timeoutMs,
@@ -113,36 +121,62 @@ export async function dial(options: DialOptions): Promise<SecureConnection> {
         return true;
       },
     });
-    if (pin) {
+  } catch (e) {
+    throw refusal ?? handshakeError(e, { name, paired: psk !== undefined, hostVerified, ourKey: options.staticKey.publicKey });
+  }
+  if (pin) {
+    try {
       await addKnownHost(options.knownHostsFile, {
         host: options.host,
         port: options.port,
         publicKey: conn.remoteStatic,
         comment: `added ${new Date().toISOString().slice(0, 10)}${psk ? " by pairing" : ""}`,
       });
+    } catch (e) {
+      await conn[Symbol.asyncDispose]().catch(() => {});
+      throw e;
     }
-    return conn;
-  } catch (e) {
-    if (refusal) throw refusal;
-    if (hostVerified && /closed the connection after the handshake|not accepted/.test((e as Error).message)) {
-      const ours = fingerprint(options.staticKey.publicKey);
-      throw new AuthenticationError(
-        psk
-          ? `Cannot pair with ${name}: the listener refused the pairing code (wrong, already used, or expired; ssync listen --pair prints a new one)`
-          : `Cannot log in to ${name}: the listener does not authorize our key ${ours}; add our public key to its authorized_keys, or pair with --pair CODE`,
-        { cause: e },
-      );
-    }
-    if (psk && !hostVerified && /peer closed the connection/.test((e as Error).message)) {
+  }
+  return conn;
+}
+
+/**
+ * What a failed handshake means to the user, once our own host-key checks passed or were
+ * not reached: a refusal, a pairing problem, a close during the handshake, or as it is.
+ */
+function handshakeError(e: unknown, o: { name: string; paired: boolean; hostVerified: boolean; ourKey: Uint8Array }): unknown {
+  const { name } = o;
+  const message = (e as Error)?.message ?? String(e);
+  const timedOut = /timed out/.test(message);
+  if (o.paired) {
+    if (!o.hostVerified && /peer closed the connection/.test(message)) {
       // A listener with no active code closes right after our first message.
-      throw new AuthenticationError(
+      return new AuthenticationError(
         `Cannot pair with ${name}: the listener is not accepting pairing now (the code was already used or has expired, or it was started without --pair)`,
         { cause: e },
       );
     }
-    if (psk && hostVerified) {
-      throw new AuthenticationError(`Cannot pair with ${name}: ${(e as Error).message} (wrong, used or expired pairing code?)`, { cause: e });
+    if (o.hostVerified && !timedOut) {
+      // Refused with END (the code was used up meanwhile), or closed: with a wrong code the keys differ.
+      return new AuthenticationError(
+        `Cannot pair with ${name}: the listener refused the pairing code (wrong, already used, or expired; ssync listen --pair prints a new one)`,
+        { cause: e },
+      );
     }
-    throw e;
+    if (o.hostVerified) {
+      return new AuthenticationError(`Cannot pair with ${name}: ${message} (wrong, used or expired pairing code?)`, { cause: e });
+    }
+    return e;
   }
+  if (e instanceof HandshakeRefusedError) {
+    return new AuthenticationError(
+      `Cannot log in to ${name}: the listener does not authorize our key ${fingerprint(o.ourKey)}; ` +
+        `add our public key to its authorized_keys, or pair with --pair CODE`,
+      { cause: e },
+    );
+  }
+  if (o.hostVerified && !timedOut) {
+    return new Error(`Cannot connect to ${name}: the listener closed the connection during the handshake`, { cause: e });
+  }
+  return e;
 }
