@@ -94,6 +94,18 @@ describe("the client against a hostile or broken listener", () => {
     });
   });
 
+  test("--idle-timeout takes whole seconds (1 … a day); anything else is a usage error", { timeout: 30_000 }, async () => {
+    await withTempDir(async (dir) => {
+      const { config } = await clientConfig(dir);
+      for (const bad of ["0", "-1", "1.5", "soon", "86401"]) {
+        const r = await runCli(["pull", `--idle-timeout=${bad}`, "127.0.0.1:1:x.img", path.join(dir, "x.img")], { config, timeoutMs: 20_000 });
+        assert.equal(r.code, 2, `${bad}: ${r.stderr}`);
+        assert.match(r.stderr, /Invalid --idle-timeout/);
+      }
+      assert.equal(fs.existsSync(path.join(dir, "x.img")), false);
+    });
+  });
+
   test("an OPEN_OK size beyond 2^50 is refused before the local file is created or resized", { timeout: 60_000 }, async () => {
     await withTempDir(async (dir) => {
       const { config } = await clientConfig(dir);

@@ -12,7 +12,7 @@
  */
 import fs from "node:fs";
 import { join } from "node:path";
-import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { dial } from "../net/dial.ts";
@@ -50,14 +50,14 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)")
     .option(
       "--idle-timeout <seconds>",
-      `Give up when the listener owes a reply and sends nothing for this long (default ${DEFAULT_IDLE_TIMEOUT_MS / 1000}, as the listener's)`,
+      `Give up when the listener owes us a reply and sends nothing for this many seconds (default ${DEFAULT_IDLE_TIMEOUT_MS / 1000}, the listener's own)`,
     ));
 }
 
 /** The longest --idle-timeout: a day. */
 const MAX_IDLE_TIMEOUT_S = 86_400;
 
-export function parseIdleTimeout(text: string | number | undefined): number {
+function parseIdleTimeout(text: string | number | undefined): number {
   if (text === undefined) return DEFAULT_IDLE_TIMEOUT_MS;
   const n = /^\d+$/.test(String(text).trim()) ? Number(text) : NaN;
   if (!Number.isInteger(n) || n < 1 || n > MAX_IDLE_TIMEOUT_S) {
