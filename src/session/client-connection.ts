@@ -21,6 +21,7 @@ import type {
   DataMessage,
   Message,
   OpenOkMessage,
+  RangeDoneMessage,
   SigsReplyMessage,
   ZeroMessage,
 } from "../../protocol/messages.ts";
@@ -87,9 +88,9 @@ export class ClientConnection {
     return this.#send(msg as RequestOf<Request["type"]>) as Promise<ReplyOf[T]>;
   }
 
-  /** READ_DIFF: onChunk gets each DATA/ZERO reply; resolves at RANGE_DONE. */
-  stream(msg: RequestOf<"READ_DIFF">, onChunk: (m: DataMessage | ZeroMessage) => Promise<void>): Promise<void> {
-    return this.#send(msg, onChunk).then(() => {});
+  /** READ_DIFF: onChunk gets each DATA/ZERO reply; resolves with the RANGE_DONE. */
+  stream(msg: RequestOf<"READ_DIFF">, onChunk: (m: DataMessage | ZeroMessage) => Promise<void>): Promise<RangeDoneMessage> {
+    return this.#send(msg, onChunk) as Promise<RangeDoneMessage>;
   }
 
   /** Fails every pending request and closes the channel. */

@@ -196,10 +196,17 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
         ctx.stats.holeBytesSkipped += range.length;
       }
       writer.open(range.offset, digests.slice());
-      await conn.stream({ type: "READ_DIFF", offset: range.offset, length: range.length, digests }, async (m) => {
+      // The replies to one READ_DIFF ascend without overlapping: a range costs at most its
+      // length, however long a server would go on sending.
+      let next = range.offset;
+      const done = await conn.stream({ type: "READ_DIFF", offset: range.offset, length: range.length, digests }, async (m) => {
         if (m.offset < range.offset || m.offset + m.length > range.offset + range.length) {
           throw new ProtocolError(`${m.type} [${m.offset}, ${m.offset + m.length}) outside the range requested at ${range.offset}`);
         }
+        if (m.offset < next) {
+          throw new ProtocolError(`${m.type} [${m.offset}, ${m.offset + m.length}) overlaps or precedes an earlier reply in the range at ${range.offset}`);
+        }
+        next = m.offset + m.length;
         const bytes = HEADER_SIZE + (m.type === "DATA" ? m.payload?.length ?? 0 : 0);
         countReceived(ctx, m);
         await window.acquire(bytes, ctx.signal);
@@ -216,6 +223,9 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
           o.group.fail(e);
         });
       });
+      if (done.offset !== range.offset || done.length !== range.length) {
+        throw new ProtocolError(`RANGE_DONE [${done.offset}, ${done.offset + done.length}) does not match the range requested at ${range.offset}`);
+      }
       await writer.close(range.offset);
     });
   }
