@@ -21,7 +21,7 @@ import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
-import { encode } from "../../protocol/codec.ts";
+import { decode, encode } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, MAX_RANGE_BLOCKS } from "../../protocol/constants.ts";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { PairingOffer } from "../../src/trust/pairing-code.ts";
@@ -252,11 +252,19 @@ async function withCliListener(
   });
 }
 
-/** Reads until the server ends the session; the types it sent. */
-async function drain(conn: SecureConnection): Promise<string[]> {
+/** Reads until the server ends the session: the types it sent, and how it ended (END, or EOF without it). */
+async function drain(conn: SecureConnection): Promise<{ seen: string[]; end: "END" | "EOF" }> {
   const seen: string[] = [];
-  for (let m = await next(conn); m !== null; m = await next(conn)) seen.push(m.type);
-  return seen;
+  for (;;) {
+    let rec: Uint8Array | null;
+    try {
+      rec = await conn.channel.receive();
+    } catch {
+      return { seen, end: "EOF" };
+    }
+    if (rec === null) return { seen, end: "END" };
+    seen.push(decode(rec).type);
+  }
 }
 
 test("a read-only key cannot kill the listener: RANGE_DONE for no open range while every task slot is busy", T, async () => {
@@ -300,8 +308,9 @@ test("a read-only key cannot kill the listener: RANGE_DONE for no open range whi
           assert.equal((await next(conn))?.type, "SIGS_REPLY", attack.what);
         }
         await Promise.all(records.map((r) => conn.channel.send(r).catch(() => {})));
-        const seen = await drain(conn);
+        const { seen, end } = await drain(conn);
         assert.ok(!seen.includes("ERROR"), `${attack.what}: a violation closes the connection, it gets no ERROR (${seen})`);
+        assert.equal(end, "EOF", `${attack.what}: the connection is closed without END`);
       } finally {
         await conn[Symbol.asyncDispose]().catch(() => {});
       }
