@@ -43,12 +43,15 @@ export interface DialOptions {
   /** One-time pairing code from `ssync listen --pair`. */
   pairCode?: string;
   timeoutMs?: number;
+  /** The local address to connect from (a multi-homed host, like ssh -b); default: the OS's choice. */
+  localAddress?: string;
 }
 
-function connectTcp(host: string, port: number, timeoutMs: number): Promise<Socket> {
+function connectTcp(host: string, port: number, o: { timeoutMs: number; localAddress?: string }): Promise<Socket> {
+  const { timeoutMs } = o;
   const name = formatEndpoint({ host, port });
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port });
+    const socket = connect({ host, port, localAddress: o.localAddress });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new Error(`Cannot connect to ${name}: no answer within ${timeoutMs / 1000} s`));
@@ -81,7 +84,7 @@ export async function dial(options: DialOptions): Promise<SecureConnection> {
   const name = formatEndpoint(options);
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   const psk = options.pairCode !== undefined ? pairingKey(options.pairCode) : undefined;
-  const socket = await connectTcp(options.host, options.port, timeoutMs);
+  const socket = await connectTcp(options.host, options.port, { timeoutMs, localAddress: options.localAddress });
   let refusal: Error | undefined;
   let pin = false;
   let hostVerified = false;

@@ -10,9 +10,16 @@ import { dial } from "../../src/net/dial.ts";
 import type { SecureConnection } from "../../src/net/secure-connection.ts";
 import type { KeyPair } from "../../src/noise/x25519.ts";
 
-/** Dials a listener on 127.0.0.1, trusting its host key (known_hosts in `dir`). */
-export async function rawConnect(server: { listener: { port: number } }, key: KeyPair, dir: string, pairCode?: string): Promise<SecureConnection> {
+/** Dials a listener on 127.0.0.1 (from `localAddress`, e.g. 127.0.0.9), trusting its host key (known_hosts in `dir`). */
+export async function rawConnect(
+  server: { listener: { port: number } },
+  key: KeyPair,
+  dir: string,
+  pairCode?: string,
+  options: { localAddress?: string } = {},
+): Promise<SecureConnection> {
   return await dial({
+    localAddress: options.localAddress,
     host: "127.0.0.1",
     port: server.listener.port,
     staticKey: key,
