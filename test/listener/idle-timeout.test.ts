@@ -17,6 +17,10 @@ import { openDestination } from "../../src/storage/open-destination.ts";
 import { openSource } from "../../src/storage/open-source.ts";
 import type { Storage } from "../../src/storage/storage.ts";
 import { fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
+import { encode } from "../../protocol/codec.ts";
+import { generateKeyPair } from "../../src/noise/x25519.ts";
+import { authorize, startListener, waitFor } from "../helpers/network.ts";
+import { nextMessage, openMessage, rawConnect } from "../helpers/raw-client.ts";
 
 /** The same store, but sync() takes `ms` longer. */
 function slowSync(store: Storage, ms: number): Storage {
@@ -117,4 +121,39 @@ test("ignoreLastRecord also holds when called after the next receive began waiti
   await assert.rejects(next, /idle timeout/);
   assert.ok(Date.now() - started < 300, "the deadline counted from where the idle period began");
   await peer[Symbol.asyncDispose]();
+});
+
+test("at the listener, a dry run kept alive only with FLUSH every 20 % of the idle timeout is closed by it", { timeout: 30_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const pool = new WorkerPool({ size: 1 });
+    const idleTimeoutMs = 1000;
+    const server = await startListener(dir, { pool, idleTimeoutMs });
+    try {
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key, { options: "read-only" });
+      makeSparseFile(path.join(server.root, "t.img"), { size: 1 << 20, chunks: [{ offset: 0, length: 65536 }] });
+      const conn = await rawConnect(server, key, dir);
+      try {
+        await conn.channel.send(encode(openMessage({ mode: "push", name: "t.img", size: 1 << 20, dryRun: true })));
+        assert.equal((await nextMessage(conn))?.type, "OPEN_OK");
+        let acks = 0;
+        // Bounded: 50 FLUSHes would keep it 10 idle timeouts long if each reset the clock.
+        for (let cookie = 2; cookie < 52; cookie++) {
+          await sleep(idleTimeoutMs / 5);
+          const sent = await conn.channel.send(encode({ type: "FLUSH", cookie })).then(() => true, () => false);
+          const reply = sent ? await nextMessage(conn) : null;
+          if (reply === null) break;
+          assert.equal(reply.type, "ACK");
+          acks++;
+        }
+        assert.ok(acks <= 8, `${acks} FLUSHes answered: the idle timeout did not close the session`);
+        await waitFor(() => server.logs.some((l) => /idle timeout/.test(l)), { timeoutMs: 5000, what: "the idle timeout in the log" });
+      } finally {
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+    } finally {
+      await server.listener.close();
+      await pool[Symbol.asyncDispose]();
+    }
+  });
 });
