@@ -15,7 +15,9 @@
  * 5. Storage adopts that very descriptor (a writer's is reopened O_RDWR relative to the
  *    pinned parent and must be the same inode): nothing is opened by name afterwards, and
  *    the engine's workers read through the descriptor, so a name swapped under the root
- *    after the check changes nothing the session touches.
+ *    after the check changes nothing the session touches. Only a writer locks the file; a
+ *    dry run takes no lock (storage/open-destination.ts), so it never holds a writer out,
+ *    and "busy" always means a writer holds it.
  *
  * Every refusal is an Error with an errno-style `code` (EACCES, EROFS, ENOENT, EBUSY,
  * EINVAL) and a message naming the client's path, which the session sends back as ERROR.

@@ -315,6 +315,11 @@ describe("robustness", () => {
             clientSync(server, { mode: "push", local: big, name: "big.img", key, pool, knownHosts }),
             (e: Error) => e instanceof RemoteError && e.code === "ENOSPC" && /big\.img/.test(e.message) && !/\/proc\/|small/.test(e.message),
           );
+          // The listener's log names the real cause, not the client hanging up on it.
+          await waitFor(() => server.logs.some((l) => /push "big\.img".*: failed: ENOSPC /.test(l)), {
+            timeoutMs: 5000,
+            what: `ENOSPC in the listener's log:\n${server.logs.join("\n")}`,
+          });
           fs.rmSync(path.join(root, "big.img"));
           const src = path.join(dir, "src.img");
           makeSparseFile(src, { size: 1 << 20, chunks: [{ offset: 0, length: 65536, fill: "random" }] });
