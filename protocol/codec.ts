@@ -6,6 +6,10 @@
  * flags known for that type; header fields unused by the type are zero; then the
  * type's exact payload length and field ranges. Anything else throws ProtocolError,
  * which is fatal for the session.
+ *
+ * Invariant: every encoding is canonical: decode accepts a record only if encode of the
+ * message it returns gives back exactly those bytes (digest runs are maximal, texts are
+ * kept as sent), so two implementations agree on what each record means.
  */
 import {
   CAP_ZSTD,
@@ -57,7 +61,8 @@ const hashByCode = invert(HashCode);
 const kindByCode = invert(KindCode);
 const errorByCode = invert(ErrorCode);
 const utf8 = new TextEncoder();
-const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a leading U+FEFF is kept, so every accepted text re-encodes to the same bytes.
+const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 function invert<K extends string>(table: Record<K, number>): Map<number, K> {
   return new Map(Object.entries(table).map(([k, v]) => [v as number, k as K]));
@@ -324,15 +329,18 @@ function decodeBody(h: Header, p: Uint8Array): Message {
   }
 }
 
-/** Runs → digests of exactly `blocks` blocks. */
+/** Runs → digests of exactly `blocks` blocks. Runs are maximal: two in a row never share a kind. */
 export function decodeRuns(p: Uint8Array, blocks: number, what: string): Uint8Array {
   const out = new Uint8Array(blocks * DIGEST_SIZE);
   const v = view(p);
   let at = 0;
   let block = 0;
+  let previous = -1;
   while (at < p.length) {
     if (at + 5 > p.length) throw new ProtocolError(`${what}: truncated run header`);
     const kind = p[at];
+    if (kind === previous) throw new ProtocolError(`${what}: two runs of kind ${kind} in a row`);
+    previous = kind;
     const count = v.getUint32(at + 1);
     at += 5;
     if (count === 0 || count > blocks - block) throw new ProtocolError(`${what}: run of ${count} blocks overflows the range`);

@@ -2,6 +2,10 @@
  * Structured concurrency for one session (restic's errgroup): tasks run with a bound on how
  * many are active; the first failure aborts the group's signal, later failures are dropped,
  * and wait() rethrows the first one.
+ *
+ * Invariant: a task's own rejection is always observed (it fails the group). spawn() may wait
+ * for a slot and then throw instead of calling `fn` (the group failed meanwhile): whatever
+ * the caller started for that task before spawn() must already be observed by the caller.
  */
 export class TaskGroup {
   readonly controller: AbortController;
@@ -19,7 +23,10 @@ export class TaskGroup {
     return this.controller.signal;
   }
 
-  /** Starts fn once fewer than `limit` tasks are active (back-pressure on the caller). */
+  /**
+   * Starts fn once fewer than `limit` tasks are active (back-pressure on the caller); throws
+   * the group's failure instead, without calling fn, once the group has failed.
+   */
   async spawn(fn: () => Promise<void>): Promise<void> {
     while (this.#active.size >= this.#limit) await Promise.race(this.#active);
     this.throwIfFailed();
