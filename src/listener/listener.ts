@@ -212,8 +212,9 @@ export class Listener implements AsyncDisposable {
     }
     const prefixes = addressPrefixes(socket.remoteAddress ?? "?");
     const from = prefixes[0];
-    if (!this.#buckets.take(prefixes)) {
-      this.#refusals.refused(from, `${peer} refused: too many new connections from ${prefixes.at(-1)}`);
+    const token = this.#buckets.take(prefixes);
+    if (!token.taken) {
+      this.#refusals.refused(from, `${peer} refused: too many new connections from ${token.empty}`);
       socket.destroy();
       return;
     }

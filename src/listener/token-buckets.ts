@@ -37,13 +37,14 @@ export class TokenBuckets {
     return b === undefined ? this.#burst : Math.min(this.#burst, b.tokens + (now - b.at) * this.#perMs);
   }
 
-  /** Spends one token of each key's bucket; false (nothing spent) when one has less than one. */
-  take(keys: readonly string[]): boolean {
+  /** Spends one token of each key's bucket, or none when one of them has less than one (named). */
+  take(keys: readonly string[]): { taken: true } | { taken: false; empty: string } {
     const now = this.#now();
-    if (keys.some((k) => this.#level(k, now) < 1)) return false;
+    const empty = keys.find((k) => this.#level(k, now) < 1);
+    if (empty !== undefined) return { taken: false, empty };
     for (const k of keys) this.#set(k, this.#level(k, now) - 1, now);
     this.#trim(now);
-    return true;
+    return { taken: true };
   }
 
   /** Gives back the token take() spent (a connection that proved to be welcome). */

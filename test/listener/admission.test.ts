@@ -185,15 +185,15 @@ describe("caps and buckets as data", () => {
     let now = 0;
     const buckets = new TokenBuckets({ burst: 2, refillPerSecond: 4, maxEntries: 8, now: () => now });
     const v6 = ["2001:db8:1:1::/64", "2001:db8:1::/48"];
-    assert.equal(buckets.take(v6), true);
-    assert.equal(buckets.take(v6), true);
-    assert.equal(buckets.take(v6), false);
+    assert.deepEqual(buckets.take(v6), { taken: true });
+    assert.deepEqual(buckets.take(v6), { taken: true });
+    assert.deepEqual(buckets.take(v6), { taken: false, empty: "2001:db8:1:1::/64" });
     // Another /64 of the same /48 finds the /48 empty: refused, and its own /64 is not charged.
-    assert.equal(buckets.take(["2001:db8:1:2::/64", "2001:db8:1::/48"]), false);
+    assert.deepEqual(buckets.take(["2001:db8:1:2::/64", "2001:db8:1::/48"]), { taken: false, empty: "2001:db8:1::/48" });
     now += 250; // one token back
-    assert.equal(buckets.take(["2001:db8:1:2::/64", "2001:db8:1::/48"]), true);
+    assert.deepEqual(buckets.take(["2001:db8:1:2::/64", "2001:db8:1::/48"]), { taken: true });
     buckets.refund(["2001:db8:1:2::/64", "2001:db8:1::/48"]);
-    assert.equal(buckets.take(["2001:db8:1:3::/64", "2001:db8:1::/48"]), true);
+    assert.deepEqual(buckets.take(["2001:db8:1:3::/64", "2001:db8:1::/48"]), { taken: true });
     for (let i = 0; i < 100; i++) buckets.take([`10.0.${i}.1`]);
     assert.ok(buckets.size <= 8, `${buckets.size} buckets kept`);
   });
