@@ -17,6 +17,7 @@ import { AuthenticationError } from "../src/util/errors.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 import { authorize, clientSync, startListener } from "./helpers/network.ts";
+import { dial } from "../src/net/dial.ts";
 
 let pool: WorkerPool;
 before(() => {
@@ -78,4 +79,25 @@ test("a peer's control characters are printed escaped", () => {
   assert.equal(line.includes("\n"), false);
   assert.equal(line.includes("\x1b"), false);
   assert.match(line, /bad\\u000assync: fake line\\u001b\[31m/);
+});
+
+test("an unreadable known_hosts line for the host: the client is warned, and the key counts as changed", { timeout: 30_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    try {
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key);
+      const knownHosts = path.join(dir, "known_hosts");
+      fs.writeFileSync(knownHosts, `[127.0.0.1]:${server.listener.port} not-a-key\n`, { mode: 0o600 });
+      const warnings: string[] = [];
+      await assert.rejects(
+        dial({ host: "127.0.0.1", port: server.listener.port, staticKey: key, knownHostsFile: knownHosts, acceptNew: true, warn: (m) => warnings.push(m) }),
+        (e) => e instanceof AuthenticationError && /CHANGED.*line 1 \(unreadable\)/.test(e.message),
+      );
+      assert.equal(warnings.length, 1, JSON.stringify(warnings));
+      assert.match(warnings[0], new RegExp(`${knownHosts.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}.*line 1`));
+    } finally {
+      await server.listener.close();
+    }
+  });
 });

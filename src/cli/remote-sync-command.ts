@@ -105,6 +105,7 @@ export async function runRemoteSync(
       acceptNew: flags.acceptNew === true,
       hostKey: flags.hostKey,
       pairCode: pair,
+      warn: (message) => console.error(`ssync: warning: ${message}`),
     });
     try {
       const socket = conn.channel.socket;

@@ -45,6 +45,8 @@ export interface DialOptions {
   timeoutMs?: number;
   /** The local address to connect from (a multi-homed host, like ssh -b); default: the OS's choice. */
   localAddress?: string;
+  /** Told about known_hosts lines that were skipped (file and line named). */
+  warn?: (message: string) => void;
 }
 
 function connectTcp(host: string, port: number, o: { timeoutMs: number; localAddress?: string }): Promise<Socket> {
@@ -97,10 +99,18 @@ export async function dial(options: DialOptions): Promise<SecureConnection> {
       peerName: name,
       verifyHost: async (remote) => {
         const fp = fingerprint(remote);
-        const known = await lookupKnownHost(options.knownHostsFile, { host: options.host, port: options.port, publicKey: remote });
+        const known = await lookupKnownHost(options.knownHostsFile, {
+          host: options.host,
+          port: options.port,
+          publicKey: remote,
+          warn: options.warn,
+        });
         if (known.status === "changed") {
+          const pinned = known.knownKeys.length > 0
+            ? `not the key pinned in ${options.knownHostsFile}`
+            : `and ${options.knownHostsFile} line ${known.unreadableLines?.join(", ")} (unreadable) may pin another key`;
           refusal = new AuthenticationError(
-            `The host key of ${name} has CHANGED: it is now ${fp}, not the key pinned in ${options.knownHostsFile}. ` +
+            `The host key of ${name} has CHANGED: it is now ${fp}, ${pinned}. ` +
               `This may be an attack (someone in the middle), or the listener's key was replaced; ` +
               `if you are sure it was replaced, remove the line for ${name} from ${options.knownHostsFile}`,
           );
