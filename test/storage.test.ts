@@ -259,6 +259,17 @@ describe("storage lock file (portable lock)", () => {
 });
 
 describe("opening errors", () => {
+  test("a size beyond what the filesystem allows is EFBIG, on every runtime", T, async () => {
+    await withTempDir(async (dir) => {
+      const store = await openDestination(path.join(dir, "big.img"), { create: true });
+      try {
+        await assert.rejects(store.setSize(2 ** 52), (e: Error & { code?: string }) => e.code === "EFBIG" && /file too large/.test(e.message));
+      } finally {
+        await store[Symbol.asyncDispose]();
+      }
+    });
+  });
+
   test("source: missing, directory, not a file", T, async () => {
     await withTempDir(async (dir) => {
       const missing = path.join(dir, "nope.img");

@@ -46,6 +46,15 @@ const REASONS: Record<string, string> = {
   EOVERFLOW: "value too large",
 };
 
+/**
+ * Deno reports some failures (ftruncate past the filesystem's limit) with no `code`, only a
+ * message ending "(os error 27)": the errno name is recovered from that number.
+ */
+function osErrorName(message: unknown): string | undefined {
+  const m = typeof message === "string" ? /\(os error (\d+)\)$/.exec(message) : null;
+  return m ? errnoName(Number(m[1])) : undefined;
+}
+
 /** Plain words for an errno name, falling back to the name itself. */
 export function errnoReason(code: string): string {
   return REASONS[code] ?? code;
@@ -70,7 +79,8 @@ export function storageError(
   const cause = options.cause as { code?: unknown; message?: unknown; name?: unknown } | undefined;
   const known = options.code ??
     (options.errno !== undefined ? errnoName(options.errno) : undefined) ??
-    (typeof cause?.code === "string" ? cause.code : undefined);
+    (typeof cause?.code === "string" ? cause.code : undefined) ??
+    osErrorName(cause?.message);
   // Deno refuses with NotCapable (no errno) when its permissions do not allow the access.
   const code = known ?? (cause?.name === "NotCapable" ? "EACCES" : "EIO");
   const reason = options.reason ?? (known && REASONS[known]) ??

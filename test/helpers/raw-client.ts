@@ -40,6 +40,7 @@ export function openMessage(o: { mode: "push" | "pull"; name: string; size: numb
     hash: "hmac-sha256",
     blockSize: 4096,
     dryRun: o.dryRun,
+    clientZstd: false,
     size: o.size,
     key: new Uint8Array(32),
     name: o.name,
