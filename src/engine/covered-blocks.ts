@@ -58,11 +58,6 @@ export class CoveredBlocks {
     this.#count += count;
   }
 
-  /** True when any block of [first, first + count) is covered. */
-  intersects(first: number, count: number): boolean {
-    return count > 0 && this.#overlaps(this.#firstAfter(first), first, first + count);
-  }
-
   /** The covered intervals (for tests and messages). */
   intervals(): [number, number][] {
     return this.#starts.map((s, k) => [s, this.#ends[k]]);

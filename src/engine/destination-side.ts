@@ -81,7 +81,6 @@ async function punchZeroBlocks(ctx: SideContext, span: { offset: number; length:
 
 export interface WriterOptions {
   dryRun: boolean;
-  maxOpenRanges?: number;
   maxIntervals?: number;
 }
 
@@ -113,21 +112,16 @@ export class DestinationWriter {
   #dryRun: boolean;
   #open = new Map<number, OpenRange>();
   #hasher: BlockHasher;
-  #maxOpenRanges: number;
   readonly root: RootHash;
 
   private constructor(ctx: SideContext, hasher: BlockHasher, options: WriterOptions) {
     this.#ctx = ctx;
     this.#hasher = hasher;
     this.#dryRun = options.dryRun;
-    this.#maxOpenRanges = options.maxOpenRanges ?? Infinity;
     this.root = new RootHash(ctx.key, { maxIntervals: options.maxIntervals });
   }
 
-  /**
-   * `maxOpenRanges`: opening one more is a ProtocolError (a peer must not pin unbounded
-   * memory); `maxIntervals`: the root hash's cap on disjoint closed intervals.
-   */
+  /** `maxIntervals`: the root hash's cap on disjoint closed intervals. */
   static async create(ctx: SideContext, options: WriterOptions): Promise<DestinationWriter> {
     await initZstd(); // decompression runs here, on this thread
     return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options);
@@ -143,9 +137,6 @@ export class DestinationWriter {
    */
   open(offset: number, digests: Uint8Array): void {
     if (this.#open.has(offset)) throw new ProtocolError(`range at ${offset} is already open`);
-    if (this.#open.size >= this.#maxOpenRanges) {
-      throw new ProtocolError(`more than ${this.#maxOpenRanges} open ranges (SIGS without RANGE_DONE)`);
-    }
     const blocks = digests.length / DIGEST_SIZE;
     const end = Math.min(this.#ctx.size, offset + blocks * this.#ctx.blockSize);
     this.#open.set(offset, { offset, end, digests, written: new Uint8Array(Math.ceil(blocks / 8)), writes: [] });

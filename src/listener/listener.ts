@@ -99,8 +99,6 @@ export interface ListenerOptions {
   refusalLinesPerSecond?: number;
 }
 
-// The defaults' home is listener-limits.ts; the idle timeout is also the client's default.
-export { DEFAULT_IDLE_TIMEOUT_MS, DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_ADDRESS, DEFAULT_MAX_SESSIONS } from "./listener-limits.ts";
 
 /** A running session, as shutdown sees it. */
 interface RunningSession {

@@ -30,7 +30,7 @@ import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd, openDestination } from "../storage/open-destination.ts";
 import { openSource, sourceFromFd } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
-import { ErrnoError } from "../util/errors.ts";
+import { asError, ErrnoError } from "../util/errors.ts";
 
 export interface OpenPolicy {
   /** The root folder (resolved once, at start). */
@@ -89,7 +89,7 @@ function checkWrite(req: ClientOpen, policy: OpenPolicy): void {
 
 /** Storage errors name the path storage was given; show the client's name instead. */
 function renamed(e: unknown, from: string, name: string): Error {
-  const error = e instanceof Error ? e : new Error(String(e));
+  const error = asError(e);
   const code = (error as { code?: string }).code;
   if (code === "EBUSY") return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it`);
   if (from !== "" && error.message.includes(from)) {

@@ -6,12 +6,13 @@
  */
 import { decode, encode } from "../../protocol/codec.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
+import { asError } from "../util/errors.ts";
 
 export async function refuseSession(
   channel: RecordChannel,
   options: { message: string; timeoutMs: number; signal?: AbortSignal },
 ): Promise<void> {
-  const stop = (reason: unknown) => channel.close(reason instanceof Error ? reason : new Error(String(reason)));
+  const stop = (reason: unknown) => channel.close(asError(reason));
   const timer = setTimeout(() => stop(new Error(`no request within ${options.timeoutMs} ms`)), options.timeoutMs);
   const onAbort = () => stop(options.signal!.reason);
   options.signal?.addEventListener("abort", onAbort, { once: true });

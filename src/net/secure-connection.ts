@@ -17,6 +17,7 @@ import { fingerprint } from "../trust/keys.ts";
 import { NoiseRecordChannel, type NoiseRecordChannelOptions } from "./noise-record-channel.ts";
 import { SocketReader } from "./socket-reader.ts";
 import type { KeyPair } from "../noise/x25519.ts";
+import { asError } from "../util/errors.ts";
 
 /**
  * Opening an authenticated, encrypted connection (spec §1; byte layouts in protocol/),
@@ -98,6 +99,13 @@ export interface SecureConnection extends AsyncDisposable {
   paired: boolean;
 }
 
+/** The Noise protocol of a handshake mode, and the exact sizes of its three messages. */
+function noiseOf(paired: boolean): { name: string; sizes: readonly number[] } {
+  return paired
+    ? { name: PAIRING_PROTOCOL_NAME, sizes: XXPSK3_MESSAGE_SIZES }
+    : { name: PROTOCOL_NAME, sizes: XX_MESSAGE_SIZES };
+}
+
 function concat(a: Uint8Array, b: Uint8Array | undefined): Uint8Array {
   if (b === undefined || b.length === 0) return a;
   const out = new Uint8Array(a.length + b.length);
@@ -148,7 +156,7 @@ async function guarded<T>(
       reject(reason);
     };
     timer = setTimeout(() => fail(new Error(`the handshake timed out after ${timeoutMs} ms`)), timeoutMs);
-    onAbort = () => fail(toError(options.signal?.reason ?? new Error("the handshake was aborted")));
+    onAbort = () => fail(asError(options.signal?.reason ?? new Error("the handshake was aborted")));
     if (options.signal?.aborted) onAbort();
     else options.signal?.addEventListener("abort", onAbort, { once: true });
   });
@@ -159,7 +167,7 @@ async function guarded<T>(
   try {
     return await Promise.race([steps({ reader, fail, check }), stop]);
   } catch (error) {
-    failure ??= toError(error);
+    failure ??= asError(error);
     reader.detach();
     socket.on("error", () => {}); // a late reset must not become an uncaught error
     socket.destroy();
@@ -173,9 +181,6 @@ async function guarded<T>(
   }
 }
 
-function toError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}
 
 function makeChannel(socket: Socket, hs: HandshakeState, reader: SocketReader, options: SecureOptions) {
   const keys = hs.split();
@@ -199,8 +204,8 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
   return guarded(socket, { ...options, what: "open a secure connection to" }, async ({ reader }) => {
     const paired = options.psk !== undefined;
     const clear = encodePreamble(paired ? MODE_PAIRING : MODE_XX);
-    const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
-    const hs = new HandshakeState(paired ? PAIRING_PROTOCOL_NAME : PROTOCOL_NAME, {
+    const { name, sizes } = noiseOf(paired);
+    const hs = new HandshakeState(name, {
       initiator: true,
       prologue: concat(clear, options.prologue),
       staticKeyPair: options.staticKey,
@@ -220,8 +225,8 @@ export function connectSecure(socket: Socket, options: ConnectOptions): Promise<
     try {
       accepted = await channel.receive();
     } catch (error) {
-      channel.close(toError(error));
-      throw new Error(`the listener closed the connection during the handshake (${toError(error).message})`, { cause: error });
+      channel.close(asError(error));
+      throw new Error(`the listener closed the connection during the handshake (${asError(error).message})`, { cause: error });
     }
     if (accepted === null) {
       channel.close();
@@ -253,21 +258,19 @@ export function acceptSecure(socket: Socket, options: AcceptOptions): Promise<Se
       clear = await reader.read(PREAMBLE_SIZE);
       paired = parsePreamble(clear) === MODE_PAIRING;
       if (paired && options.psk === undefined) throw new Error("the client asked for pairing, which is not enabled");
-      hs = new HandshakeState(paired ? PAIRING_PROTOCOL_NAME : PROTOCOL_NAME, {
+      hs = new HandshakeState(noiseOf(paired).name, {
         initiator: false,
         prologue: concat(clear, options.prologue),
         staticKeyPair: options.staticKey,
         psk: paired ? options.psk : undefined,
       });
-      const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
-      hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[0])));
+      hs.readMessage(await readFrame(reader, handshakeFrameFormat(noiseOf(paired).sizes[0])));
     } finally {
       clearTimeout(first);
     }
     check();
     socket.write(encodeHandshakeFrame(hs.writeMessage()));
-    const sizes = paired ? XXPSK3_MESSAGE_SIZES : XX_MESSAGE_SIZES;
-    hs.readMessage(await readFrame(reader, handshakeFrameFormat(sizes[2])));
+    hs.readMessage(await readFrame(reader, handshakeFrameFormat(noiseOf(paired).sizes[2])));
     const remoteStatic = hs.remoteStatic!;
     const authorized = await options.authorize(remoteStatic, { paired });
     check(); // timed out or aborted while authorize() ran: nothing more goes out

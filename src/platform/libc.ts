@@ -19,7 +19,6 @@ export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
-export const LOCK_SH = 1;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const BLKGETSIZE64 = 0x80081272;

@@ -26,7 +26,7 @@ import type {
   ZeroMessage,
 } from "../../protocol/messages.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
-import { RemoteError } from "../util/errors.ts";
+import { asError, RemoteError } from "../util/errors.ts";
 import { WireCounters } from "./wire-counters.ts";
 
 type Request = Exclude<Message, { type: "OPEN_OK" | "SIGS_REPLY" | "ACK" | "COMMIT_OK" | "ERROR" }>;
@@ -160,7 +160,7 @@ export class ClientConnection {
         p.resolve(msg);
       }
     } catch (e) {
-      this.fail(e instanceof Error ? e : new Error(String(e)));
+      this.fail(asError(e));
     }
   }
 }

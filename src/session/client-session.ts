@@ -28,7 +28,7 @@ import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { ErrnoError, MismatchError } from "../util/errors.ts";
+import { asError, ErrnoError, MismatchError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { type Activity, ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
@@ -233,9 +233,6 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
   return writer.root;
 }
 
-function asError(e: unknown): Error {
-  return e instanceof Error ? e : new Error(String(e));
-}
 
 /** Pull: what the source sent, counted as it arrives (the push source counts in diffRange). */
 function countReceived(ctx: SideContext, m: { type: "DATA" | "ZERO"; length: number; payload?: Uint8Array }): void {

@@ -30,7 +30,7 @@ import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { ErrnoError, errorName, messageOf } from "../util/errors.ts";
+import { asError, ErrnoError, errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange, RangeClaims } from "./range-check.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
@@ -89,12 +89,12 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
   const controller = new AbortController();
   controller.signal.addEventListener("abort", () => {
     const reason = controller.signal.reason;
-    channel.close(reason instanceof Error ? reason : new Error(String(reason)));
+    channel.close(asError(reason));
   }, { once: true });
   const memory = new SessionMemory({ own: new ByteWindow(SESSION_BUFFER_BYTES), shared: options.memory, signal: controller.signal });
   let firstCause: Error | undefined;
   const noteFailure = (e: unknown) => {
-    firstCause ??= e instanceof Error ? e : new Error(String(e));
+    firstCause ??= asError(e);
   };
   const receive = async (): Promise<Message | null> => {
     const rec = await channel.receive();
@@ -274,7 +274,7 @@ function replyBound(blocks: number): number {
 async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<Handler> {
   const { io, claims } = o;
   const dryRun = o.open.dryRun;
-  const writer = await DestinationWriter.create(ctx, { dryRun, maxOpenRanges: MAX_OPEN_RANGES, maxIntervals: MAX_TRACKED_INTERVALS });
+  const writer = await DestinationWriter.create(ctx, { dryRun, maxIntervals: MAX_TRACKED_INTERVALS });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
   /** The memory each open range's digests hold, given back when it closes. */
   const rangeHolds = new Map<number, Hold>();
@@ -395,10 +395,10 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
                   : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
             });
             root.add(m.offset / ctx.blockSize, src);
-            claims.settle(m.offset);
+            claims.settle(m.offset); // before the reply: a COMMIT that follows it must see the range closed
             await io.reply(encode({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length }), m.cookie);
           } finally {
-            claims.settle(m.offset);
+            claims.settle(m.offset); // idempotent; here for the failure paths
             hold.release();
           }
         };

@@ -59,13 +59,6 @@ export class SessionMemory {
     return hold;
   }
 
-  /** Bytes held now by this session's holds (for tests and checks). */
-  get held(): number {
-    let n = 0;
-    for (const h of this.#out) n += h.bytes;
-    return n;
-  }
-
   /** The session's end: gives back every hold still out. */
   dispose(): void {
     this.#disposed = true;

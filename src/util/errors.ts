@@ -61,6 +61,11 @@ export function errorName(e: unknown): ErrorName {
   return "EIO";
 }
 
+/** `e` itself when it is an Error, else an Error saying what was thrown. */
+export function asError(e: unknown): Error {
+  return e instanceof Error ? e : new Error(String(e));
+}
+
 export function messageOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
