@@ -39,6 +39,7 @@ import {
   OPEN_CLIENT_ZSTD,
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
+  OPEN_IN_PLACE,
   RUN_DIGESTS,
   RUN_ZERO,
 } from "./constants.ts";
@@ -89,7 +90,7 @@ export function encode(msg: Message): Uint8Array {
       v.setUint8(2, ModeCode[msg.mode]);
       v.setUint8(3, HashCode[msg.hash]);
       v.setUint32(4, msg.blockSize);
-      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0));
+      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0));
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
       v.setUint16(20 + HASH_KEY_SIZE, name.length);
@@ -256,6 +257,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         blockSize: v.getUint32(4),
         dryRun: (openFlags & OPEN_DRY_RUN) !== 0,
         clientZstd: (openFlags & OPEN_CLIENT_ZSTD) !== 0,
+        ...((openFlags & OPEN_IN_PLACE) !== 0 ? { inPlace: true } : {}),
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,

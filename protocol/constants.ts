@@ -107,7 +107,9 @@ export type HashAlgorithm = keyof typeof HashCode;
 export const OPEN_DRY_RUN = 0x0001;
 /** OPEN flag, the client's capability: it decompresses zstd DATA (a pull source may send it). */
 export const OPEN_CLIENT_ZSTD = 0x0002;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD;
+/** OPEN flag, push: write in place (no journal, no partial file: faster, torn if interrupted). */
+export const OPEN_IN_PLACE = 0x0004;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;

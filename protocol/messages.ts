@@ -18,6 +18,8 @@ export interface OpenMessage {
   dryRun: boolean;
   /** OPEN_CLIENT_ZSTD: the client decompresses zstd DATA; without it a pull source sends raw DATA. */
   clientZstd: boolean;
+  /** OPEN_IN_PLACE: write the destination in place (absent means false). */
+  inPlace?: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */

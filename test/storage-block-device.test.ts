@@ -60,7 +60,7 @@ for (const mode of [{ name: "ffi", ffi: true }, { name: "fallback", ffi: false }
       await withDevice(t, async (device, backing) => {
         const before = allocatedBytesOf(backing);
         {
-          await using dst = await openDestination(device, { create: false, ffi: mode.ffi });
+          await using dst = await openDestination(device, { create: false, inplace: true, ffi: mode.ffi });
           assert.equal(dst.kind, "block-device");
           assert.equal(dst.size, SIZE);
           const method = await dst.punchHole(8 * MiB + 100, 16 * MiB);

@@ -113,7 +113,7 @@ for (const mode of MODES) {
     test("positional read and write round-trip; reads are short only at the end", T, async () => {
       await withTempDir(async (dir) => {
         const file = path.join(dir, "rw.img");
-        await using dst = await openDestination(file, { create: true, ffi: mode.ffi });
+        await using dst = await openDestination(file, { inplace: true, create: true, ffi: mode.ffi });
         await dst.setSize(3 * MiB + 100);
         const a = patternBytes(MiB + 3, { seed: 7 });
         await Promise.all([dst.write(a, 5), dst.write(patternBytes(99, { seed: 8 }), 3 * MiB)]);
@@ -136,7 +136,7 @@ for (const mode of MODES) {
         makeSparseFile(file, { size: 16 * MiB, chunks: [{ offset: 0, length: 16 * MiB }] });
         const before = allocatedBytesOf(file);
         assert.ok(before >= 16 * MiB);
-        await using dst = await openDestination(file, { create: false, ffi: mode.ffi });
+        await using dst = await openDestination(file, { inplace: true, create: false, ffi: mode.ffi });
         const method = await dst.punchHole(4 * MiB, 8 * MiB);
         assert.equal(method, mode.ffi ? "punched" : "zeroed");
         // Unaligned edges: bytes around the hole keep their data.
@@ -170,7 +170,7 @@ for (const mode of MODES) {
     test("setSize grows sparse and shrinks", T, async () => {
       await withTempDir(async (dir) => {
         const file = path.join(dir, "s.img");
-        await using dst = await openDestination(file, { create: true, ffi: mode.ffi });
+        await using dst = await openDestination(file, { inplace: true, create: true, ffi: mode.ffi });
         assert.equal(dst.kind, "file");
         assert.equal(dst.size, 0);
         await dst.write(patternBytes(8 * KiB), 0);
@@ -192,20 +192,20 @@ for (const mode of MODES) {
     test("a second writer gets the busy error until the first closes", T, async () => {
       await withTempDir(async (dir) => {
         const file = path.join(dir, "l.img");
-        const first = await openDestination(file, { create: true, ffi: mode.ffi });
-        await assert.rejects(openDestination(file, { create: true, ffi: mode.ffi }), (e: Error) => {
+        const first = await openDestination(file, { inplace: true, create: true, ffi: mode.ffi });
+        await assert.rejects(openDestination(file, { inplace: true, create: true, ffi: mode.ffi }), (e: Error) => {
           assert.equal(e.message, `Cannot lock ${file}: another ssync is writing it`);
           assert.equal((e as { code?: string }).code, "EBUSY");
           return true;
         });
         // A dry run takes no lock: it opens beside the writer, and holds no later writer out.
-        await (await openDestination(file, { create: false, readOnly: true, ffi: mode.ffi }))[Symbol.asyncDispose]();
+        await (await openDestination(file, { inplace: true, create: false, readOnly: true, ffi: mode.ffi }))[Symbol.asyncDispose]();
         // A reader of the source is never blocked by the writer's lock.
         await (await openSource(file, { ffi: mode.ffi }))[Symbol.asyncDispose]();
         await first[Symbol.asyncDispose]();
         await first[Symbol.asyncDispose](); // idempotent
         assert.ok(!fs.existsSync(lockFilePath(file)), "no lock file is left behind");
-        await using again = await openDestination(file, { create: false, ffi: mode.ffi });
+        await using again = await openDestination(file, { inplace: true, create: false, ffi: mode.ffi });
         assert.equal(again.size, 0);
       });
     });
@@ -236,7 +236,7 @@ describe("storage lock file (portable lock)", () => {
       const dead = spawnSync(process.execPath, ["--version"]).pid;
       assert.ok(dead);
       fs.writeFileSync(lockFilePath(file), `${dead}\n`);
-      await using _dst = await openDestination(file, { create: true, ffi: false });
+      await using _dst = await openDestination(file, { inplace: true, create: true, ffi: false });
       assert.equal(fs.readFileSync(lockFilePath(file), "utf8").trim(), String(process.pid));
     });
   });
@@ -246,7 +246,7 @@ describe("storage lock file (portable lock)", () => {
       const file = path.join(dir, "live.img");
       fs.writeFileSync(lockFilePath(file), "1\n"); // pid 1 is always alive
       await assert.rejects(
-        openDestination(file, { create: true, ffi: false }),
+        openDestination(file, { inplace: true, create: true, ffi: false }),
         /another ssync is writing it/,
       );
       assert.equal(
@@ -325,10 +325,16 @@ describe("opening errors", () => {
       }
       assert.ok(!fs.existsSync(f), "dry run created nothing");
       {
+        // A new file is written under a hidden name and renamed over its own at commit.
         await using dst = await openDestination(f, { create: true });
         assert.equal(dst.size, 0);
+        await dst.write(new Uint8Array([1]), 0);
+        assert.ok(!fs.existsSync(f), "not under its name before the commit");
+        assert.equal(fs.statSync(path.join(dir, ".new.img.ssync-partial")).mode & 0o777, 0o600);
+        await dst.commit();
       }
       assert.equal(fs.statSync(f).mode & 0o777, 0o600);
+      assert.ok(!fs.existsSync(path.join(dir, ".new.img.ssync-partial")));
       makeSparseFile(f, { size: MiB, chunks: [{ offset: 0, length: 4096 }] });
       const h = fileHash(f);
       {

@@ -140,7 +140,7 @@ describe("wire and disk: push", () => {
       const allocatedBefore = allocatedBytesOf(dst);
       pwrite(src, new Uint8Array(BS), 3 * BS); // allocated zeros: read, hashed as zero
       {
-        await using s = await openDestination(src, { create: false }); // a real hole (zeros without FFI)
+        await using s = await openDestination(src, { create: false, inplace: true }); // a real hole (zeros without FFI)
         await s.punchHole(82 * BS, BS);
       }
       const r = await push(src, dst);

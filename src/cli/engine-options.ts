@@ -14,6 +14,7 @@ export interface EngineFlags {
   dryRun?: boolean;
   verify?: boolean;
   json?: boolean;
+  inplace?: boolean;
 }
 
 export interface EngineOptions {
@@ -22,6 +23,7 @@ export interface EngineOptions {
   dryRun: boolean;
   verify: boolean;
   json: boolean;
+  inplace: boolean;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -51,6 +53,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     dryRun: flags.dryRun === true,
     verify: flags.verify === true,
     json: flags.json === true,
+    inplace: flags.inplace === true,
   };
 }
 
@@ -78,5 +81,6 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--hash <alg>", "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)")
     .option("--dry-run", "Report what would change; write nothing")
     .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
-    .option("--json", "Print the summary as one JSON object on stdout"));
+    .option("--json", "Print the summary as one JSON object on stdout")
+    .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)"));
 }

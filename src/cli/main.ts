@@ -9,6 +9,7 @@ import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
 import { registerPushCommand } from "./push-command.ts";
 import { registerPullCommand } from "./pull-command.ts";
+import { registerRecoverCommand } from "./recover-command.ts";
 
 const VERSION = "0.1.0";
 
@@ -26,6 +27,7 @@ export async function main(argv: string[]): Promise<number> {
   registerListenCommand(cli, (r) => (run = r));
   registerPushCommand(cli, (r) => (run = r));
   registerPullCommand(cli, (r) => (run = r));
+  registerRecoverCommand(cli, (r) => (run = r));
 
   cli.help();
   cli.version(VERSION);

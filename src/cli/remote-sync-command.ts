@@ -7,8 +7,8 @@
  * 3. --verify: a second session, dry run, fresh hash key: it must find nothing to send;
  * 4. print the summary.
  *
- * Invariant: a pull that fails before its commit removes the local file when this very pull
- * created it (and only then: an existing file is never removed), while still holding its lock.
+ * A pull's local destination is journaled like any destination (storage/open-destination.ts):
+ * a pull that fails before its commit leaves the old file, or a partial file to resume from.
  */
 import fs from "node:fs";
 import { join } from "node:path";
@@ -121,6 +121,7 @@ export async function runRemoteSync(
         blockSize: o.blockSize,
         hash: o.hash,
         dryRun,
+        inplace: o.inplace,
         pool,
         activity: idle.activity,
       });
@@ -129,13 +130,11 @@ export async function runRemoteSync(
     }
   };
 
-  let created: fs.BigIntStats | undefined;
-  let committed = false;
   try {
-    if (mode === "pull" && !o.dryRun) created = createIfMissing(local);
-    store = mode === "push" ? await openSource(local) : await openDestination(local, { create: true, readOnly: o.dryRun });
+    store = mode === "push"
+      ? await openSource(local)
+      : await openDestination(local, { create: true, readOnly: o.dryRun, inplace: o.inplace, log: (m) => console.error(`ssync: ${m}`) });
     const report = await session(o.dryRun, pairCode);
-    committed = true;
     let verified = false;
     if (o.verify && !o.dryRun) {
       const check = await session(true, undefined);
@@ -152,37 +151,7 @@ export async function runRemoteSync(
       : summarize(report, { mode, source: remoteName, destination: local, verified });
     console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
   } finally {
-    // Only while we hold its lock: a file we created but another ssync locked first is theirs.
-    if (created && store && !committed) removeIfSame(local, created);
     await store?.[Symbol.asyncDispose]();
     await pool[Symbol.asyncDispose]();
-  }
-}
-
-/**
- * Creates `path` (empty, 0600) when nothing is there, and returns its identity; undefined
- * when something is there already or it cannot be created (openDestination then says why).
- */
-function createIfMissing(path: string): fs.BigIntStats | undefined {
-  let fd: number;
-  try {
-    fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
-  } catch {
-    return undefined;
-  }
-  try {
-    return fs.fstatSync(fd, { bigint: true });
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Unlinks `path` if it still names the file `created` describes (never a replacement). */
-function removeIfSame(path: string, created: fs.BigIntStats): void {
-  try {
-    const now = fs.lstatSync(path, { bigint: true });
-    if (now.dev === created.dev && now.ino === created.ino) fs.unlinkSync(path);
-  } catch {
-    // Already gone, or not ours to remove: leave it.
   }
 }

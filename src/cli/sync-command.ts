@@ -16,7 +16,7 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   const o = engineOptions(flags);
   const pool = new WorkerPool();
   try {
-    const report = await syncLocal(src, dst, { ...o, pool, ffi: hooks.ffi });
+    const report = await syncLocal(src, dst, { ...o, pool, ffi: hooks.ffi, log: (m) => console.error(`ssync: ${m}`) });
     await hooks.beforeVerify?.();
     let verified = false;
     if (o.verify && !o.dryRun) {

@@ -36,5 +36,11 @@ export const DEFAULT_IDLE_TIMEOUT_MS = 60_000;
 export const DEFAULT_MEMORY_BUDGET_BYTES = 512 << 20;
 /** On SIGTERM or SIGINT, running sessions may finish within this; then they are cut. */
 export const DEFAULT_SHUTDOWN_GRACE_MS = 10_000;
+/**
+ * An OPEN that finds its file locked by another writer waits this long for it (the session
+ * of a client that just died lets go once the listener sees the connection close), retrying
+ * every 50 ms, then answers EBUSY; the client may retry for longer (--wait).
+ */
+export const LOCK_WAIT_MS = 2000;
 /** Refusal lines per second in the log before they are only counted (refusal-log.ts). */
 export const REFUSAL_LINES_PER_SECOND = 5;

@@ -55,6 +55,7 @@ import {
   FIRST_MESSAGE_TIMEOUT_MS,
   HANDSHAKE_BURST,
   HANDSHAKE_REFILL_PER_SECOND,
+  LOCK_WAIT_MS,
   REFUSAL_LINES_PER_SECOND,
 } from "./listener-limits.ts";
 import { type ClientOpen, openForClient } from "./open-for-client.ts";
@@ -97,6 +98,10 @@ export interface ListenerOptions {
   memoryBudgetBytes?: number;
   /** Refusal lines per second before they are only counted and summarised. */
   refusalLinesPerSecond?: number;
+  /** Block-device exports' journals (default: the state folder, storage/work-files.ts). */
+  journalDir?: string;
+  /** How long an open waits for a lock held by a session that is ending (default LOCK_WAIT_MS). */
+  lockWaitMs?: number;
 }
 
 
@@ -319,6 +324,9 @@ export class Listener implements AsyncDisposable {
             listenerReadOnly: this.#options.readOnly === true,
             keyReadOnly: entry.readOnly,
             pathPrefix: entry.pathPrefix,
+            journalDir: this.#options.journalDir,
+            lockWaitMs: this.#options.lockWaitMs ?? LOCK_WAIT_MS,
+            log: (message) => this.#log(`${peer} key ${key}: ${message}`),
           });
         },
       });

@@ -27,7 +27,9 @@ import fs from "node:fs";
 import { MAX_NAME_LENGTH } from "../../protocol/constants.ts";
 import { EmptyStorage } from "../storage/empty-storage.ts";
 import { lockFilePath } from "../storage/lock-file.ts";
-import { destinationFromFd, openDestination } from "../storage/open-destination.ts";
+import { destinationFromFd, journaledDestination, openDestination, partialDestination } from "../storage/open-destination.ts";
+import { checkReadable } from "../storage/recover-journal.ts";
+import { isWorkFileName, workFilePath } from "../storage/work-files.ts";
 import { openSource, sourceFromFd } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { asError, ErrnoError } from "../util/errors.ts";
@@ -43,12 +45,20 @@ export interface OpenPolicy {
   keyReadOnly: boolean;
   /** The client's key may only open paths under this prefix; null = anywhere. */
   pathPrefix: string | null;
+  /** Block-device exports' journals (the listener's state folder). */
+  journalDir?: string;
+  /** How long an open waits for a lock held by a session that is ending (ms). */
+  lockWaitMs?: number;
+  /** Told what recovery did with a journal an interrupted sync left. */
+  log?: (message: string) => void;
 }
 
 export interface ClientOpen {
   name: string;
   mode: "push" | "pull";
   dryRun: boolean;
+  /** The client asked for in-place writes (no journal, no partial file). */
+  inplace?: boolean;
 }
 
 const C = fs.constants;
@@ -67,6 +77,7 @@ export function clientPathComponents(name: string): string[] {
   for (const part of parts) {
     if (part === "..") throw refuse("EACCES", `Cannot open ${name}: ".." components are refused`);
     if (part === "" || part === ".") throw refuse("EINVAL", `Cannot open ${name}: empty and "." components are refused`);
+    if (isWorkFileName(part)) throw refuse("EACCES", `Cannot open ${name}: ${part} is one of ssync's own files (a journal, partial or lock file)`);
   }
   return parts;
 }
@@ -91,7 +102,10 @@ function checkWrite(req: ClientOpen, policy: OpenPolicy): void {
 function renamed(e: unknown, from: string, name: string): Error {
   const error = asError(e);
   const code = (error as { code?: string }).code;
-  if (code === "EBUSY") return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it`);
+  if (code === "EBUSY") {
+    const waited = /; waited [\d.]+ s/.exec(error.message)?.[0] ?? "";
+    return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it${waited}`);
+  }
   if (from !== "" && error.message.includes(from)) {
     return code ? refuse(code, error.message.split(from).join(name)) : new Error(error.message.split(from).join(name));
   }
@@ -132,10 +146,11 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       throw refuse("EACCES", `Cannot open ${req.name}: your key may only open paths under ${policy.pathPrefix}`);
     }
     checkWrite(req, policy);
+    const common = { lockWaitMs: policy.lockWaitMs, journalDir: policy.journalDir };
     try {
       return req.mode === "pull"
-        ? await openSource(exported)
-        : await openDestination(exported, { create: false, readOnly: req.dryRun });
+        ? await openSource(exported, common)
+        : await openDestination(exported, { ...common, create: false, readOnly: req.dryRun, inplace: req.inplace, log: policy.log });
     } catch (e) {
       throw renamed(e, exported, req.name);
     }
@@ -166,6 +181,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     const parent = `/proc/self/fd/${dirs[dirs.length - 1]}`;
     const at = `${parent}/${base}`;
     const writes = req.mode === "push" && !req.dryRun;
+    const waitMs = policy.lockWaitMs ?? 0;
     try {
       file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
     } catch (e) {
@@ -177,6 +193,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         // again: a symbolic link put there meanwhile would be followed out of the root.
         return new EmptyStorage(req.name);
       }
+      if (!req.inplace) return await openPartial(req, { parent, base, at, dirs, waitMs });
       try {
         file = fs.openSync(at, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
       } catch (e2) {
@@ -189,20 +206,11 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         }
       }
     }
-    const st = fs.fstatSync(file, { bigint: true });
-    if (st.isBlockDevice()) {
-      throw refuse("EACCES", `Cannot open ${req.name}: block devices are served only as named exports (ssync listen --export NAME=DEVICE)`);
-    }
-    if (!st.isFile()) {
-      throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file`);
-    }
-    if (st.nlink > 1n && writes) {
-      // Another name of this inode may lie outside the root: writing would change it there.
-      throw refuse("EACCES", `Cannot write ${req.name}: it has ${st.nlink} hard links, and the listener does not write files linked from elsewhere`);
-    }
-    const real = fs.realpathSync(`/proc/self/fd/${file}`);
-    if (real !== policy.root && !real.startsWith(policy.root.endsWith("/") ? policy.root : policy.root + "/")) {
-      throw refuse("EACCES", `Cannot open ${req.name}: it is outside the listener's root`);
+    const st = checkRegular(file, req, { writes, root: policy.root });
+    const journalPath = workFilePath(parent, base, "journal");
+    if (!writes) {
+      // A reader never sees a half-applied commit (recover-journal.ts checkReadable).
+      await checkReadable(req.name, { journalPath, waitMs });
     }
     if (req.mode === "pull") {
       const fd = file;
@@ -215,19 +223,118 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     const dir = dirs.pop()!;
     const fd = file;
     file = undefined;
+    let dest;
     try {
-      return destinationFromFd({ fd, kind: "file", stat: st }, {
+      dest = await destinationFromFd({ fd, kind: "file", stat: st }, {
         path: req.name,
         readOnly: !writes,
         lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`),
+        lockWaitMs: waitMs,
         onRelease: () => closeQuietly(dir),
       });
     } catch (e) {
       throw renamed(e, req.name, req.name);
     }
+    if (!writes) return dest;
+    if (!sameFile(at, st)) {
+      await dest[Symbol.asyncDispose]();
+      throw refuse("EAGAIN", `Cannot open ${req.name}: it was replaced while opening; try again`);
+    }
+    return await journaledDestination(dest, {
+      stat: st,
+      journalPath,
+      journalDir: parent,
+      makeJournalDir: false,
+      inplace: req.inplace === true,
+      log: policy.log,
+    });
   } finally {
     closeQuietly(file);
     for (const fd of dirs) closeQuietly(fd);
+  }
+}
+
+/** `at` still names the file `stat` describes. */
+function sameFile(at: string, stat: fs.BigIntStats): boolean {
+  try {
+    const now = fs.lstatSync(at, { bigint: true });
+    return now.dev === stat.dev && now.ino === stat.ino;
+  } catch {
+    return false;
+  }
+}
+
+/** fstat of the opened file: a regular file, singly linked when written, inside the root. */
+function checkRegular(file: number, req: ClientOpen, o: { writes: boolean; root: string }): fs.BigIntStats {
+  const st = fs.fstatSync(file, { bigint: true });
+  if (st.isBlockDevice()) {
+    throw refuse("EACCES", `Cannot open ${req.name}: block devices are served only as named exports (ssync listen --export NAME=DEVICE)`);
+  }
+  if (!st.isFile()) {
+    throw refuse(st.isDirectory() ? "EISDIR" : "EINVAL", `Cannot open ${req.name}: not a regular file`);
+  }
+  if (st.nlink > 1n && o.writes) {
+    // Another name of this inode may lie outside the root: writing would change it there.
+    throw refuse("EACCES", `Cannot write ${req.name}: it has ${st.nlink} hard links, and the listener does not write files linked from elsewhere`);
+  }
+  const real = fs.realpathSync(`/proc/self/fd/${file}`);
+  if (real !== o.root && !real.startsWith(o.root.endsWith("/") ? o.root : o.root + "/")) {
+    throw refuse("EACCES", `Cannot open ${req.name}: it is outside the listener's root`);
+  }
+  return st;
+}
+
+/**
+ * A new file: its partial file beside it (created, or an interrupted sync's resumed), opened
+ * through the pinned parent like the file itself, locked, and renamed over the name at
+ * commit (storage/partial-storage.ts). Takes the parent's descriptor out of `o.dirs`.
+ */
+async function openPartial(
+  req: ClientOpen,
+  o: { parent: string; base: string; at: string; dirs: number[]; waitMs: number },
+): Promise<Storage> {
+  const partialAt = workFilePath(o.parent, o.base, "partial");
+  const shown = `.${o.base}.ssync-partial`;
+  let created = true;
+  let file: number | undefined;
+  try {
+    try {
+      file = fs.openSync(partialAt, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw walkError(e, req.name, shown, partialAt);
+      created = false;
+      file = fs.openSync(partialAt, C.O_RDWR | C.O_NOFOLLOW | C.O_NONBLOCK);
+    }
+    const st = fs.fstatSync(file, { bigint: true });
+    if (!st.isFile() || st.nlink > 1n) throw refuse("EACCES", `Cannot write ${req.name}: its partial file ${shown} is not a singly linked regular file`);
+    const dir = o.dirs.pop()!;
+    const fd = file;
+    file = undefined;
+    let dest;
+    try {
+      dest = await destinationFromFd({ fd, kind: "file", stat: st }, {
+        path: req.name,
+        readOnly: false,
+        lockFile: lockFilePath(partialAt),
+        lockWaitMs: o.waitMs,
+        onRelease: () => closeQuietly(dir),
+      });
+    } catch (e) {
+      throw renamed(e, req.name, req.name); // the parent's descriptor went with it (onRelease)
+    }
+    let nameTaken = true;
+    try {
+      fs.lstatSync(o.at);
+    } catch {
+      nameTaken = false;
+    }
+    if (!sameFile(partialAt, st) || nameTaken) {
+      await dest[Symbol.asyncDispose]();
+      throw refuse("EAGAIN", `Cannot open ${req.name}: another sync created it meanwhile; try again`);
+    }
+    return partialDestination(dest, { stat: st, partialPath: partialAt, finalPath: o.at, created, dir: `/proc/self/fd/${dir}` });
+  } finally {
+    closeQuietly(file);
   }
 }
 

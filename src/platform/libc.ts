@@ -42,6 +42,8 @@ export interface Libc {
   seekHole(fd: number, offset: number): number;
   /** fallocate(fd, PUNCH_HOLE | KEEP_SIZE, offset, length): 0 or -errno. */
   punchHole(fd: number, range: ByteRange): number;
+  /** fallocate(fd, KEEP_SIZE, offset, length): allocates without changing contents or size; 0 or -errno. */
+  allocate(fd: number, range: ByteRange): number;
   /** flock(2): 0 or -errno (EWOULDBLOCK when LOCK_NB and held elsewhere). */
   flock(fd: number, operation: number): number;
   /** ioctl(fd, BLKGETSIZE64): the device size in bytes, or -errno. */
@@ -199,6 +201,9 @@ function bindLibc(raw: RawSymbols): Libc {
     punchHole(fd, { offset, length }) {
       const mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
       return raw.fallocate(fd, mode, BigInt(offset), BigInt(length)) < 0 ? -raw.errno() : 0;
+    },
+    allocate(fd, { offset, length }) {
+      return raw.fallocate(fd, FALLOC_FL_KEEP_SIZE, BigInt(offset), BigInt(length)) < 0 ? -raw.errno() : 0;
     },
     flock(fd, operation) {
       return raw.flock(fd, operation) < 0 ? -raw.errno() : 0;

@@ -8,6 +8,7 @@
  * 3. Per range, both sides read and hash at the same time (the server for its half, the
  *    client for its own), and only differing blocks cross.
  * 4. FLUSH (push), COMMIT with the root hash; success only after COMMIT_OK with a matching root.
+ *    A pull commits its own destination (Storage.commit) only then.
  *
  * One TaskGroup per session: the first error, wherever it arises (a task, a local write, the
  * receive loop, an ERROR reply), aborts the group and fails the connection at once, and is
@@ -40,6 +41,8 @@ export interface SyncOptions {
   blockSize: number;
   hash: HashAlgorithm;
   dryRun: boolean;
+  /** Push: ask the listener to write in place (no journal, no partial file). */
+  inplace?: boolean;
   pool: WorkerPool;
   /** The idle timeout's activity (IdleTimeoutChannel): told while the server owes us nothing. */
   activity?: Activity;
@@ -92,6 +95,7 @@ export async function runClient(
       blockSize: options.blockSize,
       dryRun: options.dryRun,
       clientZstd: true, // DestinationWriter decompresses zstd DATA
+      inPlace: options.inplace === true,
       size: local.size,
       key,
       name: options.name,
@@ -122,6 +126,8 @@ export async function runClient(
     if (!options.dryRun && !equalBytes(done.root, mine)) {
       throw new MismatchError("root hash mismatch: the destination does not match the source");
     }
+    // Pull: the source agreed (COMMIT_OK, same root): only now do the changes reach the file.
+    if (options.mode === "pull" && !options.dryRun) await local.commit();
     conn.close();
     await conn.done;
     return {

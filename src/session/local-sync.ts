@@ -17,15 +17,29 @@ export interface LocalSyncOptions {
   pool: WorkerPool;
   /** false forces the portable storage paths (no SEEK_DATA, fallocate, flock). */
   ffi?: boolean;
+  /** Write in place: no journal, no partial file (faster; torn if interrupted). */
+  inplace?: boolean;
+  /** How long to wait for a lock held by another writer (ms). */
+  lockWaitMs?: number;
+  /** Told what recovery did with a journal an interrupted sync left. */
+  log?: (message: string) => void;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
-  const source = await openSource(src, { ffi: options.ffi });
+  const source = await openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs });
   try {
     const [clientEnd, serverEnd] = memoryPair();
     const server = serveSession(serverEnd, {
       pool: options.pool,
-      open: (req) => openDestination(dst, { create: true, readOnly: req.dryRun, ffi: options.ffi }),
+      open: (req) =>
+        openDestination(dst, {
+          create: true,
+          readOnly: req.dryRun,
+          ffi: options.ffi,
+          inplace: req.inplace,
+          lockWaitMs: options.lockWaitMs,
+          log: options.log,
+        }),
     });
     try {
       return await runClient(clientEnd, source, {
@@ -34,6 +48,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         blockSize: options.blockSize,
         hash: options.hash,
         dryRun: options.dryRun,
+        inplace: options.inplace,
         pool: options.pool,
       });
     } finally {

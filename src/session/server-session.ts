@@ -50,6 +50,8 @@ export interface OpenRequest {
   /** push: the server writes (destination); pull: the server reads (source). */
   mode: "push" | "pull";
   dryRun: boolean;
+  /** Push: the client asked to write in place (no journal, no partial file). */
+  inplace: boolean;
 }
 
 export interface ServerSessionResult {
@@ -140,7 +142,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     try {
       const problem = checkOpen(open);
       if (problem) throw new ErrnoError("EINVAL", problem);
-      store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun });
+      store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun, inplace: open.inPlace === true });
       originalSize = store.size;
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
@@ -242,22 +244,24 @@ function observed<T>(p: Promise<T>): Promise<T> {
 }
 
 /**
- * COMMIT, either side: nothing open and every block covered (else ERROR EBADMSG), then
- * `sync`, then roots equal (not compared in a dry run), COMMIT_OK.
+ * COMMIT, either side: nothing open and every block covered (else ERROR EBADMSG), then roots
+ * equal (not compared in a dry run), then `store` (a push destination: Storage.commit, which
+ * is when its changes reach it), COMMIT_OK. A mismatch commits nothing: a journaled
+ * destination stays its old image.
  */
 async function commit(
   ctx: SideContext,
-  c: { root: RootHash; request: CommitMessage; handler: HandlerOptions; sync?: () => Promise<void> },
+  c: { root: RootHash; request: CommitMessage; handler: HandlerOptions; store?: () => Promise<void> },
 ): Promise<void> {
   const { claims, io, open } = c.handler;
   if (claims.unclosed > 0) throw new ErrnoError("EBADMSG", `Cannot commit: ${claims.unclosed} ranges are still open`);
   const totalBlocks = Math.ceil(ctx.size / ctx.blockSize);
   if (c.root.blocks !== totalBlocks) throw new ErrnoError("EBADMSG", `Cannot commit: ${c.root.blocks} of ${totalBlocks} blocks are covered`);
-  await c.sync?.();
   const mine = c.root.finish(ctx.size, ctx.blockSize);
   if (!open.dryRun && !equalBytes(mine, c.request.root)) {
     throw new ErrnoError("EBADMSG", "root hash mismatch: the destination does not match the source");
   }
+  await c.store?.();
   await io.reply(encode({ type: "COMMIT_OK", cookie: c.request.cookie, root: mine, counters: counters(ctx.stats) }), c.request.cookie);
   io.committed();
 }
@@ -350,7 +354,7 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
           await ack(m.cookie);
         };
       case "COMMIT":
-        return () => commit(ctx, { root: writer.root, request: m, handler: o, sync: dryRun ? undefined : () => ctx.store.sync() });
+        return () => commit(ctx, { root: writer.root, request: m, handler: o, store: dryRun ? undefined : () => ctx.store.commit() });
       case "OPEN":
       case "OPEN_OK":
       case "SIGS_REPLY":

@@ -39,6 +39,10 @@ export class EmptyStorage implements Storage {
     return Promise.reject(this.#readOnly("flush"));
   }
 
+  commit(): Promise<void> {
+    return Promise.reject(this.#readOnly("commit"));
+  }
+
   /** There is no descriptor: nothing exists to read (its extents are empty, so no job asks). */
   lend<T>(_use: (file: LentFile) => Promise<T>): Promise<T> {
     return Promise.reject(storageError("read", this.path, { code: "EBADF", reason: "it does not exist yet (dry run)" }));

@@ -255,6 +255,11 @@ export class FdStorage implements Storage {
     return this.#run("flush", true, () => callback((cb) => fs.fsync(this.#fd, cb)));
   }
 
+  /** In place, committing is making the writes durable. */
+  commit(): Promise<void> {
+    return this.sync();
+  }
+
   lend<T>(use: (file: LentFile) => Promise<T>): Promise<T> {
     return this.#run("read", false, () => use(this.#lent));
   }

@@ -2,19 +2,29 @@
  * Opens the file or block device to write to.
  *
  * 1. Refuse a directory, a missing parent directory, or a missing file unless `create`;
- * 2. open (creating an empty regular file when asked; its size is set later by setSize);
+ * 2. open: an existing destination as itself; a missing one as its partial file
+ *    (`.NAME.ssync-partial` beside it, created or resumed; work-files.ts), or, `inplace`, as
+ *    an empty regular file at its name (its size is set later by setSize);
  * 3. lock, writers only: regular files flock(LOCK_EX|LOCK_NB) on the descriptor, block
  *    devices an O_EXCL claim; without FFI a pid lock file (`<path>.ssync-lock`; for block
- *    devices Node uses the O_EXCL claim and Deno a lock file in the temp directory). A dry
- *    run (read-only) takes no lock at all, neither shared nor the lock file, so it never
- *    holds a writer out: if a writer changes the file meanwhile, the dry run reads a mix of
- *    old and new blocks and reports the differences it saw (it writes nothing, so nothing
- *    but its report is affected; "busy" therefore always means a writer holds the file);
- * 4. size: fstat for files, BLKGETSIZE64 / sysfs / probe for block devices.
+ *    devices Node uses the O_EXCL claim and Deno a lock file in the temp directory). A lock
+ *    held elsewhere is retried every LOCK_POLL_MS for `lockWaitMs` (a session that is ending
+ *    lets go soon), then refused "busy". Once locked, the name must still be the file locked
+ *    (a writer that held it may have renamed its partial file over the name), else step 2
+ *    again. A dry run (read-only) takes no lock at all, so it never holds a writer out: it
+ *    reads the old image (a writer's changes are in its journal until commit), but waits for
+ *    or refuses a committed journal not yet applied (recover-journal.ts checkReadable);
+ * 4. recover: a journal left by an interrupted sync is completed or removed
+ *    (recover-journal.ts), and `log` is told;
+ * 5. size: fstat for files, BLKGETSIZE64 / sysfs / probe for block devices;
+ * 6. wrap: an existing destination in a JournaledStorage (changes reach it only at commit),
+ *    a partial file in a PartialStorage (renamed over the name at commit); `inplace` in
+ *    neither (writes go straight to the destination: faster, torn if interrupted).
  *
  * Invariant: a store is returned only once locked; any failure after open closes the
- * descriptor and releases whatever was taken. `destinationFromFd` does steps 3 and 4 for a
- * descriptor opened and checked elsewhere (the listener's walk under its root).
+ * descriptor and releases whatever was taken. `destinationFromFd` does steps 3 and 5 for a
+ * descriptor opened and checked elsewhere (the listener's walk under its root), and
+ * `journaledDestination` / `partialDestination` steps 4 and 6.
  */
 import fs from "node:fs";
 import os from "node:os";
@@ -24,10 +34,14 @@ import { type Libc, libc as ffiLibc, LOCK_EX, LOCK_NB } from "../platform/libc.t
 import { blockDeviceSize, deviceNumber } from "./block-device-size.ts";
 import { EmptyStorage } from "./empty-storage.ts";
 import { FdStorage } from "./fd-storage.ts";
+import { JournaledStorage } from "./journaled-storage.ts";
 import { acquireLockFile, lockFilePath } from "./lock-file.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
+import { PartialStorage } from "./partial-storage.ts";
+import { checkReadable, recoverJournal } from "./recover-journal.ts";
 import type { Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
+import { deviceJournalPath, stateJournalDir, workFileBeside } from "./work-files.ts";
 
 export interface OpenDestinationOptions {
   /** Create a missing regular file (never a missing parent directory). */
@@ -38,32 +52,150 @@ export interface OpenDestinationOptions {
   readonly ffi?: boolean;
   /** Permission bits of a created file (before umask); default 0o600, images hold secrets. */
   readonly mode?: number;
+  /** Write in place: no journal, no partial file (faster; torn if interrupted). */
+  readonly inplace?: boolean;
+  /** How long to wait for a lock held by another writer (ms); default 0. */
+  readonly lockWaitMs?: number;
+  /** Block devices' journals go here (default: the state folder, work-files.ts). */
+  readonly journalDir?: string;
+  /** Told what recovery did with a journal an interrupted sync left. */
+  readonly log?: (message: string) => void;
 }
 
 const EWOULDBLOCK = 11;
+const LOCK_POLL_MS = 50;
+/** Step 3's "the name is still the file locked": a few rounds, not a loop a racer could hold. */
+const OPEN_ATTEMPTS = 4;
 
-// deno-lint-ignore require-await -- async so that every failure is a rejection
 export async function openDestination(
   path: string,
   options: OpenDestinationOptions,
 ): Promise<Storage> {
-  const readOnly = options.readOnly === true;
-  const C = fs.constants;
-  let exists = true;
+  for (let attempt = 1; ; attempt++) {
+    const store = await openOnce(path, options);
+    if (store) return store;
+    if (attempt >= OPEN_ATTEMPTS) {
+      throw storageError("open", path, { code: "EAGAIN", reason: "it keeps being replaced while opening; try again" });
+    }
+  }
+}
+
+function exists(path: string): boolean {
   try {
     fs.statSync(path);
+    return true;
   } catch (e) {
     if ((e as { code?: string }).code !== "ENOENT") throw storageError("open", path, { cause: e });
-    exists = false;
+    return false;
   }
-  if (!exists) {
+}
+
+/** One round of steps 1–6; undefined when the name changed under the lock (try again). */
+async function openOnce(path: string, options: OpenDestinationOptions): Promise<Storage | undefined> {
+  const readOnly = options.readOnly === true;
+  const C = fs.constants;
+  const common = { ffi: options.ffi, lockWaitMs: options.lockWaitMs };
+  if (!exists(path)) {
     checkParent(path);
     if (!options.create) throw storageError("open", path, { code: "ENOENT" });
     if (readOnly) return new EmptyStorage(path);
+    if (options.inplace) {
+      const opened = openFd(path, { action: "create", flags: C.O_RDWR | C.O_CREAT, mode: options.mode ?? 0o600 });
+      return await destinationFromFd(opened, { ...common, path, readOnly: false });
+    }
+    const partialPath = workFileBeside(path, "partial");
+    let created = true;
+    let opened: OpenedFd;
+    try {
+      opened = openFd(partialPath, { action: "create", flags: C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, mode: options.mode ?? 0o600 });
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw storageError("create", path, { cause: e });
+      created = false; // an interrupted sync's: resumed
+      opened = openFd(partialPath, { action: "open", flags: C.O_RDWR | C.O_NOFOLLOW });
+    }
+    const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, lockFile: lockFilePath(partialPath) });
+    if (!sameFile(partialPath, opened.stat) || exists(path)) {
+      await dest[Symbol.asyncDispose]();
+      return undefined;
+    }
+    return partialDestination(dest, { stat: opened.stat, partialPath, finalPath: path, created });
   }
-  const flags = readOnly ? C.O_RDONLY : exists ? C.O_RDWR : C.O_RDWR | C.O_CREAT;
-  const opened = openFd(path, { action: exists ? "open" : "create", flags, mode: options.mode ?? 0o600 });
-  return destinationFromFd(opened, { path, readOnly, ffi: options.ffi });
+  if (readOnly) {
+    const opened = openFd(path, { action: "open", flags: C.O_RDONLY });
+    const dest = await destinationFromFd(opened, { ...common, path, readOnly: true });
+    try {
+      await checkReadable(path, { journalPath: journalPathOf(path, opened.kind, options), waitMs: options.lockWaitMs ?? 0 });
+    } catch (e) {
+      await dest[Symbol.asyncDispose]();
+      throw e;
+    }
+    return dest;
+  }
+  const opened = openFd(path, { action: "open", flags: C.O_RDWR });
+  const dest = await destinationFromFd(opened, { ...common, path, readOnly: false });
+  if (opened.kind === "file" && !sameFile(path, opened.stat)) {
+    await dest[Symbol.asyncDispose]();
+    return undefined;
+  }
+  const journalDir = opened.kind === "file" ? nodePath.dirname(nodePath.resolve(path)) : options.journalDir ?? stateJournalDir();
+  return await journaledDestination(dest, {
+    stat: opened.stat,
+    journalPath: journalPathOf(path, opened.kind, options),
+    journalDir,
+    makeJournalDir: opened.kind === "block-device",
+    inplace: options.inplace === true,
+    ffi: options.ffi,
+    log: options.log,
+  });
+}
+
+/** Where the journal of `path` lies: beside a file, in the state folder for a block device. */
+export function journalPathOf(path: string, kind: StorageKind, options: { journalDir?: string }): string {
+  return kind === "file" ? workFileBeside(path, "journal") : deviceJournalPath(options.journalDir ?? stateJournalDir(), path);
+}
+
+function sameFile(path: string, stat: { dev: bigint; ino: bigint }): boolean {
+  try {
+    const now = fs.lstatSync(path, { bigint: true });
+    return now.dev === stat.dev && now.ino === stat.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Steps 4 and 6 for an existing destination, locked: recovers its journal, then wraps it
+ * (unless `inplace`). Takes ownership of `dest`: disposed on failure.
+ */
+export async function journaledDestination(
+  dest: FdStorage,
+  o: {
+    stat: { dev: bigint; ino: bigint };
+    journalPath: string;
+    journalDir: string;
+    makeJournalDir: boolean;
+    inplace: boolean;
+    ffi?: boolean;
+    log?: (message: string) => void;
+  },
+): Promise<Storage> {
+  try {
+    const recovered = await recoverJournal(dest, o);
+    if (recovered) o.log?.(recovered.message);
+    if (o.inplace) return dest;
+    return new JournaledStorage({ dest, stat: o.stat, journalPath: o.journalPath, journalDir: o.journalDir, makeJournalDir: o.makeJournalDir, libc: o.ffi === false ? null : ffiLibc });
+  } catch (e) {
+    await dest[Symbol.asyncDispose]();
+    throw e;
+  }
+}
+
+/** Step 6 for a partial file, locked, still named `partialPath`. */
+export function partialDestination(
+  dest: FdStorage,
+  o: { stat: { dev: bigint; ino: bigint }; partialPath: string; finalPath: string; created: boolean; dir?: string },
+): Storage {
+  return new PartialStorage({ dest, stat: o.stat, partialPath: o.partialPath, finalPath: o.finalPath, created: o.created, dir: o.dir ?? nodePath.dirname(nodePath.resolve(o.partialPath)) });
 }
 
 export interface DestinationFromFdOptions {
@@ -74,15 +206,18 @@ export interface DestinationFromFdOptions {
   readonly ffi?: boolean;
   /** Without flock: the portable lock file to use instead of `<path>.ssync-lock`. */
   readonly lockFile?: string;
+  /** How long to wait for a lock held elsewhere (ms); default 0. */
+  readonly lockWaitMs?: number;
   /** Called once when the store is released (after its descriptor is closed and unlocked). */
   readonly onRelease?: () => void;
 }
 
 /**
  * Store over a descriptor its caller opened (O_RDWR, or O_RDONLY when `readOnly`) and
- * checked. Takes ownership: on failure the descriptor is closed and `onRelease` runs.
+ * checked: steps 3 and 5. Takes ownership: on failure the descriptor is closed and
+ * `onRelease` runs.
  */
-export function destinationFromFd(opened: OpenedFd, options: DestinationFromFdOptions): Storage {
+export async function destinationFromFd(opened: OpenedFd, options: DestinationFromFdOptions): Promise<FdStorage> {
   const libc = options.ffi === false ? null : ffiLibc;
   const { path, readOnly } = options;
   const { fd, kind, stat } = opened;
@@ -95,7 +230,20 @@ export function destinationFromFd(opened: OpenedFd, options: DestinationFromFdOp
     }
   };
   try {
-    unlock = lock(path, { fd, kind, rdev: stat.rdev, libc, readOnly, lockFile: options.lockFile });
+    const o = { fd, kind, rdev: stat.rdev, libc, readOnly, lockFile: options.lockFile };
+    const deadline = Date.now() + (options.lockWaitMs ?? 0);
+    for (;;) {
+      try {
+        unlock = lock(path, o);
+        break;
+      } catch (e) {
+        if ((e as { code?: string }).code !== "EBUSY" || Date.now() >= deadline) {
+          if ((e as { code?: string }).code === "EBUSY" && options.lockWaitMs) throw busy(path, e, kind, options.lockWaitMs);
+          throw e;
+        }
+      }
+      await new Promise((resolve) => setTimeout(resolve, LOCK_POLL_MS));
+    }
     const size = kind === "file"
       ? Number(stat.size)
       : blockDeviceSize(fd, { libc, rdev: stat.rdev });
@@ -122,10 +270,10 @@ function checkParent(path: string): void {
   }
 }
 
-function busy(path: string, cause?: unknown, kind?: StorageKind): Error {
-  const reason = kind === "block-device"
+function busy(path: string, cause?: unknown, kind?: StorageKind, waitedMs?: number): Error {
+  const reason = (kind === "block-device"
     ? "another ssync is writing it, or it is mounted or in use"
-    : "another ssync is writing it";
+    : "another ssync is writing it") + (waitedMs ? `; waited ${Math.round(waitedMs / 100) / 10} s` : "");
   return storageError("lock", path, { cause, code: "EBUSY", reason });
 }
 

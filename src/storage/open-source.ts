@@ -4,19 +4,36 @@ import { libc as ffiLibc, POSIX_FADV_SEQUENTIAL } from "../platform/libc.ts";
 import { blockDeviceSize } from "./block-device-size.ts";
 import { FdStorage } from "./fd-storage.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
+import { checkReadable } from "./recover-journal.ts";
+import { deviceJournalPath, stateJournalDir, workFileBeside } from "./work-files.ts";
 
 export interface OpenSourceOptions {
   /** false forces the portable path (no SEEK_DATA, no ioctl) for this store. */
   readonly ffi?: boolean;
+  /** How long to wait for a sync into it that is committing (ms); default 0. */
+  readonly lockWaitMs?: number;
+  /** Where block devices' journals are (default: the state folder). */
+  readonly journalDir?: string;
 }
 
-/** Read-only store; errors read "Cannot open <path>: no such file" and so on. */
-// deno-lint-ignore require-await -- async so that every failure is a rejection
+/**
+ * Read-only store; errors read "Cannot open <path>: no such file" and so on. A source with a
+ * committed journal (a sync into it committing, or interrupted while committing) may be half
+ * applied: it is waited for, or refused (recover-journal.ts checkReadable).
+ */
 export async function openSource(
   path: string,
   options: OpenSourceOptions = {},
 ): Promise<FdStorage> {
-  return sourceFromFd(openFd(path, { action: "open", flags: fs.constants.O_RDONLY }), { ...options, path });
+  const store = sourceFromFd(openFd(path, { action: "open", flags: fs.constants.O_RDONLY }), { ...options, path });
+  try {
+    const journalPath = store.kind === "file" ? workFileBeside(path, "journal") : deviceJournalPath(options.journalDir ?? stateJournalDir(), path);
+    await checkReadable(path, { journalPath, waitMs: options.lockWaitMs ?? 0 });
+    return store;
+  } catch (e) {
+    await store[Symbol.asyncDispose]();
+    throw e;
+  }
 }
 
 /**

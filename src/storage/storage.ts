@@ -6,7 +6,7 @@
  * - `dataExtents` never omits data: a range it leaves out reads as zeros. Without
  *   SEEK_DATA (fallback) it returns the whole range as one extent and the engine's
  *   zero detection finds the holes.
- * - Only a store opened for writing accepts write, punchHole, setSize and sync.
+ * - Only a store opened for writing accepts write, punchHole, setSize, sync and commit.
  */
 export interface Extent {
   readonly offset: number;
@@ -47,8 +47,15 @@ export interface Storage extends AsyncDisposable {
   punchHole(position: number, length: number): Promise<HoleMethod>;
   /** Files: truncate or extend (sparse). Block devices: refuses a size above the device size. */
   setSize(size: number): Promise<void>;
-  /** fsync (files) or the device flush. */
+  /** What is written so far is on disk (fsync; a journaled store: its journal). */
   sync(): Promise<void>;
+  /**
+   * Makes everything written the destination's content, durably: in place, an fsync; a
+   * journaled store, its journal applied (journaled-storage.ts); a partial file, renamed over
+   * its name (partial-storage.ts). Called once, after the sync's roots matched; disposing a
+   * store without it leaves the destination's old image (or the partial file, to resume).
+   */
+  commit(): Promise<void>;
   /**
    * Runs `use` with this store's own descriptor, counted like any other operation: the
    * descriptor stays open, so its number cannot name another file, until `use` settles.

@@ -22,6 +22,7 @@ export class RecordingStorage implements Storage {
   readonly reads: IoRange[] = [];
   readonly setSizes: number[] = [];
   syncs = 0;
+  commits = 0;
   lends = 0;
 
   constructor(inner: Storage) {
@@ -71,6 +72,11 @@ export class RecordingStorage implements Storage {
   sync(): Promise<void> {
     this.syncs++;
     return this.#inner.sync();
+  }
+
+  commit(): Promise<void> {
+    this.commits++;
+    return this.#inner.commit();
   }
 
   lend<T>(use: (file: LentFile) => Promise<T>): Promise<T> {

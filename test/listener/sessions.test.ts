@@ -3,7 +3,8 @@
  * 1. one read-only key holding dry runs open never blocks a writer: a dry run takes no lock,
  *    and the key's sessions beyond its cap are refused (ERROR EBUSY) while other keys are
  *    served;
- * 2. a dry run is served while a writer holds the file (it reads a mix, writes nothing);
+ * 2. a dry run is served while a writer holds the file (it reads the old image: the writer's
+ *    changes are in its journal until commit; it writes nothing);
  * 3. the cap on sessions in all;
  * 4. a key listed on skipped authorized_keys lines cannot pair its way to a line without options.
  */
@@ -95,6 +96,7 @@ test("a dry run is served while a writer holds the file: it takes no lock", T, a
     const b = path.join(dir, "b.img");
     makeSparseFile(a, { size: 2 * MiB, chunks: [{ offset: 0, length: 2 * MiB, seed: 3 }] });
     makeSparseFile(b, { size: 2 * MiB, chunks: [{ offset: 0, length: MiB, seed: 4 }] });
+    makeSparseFile(path.join(server.root, "busy.img"), { size: 2 * MiB });
     // The writer is held right after OPEN_OK: the file is open and locked at the listener.
     const hold = holdAtSend(2);
     const push = clientSync(server, { mode: "push", local: a, name: "busy.img", key: writer, pool, knownHosts, wrap: hold.wrap });

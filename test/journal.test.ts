@@ -1,0 +1,172 @@
+/**
+ * The crash-safe destination's parts (src/storage/journaled-storage.ts, partial-storage.ts,
+ * recover-journal.ts): nothing reaches an existing destination before commit; a journal an
+ * interrupted sync left is completed (committed) or rolled back (not), and a forged or torn
+ * COMMIT record never counts; readers wait for or refuse a half-applied commit; a new file
+ * appears under its name only at commit and a rerun resumes from its partial file.
+ * Crashes are real: the CLI kills itself at a named point (SSYNC_TEST_CRASH, crash-point.ts).
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { openDestination } from "../src/storage/open-destination.ts";
+import { openSource } from "../src/storage/open-source.ts";
+import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+
+const ssync = new URL("../scripts/ssync", import.meta.url).pathname;
+const MiB = 1 << 20;
+const T = { timeout: 60_000 };
+
+function cli(args: string[], env: Record<string, string> = {}): { status: number | null; signal: string | null; stdout: string; stderr: string } {
+  const r = spawnSync(ssync, args, { encoding: "utf8", timeout: 60_000, env: { ...process.env, ...env } });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Two different 16 MiB images with 4 MiB of data each, partly at the same offsets. */
+function twoImages(dir: string): { a: string; b: string } {
+  const a = path.join(dir, "a.img");
+  const b = path.join(dir, "b.img");
+  makeSparseFile(a, { size: 16 * MiB, chunks: [{ offset: 0, length: 2 * MiB, seed: 1 }, { offset: 8 * MiB, length: 2 * MiB, seed: 2 }] });
+  makeSparseFile(b, { size: 16 * MiB, chunks: [{ offset: MiB, length: 2 * MiB, seed: 3 }, { offset: 12 * MiB, length: 2 * MiB, seed: 4 }] });
+  return { a, b };
+}
+
+const journalOf = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.ssync-journal`);
+const partialOf = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.ssync-partial`);
+
+describe("redo journal", T, () => {
+  test("an existing destination is untouched until commit; without commit it stays the old image", async () => {
+    await withTempDir(async (dir) => {
+      const { a } = twoImages(dir);
+      const before = fileHash(a);
+      {
+        await using d = await openDestination(a, { create: false });
+        await d.write(new Uint8Array(4096).fill(7), 0);
+        await d.punchHole(8 * MiB, MiB);
+        await d.setSize(20 * MiB);
+        assert.equal(d.size, 20 * MiB);
+        assert.equal(fileHash(a), before, "not written before commit");
+        assert.ok(fs.existsSync(journalOf(a)), "the journal holds the changes");
+      }
+      assert.equal(fileHash(a), before, "disposed without commit: the old image");
+      assert.ok(!fs.existsSync(journalOf(a)), "and its journal is gone");
+      {
+        await using d = await openDestination(a, { create: false });
+        await d.write(new Uint8Array(4096).fill(7), 0);
+        await d.setSize(20 * MiB);
+        await d.commit();
+      }
+      assert.equal(fs.statSync(a).size, 20 * MiB);
+      const head = Buffer.alloc(4096);
+      const fd = fs.openSync(a, "r");
+      fs.readSync(fd, head, 0, 4096, 0);
+      fs.closeSync(fd);
+      assert.ok(head.every((x) => x === 7), "committed: the new contents");
+      assert.ok(!fs.existsSync(journalOf(a)));
+    });
+  });
+
+  test("a sync that changes nothing writes no journal", async () => {
+    await withTempDir((dir) => {
+      const { a } = twoImages(dir);
+      const d = path.join(dir, "d.img");
+      assert.equal(cli(["sync", a, d]).status, 0);
+      const stamp = (f: string) => { const st = fs.statSync(f, { bigint: true }); return [st.mtimeNs, st.ctimeNs]; };
+      const before = [stamp(dir), stamp(d)];
+      const r = cli(["sync", a, d]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.deepEqual([stamp(dir), stamp(d)], before, "no file made or removed in the folder, the destination untouched");
+    });
+  });
+
+  for (const [point, image] of [["journal-write:3", "old"], ["journal-synced", "old"], ["committed", "new"], ["apply:2", "new"], ["journal-removed", "new"]] as const) {
+    test(`killed at ${point}: the next sync says what it did and the destination was the ${image} image`, async () => {
+      await withTempDir((dir) => {
+        const { a, b } = twoImages(dir);
+        const d = path.join(dir, "d.img");
+        assert.equal(cli(["sync", a, d]).status, 0);
+        const killed = cli(["sync", b, d], { SSYNC_TEST_CRASH: point });
+        assert.equal(killed.signal, "SIGKILL", `killed at ${point}: ${killed.stderr}`);
+        const r = cli(["recover", d]);
+        assert.equal(r.status, 0, r.stderr);
+        if (point === "journal-removed") assert.match(r.stdout, /nothing to recover/);
+        else assert.match(r.stdout, image === "old" ? /rolled back an interrupted sync of .*d\.img/ : /completed an interrupted sync of .*d\.img/);
+        assert.equal(fileHash(d), fileHash(image === "old" ? a : b));
+        assert.ok(!fs.existsSync(journalOf(d)));
+        assert.equal(cli(["sync", b, d]).status, 0);
+        assert.equal(fileHash(d), fileHash(b));
+      });
+    });
+  }
+
+  test("a journal whose COMMIT record does not check is rolled back, never applied", async () => {
+    await withTempDir((dir) => {
+      const { a, b } = twoImages(dir);
+      const d = path.join(dir, "d.img");
+      assert.equal(cli(["sync", a, d]).status, 0);
+      assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+      // Flip one bit of the first record's offset: its head no longer matches the COMMIT hash.
+      const j = journalOf(d);
+      const bytes = fs.readFileSync(j);
+      const first = 12 + bytes.readUInt32LE(8);
+      bytes[first + 8] ^= 1;
+      fs.writeFileSync(j, bytes);
+      const r = cli(["recover", d]);
+      assert.equal(r.status, 0, r.stderr);
+      assert.match(r.stdout, /rolled back/);
+      assert.equal(fileHash(d), fileHash(a));
+    });
+  });
+
+  test("a reader waits for a committed journal, and is refused when it stays", async () => {
+    await withTempDir(async (dir) => {
+      const { a, b } = twoImages(dir);
+      const d = path.join(dir, "d.img");
+      assert.equal(cli(["sync", a, d]).status, 0);
+      assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+      await assert.rejects(openSource(d, { lockWaitMs: 200 }), (e: Error & { code?: string }) => {
+        assert.equal(e.code, "EBUSY");
+        assert.match(e.message, /Cannot read .*d\.img: a sync into it is being committed.*ssync recover/);
+        return true;
+      });
+      await assert.rejects(openDestination(d, { create: false, readOnly: true }), /a sync into it is being committed/);
+      const reading = openSource(d, { lockWaitMs: 10_000 });
+      await new Promise((resolve) => setTimeout(resolve, 150));
+      assert.equal(cli(["recover", d]).status, 0);
+      await using s = await reading;
+      assert.equal(s.size, 16 * MiB);
+      assert.equal(fileHash(d), fileHash(b));
+    });
+  });
+});
+
+describe("partial file", T, () => {
+  test("a new file appears under its name only at commit; a killed first copy resumes", async () => {
+    await withTempDir((dir) => {
+      const { b } = twoImages(dir);
+      const d = path.join(dir, "new.img");
+      const killed = cli(["sync", "--json", b, d], { SSYNC_TEST_CRASH: "partial-write:3" });
+      assert.equal(killed.signal, "SIGKILL");
+      assert.ok(!fs.existsSync(d), "nothing under the name");
+      assert.ok(fs.existsSync(partialOf(d)), "the partial file stays");
+      const full = cli(["sync", "--json", b, path.join(dir, "full.img")]);
+      const rerun = cli(["sync", "--json", b, d]);
+      assert.equal(rerun.status, 0, rerun.stderr);
+      assert.equal(fileHash(d), fileHash(b));
+      assert.ok(!fs.existsSync(partialOf(d)));
+      const sent = (r: { stdout: string }) => JSON.parse(r.stdout).dataBytesSent as number;
+      assert.ok(sent(rerun) < sent(full), `the rerun sent ${sent(rerun)} bytes, a full copy ${sent(full)}`);
+    });
+  });
+
+  test("a sync that fails before writing leaves no partial file behind", async () => {
+    await withTempDir((dir) => {
+      const d = path.join(dir, "new.img");
+      const r = cli(["sync", path.join(dir, "missing.img"), d]);
+      assert.equal(r.status, 1);
+      assert.deepEqual(fs.readdirSync(dir), []);
+    });
+  });
+});
