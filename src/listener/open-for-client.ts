@@ -103,8 +103,10 @@ function renamed(e: unknown, from: string, name: string): Error {
   const error = asError(e);
   const code = (error as { code?: string }).code;
   if (code === "EBUSY") {
-    const waited = /; waited [\d.]+ s/.exec(error.message)?.[0] ?? "";
-    return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it${waited}`);
+    // "Cannot lock <path>: another ssync (…) is writing it; waited 2 s": keep what follows the path.
+    const at = error.message.indexOf(": ");
+    const reason = at >= 0 ? error.message.slice(at + 2) : "another ssync is writing it";
+    return refuse("EBUSY", `Cannot write ${name}: it is busy, ${reason}`);
   }
   if (from !== "" && error.message.includes(from)) {
     return code ? refuse(code, error.message.split(from).join(name)) : new Error(error.message.split(from).join(name));
@@ -230,6 +232,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         readOnly: !writes,
         lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`),
         lockWaitMs: waitMs,
+        journalPath,
         onRelease: () => closeQuietly(dir),
       });
     } catch (e) {

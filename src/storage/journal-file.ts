@@ -280,6 +280,30 @@ function dataRecord(h: Buffer, at: number): JournalRecord | undefined {
   return { type, offset, length, dataAt: at + HEAD };
 }
 
+/** The header of the journal at `path`, or undefined (none, or not readable as one). */
+export function readJournalHeader(path: string): JournalHeader | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const pre = Buffer.alloc(MAGIC.length + 4);
+    if (fs.readSync(fd, pre, 0, pre.length, 0) < pre.length || !pre.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+    const n = pre.readUInt32LE(MAGIC.length);
+    if (n > MAX_HEADER_JSON) return undefined;
+    const json = Buffer.alloc(n);
+    if (fs.readSync(fd, json, 0, n, pre.length) < n) return undefined;
+    const header = JSON.parse(json.toString("utf8")) as JournalHeader;
+    return header?.version === 1 ? header : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export type JournalState =
   | { committed: true; header: JournalHeader; records: () => AsyncGenerator<JournalRecord> }
   | { committed: false; header: JournalHeader | undefined; why: string };

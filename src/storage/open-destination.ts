@@ -34,6 +34,7 @@ import { type Libc, libc as ffiLibc, LOCK_EX, LOCK_NB } from "../platform/libc.t
 import { blockDeviceSize, deviceNumber } from "./block-device-size.ts";
 import { EmptyStorage } from "./empty-storage.ts";
 import { FdStorage } from "./fd-storage.ts";
+import { readJournalHeader } from "./journal-file.ts";
 import { JournaledStorage } from "./journaled-storage.ts";
 import { acquireLockFile, lockFilePath } from "./lock-file.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
@@ -132,7 +133,8 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     return dest;
   }
   const opened = openFd(path, { action: "open", flags: C.O_RDWR });
-  const dest = await destinationFromFd(opened, { ...common, path, readOnly: false });
+  const journalPath = journalPathOf(path, opened.kind, options);
+  const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, journalPath });
   if (opened.kind === "file" && !sameFile(path, opened.stat)) {
     await dest[Symbol.asyncDispose]();
     return undefined;
@@ -140,7 +142,7 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
   const journalDir = opened.kind === "file" ? nodePath.dirname(nodePath.resolve(path)) : options.journalDir ?? stateJournalDir();
   return await journaledDestination(dest, {
     stat: opened.stat,
-    journalPath: journalPathOf(path, opened.kind, options),
+    journalPath,
     journalDir,
     makeJournalDir: opened.kind === "block-device",
     inplace: options.inplace === true,
@@ -208,6 +210,8 @@ export interface DestinationFromFdOptions {
   readonly lockFile?: string;
   /** How long to wait for a lock held elsewhere (ms); default 0. */
   readonly lockWaitMs?: number;
+  /** The journal a holder of the lock may be writing: "busy" then names its pid and start. */
+  readonly journalPath?: string;
   /** Called once when the store is released (after its descriptor is closed and unlocked). */
   readonly onRelease?: () => void;
 }
@@ -238,7 +242,7 @@ export async function destinationFromFd(opened: OpenedFd, options: DestinationFr
         break;
       } catch (e) {
         if ((e as { code?: string }).code !== "EBUSY" || Date.now() >= deadline) {
-          if ((e as { code?: string }).code === "EBUSY" && options.lockWaitMs) throw busy(path, e, kind, options.lockWaitMs);
+          if ((e as { code?: string }).code === "EBUSY") throw busy(path, e, kind, options);
           throw e;
         }
       }
@@ -270,10 +274,12 @@ function checkParent(path: string): void {
   }
 }
 
-function busy(path: string, cause?: unknown, kind?: StorageKind, waitedMs?: number): Error {
-  const reason = (kind === "block-device"
-    ? "another ssync is writing it, or it is mounted or in use"
-    : "another ssync is writing it") + (waitedMs ? `; waited ${Math.round(waitedMs / 100) / 10} s` : "");
+/** "busy", naming the holder when its journal says who it is, and how long we waited. */
+function busy(path: string, cause?: unknown, kind?: StorageKind, o: { lockWaitMs?: number; journalPath?: string } = {}): Error {
+  const holder = o.journalPath ? readJournalHeader(o.journalPath) : undefined;
+  const who = holder ? `another ssync (pid ${holder.pid}, a sync begun ${holder.created})` : "another ssync";
+  const reason = (kind === "block-device" ? `${who} is writing it, or it is mounted or in use` : `${who} is writing it`) +
+    (o.lockWaitMs ? `; waited ${Math.round(o.lockWaitMs / 100) / 10} s` : "");
   return storageError("lock", path, { cause, code: "EBUSY", reason });
 }
 
