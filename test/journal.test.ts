@@ -161,6 +161,35 @@ describe("partial file", T, () => {
     });
   });
 
+  test("resume: a rerun after a kill at 90% of a first copy sends at most 20% of the data; an interrupted update reruns at the update's cost", async () => {
+    await withTempDir((dir) => {
+      // 40 separate 1 MiB runs of random data: one DATA (≤ MAX_DATA_LENGTH) and one write each.
+      const src = path.join(dir, "src.img");
+      makeSparseFile(src, { size: 128 * MiB, chunks: Array.from({ length: 40 }, (_, i) => ({ offset: i * 3 * MiB, length: MiB, fill: "random" as const })) });
+      const sent = (r: { stdout: string; stderr: string }) => {
+        assert.ok(r.stdout.trim().startsWith("{"), r.stderr);
+        return JSON.parse(r.stdout).dataBytesSent as number;
+      };
+      const d = path.join(dir, "new.img");
+      assert.equal(cli(["sync", "--json", src, d], { SSYNC_TEST_CRASH: "partial-write:36" }).signal, "SIGKILL");
+      const rerun = cli(["sync", "--json", src, d]);
+      assert.equal(fileHash(d), fileHash(src));
+      assert.ok(sent(rerun) <= 0.2 * 40 * MiB, `the rerun sent ${sent(rerun)} bytes of ${40 * MiB}`);
+      // An update of 10 of the runs, interrupted before its commit: rolled back, then as cheap as the update.
+      const base = path.join(dir, "base.img");
+      assert.equal(cli(["sync", src, base]).status, 0);
+      const fd = fs.openSync(src, "r+");
+      for (let i = 0; i < 10; i++) fs.writeSync(fd, Buffer.alloc(MiB, i + 1), 0, MiB, i * 6 * MiB);
+      fs.closeSync(fd);
+      const update = cli(["sync", "--json", src, d]);
+      assert.equal(cli(["sync", "--json", src, base], { SSYNC_TEST_CRASH: "journal-write:9" }).signal, "SIGKILL");
+      const again = cli(["sync", "--json", src, base]);
+      assert.match(again.stderr, /rolled back an interrupted sync/);
+      assert.equal(fileHash(base), fileHash(src));
+      assert.equal(sent(again), sent(update), "the rerun sends what the update sends, no more");
+    });
+  });
+
   test("a sync that fails before writing leaves no partial file behind", async () => {
     await withTempDir((dir) => {
       const d = path.join(dir, "new.img");
