@@ -14,6 +14,7 @@ import path from "node:path";
 import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { runCli, startCliListener, waitFor } from "./helpers/network.ts";
 
 const ssync = new URL("../scripts/ssync", import.meta.url).pathname;
 const MiB = 1 << 20;
@@ -199,3 +200,41 @@ describe("partial file", T, () => {
     });
   });
 });
+
+describe("listener", T, () => {
+  test("killed after its commit point: the client is told interrupted, and the restarted listener completes the file first", async () => {
+    await withTempDir(async (dir) => {
+      const { a, b } = twoImages(dir);
+      const client = path.join(dir, "client");
+      const server = path.join(dir, "server");
+      const root = path.join(dir, "root");
+      fs.mkdirSync(root);
+      fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
+      assert.equal((await runCli(["keygen"], { config: client })).code, 0);
+      fs.copyFileSync(path.join(client, "ssync", "id_ssync.pub"), path.join(server, "ssync", "authorized_keys"));
+      const d = path.join(root, "d.img");
+      const crashing = await startCliListener(["--root", root], { config: server, env: { SSYNC_TEST_CRASH: "committed" } });
+      try {
+        const first = await runCli(["push", "--accept-new", a, `127.0.0.1:${crashing.port}:d.img`], { config: client });
+        assert.equal(first.code, 0, first.stderr); // a new file commits by rename: no journal, no crash point
+        const second = await runCli(["push", b, `127.0.0.1:${crashing.port}:d.img`], { config: client });
+        assert.equal(second.code, 4, second.stderr);
+        assert.match(second.stderr, /rerun the same command/);
+      } finally {
+        await crashing.stop();
+      }
+      assert.equal(crashing.child.signalCode, "SIGKILL", "the listener killed itself at its commit point");
+      assert.equal(fileHash(d), fileHash(a), "committed but not applied yet");
+      assert.ok(fs.existsSync(journalOf(d)));
+      const restarted = await startCliListener(["--root", root], { config: server });
+      try {
+        await waitFor(() => /completed an interrupted sync of .*d\.img/.test(restarted.stderr()), { timeoutMs: 5000, what: "the recovery line" });
+        assert.equal(fileHash(d), fileHash(b), "whole before the first session: the new image");
+        assert.ok(!fs.existsSync(journalOf(d)));
+      } finally {
+        await restarted.stop();
+      }
+    });
+  });
+});
+
