@@ -121,6 +121,28 @@ describe("redo journal", T, () => {
     });
   });
 
+  test("no space for the journal: the sync fails before the destination is touched, and leaves no journal", async (t) => {
+    await withTempDir((dir) => {
+      const small = path.join(dir, "small");
+      fs.mkdirSync(small);
+      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=12m", "tmpfs", small]).status !== 0) return t.skip("mounting a tmpfs needs root");
+      try {
+        const { a } = twoImages(dir);
+        const d = path.join(small, "d.img");
+        assert.equal(cli(["sync", a, d]).status, 0, "4 MiB of data fits");
+        const big = path.join(dir, "big.img");
+        makeSparseFile(big, { size: 16 * MiB, chunks: [{ offset: 0, length: 16 * MiB, fill: "random" }] });
+        const r = cli(["sync", big, d]);
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /no space|ENOSPC/i);
+        assert.equal(fileHash(d), fileHash(a), "the old image");
+        assert.deepEqual(fs.readdirSync(small), ["d.img"], "no journal left behind");
+      } finally {
+        spawnSync("umount", [small]);
+      }
+    });
+  });
+
   test("a reader waits for a committed journal, and is refused when it stays", async () => {
     await withTempDir(async (dir) => {
       const { a, b } = twoImages(dir);
