@@ -143,6 +143,47 @@ describe("redo journal", T, () => {
     });
   });
 
+  test("a journal this user did not write, or a committed one of another inode, is neither applied nor removed", async () => {
+    await withTempDir((dir) => {
+      const { a, b } = twoImages(dir);
+      const d = path.join(dir, "d.img");
+      assert.equal(cli(["sync", a, d]).status, 0);
+      assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+      const j = journalOf(d);
+      fs.chownSync(j, 65534, 65534); // as if someone else had made it
+      let r = cli(["recover", d]);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /is not a journal ssync wrote as this user \(owner uid 65534.*neither applied nor removed/);
+      assert.equal(fileHash(d), fileHash(a));
+      assert.ok(fs.existsSync(j));
+      fs.chownSync(j, process.getuid!(), process.getgid!());
+      // The file replaced by a copy (another inode) after the crash: the journal is not its.
+      fs.copyFileSync(d, `${d}.copy`);
+      fs.renameSync(`${d}.copy`, d);
+      r = cli(["recover", d]);
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /holds a committed sync of another file \(inode \d+, not \d+\).*remove it/);
+      assert.equal(fileHash(d), fileHash(a));
+      assert.ok(fs.existsSync(j));
+    });
+  });
+
+  test("disposing with a write in flight waits for it: no byte goes through a reused descriptor", async () => {
+    await withTempDir(async (dir) => {
+      const { a } = twoImages(dir);
+      const before = fileHash(a);
+      const d = await openDestination(a, { create: false });
+      let settled = false;
+      const w = d.write(new Uint8Array(8 * MiB).fill(5), 0);
+      w.then(() => (settled = true), () => (settled = true));
+      await d[Symbol.asyncDispose]();
+      assert.ok(settled, "the write settled before the journal's descriptor was closed");
+      assert.equal(fileHash(a), before);
+      assert.ok(!fs.existsSync(journalOf(a)));
+      await assert.rejects(d.write(new Uint8Array(1), 0), /already closed/);
+    });
+  });
+
   test("a reader waits for a committed journal, and is refused when it stays", async () => {
     await withTempDir(async (dir) => {
       const { a, b } = twoImages(dir);

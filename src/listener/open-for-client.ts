@@ -29,7 +29,7 @@ import { EmptyStorage } from "../storage/empty-storage.ts";
 import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd, journaledDestination, openDestination, partialDestination } from "../storage/open-destination.ts";
 import { checkReadable } from "../storage/recover-journal.ts";
-import { isWorkFileName, workFilePath } from "../storage/work-files.ts";
+import { foreignWorkFile, isWorkFileName, workFilePath } from "../storage/work-files.ts";
 import { openSource, sourceFromFd } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { asError, ErrnoError } from "../util/errors.ts";
@@ -309,7 +309,8 @@ async function openPartial(
       file = fs.openSync(partialAt, C.O_RDWR | C.O_NOFOLLOW | C.O_NONBLOCK);
     }
     const st = fs.fstatSync(file, { bigint: true });
-    if (!st.isFile() || st.nlink > 1n) throw refuse("EACCES", `Cannot write ${req.name}: its partial file ${shown} is not a singly linked regular file`);
+    const foreign = foreignWorkFile(st);
+    if (foreign) throw refuse("EACCES", `Cannot write ${req.name}: its partial file ${shown} is not ssync's (${foreign})`);
     const dir = o.dirs.pop()!;
     const fd = file;
     file = undefined;

@@ -48,6 +48,8 @@ export interface JournalHeader {
   readonly ino: string;
   /** The destination's size when the sync began. */
   readonly sizeBefore: number;
+  /** A block device's stable identity (storage/device-identity.ts), when it has one. */
+  readonly deviceId?: string;
   /** When the sync began (ISO 8601) and which process wrote the journal. */
   readonly created: string;
   readonly pid: number;
@@ -131,14 +133,17 @@ export class JournalWriter {
     this.#end = headerBytes.length;
   }
 
-  /** Creates (or replaces) the journal at `path` with its header; synchronous, so it exists at once. */
+  /**
+   * Creates the journal at `path` (O_EXCL: never a file that is there, nor through a link)
+   * with its header; synchronous, so it exists at once.
+   */
   static create(path: string, header: JournalHeader): JournalWriter {
     const json = Buffer.from(JSON.stringify(header));
     const bytes = Buffer.alloc(MAGIC.length + 4 + json.length);
     MAGIC.copy(bytes, 0);
     bytes.writeUInt32LE(json.length, MAGIC.length);
     json.copy(bytes, MAGIC.length + 4);
-    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     try {
       fs.writeSync(fd, bytes, 0, bytes.length, 0);
     } catch (e) {
@@ -207,9 +212,14 @@ export class JournalWriter {
     return applyRecords(this.#fd, this.records(), target, point);
   }
 
-  close(): void {
+  /**
+   * Refuses further appends, waits for those under way (their bytes must never go through a
+   * descriptor number reused by another file), then closes the descriptor.
+   */
+  async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.allSettled(this.#pending);
     fs.closeSync(this.#fd);
   }
 }

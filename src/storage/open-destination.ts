@@ -42,7 +42,7 @@ import { PartialStorage } from "./partial-storage.ts";
 import { checkReadable, recoverJournal } from "./recover-journal.ts";
 import type { Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
-import { deviceJournalPath, stateJournalDir, workFileBeside } from "./work-files.ts";
+import { foreignWorkFile, journalOf, stateJournalDir, workFileBeside } from "./work-files.ts";
 
 export interface OpenDestinationOptions {
   /** Create a missing regular file (never a missing parent directory). */
@@ -113,6 +113,11 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
       if ((e as { code?: string }).code !== "EEXIST") throw storageError("create", path, { cause: e });
       created = false; // an interrupted sync's: resumed
       opened = openFd(partialPath, { action: "open", flags: C.O_RDWR | C.O_NOFOLLOW });
+      const foreign = foreignWorkFile(opened.stat);
+      if (foreign) {
+        fs.closeSync(opened.fd);
+        throw storageError("create", path, { code: "EACCES", reason: `${partialPath} is in the way and is not ssync's (${foreign}); remove it` });
+      }
     }
     const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, lockFile: lockFilePath(partialPath) });
     if (!sameFile(partialPath, opened.stat) || exists(path)) {
@@ -125,7 +130,8 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     const opened = openFd(path, { action: "open", flags: C.O_RDONLY });
     const dest = await destinationFromFd(opened, { ...common, path, readOnly: true });
     try {
-      await checkReadable(path, { journalPath: journalPathOf(path, opened.kind, options), waitMs: options.lockWaitMs ?? 0 });
+      const journal = journalOf(path, { kind: opened.kind, rdev: opened.stat.rdev, journalDir: options.journalDir });
+      await checkReadable(path, { journalPath: journal.path, waitMs: options.lockWaitMs ?? 0 });
     } catch (e) {
       await dest[Symbol.asyncDispose]();
       throw e;
@@ -133,7 +139,8 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     return dest;
   }
   const opened = openFd(path, { action: "open", flags: C.O_RDWR });
-  const journalPath = journalPathOf(path, opened.kind, options);
+  const journal = journalOf(path, { kind: opened.kind, rdev: opened.stat.rdev, journalDir: options.journalDir });
+  const journalPath = journal.path;
   const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, journalPath });
   if (opened.kind === "file" && !sameFile(path, opened.stat)) {
     await dest[Symbol.asyncDispose]();
@@ -144,16 +151,12 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     stat: opened.stat,
     journalPath,
     journalDir,
+    deviceId: journal.deviceId,
     makeJournalDir: opened.kind === "block-device",
     inplace: options.inplace === true,
     ffi: options.ffi,
     log: options.log,
   });
-}
-
-/** Where the journal of `path` lies: beside a file, in the state folder for a block device. */
-export function journalPathOf(path: string, kind: StorageKind, options: { journalDir?: string }): string {
-  return kind === "file" ? workFileBeside(path, "journal") : deviceJournalPath(options.journalDir ?? stateJournalDir(), path);
 }
 
 function sameFile(path: string, stat: { dev: bigint; ino: bigint }): boolean {
@@ -175,6 +178,7 @@ export async function journaledDestination(
     stat: { dev: bigint; ino: bigint };
     journalPath: string;
     journalDir: string;
+    deviceId?: string;
     makeJournalDir: boolean;
     inplace: boolean;
     ffi?: boolean;
@@ -185,7 +189,15 @@ export async function journaledDestination(
     const recovered = await recoverJournal(dest, o);
     if (recovered) o.log?.(recovered.message);
     if (o.inplace) return dest;
-    return new JournaledStorage({ dest, stat: o.stat, journalPath: o.journalPath, journalDir: o.journalDir, makeJournalDir: o.makeJournalDir, libc: o.ffi === false ? null : ffiLibc });
+    return new JournaledStorage({
+      dest,
+      stat: o.stat,
+      deviceId: o.deviceId,
+      journalPath: o.journalPath,
+      journalDir: o.journalDir,
+      makeJournalDir: o.makeJournalDir,
+      libc: o.ffi === false ? null : ffiLibc,
+    });
   } catch (e) {
     await dest[Symbol.asyncDispose]();
     throw e;

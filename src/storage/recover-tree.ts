@@ -9,7 +9,8 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
-import { journalPathOf, openDestination } from "./open-destination.ts";
+import { openDestination } from "./open-destination.ts";
+import { journalOf } from "./work-files.ts";
 
 const MAX_ENTRIES = 200_000;
 const JOURNAL = /^\.(.+)\.ssync-journal$/;
@@ -27,13 +28,14 @@ export async function recoverTree(
     }
   };
   for (const path of o.exports ?? []) {
-    let kind: "file" | "block-device";
+    let st: fs.BigIntStats;
     try {
-      kind = fs.statSync(path).isBlockDevice() ? "block-device" : "file";
+      st = fs.statSync(path, { bigint: true });
     } catch {
       continue; // checked at start; a missing export is refused per session
     }
-    if (fs.existsSync(journalPathOf(path, kind, o))) await recover(path);
+    const journal = journalOf(path, { kind: st.isBlockDevice() ? "block-device" : "file", rdev: st.rdev, journalDir: o.journalDir });
+    if (fs.existsSync(journal.path)) await recover(path);
   }
   const dirs = [root];
   let seen = 0;
