@@ -13,6 +13,7 @@ import fs from "node:fs";
 import path from "node:path";
 import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
+import { libc } from "../src/platform/libc.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 import { runCli, startCliListener, waitFor } from "./helpers/network.ts";
 
@@ -75,10 +76,12 @@ describe("redo journal", T, () => {
       const d = path.join(dir, "d.img");
       assert.equal(cli(["sync", a, d]).status, 0);
       const stamp = (f: string) => { const st = fs.statSync(f, { bigint: true }); return [st.mtimeNs, st.ctimeNs]; };
-      const before = [stamp(dir), stamp(d)];
+      // Without FFI the portable lock file comes and goes in the folder: only the file is checked then.
+      const watched = libc ? [dir, d] : [d];
+      const before = watched.map(stamp);
       const r = cli(["sync", a, d]);
       assert.equal(r.status, 0, r.stderr);
-      assert.deepEqual([stamp(dir), stamp(d)], before, "no file made or removed in the folder, the destination untouched");
+      assert.deepEqual(watched.map(stamp), before, "no file made or removed in the folder, the destination untouched");
     });
   });
 
