@@ -20,6 +20,7 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { type CliListener, type CliResult, runCli, startCliListener } from "../helpers/network.ts";
@@ -124,6 +125,20 @@ function writeDevice(device: string, image: Image): void {
   }
 }
 
+/**
+ * Loop devices are shared by every process on the machine: one detached or reused by another
+ * (a concurrent test run) makes writes fail with ENOSPC. Say so instead.
+ */
+function stillOurs(device: string, backing: string): void {
+  let back = "";
+  try {
+    back = execFileSync("losetup", ["-n", "-O", "BACK-FILE", device], { encoding: "utf8" }).trim();
+  } catch { /* detached: no output */ }
+  if (back !== fs.realpathSync(backing)) {
+    throw new Error(`Cannot go on: ${device} was detached or reattached by another process (its backing file is now "${back}")`);
+  }
+}
+
 async function withDeviceTarget(
   dir: string,
   body: (target: Target) => Promise<void>,
@@ -142,6 +157,7 @@ async function withDeviceTarget(
       old: a.hash,
       journal: deviceJournalPath(stateJournalDir(env.env), device),
       reset() {
+        stillOurs(device, backing);
         for (const p of stateJournals(env)) fs.rmSync(p, { force: true });
         writeDevice(device, a);
       },
