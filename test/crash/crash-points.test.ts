@@ -440,6 +440,46 @@ describe("crash points through a listener", () => {
     });
   });
 
+  test("push to a block-device export: the listener dies at journal-synced (old), committed and apply:2 (new); its journal is in its state folder", { ...T, skip: loopDeviceUnavailableReason() || false }, async (t) => {
+    await withNet(async (n) => {
+      const { a, b } = makeImagePair(n.dir, { scale: SCALE, sameSize: true });
+      const backing = path.join(n.dir, "backing.img");
+      copySparse(a.file, backing);
+      const problems: string[] = [];
+      const ran = await withLoopDevice(backing, async (device) => {
+        const points = [{ point: "journal-synced", image: "old" }, { point: "committed", image: "new" }, { point: "apply:2", image: "new" }] as const;
+        for (const p of points) {
+          stillOurs(device, backing);
+          writeDevice(device, a);
+          const args = ["--root", n.root, "--export", `disk=${device}`];
+          const crashing = await startCliListener(args, { config: n.server.config, env: { ...n.server.env, SSYNC_TEST_CRASH: p.point } });
+          const push = await ssync(["push", "--accept-new", b.file, `127.0.0.1:${crashing.port}:disk`], n.client);
+          await crashing.stop();
+          if (crashing.child.signalCode !== "SIGKILL") problems.push(`${p.point}: the listener did not die there (${crashing.child.exitCode})`);
+          if (push.code !== 4) problems.push(`${p.point}: the push exited ${push.code}, not 4: ${lastLine(push)}`);
+          const journal = deviceJournalPath(stateJournalDir(n.server.env), device);
+          if (!fs.existsSync(journal)) problems.push(`${p.point}: no journal at ${journal}`);
+          const rec = await ssync(["recover", device], n.server);
+          if (rec.code !== 0) problems.push(`${p.point}: recover exited ${rec.code}: ${lastLine(rec)}`);
+          const found = classify(device, { old: a.hash, new: b.hash });
+          if (found !== p.image) problems.push(`${p.point}: after recover ${found}, expected ${p.image}`);
+          const listener = await startCliListener(args, n.server);
+          try {
+            const again = await ssync(["push", "--accept-new", b.file, `127.0.0.1:${listener.port}:disk`], n.client);
+            if (again.code !== 0) problems.push(`${p.point}: the rerun exited ${again.code}: ${lastLine(again)}`);
+            problems.push(...checkIdentical(device, b).map((m) => `${p.point}: after the rerun ${m}`));
+            if (stateJournals(n.server).length > 0) problems.push(`${p.point}: ${stateJournals(n.server).join(", ")} left behind`);
+          } finally {
+            await listener.stop();
+          }
+        }
+        return true;
+      });
+      if (ran === null) return t.skip("losetup -f --show failed (no free loop device here?)");
+      assertNoProblems("push to a block-device export", 3, problems);
+    });
+  });
+
   test("pull: the client dies at committed (update: new) and at renamed (new file: new)", T, async () => {
     await withNet(async (n) => {
       const { a, b } = makeImagePair(n.dir, { scale: SCALE });
