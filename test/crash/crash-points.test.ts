@@ -84,15 +84,17 @@ function stateJournals(env: CliEnv): string[] {
   return fs.existsSync(dir) ? fs.readdirSync(dir).map((n) => path.join(dir, n)) : [];
 }
 
-function fileTarget(dir: string, options: { fresh: boolean }): Target {
+/** `grow`: from the smaller image to the larger (a SIZE record that extends the file). */
+function fileTarget(dir: string, options: { fresh: boolean; grow?: boolean }): Target {
   const env = cliEnv(dir, "local");
-  const { a, b } = makeImagePair(dir, { scale: SCALE });
+  const pair = makeImagePair(dir, { scale: SCALE });
+  const [a, b] = options.grow ? [pair.b, pair.a] : [pair.a, pair.b];
   const out = path.join(dir, "out");
   fs.mkdirSync(out);
   const dst = path.join(out, options.fresh ? "new.img" : "vm.img");
   const strays = () => [...leftovers(out).map((n) => path.join(out, n)), ...stateJournals(env)];
   return {
-    label: options.fresh ? "new file" : "file",
+    label: options.fresh ? "new file" : options.grow ? "growing file" : "file",
     dst,
     env,
     a,
@@ -349,6 +351,29 @@ async function recoverPoints(t: Target): Promise<void> {
 describe("crash points: after each, DST is exactly the old or the new image", () => {
   test("a file: every point of an update, N = 1, 2, 5, last; recover, or just rerun", T, async () => {
     await withTempDir((dir) => updatePoints(fileTarget(dir, { fresh: false })));
+  });
+
+  test("a file that grows: journal-synced (old), committed, apply:last, journal-removed (new), recovered", T, async () => {
+    await withTempDir(async (dir) => {
+      const t = fileTarget(dir, { fresh: false, grow: true });
+      assert.ok(t.b.size > t.a.size);
+      const baseline = await baselineOf(t);
+      const last = await recordsOf(t);
+      const problems: string[] = [];
+      const points = [
+        { spec: "journal-synced", image: "old" },
+        { spec: "committed", image: "new" },
+        { spec: `apply:${last}`, image: "new" },
+        { spec: "journal-removed", image: "new" },
+      ] as const;
+      for (const p of points) {
+        t.reset();
+        const why = died(await syncB(t, crashEnv(p.spec)));
+        const found = await checkAfterCrash(t, { expect: p.image, mode: "recover", baseline });
+        problems.push(...[...(why ? [why] : []), ...found].map((m) => `${t.label} ${p.spec}, then recover: ${m}`));
+      }
+      assertNoProblems(`growing file (${last} journal records)`, points.length, problems);
+    });
   });
 
   test("a new file: partial-write:N (N = 1, 2, 5), partial-synced, renamed; recover, or just rerun", T, async () => {
