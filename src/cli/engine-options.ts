@@ -15,6 +15,7 @@ export interface EngineFlags {
   verify?: boolean;
   json?: boolean;
   inplace?: boolean;
+  wait?: string | number;
 }
 
 export interface EngineOptions {
@@ -24,6 +25,8 @@ export interface EngineOptions {
   verify: boolean;
   json: boolean;
   inplace: boolean;
+  /** --wait: how long a writer waits for a destination another ssync holds (ms). */
+  waitMs: number;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -46,6 +49,20 @@ export function parseHash(text: string | undefined): HashAlgorithm {
   return h as HashAlgorithm;
 }
 
+/** --wait's default: long enough for a session that is ending (a killed client's) to let go. */
+export const DEFAULT_WAIT_S = 5;
+/** The longest --wait: a day. */
+const MAX_WAIT_S = 86_400;
+
+export function parseWait(text: string | number | undefined): number {
+  if (text === undefined) return DEFAULT_WAIT_S * 1000;
+  const n = /^\d+$/.test(String(text).trim()) ? Number(text) : NaN;
+  if (!Number.isInteger(n) || n < 0 || n > MAX_WAIT_S) {
+    throw new UsageError(`Invalid --wait ${text}: give whole seconds from 0 (do not wait) to ${MAX_WAIT_S}`);
+  }
+  return n * 1000;
+}
+
 export function engineOptions(flags: EngineFlags): EngineOptions {
   return {
     blockSize: parseBlockSize(flags.blockSize),
@@ -54,6 +71,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     verify: flags.verify === true,
     json: flags.json === true,
     inplace: flags.inplace === true,
+    waitMs: parseWait(flags.wait),
   };
 }
 
@@ -82,5 +100,9 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--dry-run", "Report what would change; write nothing")
     .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
     .option("--json", "Print the summary as one JSON object on stdout")
-    .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)"));
+    .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)")
+    .option(
+      "--wait <seconds>",
+      `When another ssync is writing the destination, wait this long for it to finish (default ${DEFAULT_WAIT_S}; 0: do not wait)`,
+    ));
 }

@@ -3,11 +3,20 @@
  *
  *   0  success            2  usage error
  *   1  could not sync     3  destination does not match (root hash or --verify)
- *   4  interrupted: the destination may be partly updated; rerunning completes it
+ *   4  interrupted (SIGINT or SIGTERM, a lost connection, a broken peer) before the commit:
+ *      the destination is still the old image (or a partial file a rerun resumes from);
+ *      rerunning the same command completes it
  *   5  authentication: unknown or changed host key, key not authorized, pairing refused
  */
 import { ProtocolError } from "../../protocol/codec.ts";
-import { AuthenticationError, IncompleteSyncError, MismatchError, RemoteError, UsageError } from "../util/errors.ts";
+import {
+  AuthenticationError,
+  IncompleteSyncError,
+  InterruptedError,
+  MismatchError,
+  RemoteError,
+  UsageError,
+} from "../util/errors.ts";
 
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
@@ -16,13 +25,16 @@ export const EXIT_MISMATCH = 3;
 export const EXIT_INCOMPLETE = 4;
 export const EXIT_AUTH = 5;
 
+/** What an interrupted client tells the user, alone (a signal) or after the cause (a loss). */
+export const INTERRUPTED_ADVICE = "interrupted: rerun the same command to complete it";
+
 export function exitCodeOf(e: unknown): number {
   // cac throws CACError for an unknown option or a missing argument.
   if (e instanceof UsageError || (e as Error)?.name === "CACError") return EXIT_USAGE;
   if (e instanceof AuthenticationError) return EXIT_AUTH;
   if (e instanceof MismatchError) return EXIT_MISMATCH;
   if (e instanceof RemoteError && e.code === "EBADMSG") return EXIT_MISMATCH;
-  if (e instanceof IncompleteSyncError || e instanceof ProtocolError) return EXIT_INCOMPLETE;
+  if (e instanceof InterruptedError || e instanceof IncompleteSyncError || e instanceof ProtocolError) return EXIT_INCOMPLETE;
   return EXIT_FAILED;
 }
 
@@ -30,9 +42,8 @@ export function exitCodeOf(e: unknown): number {
 export function describeError(e: unknown): string {
   const msg = printable(e instanceof Error ? e.message : String(e));
   if (e instanceof RemoteError) return `remote: ${msg}`;
-  if (e instanceof IncompleteSyncError || e instanceof ProtocolError) {
-    return `${msg}; the destination may be partly updated: rerun the same command to complete it`;
-  }
+  if (e instanceof InterruptedError) return INTERRUPTED_ADVICE;
+  if (e instanceof IncompleteSyncError || e instanceof ProtocolError) return `${msg}: ${INTERRUPTED_ADVICE}`;
   return msg;
 }
 

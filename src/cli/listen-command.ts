@@ -17,6 +17,7 @@ import process from "node:process";
 import { join, resolve } from "node:path";
 import type { CAC } from "cac";
 import { WorkerPool } from "../engine/worker-pool.ts";
+import { recoverTree } from "../storage/recover-tree.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { DEFAULT_PORT, formatEndpoint, parsePort } from "../net/host-port.ts";
 import { fingerprint, readPrivateKey, writePrivateKey } from "../trust/keys.ts";
@@ -193,6 +194,8 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
           again: () => listener?.stopNow(),
         });
         try {
+          // Files it serves are whole before the first session: interrupted syncs are completed or rolled back.
+          await recoverTree(root, { exports: exports.values(), log: (m) => log(`${new Date().toISOString()} ${m}`) });
           listener = await bind(host, port, {
             root,
             exports,

@@ -1,9 +1,14 @@
-/** The ssync command line: parses, runs one command, maps the outcome to an exit code. */
+/**
+ * The ssync command line: parses, runs one command, maps the outcome to an exit code. The
+ * client commands (sync, push, pull) run under an Interrupt: SIGINT or SIGTERM aborts them
+ * through their session's one abort path, and they exit 4 (interrupt.ts).
+ */
 import process from "node:process";
 import { cac } from "cac";
 import { UsageError } from "../util/errors.ts";
 import { type EngineFlags, withEngineOptions } from "./engine-options.ts";
 import { describeError, EXIT_OK, exitCodeOf } from "./exit-code.ts";
+import { Interrupt } from "./interrupt.ts";
 import { printSummary, runSyncCommand } from "./sync-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
@@ -13,14 +18,19 @@ import { registerRecoverCommand } from "./recover-command.ts";
 
 const VERSION = "0.1.0";
 
+/** The commands that sync, and so run under an Interrupt. */
+const CLIENT_COMMANDS = new Set(["sync", "push", "pull"]);
+
 export async function main(argv: string[]): Promise<number> {
   const cli = cac("ssync");
-  let run: (() => Promise<void>) | undefined;
+  let run: ((signal?: AbortSignal) => Promise<void>) | undefined;
+  let interrupt: Interrupt | undefined;
+  let code = EXIT_OK;
 
   withEngineOptions(
     cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
   ).action((src: string, dst: string, flags: EngineFlags) => {
-    run = async () => printSummary(await runSyncCommand(src, dst, flags), flags);
+    run = async (signal) => printSummary(await runSyncCommand(src, dst, flags, { signal }), flags);
   });
 
   registerKeygenCommand(cli, (r) => (run = r));
@@ -38,12 +48,17 @@ export async function main(argv: string[]): Promise<number> {
       throw new UsageError(argv.length ? `Unknown command ${argv[0]}: see ssync --help` : "No command given: see ssync --help");
     }
     await cli.runMatchedCommand();
-    if (run) await run();
-    return EXIT_OK;
+    if (run && CLIENT_COMMANDS.has(cli.matchedCommandName ?? "")) interrupt = new Interrupt();
+    if (run) await run(interrupt?.signal);
   } catch (e) {
-    console.error(`ssync: ${describeError(e)}`);
-    return exitCodeOf(e);
+    const error = interrupt ? interrupt.outcome(e) : e;
+    const line = `ssync: ${describeError(error)}`;
+    if (interrupt) interrupt.say(line);
+    else console.error(line);
+    code = exitCodeOf(error);
   }
+  interrupt?.finished(code);
+  return code;
 }
 
 if (import.meta.main ?? process.argv[1]?.endsWith("main.ts")) {

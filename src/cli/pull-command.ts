@@ -3,14 +3,14 @@ import type { CAC } from "cac";
 import { UsageError } from "../util/errors.ts";
 import { parseRemote, type RemoteFlags, runRemoteSync, withRemoteOptions } from "./remote-sync-command.ts";
 
-export function registerPullCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
+export function registerPullCommand(cli: CAC, setRun: (run: (signal?: AbortSignal) => Promise<void>) => void): void {
   withRemoteOptions(
     cli.command("pull <remote> <local>", "Make LOCAL identical to REMOTE (HOST[:PORT]:PATH)"),
   ).action((remote: string, local: string, flags: RemoteFlags) => {
-    setRun(async () => {
+    setRun(async (signal) => {
       const endpoint = parseRemote(remote);
       if (endpoint.path === undefined) throw new UsageError(`Invalid remote ${remote}: name the file, as HOST[:PORT]:PATH`);
-      await runRemoteSync("pull", { local, remote: { ...endpoint, path: endpoint.path }, flags });
+      await runRemoteSync("pull", { local, remote: { ...endpoint, path: endpoint.path }, flags, signal });
     });
   });
 }

@@ -3,14 +3,14 @@ import { basename } from "node:path";
 import type { CAC } from "cac";
 import { parseRemote, type RemoteFlags, runRemoteSync, withRemoteOptions } from "./remote-sync-command.ts";
 
-export function registerPushCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
+export function registerPushCommand(cli: CAC, setRun: (run: (signal?: AbortSignal) => Promise<void>) => void): void {
   withRemoteOptions(
     cli.command("push <local> <remote>", "Make REMOTE (HOST[:PORT][:PATH], PATH defaults to LOCAL's name) identical to LOCAL"),
   ).action((local: string, remote: string, flags: RemoteFlags) => {
-    setRun(async () => {
+    setRun(async (signal) => {
       const endpoint = parseRemote(remote);
       const path = endpoint.path ?? basename(local);
-      await runRemoteSync("push", { local, remote: { ...endpoint, path }, flags });
+      await runRemoteSync("push", { local, remote: { ...endpoint, path }, flags, signal });
     });
   });
 }

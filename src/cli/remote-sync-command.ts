@@ -3,9 +3,13 @@
  * 1. load our key, open the local file (push: source; pull: destination, created when
  *    missing);
  * 2. dial the listener (host-key policy, optional pairing), run the client session under
- *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout);
+ *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout); a
+ *    listener that answers busy is tried again for --wait seconds (wait-while-busy.ts);
  * 3. --verify: a second session, dry run, fresh hash key: it must find nothing to send;
  * 4. print the summary.
+ *
+ * `signal` (Ctrl-C, cli/interrupt.ts) aborts whatever is under way: the dial, a pause between
+ * tries, the session (through its one abort path); the store is disposed as on any failure.
  *
  * A pull's local destination is journaled like any destination (storage/open-destination.ts):
  * a pull that fails before its commit leaves the old file, or a partial file to resume from.
@@ -26,10 +30,12 @@ import { runClient, type SyncReport } from "../session/client-session.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
+import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions, type EngineOptions, withEngineOptions } from "./engine-options.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { formatSummary, summarize } from "./summary.ts";
+import { busyAfterWait, isBusy, retryWhileBusy } from "./wait-while-busy.ts";
 
 export interface RemoteFlags extends EngineFlags {
   key?: string;
@@ -83,9 +89,9 @@ async function clientKey(file: string | undefined): Promise<KeyPair> {
 
 export async function runRemoteSync(
   mode: "push" | "pull",
-  options: { local: string; remote: Endpoint & { path: string }; flags: RemoteFlags },
+  options: { local: string; remote: Endpoint & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
 ): Promise<void> {
-  const { local, remote, flags } = options;
+  const { local, remote, flags, signal } = options;
   const o: EngineOptions = engineOptions(flags);
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
@@ -96,8 +102,8 @@ export async function runRemoteSync(
   const pool = new WorkerPool();
   let store: Storage | undefined;
 
-  const session = async (dryRun: boolean, pair: string | undefined): Promise<SyncReport> => {
-    const conn = await dial({
+  const connect = async (dryRun: boolean, pair: string | undefined): Promise<SyncReport> => {
+    const conn = await abortable(dial({
       host: remote.host,
       port: remote.port,
       staticKey,
@@ -106,7 +112,7 @@ export async function runRemoteSync(
       hostKey: flags.hostKey,
       pairCode: pair,
       warn: (message) => console.error(`ssync: warning: ${message}`),
-    });
+    }), signal, { discard: (late) => late[Symbol.asyncDispose]() });
     try {
       const socket = conn.channel.socket;
       const idle = new IdleTimeoutChannel(conn.channel, {
@@ -124,16 +130,18 @@ export async function runRemoteSync(
         inplace: o.inplace,
         pool,
         activity: idle.activity,
+        signal,
       });
     } finally {
       await conn[Symbol.asyncDispose]().catch(() => {});
     }
   };
+  // A pairing code is used once: a try after a busy answer is already paired.
+  const session = (dryRun: boolean, pair: string | undefined): Promise<SyncReport> =>
+    retryWhileBusy((n) => connect(dryRun, n === 0 ? pair : undefined), { waitMs: o.waitMs, signal });
 
   try {
-    store = mode === "push"
-      ? await openSource(local)
-      : await openDestination(local, { create: true, readOnly: o.dryRun, inplace: o.inplace, log: (m) => console.error(`ssync: ${m}`) });
+    store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal });
     const report = await session(o.dryRun, pairCode);
     let verified = false;
     if (o.verify && !o.dryRun) {
@@ -153,5 +161,28 @@ export async function runRemoteSync(
   } finally {
     await store?.[Symbol.asyncDispose]();
     await pool[Symbol.asyncDispose]();
+  }
+}
+
+/**
+ * The local file: push's source, pull's destination. Either waits up to `waitMs` for
+ * another ssync (a writer's lock; a commit being applied to a source).
+ */
+async function openLocal(
+  mode: "push" | "pull",
+  path: string,
+  o: { dryRun: boolean; inplace: boolean; waitMs: number; signal?: AbortSignal },
+): Promise<Storage> {
+  try {
+    const opened = mode === "push" ? openSource(path, { lockWaitMs: o.waitMs }) : openDestination(path, {
+      create: true,
+      readOnly: o.dryRun,
+      inplace: o.inplace,
+      lockWaitMs: o.waitMs,
+      log: (m) => console.error(`ssync: ${m}`),
+    });
+    return await abortable(opened, o.signal, { discard: (late) => late[Symbol.asyncDispose]() });
+  } catch (e) {
+    throw isBusy(e) ? busyAfterWait(e, o.waitMs) : e;
   }
 }

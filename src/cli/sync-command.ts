@@ -1,26 +1,45 @@
-/** `ssync sync SRC DST`: a local sync over the in-memory protocol pair, then optionally --verify. */
+/**
+ * `ssync sync SRC DST`: a local sync over the in-memory protocol pair, then optionally
+ * --verify. A destination another ssync writes is waited for up to --wait seconds (by
+ * storage); `signal` (Ctrl-C) aborts the sync through its session's one abort path.
+ */
 import { verifyIdentical } from "../engine/verify.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { syncLocal } from "../session/local-sync.ts";
+import { abortable } from "../util/abortable.ts";
+import { ErrnoError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions } from "./engine-options.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
+import { busyAfterWait, isBusy } from "./wait-while-busy.ts";
 
 export interface SyncHooks {
   /** Runs after the sync's COMMIT_OK and before --verify (tests corrupt the destination here). */
   beforeVerify?: () => Promise<void> | void;
   /** false forces the portable storage paths. */
   ffi?: boolean;
+  /** Aborts the sync (and a --verify under way): Ctrl-C. */
+  signal?: AbortSignal;
 }
 
 export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
   const o = engineOptions(flags);
   const pool = new WorkerPool();
   try {
-    const report = await syncLocal(src, dst, { ...o, pool, ffi: hooks.ffi, log: (m) => console.error(`ssync: ${m}`) });
+    const report = await syncLocal(src, dst, {
+      ...o,
+      pool,
+      ffi: hooks.ffi,
+      log: (m) => console.error(`ssync: ${m}`),
+      lockWaitMs: o.waitMs,
+      signal: hooks.signal,
+    }).catch((e) => {
+      // The destination is on this machine: its busy lock is no "remote:" error.
+      throw isBusy(e) ? busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs) : e;
+    });
     await hooks.beforeVerify?.();
     let verified = false;
     if (o.verify && !o.dryRun) {
-      await verifyIdentical(src, dst, { ffi: hooks.ffi });
+      await abortable(verifyIdentical(src, dst, { ffi: hooks.ffi }), hooks.signal);
       verified = true;
     }
     return summarize(report, { mode: "sync", source: src, destination: dst, verified });

@@ -29,7 +29,7 @@ import { EmptyStorage } from "../storage/empty-storage.ts";
 import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd, journaledDestination, openDestination, partialDestination } from "../storage/open-destination.ts";
 import { checkReadable } from "../storage/recover-journal.ts";
-import { isWorkFileName, workFilePath } from "../storage/work-files.ts";
+import { foreignWorkFile, isWorkFileName, workFilePath } from "../storage/work-files.ts";
 import { openSource, sourceFromFd } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { asError, ErrnoError } from "../util/errors.ts";
@@ -103,8 +103,10 @@ function renamed(e: unknown, from: string, name: string): Error {
   const error = asError(e);
   const code = (error as { code?: string }).code;
   if (code === "EBUSY") {
-    const waited = /; waited [\d.]+ s/.exec(error.message)?.[0] ?? "";
-    return refuse("EBUSY", `Cannot write ${name}: it is busy, another ssync is writing it${waited}`);
+    // "Cannot lock <path>: another ssync (…) is writing it; waited 2 s": keep what follows the path.
+    const at = error.message.indexOf(": ");
+    const reason = at >= 0 ? error.message.slice(at + 2) : "another ssync is writing it";
+    return refuse("EBUSY", `Cannot write ${name}: it is busy, ${reason}`);
   }
   if (from !== "" && error.message.includes(from)) {
     return code ? refuse(code, error.message.split(from).join(name)) : new Error(error.message.split(from).join(name));
@@ -230,6 +232,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         readOnly: !writes,
         lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`),
         lockWaitMs: waitMs,
+        journalPath,
         onRelease: () => closeQuietly(dir),
       });
     } catch (e) {
@@ -306,7 +309,8 @@ async function openPartial(
       file = fs.openSync(partialAt, C.O_RDWR | C.O_NOFOLLOW | C.O_NONBLOCK);
     }
     const st = fs.fstatSync(file, { bigint: true });
-    if (!st.isFile() || st.nlink > 1n) throw refuse("EACCES", `Cannot write ${req.name}: its partial file ${shown} is not a singly linked regular file`);
+    const foreign = foreignWorkFile(st);
+    if (foreign) throw refuse("EACCES", `Cannot write ${req.name}: its partial file ${shown} is not ssync's (${foreign})`);
     const dir = o.dirs.pop()!;
     const fd = file;
     file = undefined;

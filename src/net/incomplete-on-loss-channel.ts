@@ -3,8 +3,8 @@ import type { RecordChannel } from "./record-channel.ts";
 
 /**
  * The client's view of its connection: a transport failure (reset, truncation, idle timeout,
- * forged record) becomes an IncompleteSyncError, which the CLI reports as "the destination
- * may be partly updated; rerun to complete it". A failure after COMMIT_OK cannot happen
+ * forged record) becomes an IncompleteSyncError, which the CLI reports as "interrupted: rerun
+ * the same command to complete it" (the destination is still whole: spec §8). A failure after COMMIT_OK cannot happen
  * through here: the session has finished reading by then.
  */
 export class IncompleteOnLossChannel implements RecordChannel {

@@ -46,6 +46,8 @@ export interface SyncOptions {
   pool: WorkerPool;
   /** The idle timeout's activity (IdleTimeoutChannel): told while the server owes us nothing. */
   activity?: Activity;
+  /** Aborts the session (Ctrl-C) through its one abort path, with the signal's reason. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -84,6 +86,9 @@ export async function runClient(
   const conn = new ClientConnection(channel, { onFailure: (e) => group.fail(e), activity: options.activity });
   // One abort path: a failed task fails the connection (pending requests, the channel) too.
   group.signal.addEventListener("abort", () => conn.fail(asError(group.signal.reason)), { once: true });
+  const onAbort = () => group.fail(options.signal!.reason);
+  if (options.signal?.aborted) onAbort();
+  else options.signal?.addEventListener("abort", onAbort, { once: true });
   const key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
   const stats = new SideStats();
   try {
@@ -149,6 +154,8 @@ export async function runClient(
     conn.fail(asError(e));
     await group.wait().catch(() => {});
     throw e;
+  } finally {
+    options.signal?.removeEventListener("abort", onAbort);
   }
 }
 

@@ -1,11 +1,17 @@
 /**
  * `ssync sync SRC DST`: the client (source) and the server (destination) in one process,
  * joined by an in-memory channel, speaking the same protocol as over the network.
+ *
+ * `signal` aborts the client through its one abort path; the server then sees its channel
+ * fail and disposes the destination, and only then does syncLocal settle. An open still
+ * waiting for a lock (the destination's, or a source's half-applied commit) is abandoned at
+ * once (the store it yields later is disposed).
  */
 import type { HashAlgorithm } from "../../protocol/constants.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
+import { abortable } from "../util/abortable.ts";
 import { runClient, type SyncReport } from "./client-session.ts";
 import { memoryPair } from "./memory-pair.ts";
 import { serveSession } from "./server-session.ts";
@@ -23,23 +29,31 @@ export interface LocalSyncOptions {
   lockWaitMs?: number;
   /** Told what recovery did with a journal an interrupted sync left. */
   log?: (message: string) => void;
+  /** Aborts the sync (Ctrl-C). */
+  signal?: AbortSignal;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
-  const source = await openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs });
+  const source = await abortable(openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs }), options.signal, {
+    discard: (late) => late[Symbol.asyncDispose](),
+  });
   try {
     const [clientEnd, serverEnd] = memoryPair();
     const server = serveSession(serverEnd, {
       pool: options.pool,
       open: (req) =>
-        openDestination(dst, {
-          create: true,
-          readOnly: req.dryRun,
-          ffi: options.ffi,
-          inplace: req.inplace,
-          lockWaitMs: options.lockWaitMs,
-          log: options.log,
-        }),
+        abortable(
+          openDestination(dst, {
+            create: true,
+            readOnly: req.dryRun,
+            ffi: options.ffi,
+            inplace: req.inplace,
+            lockWaitMs: options.lockWaitMs,
+            log: options.log,
+          }),
+          options.signal,
+          { discard: (late) => late[Symbol.asyncDispose]() },
+        ),
     });
     try {
       return await runClient(clientEnd, source, {
@@ -50,6 +64,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         dryRun: options.dryRun,
         inplace: options.inplace,
         pool: options.pool,
+        signal: options.signal,
       });
     } finally {
       await server;

@@ -48,6 +48,8 @@ export interface JournalHeader {
   readonly ino: string;
   /** The destination's size when the sync began. */
   readonly sizeBefore: number;
+  /** A block device's stable identity (storage/device-identity.ts), when it has one. */
+  readonly deviceId?: string;
   /** When the sync began (ISO 8601) and which process wrote the journal. */
   readonly created: string;
   readonly pid: number;
@@ -131,14 +133,17 @@ export class JournalWriter {
     this.#end = headerBytes.length;
   }
 
-  /** Creates (or replaces) the journal at `path` with its header; synchronous, so it exists at once. */
+  /**
+   * Creates the journal at `path` (O_EXCL: never a file that is there, nor through a link)
+   * with its header; synchronous, so it exists at once.
+   */
   static create(path: string, header: JournalHeader): JournalWriter {
     const json = Buffer.from(JSON.stringify(header));
     const bytes = Buffer.alloc(MAGIC.length + 4 + json.length);
     MAGIC.copy(bytes, 0);
     bytes.writeUInt32LE(json.length, MAGIC.length);
     json.copy(bytes, MAGIC.length + 4);
-    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_TRUNC | fs.constants.O_NOFOLLOW, 0o600);
+    const fd = fs.openSync(path, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
     try {
       fs.writeSync(fd, bytes, 0, bytes.length, 0);
     } catch (e) {
@@ -207,9 +212,14 @@ export class JournalWriter {
     return applyRecords(this.#fd, this.records(), target, point);
   }
 
-  close(): void {
+  /**
+   * Refuses further appends, waits for those under way (their bytes must never go through a
+   * descriptor number reused by another file), then closes the descriptor.
+   */
+  async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await Promise.allSettled(this.#pending);
     fs.closeSync(this.#fd);
   }
 }
@@ -278,6 +288,30 @@ function dataRecord(h: Buffer, at: number): JournalRecord | undefined {
   if (type !== RecordType.WRITE && type !== RecordType.ZERO && type !== RecordType.SIZE) return undefined;
   if (h.readUInt32LE(4) !== 0 || h.readBigUInt64LE(24) !== 0n || !Number.isSafeInteger(offset) || !Number.isSafeInteger(length)) return undefined;
   return { type, offset, length, dataAt: at + HEAD };
+}
+
+/** The header of the journal at `path`, or undefined (none, or not readable as one). */
+export function readJournalHeader(path: string): JournalHeader | undefined {
+  let fd: number;
+  try {
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const pre = Buffer.alloc(MAGIC.length + 4);
+    if (fs.readSync(fd, pre, 0, pre.length, 0) < pre.length || !pre.subarray(0, MAGIC.length).equals(MAGIC)) return undefined;
+    const n = pre.readUInt32LE(MAGIC.length);
+    if (n > MAX_HEADER_JSON) return undefined;
+    const json = Buffer.alloc(n);
+    if (fs.readSync(fd, json, 0, n, pre.length) < n) return undefined;
+    const header = JSON.parse(json.toString("utf8")) as JournalHeader;
+    return header?.version === 1 ? header : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 export type JournalState =

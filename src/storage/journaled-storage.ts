@@ -32,6 +32,8 @@ export interface JournaledStorageInit {
   /** The destination itself: locked, writable, never written before commit. */
   readonly dest: Storage;
   readonly stat: { readonly dev: bigint; readonly ino: bigint };
+  /** A block device's stable identity, recorded in the journal's header. */
+  readonly deviceId?: string;
   /** Where the journal goes, and the folder that holds it (fsynced after it is removed). */
   readonly journalPath: string;
   readonly journalDir: string;
@@ -61,6 +63,10 @@ export class JournaledStorage implements Storage {
   #journal: JournalWriter | null = null;
   #size: number;
   #state: "open" | "committed" | "applied" = "open";
+  /** Operations under way; dispose waits for them (a session may end with writes in flight). */
+  #inflight = 0;
+  #idle: (() => void) | null = null;
+  #closing: Promise<void> | null = null;
 
   constructor(init: JournaledStorageInit) {
     this.#init = init;
@@ -124,21 +130,24 @@ export class JournaledStorage implements Storage {
     if (this.#journal) await this.#record("flush", () => this.#journal!.sync());
   }
 
-  async commit(): Promise<void> {
+  commit(): Promise<void> {
+    return this.#record("commit", () => this.#commit());
+  }
+
+  async #commit(): Promise<void> {
     const journal = this.#journal;
     if (!journal || this.#state === "applied") return; // nothing changed
     if (this.#state === "open") {
-      await this.#record("commit", async () => {
-        await this.#reserve(journal);
-        await journal.commit();
-      });
+      await this.#reserve(journal);
+      await syncDirectory(this.#init.journalDir); // the journal's name is on disk before its commit point
+      await journal.commit(); // before it, a failure leaves the destination unchanged
       this.#state = "committed";
     }
     try {
       await journal.apply(this.#dest, "apply");
       await this.#dest.sync();
       crashPoint("destination-synced");
-      journal.close();
+      await journal.close();
       fs.unlinkSync(journal.path);
       this.#state = "applied";
       crashPoint("journal-removed");
@@ -185,7 +194,7 @@ export class JournaledStorage implements Storage {
   #writer(): JournalWriter {
     if (this.#journal) return this.#journal;
     if (this.#state !== "open") throw new Error(`${this.path}: written after its commit`);
-    const { journalPath, journalDir, stat } = this.#init;
+    const { journalPath, journalDir, stat, deviceId } = this.#init;
     if (this.#init.makeJournalDir) fs.mkdirSync(journalDir, { recursive: true, mode: 0o700 });
     this.#journal = JournalWriter.create(journalPath, {
       version: 1,
@@ -194,6 +203,7 @@ export class JournaledStorage implements Storage {
       dev: String(stat.dev),
       ino: String(stat.ino),
       sizeBefore: this.#dest.size,
+      ...(deviceId === undefined ? {} : { deviceId }),
       created: new Date().toISOString(),
       pid: process.pid,
       nonce: randomBytes(16).toString("hex"),
@@ -201,29 +211,44 @@ export class JournaledStorage implements Storage {
     return this.#journal;
   }
 
+  /** Runs one operation, counted so that dispose waits for it; refused once disposing. */
   async #record<T>(action: string, op: () => Promise<T>): Promise<T> {
+    if (this.#closing) throw storageError(action, this.path, { code: "EBADF", reason: "already closed" });
+    this.#inflight++;
     try {
       return await op();
     } catch (e) {
-      throw e instanceof StorageError ? e : storageError(action, this.path, { cause: e });
+      if (e instanceof StorageError) throw e;
+      if ((e as { code?: string }).code === "ENOSPC" && this.#journal) {
+        throw storageError(action, this.path, {
+          cause: e,
+          message: `Cannot ${action} ${this.path}: no space left for its journal ${this.#journal.path} ` +
+            `(it holds the changed blocks until the commit); ${this.path} is unchanged — free space, or use --inplace`,
+        });
+      }
+      throw storageError(action, this.path, { cause: e });
+    } finally {
+      if (--this.#inflight === 0 && this.#idle) this.#idle();
     }
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    const journal = this.#journal;
-    try {
-      if (journal && this.#state === "open") {
-        journal.close();
-        try {
-          fs.unlinkSync(journal.path); // never committed: the destination is its old image
-        } catch {
-          // Gone already; the next writer removes it otherwise.
-        }
-      } else if (journal && this.#state === "committed") {
-        journal.close(); // kept: the next writer completes the commit
+  [Symbol.asyncDispose](): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#inflight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+      const journal = this.#journal;
+      try {
+        if (journal) await journal.close();
+        if (journal && this.#state === "open") {
+          try {
+            fs.unlinkSync(journal.path); // never committed: the destination is its old image
+          } catch {
+            // Gone already; the next writer removes it otherwise.
+          }
+        } // committed and not applied: kept, the next writer completes the commit
+      } finally {
+        await this.#dest[Symbol.asyncDispose]();
       }
-    } finally {
-      await this.#dest[Symbol.asyncDispose]();
-    }
+    })();
+    return this.#closing;
   }
 }

@@ -34,6 +34,7 @@ import { type Libc, libc as ffiLibc, LOCK_EX, LOCK_NB } from "../platform/libc.t
 import { blockDeviceSize, deviceNumber } from "./block-device-size.ts";
 import { EmptyStorage } from "./empty-storage.ts";
 import { FdStorage } from "./fd-storage.ts";
+import { readJournalHeader } from "./journal-file.ts";
 import { JournaledStorage } from "./journaled-storage.ts";
 import { acquireLockFile, lockFilePath } from "./lock-file.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
@@ -41,7 +42,7 @@ import { PartialStorage } from "./partial-storage.ts";
 import { checkReadable, recoverJournal } from "./recover-journal.ts";
 import type { Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
-import { deviceJournalPath, stateJournalDir, workFileBeside } from "./work-files.ts";
+import { foreignWorkFile, journalOf, stateJournalDir, workFileBeside } from "./work-files.ts";
 
 export interface OpenDestinationOptions {
   /** Create a missing regular file (never a missing parent directory). */
@@ -112,6 +113,11 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
       if ((e as { code?: string }).code !== "EEXIST") throw storageError("create", path, { cause: e });
       created = false; // an interrupted sync's: resumed
       opened = openFd(partialPath, { action: "open", flags: C.O_RDWR | C.O_NOFOLLOW });
+      const foreign = foreignWorkFile(opened.stat);
+      if (foreign) {
+        fs.closeSync(opened.fd);
+        throw storageError("create", path, { code: "EACCES", reason: `${partialPath} is in the way and is not ssync's (${foreign}); remove it` });
+      }
     }
     const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, lockFile: lockFilePath(partialPath) });
     if (!sameFile(partialPath, opened.stat) || exists(path)) {
@@ -124,7 +130,8 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     const opened = openFd(path, { action: "open", flags: C.O_RDONLY });
     const dest = await destinationFromFd(opened, { ...common, path, readOnly: true });
     try {
-      await checkReadable(path, { journalPath: journalPathOf(path, opened.kind, options), waitMs: options.lockWaitMs ?? 0 });
+      const journal = journalOf(path, { kind: opened.kind, rdev: opened.stat.rdev, journalDir: options.journalDir });
+      await checkReadable(path, { journalPath: journal.path, waitMs: options.lockWaitMs ?? 0 });
     } catch (e) {
       await dest[Symbol.asyncDispose]();
       throw e;
@@ -132,7 +139,9 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     return dest;
   }
   const opened = openFd(path, { action: "open", flags: C.O_RDWR });
-  const dest = await destinationFromFd(opened, { ...common, path, readOnly: false });
+  const journal = journalOf(path, { kind: opened.kind, rdev: opened.stat.rdev, journalDir: options.journalDir });
+  const journalPath = journal.path;
+  const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, journalPath });
   if (opened.kind === "file" && !sameFile(path, opened.stat)) {
     await dest[Symbol.asyncDispose]();
     return undefined;
@@ -140,18 +149,14 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
   const journalDir = opened.kind === "file" ? nodePath.dirname(nodePath.resolve(path)) : options.journalDir ?? stateJournalDir();
   return await journaledDestination(dest, {
     stat: opened.stat,
-    journalPath: journalPathOf(path, opened.kind, options),
+    journalPath,
     journalDir,
+    deviceId: journal.deviceId,
     makeJournalDir: opened.kind === "block-device",
     inplace: options.inplace === true,
     ffi: options.ffi,
     log: options.log,
   });
-}
-
-/** Where the journal of `path` lies: beside a file, in the state folder for a block device. */
-export function journalPathOf(path: string, kind: StorageKind, options: { journalDir?: string }): string {
-  return kind === "file" ? workFileBeside(path, "journal") : deviceJournalPath(options.journalDir ?? stateJournalDir(), path);
 }
 
 function sameFile(path: string, stat: { dev: bigint; ino: bigint }): boolean {
@@ -173,6 +178,7 @@ export async function journaledDestination(
     stat: { dev: bigint; ino: bigint };
     journalPath: string;
     journalDir: string;
+    deviceId?: string;
     makeJournalDir: boolean;
     inplace: boolean;
     ffi?: boolean;
@@ -183,7 +189,15 @@ export async function journaledDestination(
     const recovered = await recoverJournal(dest, o);
     if (recovered) o.log?.(recovered.message);
     if (o.inplace) return dest;
-    return new JournaledStorage({ dest, stat: o.stat, journalPath: o.journalPath, journalDir: o.journalDir, makeJournalDir: o.makeJournalDir, libc: o.ffi === false ? null : ffiLibc });
+    return new JournaledStorage({
+      dest,
+      stat: o.stat,
+      deviceId: o.deviceId,
+      journalPath: o.journalPath,
+      journalDir: o.journalDir,
+      makeJournalDir: o.makeJournalDir,
+      libc: o.ffi === false ? null : ffiLibc,
+    });
   } catch (e) {
     await dest[Symbol.asyncDispose]();
     throw e;
@@ -208,6 +222,8 @@ export interface DestinationFromFdOptions {
   readonly lockFile?: string;
   /** How long to wait for a lock held elsewhere (ms); default 0. */
   readonly lockWaitMs?: number;
+  /** The journal a holder of the lock may be writing: "busy" then names its pid and start. */
+  readonly journalPath?: string;
   /** Called once when the store is released (after its descriptor is closed and unlocked). */
   readonly onRelease?: () => void;
 }
@@ -238,7 +254,7 @@ export async function destinationFromFd(opened: OpenedFd, options: DestinationFr
         break;
       } catch (e) {
         if ((e as { code?: string }).code !== "EBUSY" || Date.now() >= deadline) {
-          if ((e as { code?: string }).code === "EBUSY" && options.lockWaitMs) throw busy(path, e, kind, options.lockWaitMs);
+          if ((e as { code?: string }).code === "EBUSY") throw busy(path, e, kind, options);
           throw e;
         }
       }
@@ -270,10 +286,12 @@ function checkParent(path: string): void {
   }
 }
 
-function busy(path: string, cause?: unknown, kind?: StorageKind, waitedMs?: number): Error {
-  const reason = (kind === "block-device"
-    ? "another ssync is writing it, or it is mounted or in use"
-    : "another ssync is writing it") + (waitedMs ? `; waited ${Math.round(waitedMs / 100) / 10} s` : "");
+/** "busy", naming the holder when its journal says who it is, and how long we waited. */
+function busy(path: string, cause?: unknown, kind?: StorageKind, o: { lockWaitMs?: number; journalPath?: string } = {}): Error {
+  const holder = o.journalPath ? readJournalHeader(o.journalPath) : undefined;
+  const who = holder ? `another ssync (pid ${holder.pid}, a sync begun ${holder.created})` : "another ssync";
+  const reason = (kind === "block-device" ? `${who} is writing it, or it is mounted or in use` : `${who} is writing it`) +
+    (o.lockWaitMs ? `; waited ${Math.round(o.lockWaitMs / 100) / 10} s` : "");
   return storageError("lock", path, { cause, code: "EBUSY", reason });
 }
 

@@ -5,7 +5,7 @@ import { blockDeviceSize } from "./block-device-size.ts";
 import { FdStorage } from "./fd-storage.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
 import { checkReadable } from "./recover-journal.ts";
-import { deviceJournalPath, stateJournalDir, workFileBeside } from "./work-files.ts";
+import { journalOf } from "./work-files.ts";
 
 export interface OpenSourceOptions {
   /** false forces the portable path (no SEEK_DATA, no ioctl) for this store. */
@@ -25,10 +25,11 @@ export async function openSource(
   path: string,
   options: OpenSourceOptions = {},
 ): Promise<FdStorage> {
-  const store = sourceFromFd(openFd(path, { action: "open", flags: fs.constants.O_RDONLY }), { ...options, path });
+  const opened = openFd(path, { action: "open", flags: fs.constants.O_RDONLY });
+  const store = sourceFromFd(opened, { ...options, path });
   try {
-    const journalPath = store.kind === "file" ? workFileBeside(path, "journal") : deviceJournalPath(options.journalDir ?? stateJournalDir(), path);
-    await checkReadable(path, { journalPath, waitMs: options.lockWaitMs ?? 0 });
+    const journal = journalOf(path, { kind: store.kind, rdev: opened.stat.rdev, journalDir: options.journalDir });
+    await checkReadable(path, { journalPath: journal.path, waitMs: options.lockWaitMs ?? 0 });
     return store;
   } catch (e) {
     await store[Symbol.asyncDispose]();

@@ -93,6 +93,16 @@ export class PartialStorage implements Storage {
     if (now.dev !== stat.dev || now.ino !== stat.ino) {
       throw storageError("commit", this.path, { code: "EAGAIN", reason: `its partial file ${partialPath} was replaced` });
     }
+    // The name is still free (an --inplace writer, or another tool, may have made it since):
+    // a file that appeared meanwhile is never replaced. (The window between this check and the
+    // rename is left: renameat2's RENAME_NOREPLACE is not in node:fs.)
+    let taken = true;
+    try {
+      fs.lstatSync(finalPath);
+    } catch {
+      taken = false;
+    }
+    if (taken) throw storageError("commit", this.path, { code: "EEXIST", reason: `it was created meanwhile by another writer; ${partialPath} is kept` });
     try {
       fs.renameSync(partialPath, finalPath);
     } catch (e) {

@@ -4,7 +4,11 @@
  * - `recoverJournal` (a writer, holding the destination's lock, so no sync that could own the
  *   journal is alive): a journal whose COMMIT checks and that belongs to this destination is
  *   applied again (the sync had committed: the destination becomes its new image), then
- *   removed; any other journal is removed (the destination never changed: it is the old image).
+ *   removed; an uncommitted one is removed (the destination never changed: it is the old
+ *   image). Refused, and kept for a person to look at: a journal this user did not write
+ *   (another owner, group or world access, other links: anyone who can make files in the
+ *   folder could otherwise have their own "journal" applied), and a committed journal of
+ *   another file (inode) or device (identity, size) — never applied, never thrown away.
  * - `checkReadable` (a reader, holding no lock): only a committed journal means the
  *   destination may be half-applied; the reader waits up to `waitMs` for it to go (a live
  *   writer finishing its commit), else is refused. An uncommitted journal is harmless: the
@@ -12,11 +16,12 @@
  */
 import { Buffer } from "node:buffer";
 import fs from "node:fs";
+import process from "node:process";
 import { ErrnoError } from "../util/errors.ts";
 import { applyRecords, type ApplyTarget, readJournal, RecordType } from "./journal-file.ts";
 import { syncDirectory } from "./journaled-storage.ts";
 import type { StorageKind } from "./storage.ts";
-import { storageError } from "./storage-error.ts";
+import { StorageError, storageError } from "./storage-error.ts";
 
 export interface Recovered {
   readonly action: "completed" | "rolled back" | "removed";
@@ -27,6 +32,7 @@ export interface Recovered {
 export interface RecoverTarget extends ApplyTarget {
   readonly path: string;
   readonly kind: StorageKind;
+  readonly size: number;
   sync(): Promise<void>;
 }
 
@@ -42,7 +48,7 @@ function openJournal(path: string): number | undefined {
 /** See above. Returns what was done, or undefined when there was no journal. */
 export async function recoverJournal(
   target: RecoverTarget,
-  o: { journalPath: string; journalDir: string; stat: { dev: bigint; ino: bigint } },
+  o: { journalPath: string; journalDir: string; stat: { ino: bigint }; deviceId?: string },
 ): Promise<Recovered | undefined> {
   let fd: number | undefined;
   try {
@@ -53,22 +59,46 @@ export async function recoverJournal(
   if (fd === undefined) return undefined;
   let result: Recovered;
   try {
+    const st = fs.fstatSync(fd);
+    const euid = process.geteuid?.();
+    if (!st.isFile() || st.nlink !== 1 || (euid !== undefined && st.uid !== euid) || (st.mode & 0o077) !== 0) {
+      throw storageError("open", target.path, {
+        code: "EACCES",
+        reason: `${o.journalPath} is not a journal ssync wrote as this user (owner uid ${st.uid}, mode ` +
+          `${(st.mode & 0o777).toString(8)}, ${st.nlink} links), so it is neither applied nor removed: ` +
+          `remove it if ${target.path} is known to be whole`,
+      });
+    }
     const state = await readJournal(fd);
     const begun = state.header ? ` begun ${state.header.created} by pid ${state.header.pid}` : "";
-    const ours = state.header !== undefined && state.header.kind === target.kind &&
-      (target.kind === "block-device" || (state.header.dev === String(o.stat.dev) && state.header.ino === String(o.stat.ino)));
-    if (state.committed && ours) {
+    if (state.committed) {
+      const h = state.header;
+      const other = h.kind !== target.kind
+        ? `a ${h.kind}`
+        : target.kind === "file"
+        ? (h.ino !== String(o.stat.ino) ? `inode ${h.ino}, not ${o.stat.ino}` : undefined)
+        : h.deviceId !== o.deviceId
+        ? `device ${h.deviceId ?? "(unnamed)"}, not ${o.deviceId ?? "(unnamed)"}`
+        : h.sizeBefore !== target.size
+        ? `a device of ${h.sizeBefore} bytes, not ${target.size}`
+        : undefined;
+      if (other !== undefined) {
+        throw storageError("open", target.path, {
+          code: "EBUSY",
+          reason: `${o.journalPath} holds a committed sync of another ${target.kind === "file" ? "file" : "device"} (${other}), ` +
+            `so it is neither applied nor removed: if ${target.path} was replaced on purpose, remove it`,
+        });
+      }
       await applyRecords(fd, state.records(), target, "recover");
       await target.sync();
       result = { action: "completed", message: `completed an interrupted sync of ${target.path} (sync${begun}): it is the new image` };
-    } else if (state.committed) {
-      result = { action: "removed", message: `removed a journal beside ${target.path} that belongs to another file (sync${begun}); ${target.path} is unchanged` };
     } else if (state.header) {
       result = { action: "rolled back", message: `rolled back an interrupted sync of ${target.path} (sync${begun}): it is the image it was before that sync` };
     } else {
       result = { action: "removed", message: `removed ${o.journalPath}: ${state.why}; ${target.path} is unchanged` };
     }
   } catch (e) {
+    if (e instanceof StorageError) throw e;
     throw storageError("recover", target.path, { cause: e, reason: `cannot apply its journal ${o.journalPath}: ${(e as Error).message}` });
   } finally {
     fs.closeSync(fd);

@@ -4,8 +4,8 @@
  * - A file's redo journal lies beside it: `DIR/.NAME.ssync-journal`; a new file is written as
  *   `DIR/.NAME.ssync-partial` until it is renamed over NAME. Same folder, so the rename is
  *   atomic and the journal is on the same filesystem.
- * - A block device's journal lies in the state folder: `$XDG_STATE_HOME/ssync/journals/`
- *   (when absolute, else `~/.local/state/ssync/journals/`), named after the device's path.
+ * - A block device's journal lies in the state folder (stateJournalDir), named after the
+ *   device's identity (device-identity.ts) or, without one, its path.
  * - A name too long for the suffix falls back to `.ssync-<kind>-<hash of NAME>`.
  * - Clients of a listener can never open these names (isWorkFileName).
  */
@@ -14,6 +14,7 @@ import { homedir } from "node:os";
 import nodePath from "node:path";
 import process from "node:process";
 import { Buffer } from "node:buffer";
+import { deviceIdentity } from "./device-identity.ts";
 
 const NAME_MAX = 255;
 
@@ -38,21 +39,52 @@ export function workFileBeside(path: string, kind: WorkFileKind): string {
 
 /** True for a name ssync uses for its own files (journals, partial files, lock files). */
 export function isWorkFileName(base: string): boolean {
-  return /^\..*\.ssync-(journal|partial)$/.test(base) || /^\.ssync-(journal|partial)-[0-9a-f]{32}$/.test(base) ||
-    base.endsWith(".ssync-lock");
+  // Case-insensitive: on a case-folding folder .X.SSYNC-JOURNAL names the journal too.
+  return /^\..*\.ssync-(journal|partial)$/i.test(base) || /^\.ssync-(journal|partial)-[0-9a-f]{32}$/i.test(base) ||
+    /\.ssync-lock$/i.test(base);
 }
 
-/** The folder for block devices' journals (created when the first journal is made). */
+/**
+ * The folder for block devices' journals (created when the first journal is made):
+ * $XDG_STATE_HOME/ssync/journals when set and absolute; else, for root, /var/lib/ssync/journals
+ * (one place whatever HOME `sudo` leaves); else ~/.local/state/ssync/journals.
+ */
 export function stateJournalDir(env: Record<string, string | undefined> = process.env): string {
   const xdg = env.XDG_STATE_HOME;
   if (xdg && nodePath.isAbsolute(xdg)) return nodePath.join(xdg, "ssync", "journals");
+  if (process.geteuid?.() === 0) return "/var/lib/ssync/journals";
   const home = env.HOME ?? homedir();
   return nodePath.join(home, ".local", "state", "ssync", "journals");
 }
 
-/** The journal of the block device at `path` (as given: /dev/vg/lv survives a reboot, dm-3 may not). */
-export function deviceJournalPath(dir: string, path: string): string {
+/**
+ * The journal of the block device at `path`: named after its identity (device-identity.ts)
+ * when it has one, else after the path as given (/dev/vg/lv survives a reboot, dm-3 may not).
+ */
+export function deviceJournalPath(dir: string, path: string, identity?: string): string {
   const abs = nodePath.resolve(path);
   const tag = nodePath.basename(abs).replace(/[^A-Za-z0-9._-]/g, "_");
-  return nodePath.join(dir, `${tag}-${createHash("sha256").update(abs).digest("hex").slice(0, 16)}.journal`);
+  return nodePath.join(dir, `${tag}-${createHash("sha256").update(identity ?? abs).digest("hex").slice(0, 16)}.journal`);
+}
+
+/** Where the journal of `path` lies (beside a file; in `journalDir` for a block device), and the device's identity. */
+export function journalOf(
+  path: string,
+  o: { kind: "file" | "block-device"; rdev: bigint; journalDir?: string },
+): { path: string; deviceId?: string } {
+  if (o.kind === "file") return { path: workFileBeside(path, "journal") };
+  const deviceId = deviceIdentity(o.rdev);
+  return { path: deviceJournalPath(o.journalDir ?? stateJournalDir(), path, deviceId), deviceId };
+}
+
+/**
+ * Why a partial file found on disk is not one this user's ssync made (so it is not resumed:
+ * its owner could change it after the rename), or undefined when it is.
+ */
+export function foreignWorkFile(st: { isFile(): boolean; nlink: number | bigint; uid: number | bigint }): string | undefined {
+  const euid = process.geteuid?.();
+  if (!st.isFile()) return "it is not a regular file";
+  if (Number(st.nlink) !== 1) return `it has ${st.nlink} links`;
+  if (euid !== undefined && Number(st.uid) !== euid) return `it belongs to uid ${st.uid}`;
+  return undefined;
 }

@@ -45,11 +45,26 @@ export class MismatchError extends Error {
 }
 
 /**
- * The connection to the peer was lost before the sync was committed: the destination may be
- * partly updated. Made only at the client's channel edge (net/incomplete-on-loss-channel.ts).
+ * The connection to the peer was lost before the sync was committed: a rerun of the same
+ * command completes it. Made only at the client's channel edge (net/incomplete-on-loss-channel.ts).
  */
 export class IncompleteSyncError extends Error {
   override name = "IncompleteSyncError";
+}
+
+/**
+ * The user stopped a client (SIGINT or SIGTERM, cli/interrupt.ts) before its sync was
+ * committed: the session was aborted through its one abort path, so its stores were
+ * disposed in order and a rerun of the same command completes it.
+ */
+export class InterruptedError extends Error {
+  override name = "InterruptedError";
+  /** The signal's name, e.g. "SIGINT". */
+  readonly signal: string;
+  constructor(signal: string) {
+    super(`interrupted by ${signal}`);
+    this.signal = signal;
+  }
 }
 
 /** The ERROR code for an error: its errno name when the protocol has it, else the nearest. */
