@@ -15,8 +15,9 @@
  * Recovery itself is crashed too (`recover:N` after a crash at `committed`), then recovered
  * again. "Last" is the number of records in the journal a crash at `committed` leaves (read
  * with storage/journal-file.ts); `point:last+1` must not be reached (the sync or the
- * recovery then completes). Through a listener, the same for a push (the listener is the
- * destination) and a pull (the client is).
+ * recovery then completes). Through a listener: a push (the listener is the destination, to
+ * a file under its root and to a block-device export; restarted, the listener recovers
+ * before it listens, and says so) and a pull (the client is the destination).
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -27,7 +28,7 @@ import { type CliListener, type CliResult, runCli, startCliListener } from "../h
 import { loopDeviceUnavailableReason, withLoopDevice } from "../helpers/loop-device.ts";
 import { withTempDir } from "../helpers/sparse.ts";
 import { readJournal } from "../../src/storage/journal-file.ts";
-import { deviceJournalPath, stateJournalDir, workFileBeside } from "../../src/storage/work-files.ts";
+import { journalOf, stateJournalDir, workFileBeside } from "../../src/storage/work-files.ts";
 import {
   checkIdentical,
   classify,
@@ -76,6 +77,12 @@ interface Target {
   reset(): void;
   /** Journal or partial files of DST left behind. */
   leftovers(): string[];
+}
+
+/** Where the journal of the block device `device` goes with `env`'s state folder. */
+function deviceJournal(device: string, env: CliEnv): string {
+  const rdev = fs.statSync(device, { bigint: true }).rdev;
+  return journalOf(device, { kind: "block-device", rdev, journalDir: stateJournalDir(env.env) }).path;
 }
 
 /** What the journals folder of a state dir holds (block devices; a file's journal is beside it). */
@@ -157,7 +164,7 @@ async function withDeviceTarget(
       a,
       b,
       old: a.hash,
-      journal: deviceJournalPath(stateJournalDir(env.env), device),
+      journal: deviceJournal(device, env),
       reset() {
         stillOurs(device, backing);
         for (const p of stateJournals(env)) fs.rmSync(p, { force: true });
@@ -434,7 +441,7 @@ describe("crash points through a listener", () => {
   const listen = (n: Net, env: Record<string, string> = {}): Promise<CliListener> =>
     startCliListener(["--root", n.root], { config: n.server.config, env: { ...n.server.env, ...env } });
 
-  test("push: the listener dies at journal-synced (old) and at committed (new); recover on its path", T, async () => {
+  test("push: the listener dies at journal-synced (old) and at committed (new); restarted, it recovers before it listens", T, async () => {
     await withNet(async (n) => {
       const { a, b } = makeImagePair(n.dir, { scale: SCALE });
       const dst = path.join(n.root, "vm.img");
@@ -446,12 +453,12 @@ describe("crash points through a listener", () => {
         await crashing.stop(); // reaps it (it should have killed itself)
         if (crashing.child.signalCode !== "SIGKILL") problems.push(`${p.point}: the listener did not die there (${crashing.child.exitCode})`);
         if (push.code !== 4) problems.push(`${p.point}: the push exited ${push.code}, not 4: ${lastLine(push)}`);
-        const rec = await ssync(["recover", dst], n.server);
-        if (rec.code !== 0) problems.push(`${p.point}: recover exited ${rec.code}: ${lastLine(rec)}`);
-        const found = classify(dst, { old: a.hash, new: b.hash });
-        if (found !== p.image) problems.push(`${p.point}: after recover ${found}, expected ${p.image}`);
         const listener = await listen(n);
         try {
+          const found = classify(dst, { old: a.hash, new: b.hash });
+          if (found !== p.image) problems.push(`${p.point}: after the listener's restart ${found}, expected ${p.image}`);
+          const said = p.image === "old" ? /rolled back an interrupted sync of \S*vm\.img/ : /completed an interrupted sync of \S*vm\.img/;
+          if (!said.test(listener.stderr())) problems.push(`${p.point}: the restarted listener did not log ${said}: ${listener.stderr()}`);
           const again = await ssync(["push", "--accept-new", b.file, `127.0.0.1:${listener.port}:vm.img`], n.client);
           if (again.code !== 0) problems.push(`${p.point}: the rerun exited ${again.code}: ${lastLine(again)}`);
           problems.push(...checkIdentical(dst, b).map((m) => `${p.point}: after the rerun ${m}`));
@@ -465,14 +472,18 @@ describe("crash points through a listener", () => {
     });
   });
 
-  test("push to a block-device export: the listener dies at journal-synced (old), committed and apply:2 (new); its journal is in its state folder", { ...T, skip: loopDeviceUnavailableReason() || false }, async (t) => {
+  test("push to a block-device export: the listener dies at journal-synced (old), committed and apply:2 (new); its journal is in its state folder; a restart or ssync recover DEVICE recovers it", { ...T, skip: loopDeviceUnavailableReason() || false }, async (t) => {
     await withNet(async (n) => {
       const { a, b } = makeImagePair(n.dir, { scale: SCALE, sameSize: true });
       const backing = path.join(n.dir, "backing.img");
       copySparse(a.file, backing);
       const problems: string[] = [];
       const ran = await withLoopDevice(backing, async (device) => {
-        const points = [{ point: "journal-synced", image: "old" }, { point: "committed", image: "new" }, { point: "apply:2", image: "new" }] as const;
+        const points = [
+          { point: "journal-synced", image: "old", via: "restart" },
+          { point: "committed", image: "new", via: "recover" },
+          { point: "apply:2", image: "new", via: "restart" },
+        ] as const;
         for (const p of points) {
           stillOurs(device, backing);
           writeDevice(device, a);
@@ -482,14 +493,16 @@ describe("crash points through a listener", () => {
           await crashing.stop();
           if (crashing.child.signalCode !== "SIGKILL") problems.push(`${p.point}: the listener did not die there (${crashing.child.exitCode})`);
           if (push.code !== 4) problems.push(`${p.point}: the push exited ${push.code}, not 4: ${lastLine(push)}`);
-          const journal = deviceJournalPath(stateJournalDir(n.server.env), device);
+          const journal = deviceJournal(device, n.server);
           if (!fs.existsSync(journal)) problems.push(`${p.point}: no journal at ${journal}`);
-          const rec = await ssync(["recover", device], n.server);
-          if (rec.code !== 0) problems.push(`${p.point}: recover exited ${rec.code}: ${lastLine(rec)}`);
-          const found = classify(device, { old: a.hash, new: b.hash });
-          if (found !== p.image) problems.push(`${p.point}: after recover ${found}, expected ${p.image}`);
+          if (p.via === "recover") {
+            const rec = await ssync(["recover", device], n.server);
+            if (rec.code !== 0) problems.push(`${p.point}: recover exited ${rec.code}: ${lastLine(rec)}`);
+          }
           const listener = await startCliListener(args, n.server);
           try {
+            const found = classify(device, { old: a.hash, new: b.hash });
+            if (found !== p.image) problems.push(`${p.point}: after ${p.via === "recover" ? "ssync recover" : "the listener's restart"} ${found}, expected ${p.image}`);
             const again = await ssync(["push", "--accept-new", b.file, `127.0.0.1:${listener.port}:disk`], n.client);
             if (again.code !== 0) problems.push(`${p.point}: the rerun exited ${again.code}: ${lastLine(again)}`);
             problems.push(...checkIdentical(device, b).map((m) => `${p.point}: after the rerun ${m}`));

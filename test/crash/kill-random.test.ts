@@ -7,14 +7,16 @@
  * Each round: start the sync; SIGKILL the victim after a delay drawn uniformly from
  * [0, T), T the duration of the same kind of sync measured once at the start; then do what
  * the user does next and check:
- * 1. `ssync recover DST` (exit 0), then DST is byte-identical (sha256) to the complete image
- *    before the sync or the one it was syncing to (a new file: absent or the new image).
- *    For the listener's files recover runs on the listener's path with the listener's state
- *    folder: by the design, recovery is what the next open for writing does first, and the
- *    listener opens nothing at start, so hashing after a mere restart would check nothing
- *    ssync did; recover is the same step, run by the listener's user. (A client killed
- *    while the listener lives: the listener's session end is awaited first, as a rerun
- *    would wait for its lock: no connection left on the listener's port.)
+ * 1. recover as the user would, then DST is byte-identical (sha256) to the complete image
+ *    before the sync or the one it was syncing to (a new file: absent or the new image):
+ *    - a killed client or local sync: `ssync recover DST` (exit 0), what the next sync's open
+ *      does first. A client killed while the listener lives: the listener's session end is
+ *      awaited first (no connection left on its port), as a rerun would wait for its lock;
+ *    - a killed listener: restart it, which completes or rolls back every interrupted sync
+ *      under its root before it listens (storage/recover-tree.ts), then hash its file. That
+ *      is what its user does next, and every client then finds the file whole; in every
+ *      other round `ssync recover` on its path (with its state folder) is run instead, so
+ *      both ways are checked.
  * 2. a rerun exits 0 and makes DST identical to its source, allocating at most the
  *    source's blocks + one block, and leaves no journal or partial file behind.
  * Every round is checked; the test fails at the end listing each bad round, with a tally of
@@ -81,7 +83,8 @@ interface Round {
   old: string | null;
   /** After the kill, once the sync process has exited: what must end before the check. */
   settle: () => Promise<void>;
-  recover: () => Promise<CliResult>;
+  /** What the user does next to make DST whole: null, or what went wrong. */
+  recover: () => Promise<string | null>;
   /** After the check, before the rerun (restart the listener). */
   beforeRerun?: () => Promise<void>;
   rerun: () => Promise<CliResult>;
@@ -102,6 +105,12 @@ function nothingThere(dst: string, rec: CliResult): boolean {
   return !fs.existsSync(dst) && !fs.existsSync(workFileBeside(dst, "partial")) && /: no such file/.test(rec.stderr);
 }
 
+/** `ssync recover DST` as `who`: null, or why it failed. */
+async function recoverCli(dst: string, who: CliEnv): Promise<string | null> {
+  const rec = await ssync(["recover", dst], who);
+  return rec.code === 0 || nothingThere(dst, rec) ? null : `recover exited ${rec.code ?? rec.signal}: ${lastLine(rec)}`;
+}
+
 async function killRound(o: Round): Promise<RoundLog> {
   const problems: string[] = [];
   const sync = o.start();
@@ -113,8 +122,8 @@ async function killRound(o: Round): Promise<RoundLog> {
   await o.settle();
   const expected = { old: o.old, new: o.src.hash };
   const raw = classify(o.dst, expected);
-  const rec = await o.recover();
-  if (rec.code !== 0 && !nothingThere(o.dst, rec)) problems.push(`recover exited ${rec.code ?? rec.signal}: ${lastLine(rec)}`);
+  const wrong = await o.recover();
+  if (wrong !== null) problems.push(wrong);
   const found = classify(o.dst, expected);
   if (!oldOrNew(found, expected)) {
     problems.push(`after recover ${path.basename(o.dst)} is ${found === "absent" ? "missing" : "neither the old nor the new image"}`);
@@ -266,12 +275,16 @@ describe("kill -9 at random moments: the destination is the old or the new image
                 if (victim === "listener") await n.listener.stop(); // already dead: reaps it
                 else await sessionEnded(n.listener);
               },
-              recover: () => ssync(["recover", target], n.server),
-              beforeRerun: victim === "listener"
-                ? async () => {
-                  n.listener = await startCliListener(["--root", n.root], n.server);
+              recover: async () => {
+                if (victim === "listener" && index % 2 === 0) {
+                  n.listener = await startCliListener(["--root", n.root], n.server); // recovers, then listens
+                  return null;
                 }
-                : undefined,
+                return await recoverCli(target, n.server);
+              },
+              beforeRerun: async () => {
+                if (victim === "listener" && index % 2 === 1) n.listener = await startCliListener(["--root", n.root], n.server);
+              },
               rerun: () => run(src, name),
             }),
           );
@@ -311,7 +324,7 @@ describe("kill -9 at random moments: the destination is the old or the new image
             src,
             old: update ? current.hash : null,
             settle: async () => {},
-            recover: () => ssync(["recover", target], local),
+            recover: () => recoverCli(target, local),
             rerun: () => run(src, target),
           }),
         );
