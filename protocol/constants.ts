@@ -138,5 +138,7 @@ export const ErrorCode = {
   EPROTO: 71,
   EBADMSG: 74,
   ENOTSUP: 95,
+  /** A pull source changed while it was read (§5): the client must not report the pull identical. */
+  ESTALE: 116,
 } as const;
 export type ErrorName = keyof typeof ErrorCode;

@@ -2,7 +2,8 @@
  * The only place that maps errors to exit codes and to the one line a user reads.
  *
  *   0  success            2  usage error
- *   1  could not sync     3  destination does not match (root hash or --verify)
+ *   1  could not sync     3  destination does not match (root hash or --verify), or the
+ *                           source changed during the sync (SourceChangedError)
  *   4  interrupted (SIGINT or SIGTERM, a lost connection, a broken peer) before the commit:
  *      the destination is still the old image (or a partial file a rerun resumes from);
  *      rerunning the same command completes it
@@ -15,6 +16,7 @@ import {
   InterruptedError,
   MismatchError,
   RemoteError,
+  SourceChangedError,
   UsageError,
 } from "../util/errors.ts";
 
@@ -33,6 +35,7 @@ export function exitCodeOf(e: unknown): number {
   if (e instanceof UsageError || (e as Error)?.name === "CACError") return EXIT_USAGE;
   if (e instanceof AuthenticationError) return EXIT_AUTH;
   if (e instanceof MismatchError) return EXIT_MISMATCH;
+  if (e instanceof SourceChangedError) return EXIT_MISMATCH;
   if (e instanceof RemoteError && e.code === "EBADMSG") return EXIT_MISMATCH;
   if (e instanceof InterruptedError || e instanceof IncompleteSyncError || e instanceof ProtocolError) return EXIT_INCOMPLETE;
   return EXIT_FAILED;

@@ -1,5 +1,10 @@
 /** The end-of-sync summary: one JSON object (--json) or a few lines for people. */
 import type { SyncReport } from "../session/client-session.ts";
+import type { StorageKind } from "../storage/storage.ts";
+
+/** Said when the source is a block device: nothing tells whether it changed while it was read. */
+export const BLOCK_DEVICE_SOURCE_WARNING =
+  "source is a block device: changes during the sync cannot be detected; sync from a snapshot (lvcreate --snapshot, qemu-img) for a consistent image";
 
 export interface Summary {
   ok: true;
@@ -34,12 +39,17 @@ export interface Summary {
   throughputMBps: number;
   rootHash: string;
   verified: boolean;
+  /** A file source is checked for changes during the sync (exit 3); a block device cannot be. */
+  sourceKind: StorageKind;
+  /** What the user should know about this result (BLOCK_DEVICE_SOURCE_WARNING); empty when nothing. */
+  warnings: string[];
 }
 
 export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source: string; destination: string; verified: boolean }): Summary {
   const push = r.mode === "push";
   const src = push ? r.local : r.remote;
   const dst = push ? r.remote : r.local;
+  const sourceKind = push ? r.localKind : r.remoteKind;
   return {
     ok: true,
     mode: names.mode,
@@ -66,6 +76,8 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
     throughputMBps: round(r.size / Math.max(r.seconds, 1e-6) / 1e6, 1),
     rootHash: r.root,
     verified: names.verified,
+    sourceKind,
+    warnings: sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : [],
   };
 }
 
@@ -80,6 +92,7 @@ export function formatSummary(s: Summary): string {
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}, ${bytes(s.dataBytesOnWire)} on the wire), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
+    ...s.warnings.map((w) => `  warning   ${w}`),
   ];
   return lines.join("\n");
 }

@@ -10,6 +10,11 @@
  * 4. FLUSH (push), COMMIT with the root hash; success only after COMMIT_OK with a matching root.
  *    A pull commits its own destination (Storage.commit) only then.
  *
+ * A push source that is a regular file is stamped (SourceWatch) before OPEN, after each range
+ * is read and right before COMMIT: a change fails the sync before COMMIT (SourceChangedError),
+ * so the destination never commits a mix. A pull's source is the listener's: it answers ERROR
+ * ESTALE, which the client reports as the same SourceChangedError.
+ *
  * One TaskGroup per session: the first error, wherever it arises (a task, a local write, the
  * receive loop, an ERROR reply), aborts the group and fails the connection at once, and is
  * the one reported. Every promise is observed from the moment it exists.
@@ -29,10 +34,12 @@ import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { asError, ErrnoError, MismatchError } from "../util/errors.ts";
+import { asError, ErrnoError, MismatchError, RemoteError, SourceChangedError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { type Activity, ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
+import { SourceWatch } from "./source-watch.ts";
+import { TestPause } from "./test-pause.ts";
 import type { WireCounters } from "./wire-counters.ts";
 
 export interface SyncOptions {
@@ -64,6 +71,8 @@ export interface SyncReport {
   blockSize: number;
   hash: HashAlgorithm;
   dryRun: boolean;
+  /** The client's own file's kind (push: the source; pull: the destination). */
+  localKind: StorageKind;
   /** The server's file: its kind and size before the sync. */
   remoteKind: StorageKind;
   remoteSizeBefore: number;
@@ -92,6 +101,8 @@ export async function runClient(
   const key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
   const stats = new SideStats();
   try {
+    // Before OPEN, whose size is the store's: a file changed since it was opened fails here.
+    const watch = options.mode === "push" ? await SourceWatch.start(local) : undefined;
     const ok = await conn.request<"OPEN">({
       type: "OPEN",
       version: PROTOCOL_VERSION,
@@ -123,8 +134,12 @@ export async function runClient(
       stats,
       signal: group.signal,
     };
-    const root = options.mode === "push" ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun }) : await pullRanges(conn, ctx, { group, dryRun: options.dryRun });
+    const root = options.mode === "push"
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, watch, pause: TestPause.fromEnv() })
+      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun });
     if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
+    // Every read is done: a source unchanged now is the image the destination received.
+    await watch?.check();
     if (options.mode === "pull" && !options.dryRun) await local.sync();
     const mine = root.finish(size, options.blockSize);
     const done = await conn.request<"COMMIT">({ type: "COMMIT", root: mine });
@@ -141,6 +156,7 @@ export async function runClient(
       blockSize: options.blockSize,
       hash: options.hash,
       dryRun: options.dryRun,
+      localKind: local.kind,
       remoteKind: ok.kind,
       remoteSizeBefore: ok.size,
       local: stats,
@@ -153,17 +169,27 @@ export async function runClient(
     group.fail(e);
     conn.fail(asError(e));
     await group.wait().catch(() => {});
-    throw e;
+    throw options.mode === "pull" ? remoteSourceChanged(e) : e;
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
   }
 }
 
-async function pushRanges(conn: ClientConnection, ctx: SideContext, o: { group: TaskGroup; dryRun: boolean }): Promise<RootHash> {
+/** Pull: the listener's ERROR ESTALE (its source changed while it was read) is a SourceChangedError. */
+function remoteSourceChanged(e: unknown): unknown {
+  return e instanceof RemoteError && e.code === "ESTALE" ? new SourceChangedError(`remote: ${e.message}`, { cause: e }) : e;
+}
+
+async function pushRanges(
+  conn: ClientConnection,
+  ctx: SideContext,
+  o: { group: TaskGroup; dryRun: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined },
+): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
   for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
     await o.group.spawn(async () => {
+      await o.pause?.beforeRange(ctx.signal);
       const reply = await conn.request<"SIGS">({ type: "SIGS", offset: range.offset, length: range.length });
       if (reply.offset !== range.offset || reply.length !== range.length || reply.digests.length !== Math.ceil(range.length / ctx.blockSize) * DIGEST_SIZE) {
         throw new ProtocolError(`SIGS_REPLY does not match the range requested at ${range.offset}`);
@@ -186,6 +212,8 @@ async function pushRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
           }));
         },
       });
+      await o.pause?.afterRange(range, ctx.signal);
+      await o.watch?.check();
       root.add(range.offset / ctx.blockSize, src);
       await Promise.all(acks);
       o.group.throwIfFailed();

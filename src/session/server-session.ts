@@ -15,7 +15,9 @@
  * 4. A request that fails gets ERROR and the session goes on; a ProtocolError ends the session
  *    at once: the connection is closed (nothing more is sent, no ERROR, no END).
  * 5. COMMIT answers COMMIT_OK once every block is covered and the roots agree, else ERROR
- *    EBADMSG. The end of the channel ends the session, releasing the file. The result's
+ *    EBADMSG. A pull source that is a regular file and changed since the session opened it
+ *    (SourceWatch: checked after each range is read and at COMMIT) answers ERROR ESTALE.
+ *    The end of the channel ends the session, releasing the file. The result's
  *    error is the first cause (a write's ENOSPC, not the broken pipe that follows it).
  */
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
@@ -34,6 +36,8 @@ import { asError, ErrnoError, errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange, RangeClaims } from "./range-check.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
+import { SourceWatch } from "./source-watch.ts";
+import { TestPause } from "./test-pause.ts";
 import {
   LOOKAHEAD_JOBS,
   MAX_OPEN_RANGES,
@@ -379,6 +383,11 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
     const hold = await io.memory.hold(bytes, { shared: true });
     return () => hold.release();
   };
+  // Stamped before any READ_DIFF is read; a failure (the file changed since it was opened)
+  // is the first READ_DIFF's ERROR.
+  const watch = observed(SourceWatch.start(ctx.store));
+  const checkSource = async () => (await watch)?.check();
+  const pause = TestPause.fromEnv();
   return async (m) => {
     switch (m.type) {
       case "READ_DIFF": {
@@ -388,6 +397,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
         const hold = await io.memory.hold(2 * m.digests.length, { shared: false });
         return async () => {
           try {
+            await pause?.beforeRange(io.signal);
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
               zstdLevel,
               dryRun: o.open.dryRun,
@@ -398,17 +408,25 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
                   ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
                   : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
             });
+            await pause?.afterRange(m, io.signal);
+            // ERROR ESTALE instead of RANGE_DONE: what this range sent is no single image.
+            await checkSource();
             root.add(m.offset / ctx.blockSize, src);
             claims.settle(m.offset); // before the reply: a COMMIT that follows it must see the range closed
             await io.reply(encode({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length }), m.cookie);
           } finally {
             claims.settle(m.offset); // idempotent; here for the failure paths
             hold.release();
+            pause?.release();
           }
         };
       }
       case "COMMIT":
-        return () => commit(ctx, { root, request: m, handler: o });
+        // Every range was read: a source unchanged now is the image the client received.
+        return async () => {
+          await checkSource();
+          await commit(ctx, { root, request: m, handler: o });
+        };
       case "OPEN":
       case "OPEN_OK":
       case "SIGS":

@@ -45,6 +45,25 @@ export class MismatchError extends Error {
 }
 
 /**
+ * The source changed while the sync read it (its size, mtime or ctime differ from when the
+ * sync started), so what the destination received is no single image of it: the sync fails
+ * before COMMIT. `code` ESTALE is what a pull source's ERROR carries.
+ */
+export class SourceChangedError extends ErrnoError {
+  override name = "SourceChangedError";
+  constructor(message: string, options?: ErrorOptions) {
+    super("ESTALE", message, options);
+  }
+
+  /** The message for a change seen in `source`: `change` says what ("size 123 → 456", "modified"). */
+  static detected(source: string, change: string): SourceChangedError {
+    return new SourceChangedError(
+      `Cannot sync ${source}: the source changed during the sync (${change}): snapshot the source or stop its writer, then rerun`,
+    );
+  }
+}
+
+/**
  * The connection to the peer was lost before the sync was committed: a rerun of the same
  * command completes it. Made only at the client's channel edge (net/incomplete-on-loss-channel.ts).
  */
