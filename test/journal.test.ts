@@ -146,6 +146,34 @@ describe("redo journal", T, () => {
     });
   });
 
+  test("no space to apply: the reservation fails before the commit point, and gives back what it took", async (t) => {
+    await withTempDir((dir) => {
+      const small = path.join(dir, "small");
+      fs.mkdirSync(small);
+      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=14m", "tmpfs", small]).status !== 0) return t.skip("mounting a tmpfs needs root");
+      try {
+        const { a } = twoImages(dir);
+        const d = path.join(small, "d.img");
+        assert.equal(cli(["sync", a, d]).status, 0);
+        // 6 MiB more data where d has holes: the journal (6 MiB) fits, applying it as well does not.
+        const more = path.join(dir, "more.img");
+        fs.copyFileSync(a, more);
+        const fd = fs.openSync(more, "r+");
+        fs.writeSync(fd, Buffer.alloc(6 * MiB, 9), 0, 6 * MiB, 2 * MiB);
+        fs.closeSync(fd);
+        const allocated = fs.statSync(d).blocks;
+        const r = cli(["sync", more, d]);
+        assert.equal(r.status, 1, r.stderr);
+        assert.match(r.stderr, /Cannot reserve the space for the changes to .*d\.img: .*; it is unchanged/);
+        assert.equal(fileHash(d), fileHash(a));
+        assert.equal(fs.statSync(d).blocks, allocated, "the reservation was given back");
+        assert.deepEqual(fs.readdirSync(small), ["d.img"]);
+      } finally {
+        spawnSync("umount", [small]);
+      }
+    });
+  });
+
   test("a journal this user did not write, or a committed one of another inode, is neither applied nor removed", async () => {
     await withTempDir((dir) => {
       const { a, b } = twoImages(dir);

@@ -25,6 +25,7 @@ export async function recover(dst: string): Promise<string> {
   if (!fs.existsSync(dst)) {
     const partial = workFileBeside(dst, "partial");
     if (fs.existsSync(partial)) return `${dst} does not exist yet: the next sync to it resumes from ${partial}`;
+    return `${dst}: nothing to recover (it does not exist, and no sync into it was interrupted)`;
   }
   const lines: string[] = [];
   const store = await openDestination(dst, { create: false, lockWaitMs: RECOVER_LOCK_WAIT_MS, log: (m) => lines.push(m) });

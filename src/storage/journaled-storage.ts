@@ -162,32 +162,52 @@ export class JournaledStorage implements Storage {
     }
   }
 
-  /** Step 2 above: fallocate the written ranges (merged); refused or unsupported is fine. */
+  /**
+   * Step 2 above: fallocate the holes under the written ranges (merged runs; data is already
+   * allocated). Unsupported is fine. A failure (no space) punches back what it allocated, so
+   * the destination is left as it was, allocation included. (A crash between here and the
+   * commit point leaves the allocated zeros; the next sync punches them.)
+   */
   async #reserve(journal: JournalWriter): Promise<void> {
     const libc = this.#init.libc;
     if (!libc || this.kind !== "file") return;
     await journal.sync(); // every append settled: the records can be read back
-    await this.#dest.lend(async (file) => {
-      let run: { offset: number; length: number } | undefined;
-      const allocate = (range: { offset: number; length: number }): boolean => {
-        const rc = libc.allocate(file.fd, range);
-        if (rc === -EOPNOTSUPP || rc === -ENOSYS) return false;
-        if (rc < 0) {
-          const why = storageError("reserve the space for the changes to", this.path, { errno: rc });
-          throw storageError("commit", this.path, { errno: rc, message: `${why.message}; it is unchanged` });
+    const dest = this.#dest;
+    await dest.lend(async (file) => {
+      const allocated: { offset: number; length: number }[] = [];
+      /** Allocates the holes of `run`; false when the filesystem cannot. */
+      const reserve = async (run: { offset: number; length: number }): Promise<boolean> => {
+        let pos = run.offset;
+        const end = run.offset + run.length;
+        const holes: { offset: number; length: number }[] = [];
+        for (const e of await dest.dataExtents(run.offset, end)) {
+          if (e.offset > pos) holes.push({ offset: pos, length: e.offset - pos });
+          pos = e.offset + e.length;
+        }
+        if (pos < end) holes.push({ offset: pos, length: end - pos });
+        for (const hole of holes) {
+          const rc = libc.allocate(file.fd, hole);
+          if (rc === -EOPNOTSUPP || rc === -ENOSYS) return false;
+          if (rc < 0) {
+            for (const a of allocated) libc.punchHole(file.fd, a);
+            const why = storageError("reserve the space for the changes to", this.path, { errno: rc });
+            throw storageError("commit", this.path, { errno: rc, message: `${why.message}; it is unchanged` });
+          }
+          allocated.push(hole);
         }
         return true;
       };
+      let run: { offset: number; length: number } | undefined;
       for await (const r of journal.records()) {
         if (r.type !== RecordType.WRITE) continue;
         if (run && run.offset + run.length === r.offset) {
           run.length += r.length;
           continue;
         }
-        if (run && !allocate(run)) return;
+        if (run && !(await reserve(run))) return;
         run = { offset: r.offset, length: r.length };
       }
-      if (run) allocate(run);
+      if (run) await reserve(run);
     });
   }
 
