@@ -19,6 +19,8 @@ export const SEEK_DATA = 3;
 export const SEEK_HOLE = 4;
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 export const FALLOC_FL_PUNCH_HOLE = 0x02;
+export const AT_EMPTY_PATH = 0x1000;
+export const STATX_BASIC_STATS = 0x7ff;
 export const LOCK_EX = 2;
 export const LOCK_NB = 4;
 export const BLKGETSIZE64 = 0x80081272;
@@ -61,6 +63,11 @@ export interface Libc {
   /** pread(2) into buf: the bytes read (0 at end of file), or -errno. For a worker thread of
    *  Deno, whose node:fs does not know the descriptors the main thread opened. */
   pread(fd: number, buf: Uint8Array, position: number): number;
+  /**
+   * statx(fd, "", AT_EMPTY_PATH): size and mtime/ctime in ns, or -errno. Deno's node:fs gives
+   * mtime in ms and ctime in whole seconds; this is what notices a source changing.
+   */
+  fileTimes(fd: number): { size: bigint; mtimeNs: bigint; ctimeNs: bigint } | number;
 }
 
 export interface LibcStatus {
@@ -92,6 +99,7 @@ interface RawSymbols {
   open(path: Uint8Array, flags: number, mode: number): number;
   close(fd: number): number;
   pread(fd: number, buf: Uint8Array, count: bigint, offset: bigint): bigint | number;
+  statx(dirfd: number, path: Uint8Array, flags: number, mask: number, buf: Uint8Array): number;
   errno(): number;
 }
 
@@ -105,6 +113,7 @@ function denoSymbols(): RawSymbols {
     open: { parameters: ["buffer", "i32", "u32"], result: "i32" },
     close: { parameters: ["i32"], result: "i32" },
     pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
+    statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   };
   let lastError: unknown;
@@ -120,6 +129,7 @@ function denoSymbols(): RawSymbols {
         open: s.open,
         close: s.close,
         pread: s.pread,
+        statx: s.statx,
         errno: () => new Deno.UnsafePointerView(s.__errno_location()).getInt32(0),
       };
     } catch (e) {
@@ -153,6 +163,7 @@ function nodeSymbols(): RawSymbols {
     open: { arguments: ["pointer", "i32", "u32"], return: "i32" },
     close: { arguments: ["i32"], return: "i32" },
     pread: { arguments: ["i32", "pointer", "u64", "i64"], return: "i64" },
+    statx: { arguments: ["i32", "pointer", "i32", "u32", "pointer"], return: "i32" },
     __errno_location: { arguments: [], return: "pointer" },
   };
   let lastError: unknown;
@@ -168,6 +179,7 @@ function nodeSymbols(): RawSymbols {
         open: f.open,
         close: f.close,
         pread: f.pread,
+        statx: f.statx,
         errno: () => ffi.getInt32(f.__errno_location(), 0),
       };
     } catch (e) {
@@ -184,6 +196,10 @@ function bindLibc(raw: RawSymbols): Libc {
   const u64 = new BigUint64Array(1);
   const u64Bytes = new Uint8Array(u64.buffer);
   const encoder = new TextEncoder();
+  const emptyPath = new Uint8Array(1);
+  const statxBuf = new Uint8Array(256);
+  const statxView = new DataView(statxBuf.buffer);
+  const ns = (at: number) => statxView.getBigInt64(at, true) * 1_000_000_000n + BigInt(statxView.getUint32(at + 8, true));
   const rangeIoctl = (fd: number, request: number, { offset, length }: ByteRange) => {
     range[0] = BigInt(offset);
     range[1] = BigInt(length);
@@ -204,6 +220,11 @@ function bindLibc(raw: RawSymbols): Libc {
     },
     allocate(fd, { offset, length }) {
       return raw.fallocate(fd, FALLOC_FL_KEEP_SIZE, BigInt(offset), BigInt(length)) < 0 ? -raw.errno() : 0;
+    },
+    fileTimes(fd) {
+      // struct statx: stx_size at 40, stx_ctime at 96, stx_mtime at 112 ({i64 sec, u32 nsec}).
+      if (raw.statx(fd, emptyPath, AT_EMPTY_PATH, STATX_BASIC_STATS, statxBuf) < 0) return -raw.errno();
+      return { size: statxView.getBigUint64(40, true), mtimeNs: ns(112), ctimeNs: ns(96) };
     },
     flock(fd, operation) {
       return raw.flock(fd, operation) < 0 ? -raw.errno() : 0;

@@ -12,14 +12,14 @@
  * What stays undetected:
  * - a write that changes no size and leaves mtime and ctime as they were: on a filesystem
  *   with coarse timestamps (ext4 without multigrain timestamps: one clock tick, a few ms) a
- *   write in the same tick as the last change before the first stamp; under Deno, whose
- *   node:fs gives mtime in ms and ctime in whole seconds, a write in the same millisecond;
+ *   write in the same tick as the last change before the first stamp (the stamp is in ns:
+ *   statx through FFI, fstat on Node; only Deno without FFI rounds mtime to ms);
  * - a store written through a shared mapping whose pages are already dirty (mtime moves only
  *   at the first write fault after writeback);
  * - block devices: their size, mtime and ctime do not follow writes, so they are not
  *   checked at all (`start` returns undefined; the summary says so).
  */
-import fs from "node:fs";
+import { fileStamp } from "../storage/file-stamp.ts";
 import type { Storage } from "../storage/storage.ts";
 import { SourceChangedError } from "../util/errors.ts";
 
@@ -66,7 +66,6 @@ export class SourceWatch {
 function stampOf(store: Storage): Promise<Stamp> {
   // deno-lint-ignore require-await -- lend takes a promise-returning use
   return store.lend(async (file) => {
-    const s = fs.fstatSync(file.fd, { bigint: true });
-    return { size: s.size, mtimeNs: s.mtimeNs, ctimeNs: s.ctimeNs };
+    return fileStamp(file.fd);
   });
 }
