@@ -146,7 +146,7 @@ describe("redo journal", T, () => {
     });
   });
 
-  test("no space to apply: the reservation fails before the commit point, and gives back what it took", async (t) => {
+  test("no space to apply: the reservation fails before the commit point; the contents are unchanged", async (t) => {
     await withTempDir((dir) => {
       const small = path.join(dir, "small");
       fs.mkdirSync(small);
@@ -161,13 +161,11 @@ describe("redo journal", T, () => {
         const fd = fs.openSync(more, "r+");
         fs.writeSync(fd, Buffer.alloc(6 * MiB, 9), 0, 6 * MiB, 2 * MiB);
         fs.closeSync(fd);
-        const allocated = fs.statSync(d).blocks;
         const r = cli(["sync", more, d]);
         assert.equal(r.status, 1, r.stderr);
-        assert.match(r.stderr, /Cannot reserve the space for the changes to .*d\.img: .*; it is unchanged/);
+        assert.match(r.stderr, /Cannot reserve the space for the changes to .*d\.img: .*; its contents are unchanged/);
         assert.equal(fileHash(d), fileHash(a));
-        assert.equal(fs.statSync(d).blocks, allocated, "the reservation was given back");
-        assert.deepEqual(fs.readdirSync(small), ["d.img"]);
+        assert.deepEqual(fs.readdirSync(small), ["d.img"], "no journal left");
       } finally {
         spawnSync("umount", [small]);
       }
@@ -193,9 +191,22 @@ describe("redo journal", T, () => {
       fs.renameSync(`${d}.copy`, d);
       r = cli(["recover", d]);
       assert.equal(r.status, 1);
-      assert.match(r.stderr, /holds a committed sync of another file \(inode \d+, not \d+\).*remove it/);
+      assert.match(r.stderr, /holds a committed sync begun \S+ into another file \(inode \d+, not \d+\).*remove it/);
       assert.equal(fileHash(d), fileHash(a));
       assert.ok(fs.existsSync(j));
+    });
+  });
+
+  test("a FIFO put at the journal's name is refused, never waited on", async () => {
+    await withTempDir((dir) => {
+      const { a } = twoImages(dir);
+      const d = path.join(dir, "d.img");
+      assert.equal(cli(["sync", a, d]).status, 0);
+      assert.equal(spawnSync("mkfifo", [journalOf(d)]).status, 0);
+      const r = cli(["recover", d]);
+      assert.equal(r.status, 1, r.stderr);
+      assert.match(r.stderr, /\.d\.img\.ssync-journal \(beside it\) is not a journal ssync wrote/);
+      assert.equal(cli(["sync", "--dry-run", a, d]).status, 0, "a reader is not held up by it");
     });
   });
 

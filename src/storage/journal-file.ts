@@ -148,6 +148,7 @@ export class JournalWriter {
       fs.writeSync(fd, bytes, 0, bytes.length, 0);
     } catch (e) {
       fs.closeSync(fd);
+      fs.rmSync(path, { force: true }); // ours (O_EXCL): a later try must not find it in the way
       throw e;
     }
     return new JournalWriter(path, fd, bytes);
@@ -294,7 +295,11 @@ function dataRecord(h: Buffer, at: number): JournalRecord | undefined {
 export function readJournalHeader(path: string): JournalHeader | undefined {
   let fd: number;
   try {
-    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    fd = fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+    if (!fs.fstatSync(fd).isFile()) {
+      fs.closeSync(fd);
+      return undefined;
+    }
   } catch {
     return undefined;
   }

@@ -163,37 +163,24 @@ export class JournaledStorage implements Storage {
   }
 
   /**
-   * Step 2 above: fallocate the holes under the written ranges (merged runs; data is already
-   * allocated). Unsupported is fine. A failure (no space) punches back what it allocated, so
-   * the destination is left as it was, allocation included. (A crash between here and the
-   * commit point leaves the allocated zeros; the next sync punches them.)
+   * Step 2 above: fallocate the written ranges (merged runs; contents and size unchanged).
+   * Unsupported is fine. What it allocated stays allocated when it fails (no space) or the
+   * process dies before the commit point: zeros that read as before, but take space until
+   * the next sync rewrites them. (Giving them back is not safe: SEEK_DATA cannot tell our
+   * reservation from a preallocation the file had, and punching that would change it.)
    */
   async #reserve(journal: JournalWriter): Promise<void> {
     const libc = this.#init.libc;
     if (!libc || this.kind !== "file") return;
     await journal.sync(); // every append settled: the records can be read back
-    const dest = this.#dest;
-    await dest.lend(async (file) => {
-      const allocated: { offset: number; length: number }[] = [];
-      /** Allocates the holes of `run`; false when the filesystem cannot. */
-      const reserve = async (run: { offset: number; length: number }): Promise<boolean> => {
-        let pos = run.offset;
-        const end = run.offset + run.length;
-        const holes: { offset: number; length: number }[] = [];
-        for (const e of await dest.dataExtents(run.offset, end)) {
-          if (e.offset > pos) holes.push({ offset: pos, length: e.offset - pos });
-          pos = e.offset + e.length;
-        }
-        if (pos < end) holes.push({ offset: pos, length: end - pos });
-        for (const hole of holes) {
-          const rc = libc.allocate(file.fd, hole);
-          if (rc === -EOPNOTSUPP || rc === -ENOSYS) return false;
-          if (rc < 0) {
-            for (const a of allocated) libc.punchHole(file.fd, a);
-            const why = storageError("reserve the space for the changes to", this.path, { errno: rc });
-            throw storageError("commit", this.path, { errno: rc, message: `${why.message}; it is unchanged` });
-          }
-          allocated.push(hole);
+    await this.#dest.lend(async (file) => {
+      /** false when the filesystem cannot reserve. */
+      const reserve = (run: { offset: number; length: number }): boolean => {
+        const rc = libc.allocate(file.fd, run);
+        if (rc === -EOPNOTSUPP || rc === -ENOSYS) return false;
+        if (rc < 0) {
+          const why = storageError("reserve the space for the changes to", this.path, { errno: rc });
+          throw storageError("commit", this.path, { errno: rc, message: `${why.message}; its contents are unchanged` });
         }
         return true;
       };
@@ -204,10 +191,10 @@ export class JournaledStorage implements Storage {
           run.length += r.length;
           continue;
         }
-        if (run && !(await reserve(run))) return;
+        if (run && !reserve(run)) return;
         run = { offset: r.offset, length: r.length };
       }
-      if (run) await reserve(run);
+      if (run) reserve(run);
     });
   }
 

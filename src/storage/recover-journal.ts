@@ -16,6 +16,7 @@
  */
 import { Buffer } from "node:buffer";
 import fs from "node:fs";
+import nodePath from "node:path";
 import process from "node:process";
 import { ErrnoError } from "../util/errors.ts";
 import { applyRecords, type ApplyTarget, readJournal, RecordType } from "./journal-file.ts";
@@ -38,7 +39,8 @@ export interface RecoverTarget extends ApplyTarget {
 
 function openJournal(path: string): number | undefined {
   try {
-    return fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    // O_NONBLOCK: a FIFO put at the name must not hang us (it is refused below, not a regular file).
+    return fs.openSync(path, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
   } catch (e) {
     if ((e as { code?: string }).code === "ENOENT") return undefined;
     throw e;
@@ -61,12 +63,13 @@ export async function recoverJournal(
   try {
     const st = fs.fstatSync(fd);
     const euid = process.geteuid?.();
+    const shown = nodePath.basename(o.journalPath);
     if (!st.isFile() || st.nlink !== 1 || (euid !== undefined && st.uid !== euid) || (st.mode & 0o077) !== 0) {
       throw storageError("open", target.path, {
-        code: "EACCES",
-        reason: `${o.journalPath} is not a journal ssync wrote as this user (owner uid ${st.uid}, mode ` +
-          `${(st.mode & 0o777).toString(8)}, ${st.nlink} links), so it is neither applied nor removed: ` +
-          `remove it if ${target.path} is known to be whole`,
+        code: "EEXIST",
+        reason: `${shown} (${target.kind === "file" ? "beside it" : `in ${o.journalDir}`}) is not a journal ssync wrote ` +
+          `as this user (owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}, ${st.nlink} links), so it is ` +
+          `neither applied nor removed: recover as its owner, or remove it to keep ${target.path} as it is now`,
       });
     }
     const state = await readJournal(fd);
@@ -84,9 +87,10 @@ export async function recoverJournal(
         : undefined;
       if (other !== undefined) {
         throw storageError("open", target.path, {
-          code: "EBUSY",
-          reason: `${o.journalPath} holds a committed sync of another ${target.kind === "file" ? "file" : "device"} (${other}), ` +
-            `so it is neither applied nor removed: if ${target.path} was replaced on purpose, remove it`,
+          code: "EEXIST",
+          reason: `${shown} (${target.kind === "file" ? "beside it" : `in ${o.journalDir}`}) holds a committed sync ` +
+            `begun ${h.created} into another ${target.kind === "file" ? "file" : "device"} (${other}), so it is neither ` +
+            `applied nor removed: if ${target.path} was replaced on purpose, remove it to keep ${target.path} as it is now`,
         });
       }
       await applyRecords(fd, state.records(), target, "recover");
@@ -110,7 +114,9 @@ export async function recoverJournal(
 
 /** True when the journal on `fd` is committed (a quick look at its tail first: most are not). */
 async function isCommitted(fd: number): Promise<boolean> {
-  const size = Number(fs.fstatSync(fd).size);
+  const st = fs.fstatSync(fd);
+  if (!st.isFile()) return false; // not a journal of ours; the next writer refuses it
+  const size = Number(st.size);
   if (size < 64) return false;
   const tail = Buffer.alloc(64);
   if (fs.readSync(fd, tail, 0, 64, size - 64) < 64) return false;

@@ -62,9 +62,11 @@ export function stateJournalDir(env: Record<string, string | undefined> = proces
  * when it has one, else after the path as given (/dev/vg/lv survives a reboot, dm-3 may not).
  */
 export function deviceJournalPath(dir: string, path: string, identity?: string): string {
+  const hash = (text: string) => createHash("sha256").update(text).digest("hex").slice(0, 32);
+  // With an identity, nothing of the name that reached the device: one device, one journal.
+  if (identity !== undefined) return nodePath.join(dir, `device-${hash(identity)}.journal`);
   const abs = nodePath.resolve(path);
-  const tag = nodePath.basename(abs).replace(/[^A-Za-z0-9._-]/g, "_");
-  return nodePath.join(dir, `${tag}-${createHash("sha256").update(identity ?? abs).digest("hex").slice(0, 16)}.journal`);
+  return nodePath.join(dir, `${nodePath.basename(abs).replace(/[^A-Za-z0-9._-]/g, "_")}-${hash(abs)}.journal`);
 }
 
 /** Where the journal of `path` lies (beside a file; in `journalDir` for a block device), and the device's identity. */
