@@ -14,45 +14,14 @@ import process from "node:process";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
 import { allocatedIn, waitForGrowth } from "./helpers/growth.ts";
-import { type CliListener, finished, runCli, spawnCli, startCliListener, startListener, waitFor } from "./helpers/network.ts";
+import { withCliSetup } from "./helpers/cli-setup.ts";
+import { type CliResult, finished, runCli, spawnCli, startListener, waitFor } from "./helpers/network.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 
 const MiB = 1024 ** 2;
 const ROUNDS = Math.max(1, Number(process.env.SSYNC_TEST_SIGNAL_ROUNDS ?? 1) || 1);
 /** The end of a busy refusal after waiting: "…; waited 1.2 s (--wait SECONDS waits longer)". */
 const WAITED = /; waited (\d+(?:\.\d)?) s \(--wait SECONDS waits longer\)$/;
-
-interface Setup {
-  dir: string;
-  client: string;
-  root: string;
-  listener: CliListener;
-  remote: string;
-}
-
-async function withSetup(body: (s: Setup) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const client = path.join(dir, "client-config");
-    const server = path.join(dir, "server-config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(root);
-    fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
-    const keygen = await runCli(["keygen"], { config: client });
-    assert.equal(keygen.code, 0, keygen.stderr);
-    fs.copyFileSync(path.join(client, "ssync", "id_ssync.pub"), path.join(server, "ssync", "authorized_keys"));
-    const listener = await startCliListener(["--root", root], { config: server });
-    try {
-      // Pin the host key once; every later command trusts it without --accept-new.
-      const first = path.join(dir, "first.img");
-      makeSparseFile(first, { size: MiB, chunks: [{ offset: 0, length: 4096 }] });
-      const r = await runCli(["push", "--accept-new", first, `127.0.0.1:${listener.port}:first.img`], { config: client });
-      assert.equal(r.code, 0, r.stderr);
-      await body({ dir, client, root, listener, remote: `127.0.0.1:${listener.port}` });
-    } finally {
-      await listener.stop();
-    }
-  });
-}
 
 /** Session lines in a listener's log for a push of `name` that was refused busy. */
 function busyRefusals(log: string, name: string): number {
@@ -77,6 +46,14 @@ function makeBig(file: string, mib: number): void {
 
 function makeSmall(file: string, seed: number): void {
   makeSparseFile(file, { size: 8 * MiB, chunks: [{ offset: MiB, length: MiB, seed }] });
+}
+
+/** Lets go of the lock `held`; then the sync waiting for it (`done`) exits 0 with `dst` identical to `src`. */
+async function letGoThenIdentical(held: AsyncDisposable, o: { done: Promise<CliResult>; src: string; dst: string }): Promise<void> {
+  await held[Symbol.asyncDispose]();
+  const r = await o.done;
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal(fileHash(o.dst), fileHash(o.src));
 }
 
 /** Whether process `pid` has `file` open (Linux /proc). */
@@ -149,10 +126,7 @@ describe("--wait: a busy destination", () => {
           const child = spawnCli(["push", src, `${remote}:vm.img`], { config: client });
           const done = finished(child, 30_000);
           await waitFor(() => busyRefusals(log(), "vm.img") > refusals, { timeoutMs: 15_000, what: "the push to be refused busy" });
-          await held[Symbol.asyncDispose]();
-          const r = await done;
-          assert.equal(r.code, 0, r.stderr);
-          assert.equal(fileHash(dst), fileHash(src));
+          await letGoThenIdentical(held, { done, src, dst });
         } finally {
           await held[Symbol.asyncDispose]();
         }
@@ -164,7 +138,7 @@ describe("--wait: a busy destination", () => {
   });
 
   test("kill -9 of a push client: a push started while it held the file, or right after it died, waits for its lock and succeeds", { timeout: 120_000 }, async () => {
-    await withSetup(async ({ dir, client, root, listener, remote }) => {
+    await withCliSetup({ pinHostKey: true }, async ({ dir, client, root, listener, remote }) => {
       const medium = path.join(dir, "medium.img");
       const small = path.join(dir, "small.img");
       const dst = path.join(root, "vm.img");
@@ -233,10 +207,7 @@ describe("--wait: a busy destination", () => {
           what: "the sync to open its destination",
         });
         await new Promise((r) => setTimeout(r, 300));
-        await held[Symbol.asyncDispose]();
-        const r = await done;
-        assert.equal(r.code, 0, r.stderr);
-        assert.equal(fileHash(dst), fileHash(src));
+        await letGoThenIdentical(held, { done, src, dst });
       } finally {
         await held[Symbol.asyncDispose]();
       }

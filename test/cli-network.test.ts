@@ -10,45 +10,20 @@ import path from "node:path";
 import { formatPublicKey } from "../src/trust/keys.ts";
 import { generateKeyPair } from "../src/noise/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { type CliListener, finished, runCli, spawnCli, startCliListener, waitFor } from "./helpers/network.ts";
+import { type CliSetup, withCliSetup } from "./helpers/cli-setup.ts";
+import { finished, runCli, spawnCli, waitFor } from "./helpers/network.ts";
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 const BLOCK = 65536;
 
-interface Setup {
-  dir: string;
-  client: string;
-  server: string;
-  root: string;
-  listener: CliListener;
-}
-
-/** Client and listener config folders; the client's key made by `ssync keygen`. */
-async function withSetup(
-  options: { authorize?: boolean; listenArgs?: string[] },
-  body: (s: Setup) => Promise<void>,
-): Promise<void> {
-  await withTempDir(async (dir) => {
-    const client = path.join(dir, "client-config");
-    const server = path.join(dir, "server-config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(root);
-    fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
-    const keygen = await runCli(["keygen"], { config: client });
-    assert.equal(keygen.code, 0, keygen.stderr);
-    assert.match(keygen.stdout, /^ssync-x25519 \S+ /m);
-    assert.match(keygen.stdout, /fingerprint SHA256:/);
-    assert.equal(fs.statSync(path.join(client, "ssync", "id_ssync")).mode & 0o777, 0o600);
-    if (options.authorize !== false) {
-      fs.copyFileSync(path.join(client, "ssync", "id_ssync.pub"), path.join(server, "ssync", "authorized_keys"));
-    }
-    const listener = await startCliListener(["--root", root, ...(options.listenArgs ?? [])], { config: server });
-    try {
-      await body({ dir, client, server, root, listener });
-    } finally {
-      await listener.stop();
-    }
+/** The shared CLI set-up, its key made by `ssync keygen`, which printed it and wrote it 0600. */
+async function withSetup(options: { authorize?: boolean; listenArgs?: string[] }, body: (s: CliSetup) => Promise<void>): Promise<void> {
+  await withCliSetup(options, async (s) => {
+    assert.match(s.keygen!.stdout, /^ssync-x25519 \S+ /m);
+    assert.match(s.keygen!.stdout, /fingerprint SHA256:/);
+    assert.equal(fs.statSync(path.join(s.client, "ssync", "id_ssync")).mode & 0o777, 0o600);
+    await body(s);
   });
 }
 

@@ -18,7 +18,8 @@ import { ProtocolError } from "../protocol/codec.ts";
 import { describeError, exitCodeOf } from "../src/cli/exit-code.ts";
 import { IncompleteSyncError, InterruptedError } from "../src/util/errors.ts";
 import { allocatedIn, waitForGrowth } from "./helpers/growth.ts";
-import { type CliListener, type CliResult, finished, runCli, spawnCli, startCliListener, waitFor } from "./helpers/network.ts";
+import { withCliSetup } from "./helpers/cli-setup.ts";
+import { type CliListener, type CliResult, finished, runCli, spawnCli, waitFor } from "./helpers/network.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 
 const MiB = 1024 ** 2;
@@ -38,32 +39,11 @@ function makeNew(file: string): void {
   makeSparseFile(file, { size: SIZE, chunks: [{ offset: 0, length: MiB, seed: 8 }, { offset: 32 * MiB, length: 128 * MiB, fill: "random" }] });
 }
 
-interface Setup {
-  dir: string;
-  client: string;
-  root: string;
-  listener: CliListener;
-  remote: string;
-}
-
-/** Client and listener config folders, the client's key authorized, a listener on 127.0.0.1. */
-async function withSetup(body: (s: Setup) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const client = path.join(dir, "client-config");
-    const server = path.join(dir, "server-config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(root);
-    fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
-    const keygen = await runCli(["keygen"], { config: client });
-    assert.equal(keygen.code, 0, keygen.stderr);
-    fs.copyFileSync(path.join(client, "ssync", "id_ssync.pub"), path.join(server, "ssync", "authorized_keys"));
-    const listener = await startCliListener(["--root", root], { config: server });
-    try {
-      await body({ dir, client, root, listener, remote: `127.0.0.1:${listener.port}` });
-    } finally {
-      await listener.stop();
-    }
-  });
+/** The new image at `src`, the old at `dst`; their hashes. */
+function makeImages(src: string, dst: string): { old: string; fresh: string } {
+  makeNew(src);
+  makeOld(dst);
+  return { old: fileHash(dst), fresh: fileHash(src) };
 }
 
 interface Interrupted {
@@ -110,12 +90,24 @@ function assertOldOrNew(file: string, images: { old: string; fresh: string }, wh
   assert.ok(h === images.old || h === images.fresh, `${what}: ${path.basename(file)} is neither its old image nor the source's: torn`);
 }
 
+/** Reruns the interrupted command: it exits 0 and `dst` is the source's image, `fresh`. */
+async function rerunMakesIdentical(args: string[], o: { config: string; dst: string; fresh: string; what: string }): Promise<void> {
+  const again = await runCli(args, { config: o.config });
+  assert.equal(again.code, 0, `${o.what}: rerun: ${again.stderr}`);
+  assert.equal(fileHash(o.dst), o.fresh, `${o.what}: the rerun made it identical`);
+}
+
 /** How many of the listener's session lines for `name` say it did not commit. */
 function failedSessions(listener: CliListener, name: string): number {
   return listener.stderr().split("\n").filter((l) => l.includes(`"${name}"`) && /: (failed|ended before commit)/.test(l)).length;
 }
 
 const CASES: { signals: NodeJS.Signals[] }[] = [{ signals: ["SIGINT"] }, { signals: ["SIGTERM"] }];
+
+/** Each of `cases` in turn, ROUNDS times over, with its label. */
+function everyRound(verb: string, cases: { signals: NodeJS.Signals[] }[]): { signals: NodeJS.Signals[]; what: string }[] {
+  return Array.from({ length: ROUNDS }, (_, round) => cases.map(({ signals }) => ({ signals, what: `${verb}, ${signals.join("+")}, round ${round + 1}` }))).flat();
+}
 
 describe("signals on the clients: exit 4, the advice, a consistent destination", () => {
   test("the exit code and the one line: a signal, a lost connection, a broken peer", () => {
@@ -127,50 +119,36 @@ describe("signals on the clients: exit 4, the advice, a consistent destination",
   });
 
   test("push: SIGINT and SIGTERM mid-transfer", { timeout: 150_000 }, async () => {
-    await withSetup(async ({ dir, client, root, listener, remote }) => {
+    await withCliSetup({}, async ({ dir, client, root, listener, remote }) => {
       const src = path.join(dir, "vm.img");
       const dst = path.join(root, "vm.img");
-      makeNew(src);
-      makeOld(dst);
-      const images = { old: fileHash(dst), fresh: fileHash(src) };
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const { signals } of CASES) {
-          const what = `push, ${signals.join("+")}, round ${round + 1}`;
-          makeOld(dst);
-          const failed = failedSessions(listener, "vm.img");
-          const r = await interruptMidway(["push", "--accept-new", src, `${remote}:vm.img`], { config: client, watch: root, signals });
-          assertInterrupted(r, what);
-          // The listener's session ends (and lets go of the file) once it sees the client gone.
-          await waitFor(() => failedSessions(listener, "vm.img") > failed, { timeoutMs: 10_000, what: "the listener's session line" });
-          assertOldOrNew(dst, images, what);
-          const again = await runCli(["push", src, `${remote}:vm.img`], { config: client });
-          assert.equal(again.code, 0, `${what}: rerun: ${again.stderr}`);
-          assert.equal(fileHash(dst), images.fresh, `${what}: the rerun made it identical`);
-        }
+      const images = makeImages(src, dst);
+      for (const { signals, what } of everyRound("push", CASES)) {
+        makeOld(dst);
+        const failed = failedSessions(listener, "vm.img");
+        const r = await interruptMidway(["push", "--accept-new", src, `${remote}:vm.img`], { config: client, watch: root, signals });
+        assertInterrupted(r, what);
+        // The listener's session ends (and lets go of the file) once it sees the client gone.
+        await waitFor(() => failedSessions(listener, "vm.img") > failed, { timeoutMs: 10_000, what: "the listener's session line" });
+        assertOldOrNew(dst, images, what);
+        await rerunMakesIdentical(["push", src, `${remote}:vm.img`], { config: client, dst, fresh: images.fresh, what });
       }
     });
   });
 
   test("pull: SIGINT and SIGTERM mid-transfer", { timeout: 150_000 }, async () => {
-    await withSetup(async ({ dir, client, root, remote }) => {
+    await withCliSetup({}, async ({ dir, client, root, remote }) => {
       const local = path.join(dir, "local");
       fs.mkdirSync(local);
       const src = path.join(root, "vm.img");
       const dst = path.join(local, "vm.img");
-      makeNew(src);
-      makeOld(dst);
-      const images = { old: fileHash(dst), fresh: fileHash(src) };
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const { signals } of CASES) {
-          const what = `pull, ${signals.join("+")}, round ${round + 1}`;
-          makeOld(dst);
-          const r = await interruptMidway(["pull", "--accept-new", `${remote}:vm.img`, dst], { config: client, watch: local, signals });
-          assertInterrupted(r, what);
-          assertOldOrNew(dst, images, what);
-          const again = await runCli(["pull", `${remote}:vm.img`, dst], { config: client });
-          assert.equal(again.code, 0, `${what}: rerun: ${again.stderr}`);
-          assert.equal(fileHash(dst), images.fresh, `${what}: the rerun made it identical`);
-        }
+      const images = makeImages(src, dst);
+      for (const { signals, what } of everyRound("pull", CASES)) {
+        makeOld(dst);
+        const r = await interruptMidway(["pull", "--accept-new", `${remote}:vm.img`, dst], { config: client, watch: local, signals });
+        assertInterrupted(r, what);
+        assertOldOrNew(dst, images, what);
+        await rerunMakesIdentical(["pull", `${remote}:vm.img`, dst], { config: client, dst, fresh: images.fresh, what });
       }
     });
   });
@@ -181,27 +159,20 @@ describe("signals on the clients: exit 4, the advice, a consistent destination",
       fs.mkdirSync(out);
       const src = path.join(dir, "vm.img");
       const dst = path.join(out, "vm.img");
-      makeNew(src);
-      makeOld(dst);
-      const images = { old: fileHash(dst), fresh: fileHash(src) };
+      const images = makeImages(src, dst);
       const cases: { signals: NodeJS.Signals[] }[] = [...CASES, { signals: ["SIGINT", "SIGTERM"] }];
-      for (let round = 0; round < ROUNDS; round++) {
-        for (const { signals } of cases) {
-          const what = `sync, ${signals.join("+")}, round ${round + 1}`;
-          makeOld(dst);
-          const r = await interruptMidway(["sync", src, dst], { config: dir, watch: out, signals });
-          assertInterrupted(r, what);
-          assertOldOrNew(dst, images, what);
-          const again = await runCli(["sync", src, dst], { config: dir });
-          assert.equal(again.code, 0, `${what}: rerun: ${again.stderr}`);
-          assert.equal(fileHash(dst), images.fresh, `${what}: the rerun made it identical`);
-        }
+      for (const { signals, what } of everyRound("sync", cases)) {
+        makeOld(dst);
+        const r = await interruptMidway(["sync", src, dst], { config: dir, watch: out, signals });
+        assertInterrupted(r, what);
+        assertOldOrNew(dst, images, what);
+        await rerunMakesIdentical(["sync", src, dst], { config: dir, dst, fresh: images.fresh, what });
       }
     });
   });
 
   test("the listener killed mid-push: exit 4, the lost connection and the advice", { timeout: 90_000 }, async () => {
-    await withSetup(async ({ dir, client, root, listener, remote }) => {
+    await withCliSetup({}, async ({ dir, client, root, listener, remote }) => {
       const src = path.join(dir, "vm.img");
       makeNew(src);
       const from = allocatedIn(root);

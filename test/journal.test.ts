@@ -15,6 +15,7 @@ import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import { libc } from "../src/platform/libc.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { withCliSetup } from "./helpers/cli-setup.ts";
 import { runCli, startCliListener, waitFor } from "./helpers/network.ts";
 
 const ssync = new URL("../scripts/ssync", import.meta.url).pathname;
@@ -33,6 +34,28 @@ function twoImages(dir: string): { a: string; b: string } {
   makeSparseFile(a, { size: 16 * MiB, chunks: [{ offset: 0, length: 2 * MiB, seed: 1 }, { offset: 8 * MiB, length: 2 * MiB, seed: 2 }] });
   makeSparseFile(b, { size: 16 * MiB, chunks: [{ offset: MiB, length: 2 * MiB, seed: 3 }, { offset: 12 * MiB, length: 2 * MiB, seed: 4 }] });
   return { a, b };
+}
+
+/** d.img in `dir` holds image a, and a sync of b onto it was killed at its commit point: its journal is committed. */
+function committedJournal(dir: string): { a: string; b: string; d: string } {
+  const { a, b } = twoImages(dir);
+  const d = path.join(dir, "d.img");
+  assert.equal(cli(["sync", a, d]).status, 0);
+  assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+  return { a, b, d };
+}
+
+/** Runs `body` on a tmpfs of `size` mounted at dir/small, unmounted after; false if it cannot be mounted (it needs root). */
+function withTmpfs(dir: string, size: string, body: (small: string) => void): boolean {
+  const small = path.join(dir, "small");
+  fs.mkdirSync(small);
+  if (spawnSync("mount", ["-t", "tmpfs", "-o", `size=${size}`, "tmpfs", small]).status !== 0) return false;
+  try {
+    body(small);
+  } finally {
+    spawnSync("umount", [small]);
+  }
+  return true;
 }
 
 const journalOf = (file: string) => path.join(path.dirname(file), `.${path.basename(file)}.ssync-journal`);
@@ -107,10 +130,7 @@ describe("redo journal", T, () => {
 
   test("a journal whose COMMIT record does not check is rolled back, never applied", async () => {
     await withTempDir((dir) => {
-      const { a, b } = twoImages(dir);
-      const d = path.join(dir, "d.img");
-      assert.equal(cli(["sync", a, d]).status, 0);
-      assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+      const { a, d } = committedJournal(dir);
       // Flip one bit of the first record's offset: its head no longer matches the COMMIT hash.
       const j = journalOf(d);
       const bytes = fs.readFileSync(j);
@@ -126,10 +146,7 @@ describe("redo journal", T, () => {
 
   test("no space for the journal: the sync fails before the destination is touched, and leaves no journal", async (t) => {
     await withTempDir((dir) => {
-      const small = path.join(dir, "small");
-      fs.mkdirSync(small);
-      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=12m", "tmpfs", small]).status !== 0) return t.skip("mounting a tmpfs needs root");
-      try {
+      const mounted = withTmpfs(dir, "12m", (small) => {
         const { a } = twoImages(dir);
         const d = path.join(small, "d.img");
         assert.equal(cli(["sync", a, d]).status, 0, "4 MiB of data fits");
@@ -140,18 +157,14 @@ describe("redo journal", T, () => {
         assert.match(r.stderr, /no space|ENOSPC/i);
         assert.equal(fileHash(d), fileHash(a), "the old image");
         assert.deepEqual(fs.readdirSync(small), ["d.img"], "no journal left behind");
-      } finally {
-        spawnSync("umount", [small]);
-      }
+      });
+      if (!mounted) t.skip("mounting a tmpfs needs root");
     });
   });
 
   test("no space to apply: the reservation fails before the commit point; the contents are unchanged", async (t) => {
     await withTempDir((dir) => {
-      const small = path.join(dir, "small");
-      fs.mkdirSync(small);
-      if (spawnSync("mount", ["-t", "tmpfs", "-o", "size=14m", "tmpfs", small]).status !== 0) return t.skip("mounting a tmpfs needs root");
-      try {
+      const mounted = withTmpfs(dir, "14m", (small) => {
         const { a } = twoImages(dir);
         const d = path.join(small, "d.img");
         assert.equal(cli(["sync", a, d]).status, 0);
@@ -166,18 +179,14 @@ describe("redo journal", T, () => {
         assert.match(r.stderr, /Cannot reserve the space for the changes to .*d\.img: .*; its contents are unchanged/);
         assert.equal(fileHash(d), fileHash(a));
         assert.deepEqual(fs.readdirSync(small), ["d.img"], "no journal left");
-      } finally {
-        spawnSync("umount", [small]);
-      }
+      });
+      if (!mounted) t.skip("mounting a tmpfs needs root");
     });
   });
 
   test("a journal this user did not write, or a committed one of another inode, is neither applied nor removed", async () => {
     await withTempDir((dir) => {
-      const { a, b } = twoImages(dir);
-      const d = path.join(dir, "d.img");
-      assert.equal(cli(["sync", a, d]).status, 0);
-      assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+      const { a, d } = committedJournal(dir);
       const j = journalOf(d);
       fs.chownSync(j, 65534, 65534); // as if someone else had made it
       let r = cli(["recover", d]);
@@ -228,10 +237,7 @@ describe("redo journal", T, () => {
 
   test("a reader waits for a committed journal, and is refused when it stays", async () => {
     await withTempDir(async (dir) => {
-      const { a, b } = twoImages(dir);
-      const d = path.join(dir, "d.img");
-      assert.equal(cli(["sync", a, d]).status, 0);
-      assert.equal(cli(["sync", b, d], { SSYNC_TEST_CRASH: "committed" }).signal, "SIGKILL");
+      const { b, d } = committedJournal(dir);
       await assert.rejects(openSource(d, { lockWaitMs: 200 }), (e: Error & { code?: string }) => {
         assert.equal(e.code, "EBUSY");
         assert.match(e.message, /Cannot read .*d\.img: a sync into it is being committed.*ssync recover/);
@@ -308,17 +314,9 @@ describe("partial file", T, () => {
 
 describe("listener", T, () => {
   test("killed after its commit point: the client is told interrupted, and the restarted listener completes the file first", async () => {
-    await withTempDir(async (dir) => {
+    await withCliSetup({ env: () => ({ SSYNC_TEST_CRASH: "committed" }) }, async ({ dir, client, server, root, listener: crashing }) => {
       const { a, b } = twoImages(dir);
-      const client = path.join(dir, "client");
-      const server = path.join(dir, "server");
-      const root = path.join(dir, "root");
-      fs.mkdirSync(root);
-      fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
-      assert.equal((await runCli(["keygen"], { config: client })).code, 0);
-      fs.copyFileSync(path.join(client, "ssync", "id_ssync.pub"), path.join(server, "ssync", "authorized_keys"));
       const d = path.join(root, "d.img");
-      const crashing = await startCliListener(["--root", root], { config: server, env: { SSYNC_TEST_CRASH: "committed" } });
       try {
         const first = await runCli(["push", "--accept-new", a, `127.0.0.1:${crashing.port}:d.img`], { config: client });
         assert.equal(first.code, 0, first.stderr); // a new file commits by rename: no journal, no crash point

@@ -16,8 +16,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
-import { authorize, type CliResult, clientSync, finished, makeKey, spawnCli, startCliListener } from "./helpers/network.ts";
-import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { withCliSetup } from "./helpers/cli-setup.ts";
+import { type CliResult, clientSync, finished, spawnCli } from "./helpers/network.ts";
+import { fileHash, makeSparseFile } from "./helpers/sparse.ts";
 
 const MiB = 1024 ** 2;
 const SECONDS = Number(process.env.SSYNC_RACE_SECONDS ?? 10);
@@ -30,22 +31,13 @@ function run(args: string[], config: string): Promise<CliResult> {
 }
 
 test(`pulls racing pushes of the same file never exit 0 with a mix (${SECONDS} s)`, { timeout: (SECONDS + 120) * 1000 }, async () => {
-  await withTempDir(async (dir) => {
-    const client = path.join(dir, "client-config");
-    const server = path.join(dir, "server-config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(root);
-    fs.mkdirSync(path.join(client, "ssync"), { recursive: true });
-    fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
-    const key = await makeKey(path.join(client, "ssync", "id_ssync"));
-    authorize(path.join(server, "ssync", "authorized_keys"), key);
+  await withCliSetup({ keygen: false }, async ({ dir, client, key, listener }) => {
     // Two images of one size and layout whose every data block differs: a push A→B rewrites all of it.
     const sources = [path.join(dir, "a.img"), path.join(dir, "b.img")];
     sources.forEach((file, i) =>
       makeSparseFile(file, { size: 128 * MiB, chunks: [{ offset: 0, length: 32 * MiB, seed: i + 1 }, { offset: 64 * MiB, length: 32 * MiB, seed: i + 1 }] })
     );
     const images = sources.map(fileHash);
-    const listener = await startCliListener(["--root", root], { config: server });
     const pool = new WorkerPool();
     try {
       const remote = `127.0.0.1:${listener.port}:vm.img`;
@@ -62,7 +54,7 @@ test(`pulls racing pushes of the same file never exit 0 with a mix (${SECONDS} s
       const pusher = async () => {
         for (let i = 1; i <= MAX_ROUNDS && Date.now() < deadline; i++) {
           try {
-            await clientSync(target, { mode: "push", local: sources[i % 2], name: "vm.img", key, pool, knownHosts });
+            await clientSync(target, { mode: "push", local: sources[i % 2], name: "vm.img", key: key!, pool, knownHosts });
           } catch (e) {
             pushErrors.push(`push ${i}: ${e}`); // asserted once the pullers are done
             return;
@@ -104,7 +96,6 @@ test(`pulls racing pushes of the same file never exit 0 with a mix (${SECONDS} s
       assert.equal(fileHash(last), images[pushes % 2], "the last pull is not the last image pushed");
     } finally {
       await pool[Symbol.asyncDispose]();
-      await listener.stop();
     }
   });
 });

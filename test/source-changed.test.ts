@@ -23,7 +23,8 @@ import { SourceChangedError } from "../src/util/errors.ts";
 import type { SyncReport } from "../src/session/client-session.ts";
 import { SideStats } from "../src/engine/side-context.ts";
 import { WireCounters } from "../src/session/wire-counters.ts";
-import { authorize, type CliListener, finished, makeKey, runCli, spawnCli, startCliListener } from "./helpers/network.ts";
+import { type CliSetup, type CliSetupOptions, withCliSetup } from "./helpers/cli-setup.ts";
+import { finished, runCli, spawnCli } from "./helpers/network.ts";
 import { loopDeviceUnavailableReason, withLoopDevice } from "./helpers/loop-device.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 
@@ -65,34 +66,11 @@ function writeAt(file: string, offset: number, fill: number): void {
   }
 }
 
-interface Setup {
-  dir: string;
-  client: string;
-  root: string;
-  pauseFile: string;
-  listener: CliListener;
-}
+/** Where the pause hook writes the range it paused after, in the setup's folder `dir`. */
+const pauseFileOf = (dir: string): string => path.join(dir, "paused");
 
-/** A client config with a key the listener authorizes; the listener pauses its pull sources. */
-async function withSetup(body: (s: Setup) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const client = path.join(dir, "client-config");
-    const server = path.join(dir, "server-config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(root);
-    fs.mkdirSync(path.join(client, "ssync"), { recursive: true });
-    fs.mkdirSync(path.join(server, "ssync"), { recursive: true });
-    const key = await makeKey(path.join(client, "ssync", "id_ssync"));
-    authorize(path.join(server, "ssync", "authorized_keys"), key);
-    const pauseFile = path.join(dir, "paused");
-    const listener = await startCliListener(["--root", root], { config: server, env: { SSYNC_TEST_PAUSE_FILE: pauseFile } });
-    try {
-      await body({ dir, client, root, pauseFile, listener });
-    } finally {
-      await listener.stop();
-    }
-  });
-}
+/** A client key made in this process and authorized; the listener pauses its pull sources. */
+const SETUP: CliSetupOptions = { keygen: false, env: (dir) => ({ SSYNC_TEST_PAUSE_FILE: pauseFileOf(dir) }) };
 
 /** Resolves true once `file` exists, false if `child` exits first; bounded. */
 async function paused(file: string, child: ChildProcess, timeoutMs: number): Promise<boolean> {
@@ -109,8 +87,9 @@ async function paused(file: string, child: ChildProcess, timeoutMs: number): Pro
  * Runs one sync of `mode` with the pause hook; during the pause applies `change` (if any) to
  * the source. Returns the CLI's result and the paths.
  */
-async function syncWithChange(s: Setup, mode: Mode, change: Change | undefined) {
-  const remote = `127.0.0.1:${s.listener.port}`;
+async function syncWithChange(s: CliSetup, mode: Mode, change: Change | undefined) {
+  const { remote } = s;
+  const pauseFile = pauseFileOf(s.dir);
   // The source is new (seed 2), the destination holds the old image (seed 1): every data block differs.
   const src = mode === "pull" ? path.join(s.root, "vm.img") : path.join(s.dir, "src.img");
   const dst = mode === "push" ? path.join(s.root, "vm.img") : path.join(s.dir, "dst.img");
@@ -123,17 +102,17 @@ async function syncWithChange(s: Setup, mode: Mode, change: Change | undefined) 
     ? ["pull", "--accept-new", "--json", `${remote}:vm.img`, dst]
     : ["sync", "--json", src, dst];
   // Only the source side pauses: the client for push and sync, the listener for pull.
-  const child = spawnCli(args, { config: s.client, env: { SSYNC_TEST_PAUSE_FILE: s.pauseFile } });
+  const child = spawnCli(args, { config: s.client, env: { SSYNC_TEST_PAUSE_FILE: pauseFile } });
   const result = finished(child, 60_000);
   result.catch(() => {}); // awaited below
-  const didPause = await paused(s.pauseFile, child, 30_000);
+  const didPause = await paused(pauseFile, child, 30_000);
   if (didPause) {
     // Time for the first range's writes to land (in place, before the journal; in the journal after).
     await new Promise((r) => setTimeout(r, 300));
-    const [offset, length] = fs.readFileSync(s.pauseFile, "utf8").trim().split(" ").map(Number);
+    const [offset, length] = fs.readFileSync(pauseFile, "utf8").trim().split(" ").map(Number);
     assert.ok(length > 0 && offset + length <= DATA_END, `paused after [${offset}, +${length}), not a data range`);
     if (change) CHANGES[change].apply(src, { offset, length });
-    fs.rmSync(s.pauseFile);
+    fs.rmSync(pauseFile);
   }
   const r = await result;
   return { r, didPause, src, dst, oldImage };
@@ -142,7 +121,7 @@ async function syncWithChange(s: Setup, mode: Mode, change: Change | undefined) 
 describe("a source that changes during the sync", () => {
   for (const mode of ["push", "sync", "pull"] as const) {
     test(`${mode}: an unchanged source paused after its first range still syncs (the hook's control)`, { timeout: 90_000 }, async () => {
-      await withSetup(async (s) => {
+      await withCliSetup(SETUP, async (s) => {
         const { r, didPause, src, dst } = await syncWithChange(s, mode, undefined);
         assert.ok(didPause, `the ${mode} never paused: exit ${r.code}, ${r.stdout} ${r.stderr}`);
         assert.equal(r.code, 0, r.stderr);
@@ -153,7 +132,7 @@ describe("a source that changes during the sync", () => {
 
     for (const change of ["inside", "ahead", "resize"] as const) {
       test(`${mode}: ${CHANGES[change].what} during the sync exits 3 and leaves the old image`, { timeout: 90_000 }, async () => {
-        await withSetup(async (s) => {
+        await withCliSetup(SETUP, async (s) => {
           const { r, didPause, dst, oldImage } = await syncWithChange(s, mode, change);
           assert.ok(didPause, `the ${mode} never paused: exit ${r.code}, ${r.stdout} ${r.stderr}`);
           assert.equal(r.code, 3, `exit ${r.code}; stdout ${r.stdout}; stderr ${r.stderr}`);

@@ -24,7 +24,7 @@ import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { type CliListener, type CliResult, runCli, startCliListener } from "../helpers/network.ts";
+import { type CliListener, type CliResult, startCliListener } from "../helpers/network.ts";
 import { loopDeviceUnavailableReason, withLoopDevice } from "../helpers/loop-device.ts";
 import { withTempDir } from "../helpers/sparse.ts";
 import { readJournal } from "../../src/storage/journal-file.ts";
@@ -40,6 +40,7 @@ import {
   lastLine,
   leftovers,
   makeImagePair,
+  networkEnvs,
   ssync,
 } from "../helpers/crash-images.ts";
 
@@ -287,6 +288,26 @@ function counted(point: string, last: number | null): { spec: string; modes: rea
   }));
 }
 
+/** What every run of `t`'s points starts from: the baseline, the journal's records, a problem if it had none. */
+async function survey(t: Target): Promise<{ baseline: number; last: number | null; problems: string[] }> {
+  const baseline = await baselineOf(t);
+  const problems: string[] = [];
+  const last = await recordsOf(t);
+  if (last === null) problems.push(`${t.label}: a sync that died at committed left no committed journal at ${t.journal}`);
+  return { baseline, last, problems };
+}
+
+/** One case: DST reset, a sync of B that must die at `spec`, then `mode` and the checks; its problems, labelled. */
+async function crashCase(
+  t: Target,
+  o: { spec: string; expect: "old" | "new"; mode: Mode; baseline: number },
+): Promise<string[]> {
+  t.reset();
+  const why = died(await syncB(t, crashEnv(o.spec)));
+  const found = await checkAfterCrash(t, { expect: o.expect, mode: o.mode, baseline: o.baseline });
+  return [...(why ? [why] : []), ...found].map((m) => `${t.label} ${o.spec}, then ${o.mode}: ${m}`);
+}
+
 function assertNoProblems(label: string, cases: number, problems: string[]): void {
   const summary = `${label}: ${cases} crash cases, ${problems.length} bad`;
   console.log(`crash-points ${summary}`);
@@ -294,19 +315,13 @@ function assertNoProblems(label: string, cases: number, problems: string[]): voi
 }
 
 async function updatePoints(t: Target): Promise<void> {
-  const baseline = await baselineOf(t);
-  const problems: string[] = [];
-  const last = await recordsOf(t);
-  if (last === null) problems.push(`${t.label}: a sync that died at committed left no committed journal at ${t.journal}`);
+  const { baseline, last, problems } = await survey(t);
   let cases = 0;
   for (const p of UPDATE_POINTS) {
     for (const { spec, modes } of p.counted ? counted(p.point, last) : [{ spec: p.point, modes: BOTH }]) {
       for (const mode of modes) {
         cases++;
-        t.reset();
-        const why = died(await syncB(t, crashEnv(spec)));
-        const found = await checkAfterCrash(t, { expect: p.image, mode, baseline });
-        problems.push(...[...(why ? [why] : []), ...found].map((m) => `${t.label} ${spec}, then ${mode}: ${m}`));
+        problems.push(...await crashCase(t, { spec, expect: p.image, mode, baseline }));
       }
     }
   }
@@ -322,10 +337,7 @@ async function updatePoints(t: Target): Promise<void> {
 }
 
 async function recoverPoints(t: Target): Promise<void> {
-  const baseline = await baselineOf(t);
-  const problems: string[] = [];
-  const last = await recordsOf(t);
-  if (last === null) problems.push(`${t.label}: a sync that died at committed left no committed journal at ${t.journal}`);
+  const { baseline, last, problems } = await survey(t);
   let cases = 0;
   const starts = [
     ...counted("recover", last).map((c) => ({ crash: "committed", recover: c.spec, modes: c.modes })),
@@ -374,10 +386,7 @@ describe("crash points: after each, DST is exactly the old or the new image", ()
         { spec: "journal-removed", image: "new" },
       ] as const;
       for (const p of points) {
-        t.reset();
-        const why = died(await syncB(t, crashEnv(p.spec)));
-        const found = await checkAfterCrash(t, { expect: p.image, mode: "recover", baseline });
-        problems.push(...[...(why ? [why] : []), ...found].map((m) => `${t.label} ${p.spec}, then recover: ${m}`));
+        problems.push(...await crashCase(t, { spec: p.spec, expect: p.image, mode: "recover", baseline }));
       }
       assertNoProblems(`growing file (${last} journal records)`, points.length, problems);
     });
@@ -392,10 +401,7 @@ describe("crash points: after each, DST is exactly the old or the new image", ()
         for (const { spec, modes } of p.counted ? counted(p.point, null) : [{ spec: p.point, modes: BOTH }]) {
           for (const mode of modes) {
             cases++;
-            t.reset();
-            const why = died(await syncB(t, crashEnv(spec)));
-            const found = await checkAfterCrash(t, { expect: p.image, mode, baseline: 0 });
-            problems.push(...[...(why ? [why] : []), ...found].map((m) => `${t.label} ${spec}, then ${mode}: ${m}`));
+            problems.push(...await crashCase(t, { spec, expect: p.image, mode, baseline: 0 }));
           }
         }
       }
@@ -426,16 +432,7 @@ describe("crash points through a listener", () => {
   }
 
   async function withNet(body: (n: Net) => Promise<void>): Promise<void> {
-    await withTempDir(async (dir) => {
-      const client = cliEnv(dir, "client");
-      const server = cliEnv(dir, "server");
-      const root = path.join(dir, "root");
-      fs.mkdirSync(root);
-      const keygen = await runCli(["keygen"], { config: client.config });
-      assert.equal(keygen.code, 0, keygen.stderr);
-      fs.copyFileSync(path.join(client.config, "ssync", "id_ssync.pub"), path.join(server.config, "ssync", "authorized_keys"));
-      await body({ dir, root, client, server });
-    });
+    await withTempDir(async (dir) => body({ dir, ...(await networkEnvs(dir)) }));
   }
 
   const listen = (n: Net, env: Record<string, string> = {}): Promise<CliListener> =>

@@ -30,7 +30,7 @@ import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
-import { type CliListener, type CliResult, finished, runCli, startCliListener } from "../helpers/network.ts";
+import { type CliListener, type CliResult, finished, startCliListener } from "../helpers/network.ts";
 import { withTempDir } from "../helpers/sparse.ts";
 import { workFileBeside } from "../../src/storage/work-files.ts";
 import {
@@ -44,6 +44,7 @@ import {
   lastLine,
   leftovers,
   makeImagePair,
+  networkEnvs,
   oldOrNew,
   sleep,
   spawnSsync,
@@ -194,13 +195,7 @@ interface Network {
 
 async function withNetwork(body: (n: Network) => Promise<void>): Promise<void> {
   await withTempDir(async (dir) => {
-    const client = cliEnv(dir, "client");
-    const server = cliEnv(dir, "server");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(root);
-    const keygen = await runCli(["keygen"], { config: client.config });
-    assert.equal(keygen.code, 0, keygen.stderr);
-    fs.copyFileSync(path.join(client.config, "ssync", "id_ssync.pub"), path.join(server.config, "ssync", "authorized_keys"));
+    const { root, client, server } = await networkEnvs(dir);
     const images = makeImagePair(dir);
     const n: Network = {
       dir,

@@ -11,6 +11,7 @@ import { type ChildProcess } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { makeCliPair } from "./cli-setup.ts";
 import { type CliResult, finished, spawnCli } from "./network.ts";
 import { allocatedBytesOf, type DataChunk, fileHash, makeSparseFile } from "./sparse.ts";
 
@@ -135,6 +136,14 @@ export function cliEnv(dir: string, name: string): CliEnv {
   fs.mkdirSync(path.join(config, "ssync"), { recursive: true });
   fs.mkdirSync(state, { recursive: true });
   return { config, env: { XDG_STATE_HOME: state } };
+}
+
+/** A client and a listener in `dir` (config and state folders each), the client's key authorized; root = dir/root. */
+export async function networkEnvs(dir: string): Promise<{ root: string; client: CliEnv; server: CliEnv }> {
+  const client = cliEnv(dir, "client");
+  const server = cliEnv(dir, "server");
+  const { root } = await makeCliPair(dir, { client: client.config, server: server.config });
+  return { root, client, server };
 }
 
 /** `scripts/ssync ARGS` as a child with `who`'s config and state (plus `env`). */
