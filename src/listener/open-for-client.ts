@@ -225,19 +225,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     const dir = dirs.pop()!;
     const fd = file;
     file = undefined;
-    let dest;
-    try {
-      dest = await destinationFromFd({ fd, kind: "file", stat: st }, {
-        path: req.name,
-        readOnly: !writes,
-        lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`),
-        lockWaitMs: waitMs,
-        journalPath,
-        onRelease: () => closeQuietly(dir),
-      });
-    } catch (e) {
-      throw renamed(e, req.name, req.name);
-    }
+    const dest = await lockedStore(fd, st, { name: req.name, readOnly: !writes, lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`), waitMs, journalPath, dir });
     if (!writes) return dest;
     if (!sameFile(at, st)) {
       await dest[Symbol.asyncDispose]();
@@ -254,6 +242,29 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
   } finally {
     closeQuietly(file);
     for (const fd of dirs) closeQuietly(fd);
+  }
+}
+
+/**
+ * Storage over the checked descriptor, locked (a writer) and owning the pinned parent `dir`,
+ * which it closes when released (also when locking fails).
+ */
+async function lockedStore(
+  fd: number,
+  st: fs.BigIntStats,
+  o: { name: string; readOnly: boolean; lockFile: string; waitMs: number; journalPath?: string; dir: number },
+) {
+  try {
+    return await destinationFromFd({ fd, kind: "file", stat: st }, {
+      path: o.name,
+      readOnly: o.readOnly,
+      lockFile: o.lockFile,
+      lockWaitMs: o.waitMs,
+      journalPath: o.journalPath,
+      onRelease: () => closeQuietly(o.dir),
+    });
+  } catch (e) {
+    throw renamed(e, o.name, o.name);
   }
 }
 
@@ -314,18 +325,7 @@ async function openPartial(
     const dir = o.dirs.pop()!;
     const fd = file;
     file = undefined;
-    let dest;
-    try {
-      dest = await destinationFromFd({ fd, kind: "file", stat: st }, {
-        path: req.name,
-        readOnly: false,
-        lockFile: lockFilePath(partialAt),
-        lockWaitMs: o.waitMs,
-        onRelease: () => closeQuietly(dir),
-      });
-    } catch (e) {
-      throw renamed(e, req.name, req.name); // the parent's descriptor went with it (onRelease)
-    }
+    const dest = await lockedStore(fd, st, { name: req.name, readOnly: false, lockFile: lockFilePath(partialAt), waitMs: o.waitMs, dir });
     let nameTaken = true;
     try {
       fs.lstatSync(o.at);
