@@ -121,6 +121,7 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     }
     const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, lockFile: lockFilePath(partialPath) });
     if (!sameFile(partialPath, opened.stat) || exists(path)) {
+      if (created && sameFile(partialPath, opened.stat)) fs.rmSync(partialPath); // ours, empty: not left behind
       await dest[Symbol.asyncDispose]();
       return undefined;
     }
