@@ -4,7 +4,8 @@
  * until `commit`, which runs, in this order:
  *   1. every journal record on disk (fsync);
  *   2. the space the writes need reserved in the destination (fallocate KEEP_SIZE: contents
- *      and size unchanged), so that applying cannot run out of space half-way;
+ *      and size unchanged), so that applying cannot run out of space half-way; the journal's
+ *      folder fsynced (its name is on disk);
  *   3. the COMMIT record, fsynced: the commit point;
  *   4. the records applied to the destination, in order; its fsync;
  *   5. the journal removed; its folder fsynced.
@@ -15,7 +16,8 @@
  * - The session never reads what it wrote (its ranges do not overlap, and a range's digests
  *   are read before any write into it), so reads, extents and lent descriptors show the old
  *   image, cut or extended (as zeros) to the size the session set.
- * - The journal is made on the first change: a sync that changes nothing writes nothing.
+ * - The journal is made on the first change (O_EXCL: recovery removed any journal before):
+ *   a sync that changes nothing writes nothing.
  * - Disposed without a commit, the journal is removed: the destination is its old image.
  *   A commit that fails after its commit point keeps the journal for the next writer.
  */
