@@ -100,7 +100,7 @@ export const ModeCode = { push: 1, pull: 2 } as const;
 export type Mode = keyof typeof ModeCode;
 
 /** Block digest algorithms; all give DIGEST_SIZE bytes. */
-export const HashCode = { "hmac-sha256": 1, blake3: 2, xxh128: 3 } as const;
+export const HashCode = { "hmac-sha256": 1, blake3: 2, xxh128: 3, poly1305: 4 } as const;
 export type HashAlgorithm = keyof typeof HashCode;
 
 /** OPEN flags. */

@@ -19,8 +19,8 @@ const MiB = 1 << 20;
 const BS = 65536;
 const KEY = new Uint8Array(32).fill(5);
 
-async function expectedDigests(bytes: Uint8Array): Promise<Uint8Array> {
-  return digestBlocks(await createBlockHasher("hmac-sha256", KEY), bytes, BS);
+async function expectedDigests(bytes: Uint8Array, offset: number): Promise<Uint8Array> {
+  return digestBlocks(await createBlockHasher("hmac-sha256", KEY), bytes, BS, offset / BS);
 }
 
 describe("lent descriptors", () => {
@@ -40,8 +40,8 @@ describe("lent descriptors", () => {
       try {
         fs.renameSync(file, path.join(dir, "moved.img"));
         makeSparseFile(file, { size: 2 * MiB, chunks: [{ offset: 0, length: 2 * MiB, seed: 2 }] });
-        const want = await expectedDigests(patternBytes(MiB, { offset: MiB, seed: 1 }));
-        const other = await expectedDigests(patternBytes(MiB, { offset: MiB, seed: 2 }));
+        const want = await expectedDigests(patternBytes(MiB, { offset: MiB, seed: 1 }), MiB);
+        const other = await expectedDigests(patternBytes(MiB, { offset: MiB, seed: 2 }), MiB);
         assert.notDeepEqual(want, other);
         for (const pool of pools) {
           const r = await store.lend((lent) =>

@@ -42,9 +42,9 @@ export function parseBlockSize(text: string | number | undefined): number {
 }
 
 export function parseHash(text: string | undefined): HashAlgorithm {
-  const h = text ?? "hmac-sha256";
+  const h = text ?? "poly1305";
   if (!(h in HashCode)) {
-    throw new UsageError(`Invalid --hash ${h}: use hmac-sha256 (default), blake3, or xxh128 (trusted data only)`);
+    throw new UsageError(`Invalid --hash ${h}: use poly1305 (default), hmac-sha256, blake3, or xxh128 (trusted data only)`);
   }
   return h as HashAlgorithm;
 }
@@ -96,7 +96,7 @@ export function kebabBooleans<T>(cmd: T): T {
 export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd: T): T {
   return kebabBooleans(cmd
     .option("--block-size <size>", "Block size: a power of two from 4K to 1M (default 64K)")
-    .option("--hash <alg>", "Block hash: hmac-sha256 (keyed, default), blake3 (keyed), xxh128 (trusted data only)")
+    .option("--hash <alg>", "Block hash: poly1305 (keyed universal hash, default), hmac-sha256, blake3 (keyed), xxh128 (trusted data only)")
     .option("--dry-run", "Report what would change; write nothing")
     .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
     .option("--json", "Print the summary as one JSON object on stdout")

@@ -1,6 +1,9 @@
 /**
  * Block digests: DIGEST_SIZE bytes per block, keyed with the session's fresh random key
- * (except xxh128, for trusted data only).
+ * (except xxh128, for trusted data only). poly1305 (the default) is a keyed universal hash:
+ * the ChaCha20-Poly1305 tag of an empty message whose additional data is the block, under
+ * the session key, with the block's index as nonce (spec §4) — node:crypto's AEAD, no new
+ * crypto; a fresh one-time Poly1305 key per block index.
  *
  * Invariants:
  * - An all-zero block has the zero digest (DIGEST_SIZE zero bytes), whatever the algorithm;
@@ -8,13 +11,13 @@
  * - A non-zero block never has the zero digest: a computed digest that happens to be all
  *   zero gets its last byte set to 1.
  */
-import { createHmac } from "node:crypto";
+import { createCipheriv, createHmac } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { createBLAKE3, createXXHash128 } from "hash-wasm";
 import { DIGEST_SIZE, type HashAlgorithm, MAX_BLOCK_SIZE } from "../../protocol/constants.ts";
 
-/** Writes the digest of `block` at `out[at .. at+DIGEST_SIZE)`. */
-export type BlockHasher = (block: Uint8Array, out: Uint8Array, at: number) => void;
+/** Writes the digest of `block`, the file's block number `index`, at `out[at .. at+DIGEST_SIZE)`. */
+export type BlockHasher = (block: Uint8Array, out: Uint8Array, at: number, index: number) => void;
 
 const ZEROS = Buffer.alloc(MAX_BLOCK_SIZE);
 
@@ -31,12 +34,12 @@ export function isAllZero(data: Uint8Array): boolean {
 
 export async function createBlockHasher(alg: HashAlgorithm, key: Uint8Array): Promise<BlockHasher> {
   const raw = await digestFunction(alg, key);
-  return (block, out, at) => {
+  return (block, out, at, index) => {
     if (isAllZero(block)) {
       out.fill(0, at, at + DIGEST_SIZE);
       return;
     }
-    const d = raw(block);
+    const d = raw(block, index);
     out.set(d.subarray(0, DIGEST_SIZE), at);
     let zero = true;
     for (let k = 0; k < DIGEST_SIZE; k++) if (out[at + k] !== 0) zero = false;
@@ -44,8 +47,18 @@ export async function createBlockHasher(alg: HashAlgorithm, key: Uint8Array): Pr
   };
 }
 
-async function digestFunction(alg: HashAlgorithm, key: Uint8Array): Promise<(b: Uint8Array) => Uint8Array> {
+async function digestFunction(alg: HashAlgorithm, key: Uint8Array): Promise<(b: Uint8Array, index: number) => Uint8Array> {
   switch (alg) {
+    case "poly1305": {
+      const nonce = Buffer.alloc(12);
+      return (b, index) => {
+        nonce.writeBigUInt64LE(BigInt(index), 0); // bytes 8..11 stay zero
+        const c = createCipheriv("chacha20-poly1305", key, nonce, { authTagLength: DIGEST_SIZE });
+        c.setAAD(b, { plaintextLength: 0 });
+        c.final();
+        return c.getAuthTag();
+      };
+    }
     case "hmac-sha256":
       return (b) => createHmac("sha256", key).update(b).digest();
     case "blake3": {
@@ -70,12 +83,12 @@ async function digestFunction(alg: HashAlgorithm, key: Uint8Array): Promise<(b: 
   }
 }
 
-/** Digests of `data` cut into blocks of `blockSize` (the last may be short). */
-export function digestBlocks(hasher: BlockHasher, data: Uint8Array, blockSize: number): Uint8Array {
+/** Digests of `data`, the file's blocks from number `firstBlock` on, cut into blocks of `blockSize` (the last may be short). */
+export function digestBlocks(hasher: BlockHasher, data: Uint8Array, blockSize: number, firstBlock: number): Uint8Array {
   const blocks = Math.ceil(data.length / blockSize);
   const out = new Uint8Array(blocks * DIGEST_SIZE);
   for (let i = 0; i < blocks; i++) {
-    hasher(data.subarray(i * blockSize, Math.min(data.length, (i + 1) * blockSize)), out, i * DIGEST_SIZE);
+    hasher(data.subarray(i * blockSize, Math.min(data.length, (i + 1) * blockSize)), out, i * DIGEST_SIZE, firstBlock + i);
   }
   return out;
 }

@@ -203,7 +203,7 @@ export class DestinationWriter {
     }
     const data = op.zstd ? unpack(op.payload, op.length, op.offset) : op.payload;
     if (data.length !== op.length) throw new ProtocolError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
-    const digests = digestBlocks(this.#hasher, data, bs);
+    const digests = digestBlocks(this.#hasher, data, bs, op.offset / bs);
     const before = r.digests.slice(at, at + digests.length);
     r.digests.set(digests, at);
     if (this.#dryRun) return;

@@ -25,7 +25,7 @@ export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
   const hasher = await hasherFor(job);
   const data = new Uint8Array(job.length);
   const bytesRead = readLent(job.file, data, job.offset);
-  const digests = digestBlocks(hasher, data, job.blockSize);
+  const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
   switch (job.kind) {
     case "digest":
       return { digests, bytesRead };

@@ -243,7 +243,7 @@ class FuzzClient {
       r.digests.fill(0xff, first * DIGEST_SIZE, end * DIGEST_SIZE);
       return { type: "DATA", cookie: this.cookie(), offset, length, payload: undefined, zstd: false };
     }
-    r.digests.set(digestBlocks(c.hasher, bytes, c.bs), first * DIGEST_SIZE);
+    r.digests.set(digestBlocks(c.hasher, bytes, c.bs, offset / c.bs), first * DIGEST_SIZE);
     this.expected?.set(bytes, offset);
     if (kind === 0 && rng.chance(0.6)) return { type: "ZERO", cookie: this.cookie(), offset, length };
     if (rng.chance(0.5)) return { type: "DATA", cookie: this.cookie(), offset, length, payload: compress(bytes, 1), zstd: true };
@@ -264,14 +264,14 @@ class FuzzClient {
     if (c.mode === "push") {
       for (const r of this.closed) root.add(r.first, r.digests);
     } else {
-      for (const [offset, length] of this.pullDone) root.add(offset / c.bs, digestBlocks(c.hasher, this.sourceBytes(offset, length), c.bs));
+      for (const [offset, length] of this.pullDone) root.add(offset / c.bs, digestBlocks(c.hasher, this.sourceBytes(offset, length), c.bs, offset / c.bs));
     }
     return root.finish(c.size, c.bs);
   }
 
   /** The destination's digests the pull client sends: the source's, some changed. */
   pullDigests(r: { offset: number; length: number }): Uint8Array {
-    const d = digestBlocks(this.c.hasher, this.sourceBytes(r.offset, r.length), this.c.bs);
+    const d = digestBlocks(this.c.hasher, this.sourceBytes(r.offset, r.length), this.c.bs, r.offset / this.c.bs);
     for (let b = 0; b < d.length / DIGEST_SIZE; b++) {
       if (this.rng.chance(0.5)) continue;
       if (this.rng.chance(0.5)) d.fill(0, b * DIGEST_SIZE, (b + 1) * DIGEST_SIZE);
