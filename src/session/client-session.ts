@@ -50,6 +50,11 @@ export interface SyncOptions {
   dryRun: boolean;
   /** Push: ask the listener to write in place (no journal, no partial file). */
   inplace?: boolean;
+  /**
+   * Push: compress DATA (zstd) where it pays; default true. false for `ssync sync`, whose
+   * "link" is memory: compressing there only costs CPU (issue 9).
+   */
+  compress?: boolean;
   pool: WorkerPool;
   /** The idle timeout's activity (IdleTimeoutChannel): told while the server owes us nothing. */
   activity?: Activity;
@@ -135,7 +140,7 @@ export async function runClient(
       signal: group.signal,
     };
     const root = options.mode === "push"
-      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, watch, pause: TestPause.fromEnv() })
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, watch, pause: TestPause.fromEnv(), zstdLevel: options.compress === false ? 0 : ZSTD_LEVEL })
       : await pullRanges(conn, ctx, { group, dryRun: options.dryRun });
     if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
@@ -183,7 +188,7 @@ function remoteSourceChanged(e: unknown): unknown {
 async function pushRanges(
   conn: ClientConnection,
   ctx: SideContext,
-  o: { group: TaskGroup; dryRun: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined },
+  o: { group: TaskGroup; dryRun: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined; zstdLevel: number },
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
@@ -196,7 +201,7 @@ async function pushRanges(
       }
       const acks: Promise<void>[] = [];
       const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {
-        zstdLevel: ZSTD_LEVEL,
+        zstdLevel: o.zstdLevel,
         dryRun: o.dryRun,
         lookahead: LOOKAHEAD_JOBS,
         emit: async (op) => {
