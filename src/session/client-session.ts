@@ -50,11 +50,6 @@ export interface SyncOptions {
   dryRun: boolean;
   /** Push: ask the listener to write in place (no journal, no partial file). */
   inplace?: boolean;
-  /**
-   * Push: compress DATA (zstd) where it pays; default true. false for `ssync sync`, whose
-   * "link" is memory: compressing there only costs CPU (issue 9).
-   */
-  compress?: boolean;
   pool: WorkerPool;
   /** The idle timeout's activity (IdleTimeoutChannel): told while the server owes us nothing. */
   activity?: Activity;
@@ -140,7 +135,7 @@ export async function runClient(
       signal: group.signal,
     };
     const root = options.mode === "push"
-      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, watch, pause: TestPause.fromEnv(), zstdLevel: options.compress === false ? 0 : ZSTD_LEVEL })
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, watch, pause: TestPause.fromEnv() })
       : await pullRanges(conn, ctx, { group, dryRun: options.dryRun });
     if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
@@ -188,7 +183,7 @@ function remoteSourceChanged(e: unknown): unknown {
 async function pushRanges(
   conn: ClientConnection,
   ctx: SideContext,
-  o: { group: TaskGroup; dryRun: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined; zstdLevel: number },
+  o: { group: TaskGroup; dryRun: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined },
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
@@ -201,7 +196,7 @@ async function pushRanges(
       }
       const acks: Promise<void>[] = [];
       const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {
-        zstdLevel: o.zstdLevel,
+        zstdLevel: ZSTD_LEVEL,
         dryRun: o.dryRun,
         lookahead: LOOKAHEAD_JOBS,
         emit: async (op) => {

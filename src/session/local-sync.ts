@@ -63,7 +63,6 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         hash: options.hash,
         dryRun: options.dryRun,
         inplace: options.inplace,
-        compress: false, // the pair is memory: zstd would only cost CPU
         pool: options.pool,
         signal: options.signal,
       });
