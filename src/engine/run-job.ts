@@ -1,13 +1,18 @@
 /**
- * Runs one scan job: read → hash → (compare → compress). Called inside a worker thread,
- * or in-process by the sequential reference path.
+ * Runs one scan job: read → hash → (compare → compress), or a destination's unpack
+ * (decompress → hash → zero scan). Called inside a worker thread, or in-process by the
+ * sequential reference path.
+ *
+ * Copies: a diff job's DATA payloads that go raw are views of the buffer the job read into
+ * (no slice); that buffer moves to the caller with the result (transferables()).
  */
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
-import { compress } from "../platform/zstd.ts";
+import { ProtocolError } from "../../protocol/codec.ts";
+import { compress, decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
-import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
+import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
-import { type DiffResult, type DigestResult, JOB_BYTES, type JobOp, type ScanJob } from "./scan-job.ts";
+import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
 const WORTH_IT = 7 / 8;
@@ -20,9 +25,10 @@ const MAX_SKIP = 64;
 const zstdState = { skip: 0, backoff: 1 };
 const hashers = new Map<string, Promise<BlockHasher>>();
 
-export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
+export async function runJob(job: ScanJob): Promise<JobResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
   const hasher = await hasherFor(job);
+  if (job.kind === "unpack") return unpack(job, hasher);
   const data = new Uint8Array(job.length);
   const bytesRead = readLent(job.file, data, job.offset);
   const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
@@ -42,7 +48,7 @@ export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
         const raw = data.subarray(start, end);
         ops.push(dataOp(raw, offset, job));
       }
-      return { digests, bytesRead, ops };
+      return { digests, bytesRead, ops, buffer: data };
     }
     default:
       throw new TypeError(`unknown job ${(job satisfies never as ScanJob).kind}`);
@@ -62,7 +68,25 @@ function dataOp(raw: Uint8Array, offset: number, job: ScanJob & { kind: "diff" }
     zstdState.skip = zstdState.backoff;
     zstdState.backoff = Math.min(MAX_SKIP, zstdState.backoff * 2);
   }
-  return { kind: "data", offset, length: raw.length, payload: raw.slice(), zstd: false };
+  return { kind: "data", offset, length: raw.length, payload: raw, zstd: false };
+}
+
+function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {
+  let data = job.payload;
+  if (job.zstd) {
+    try {
+      data = decompress(job.payload, job.length);
+    } catch (e) {
+      throw new ProtocolError(`DATA at ${job.offset}: ${(e as Error).message}`);
+    }
+  }
+  if (data.length !== job.length) throw new ProtocolError(`DATA at ${job.offset} decompressed to ${data.length} bytes, not ${job.length}`);
+  const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
+  const zeroPages = new Uint8Array(Math.ceil(data.length / job.page));
+  for (let i = 0; i < zeroPages.length; i++) {
+    if (isAllZero(data.subarray(i * job.page, Math.min(data.length, (i + 1) * job.page)))) zeroPages[i] = 1;
+  }
+  return { data, digests, zeroPages };
 }
 
 function hasherFor(job: ScanJob): Promise<BlockHasher> {
@@ -77,14 +101,17 @@ function hasherFor(job: ScanJob): Promise<BlockHasher> {
 }
 
 /** Transferable buffers of a result, so that posting it copies nothing. */
-export function transferables(result: DigestResult | DiffResult): ArrayBuffer[] {
-  // Only buffers a view owns whole: native zstd output may live in a shared pool.
+export function transferables(result: JobResult): ArrayBuffer[] {
+  // Only buffers a view owns whole (native zstd output may live in a shared pool), and the
+  // buffer a diff job read into, whose views its raw DATA payloads are.
   const list = new Set<ArrayBuffer>();
   const add = (v: Uint8Array) => {
     if (v.byteOffset === 0 && v.buffer.byteLength === v.length && v.buffer instanceof ArrayBuffer) list.add(v.buffer);
   };
   add(result.digests);
+  if ("buffer" in result && result.buffer) add(result.buffer);
   if ("ops" in result) for (const op of result.ops) if (op.kind === "data" && op.payload) add(op.payload);
+  if ("data" in result) add(result.data);
   return [...list];
 }
 

@@ -1,6 +1,7 @@
 /**
- * Jobs the worker pool runs, and what they return. Both run entirely inside a worker:
- * the read, the hashing, the comparison and the compression.
+ * Jobs the worker pool runs, and what they return. They run entirely inside a worker:
+ * the read, the hashing, the comparison and the compression (digest, diff); the
+ * decompression, hashing and zero scan of DATA that arrived at a destination (unpack).
  *
  * Invariants:
  * - A job reads through the descriptor its store lent for the job's whole life (a job is
@@ -39,7 +40,21 @@ export interface DiffJob extends JobBase {
   withoutPayload: boolean;
 }
 
-export type ScanJob = DigestJob | DiffJob;
+/**
+ * Destination side: one DATA as it arrived → the bytes to write, their block digests and
+ * which PAGE-sized pages are all zero. Reads nothing: `offset` only numbers the blocks.
+ * A payload that does not decompress to exactly `length` bytes fails the job with a
+ * ProtocolError (the peer misbehaves).
+ */
+export interface UnpackJob extends Omit<JobBase, "file"> {
+  kind: "unpack";
+  payload: Uint8Array;
+  zstd: boolean;
+  /** The zero-page map's granularity. */
+  page: number;
+}
+
+export type ScanJob = DigestJob | DiffJob | UnpackJob;
 
 export type JobOp =
   | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
@@ -52,4 +67,15 @@ export interface DigestResult {
 
 export interface DiffResult extends DigestResult {
   ops: JobOp[];
+  /** The buffer the job read into: raw DATA payloads are views of it. */
+  buffer?: Uint8Array;
 }
+
+export interface UnpackResult {
+  data: Uint8Array;
+  digests: Uint8Array;
+  /** One byte per page of `data`: 1 when the page is all zero. */
+  zeroPages: Uint8Array;
+}
+
+export type JobResult = DigestResult | DiffResult | UnpackResult;

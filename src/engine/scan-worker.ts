@@ -15,6 +15,6 @@ port.on("message", async (msg: { id: number; job: ScanJob }) => {
     port.postMessage({ id: msg.id, result }, transferables(result));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    port.postMessage({ id: msg.id, error: { message: err.message, code: err.code } });
+    port.postMessage({ id: msg.id, error: { message: err.message, code: err.code, name: err.name } });
   }
 });

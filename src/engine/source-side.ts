@@ -33,6 +33,7 @@ export async function diffRange(
   const { offset } = range;
   const end = offset + range.length;
   const src = new Uint8Array(range.dst.length);
+  ctx.readAhead?.advance(offset);
   const localEnd = Math.min(end, store.size);
   const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });

@@ -13,12 +13,14 @@ import process from "node:process";
 import { initZstd } from "../platform/zstd.ts";
 import { ErrnoError } from "../util/errors.ts";
 import { runJob } from "./run-job.ts";
-import type { DiffJob, DiffResult, DigestJob, DigestResult, ScanJob } from "./scan-job.ts";
+import { ProtocolError } from "../../protocol/codec.ts";
+import type { DiffJob, DiffResult, DigestJob, DigestResult, JobResult, ScanJob, UnpackJob, UnpackResult } from "./scan-job.ts";
 
 interface Pending {
   id: number;
   job: ScanJob;
-  resolve: (r: DigestResult | DiffResult) => void;
+  transfer: ArrayBuffer[];
+  resolve: (r: JobResult) => void;
   reject: (e: Error) => void;
 }
 
@@ -44,7 +46,7 @@ export class WorkerPool implements AsyncDisposable {
     for (let i = 0; i < this.size; i++) {
       const w = spawnWorker();
       w.unref();
-      w.on("message", (m: { id: number; result?: DigestResult | DiffResult; error?: { message: string; code?: string } }) =>
+      w.on("message", (m: WorkerReply) =>
         this.#done(w, m)
       );
       w.on("error", (e: Error) => this.#die(w, e));
@@ -62,7 +64,12 @@ export class WorkerPool implements AsyncDisposable {
     return this.#submit({ ...job, kind: "diff" }) as Promise<DiffResult>;
   }
 
-  #submit(job: ScanJob): Promise<DigestResult | DiffResult> {
+  /** `transfer`: buffers that move to the worker (the caller must not use them again). */
+  unpack(job: Omit<UnpackJob, "kind">, transfer: ArrayBuffer[] = []): Promise<UnpackResult> {
+    return this.#submit({ ...job, kind: "unpack" }, transfer) as Promise<UnpackResult>;
+  }
+
+  #submit(job: ScanJob, transfer: ArrayBuffer[] = []): Promise<JobResult> {
     if (this.#failed) return Promise.reject(this.#failed);
     if (this.size === 0) {
       const run = this.#inProcess.then(async () => {
@@ -73,7 +80,7 @@ export class WorkerPool implements AsyncDisposable {
       return run;
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, job, resolve, reject });
+      this.#queue.push({ id: this.#nextId++, job, transfer, resolve, reject });
       this.#pump();
     });
   }
@@ -84,17 +91,17 @@ export class WorkerPool implements AsyncDisposable {
       const p = this.#queue.shift()!;
       this.#busy.set(w, p);
       w.ref();
-      w.postMessage({ id: p.id, job: p.job });
+      w.postMessage({ id: p.id, job: p.job }, p.transfer);
     }
   }
 
-  #done(w: Worker, m: { id: number; result?: DigestResult | DiffResult; error?: { message: string; code?: string } }) {
+  #done(w: Worker, m: WorkerReply) {
     const p = this.#busy.get(w);
     if (!p || p.id !== m.id) return;
     this.#busy.delete(w);
     w.unref();
     this.#idle.push(w);
-    if (m.error) p.reject(m.error.code ? new ErrnoError(m.error.code, m.error.message) : new Error(m.error.message));
+    if (m.error) p.reject(rebuildError(m.error));
     else p.resolve(m.result!);
     this.#pump();
   }
@@ -117,6 +124,15 @@ export class WorkerPool implements AsyncDisposable {
     for (const w of all) w.removeAllListeners("exit");
     await Promise.all(all.map((w) => w.terminate()));
   }
+}
+
+type WorkerReply = { id: number; result?: JobResult; error?: { message: string; code?: string; name?: string } };
+
+/** A worker's failure as the class the main thread would have thrown (errno, protocol, other). */
+function rebuildError(e: { message: string; code?: string; name?: string }): Error {
+  if (e.code) return new ErrnoError(e.code, e.message);
+  if (e.name === "ProtocolError") return new ProtocolError(e.message);
+  return new Error(e.message);
 }
 
 function spawnWorker(): Worker {

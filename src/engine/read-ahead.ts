@@ -1,0 +1,98 @@
+/**
+ * I/O depth without threads: the kernel is asked to start reading (posix_fadvise WILLNEED)
+ * the data extents ahead of where the engine reads, so a cold disk has many requests in
+ * flight while the workers hash what is already in the page cache. A worker's pread then
+ * finds its pages read or in flight instead of issuing one synchronous 1 MiB read at a time.
+ *
+ * Invariants:
+ * - Only data extents are advised (holes cost nothing to read), at most LEAD_BYTES of data
+ *   beyond the furthest offset the engine said it reached, and each byte at most once: the
+ *   page cache the advice fills is bounded by LEAD_BYTES plus what the engine reads anyway.
+ * - Advice is a hint: without FFI, or when the kernel refuses it, reads work as before.
+ *   No failure here fails a sync; advance() never throws and its work is observed.
+ * - Work is serialised: one advance at a time; later calls only raise the target.
+ */
+import { type Libc, libc as ffiLibc, POSIX_FADV_WILLNEED } from "../platform/libc.ts";
+import type { Storage } from "../storage/storage.ts";
+
+/** Data bytes advised ahead of the reader: a few dozen milliseconds of a fast SSD. */
+export const LEAD_BYTES = 64 * 1024 * 1024;
+/** Advice resumes once this many data bytes of the lead were read (one extent query, a few fadvise calls). */
+const STEP_BYTES = 8 * 1024 * 1024;
+/** Apparent bytes whose extents are fetched at once while looking for data ahead. */
+const SCAN_WINDOW = 4 * 2 ** 30;
+/** Largest piece advised in one call. */
+const PIECE_BYTES = 2 * 1024 * 1024;
+
+export class ReadAhead {
+  readonly #store: Storage;
+  readonly #libc: Libc | null;
+  /** Everything below this offset was advised, is a hole, or was passed by the reader. */
+  #advisedTo = 0;
+  /** The furthest offset the reader said it reached. */
+  #reached = 0;
+  /** Advised pieces not yet passed by the reader, ascending; `#head` is the first live one. */
+  #pieces: { end: number; length: number }[] = [];
+  #head = 0;
+  /** Data bytes of the live pieces. */
+  #ahead = 0;
+  #running: Promise<void> | undefined;
+  #off = false;
+
+  constructor(store: Storage, options: { libc?: Libc | null } = {}) {
+    this.#store = store;
+    this.#libc = options.libc === undefined ? ffiLibc : options.libc;
+    if (this.#libc === null) this.#off = true;
+  }
+
+  /** The reader is at `offset` now: make sure LEAD_BYTES of data after it are being read. */
+  advance(offset: number): void {
+    if (this.#off || offset < this.#reached) return;
+    this.#reached = offset;
+    while (this.#head < this.#pieces.length && this.#pieces[this.#head].end <= offset) this.#ahead -= this.#pieces[this.#head++].length;
+    if (this.#head > 1024) {
+      this.#pieces = this.#pieces.slice(this.#head);
+      this.#head = 0;
+    }
+    if (this.#running || this.#ahead > LEAD_BYTES - STEP_BYTES) return;
+    this.#running = this.#run().catch(() => {
+      this.#off = true; // a store that cannot lend (closing) or list extents: no more hints
+    }).finally(() => {
+      this.#running = undefined;
+    });
+  }
+
+  async #run(): Promise<void> {
+    const size = this.#store.size;
+    // Bounded: each round advises at least one piece or moves #advisedTo by a whole window.
+    for (let round = 0; round < 4096 && !this.#off && this.#ahead < LEAD_BYTES; round++) {
+      const at = Math.max(this.#advisedTo, this.#reached);
+      if (at >= size) return;
+      const windowEnd = Math.min(size, at + SCAN_WINDOW);
+      const pieces: { offset: number; length: number }[] = [];
+      let budget = LEAD_BYTES - this.#ahead;
+      let cut = windowEnd;
+      for (const e of await this.#store.dataExtents(at, windowEnd)) {
+        for (let o = 0; o < e.length && budget > 0; o += PIECE_BYTES) {
+          const length = Math.min(PIECE_BYTES, e.length - o, budget);
+          pieces.push({ offset: e.offset + o, length });
+          budget -= length;
+          cut = e.offset + o + length;
+        }
+        if (budget <= 0) break;
+      }
+      if (pieces.length > 0) {
+        await this.#store.lend(async (file) => {
+          for (const p of pieces) {
+            if (this.#libc!.fadviseRange(file.fd, p, POSIX_FADV_WILLNEED) !== 0) this.#off = true;
+          }
+        });
+      }
+      for (const p of pieces) {
+        this.#pieces.push({ end: p.offset + p.length, length: p.length });
+        this.#ahead += p.length;
+      }
+      this.#advisedTo = cut;
+    }
+  }
+}
