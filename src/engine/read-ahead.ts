@@ -62,6 +62,11 @@ export class ReadAhead {
     });
   }
 
+  /** Resolves once the advice in progress (if any) was given. */
+  async settled(): Promise<void> {
+    await this.#running;
+  }
+
   async #run(): Promise<void> {
     const size = this.#store.size;
     // Bounded: each round advises at least one piece or moves #advisedTo by a whole window.
