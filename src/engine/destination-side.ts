@@ -17,6 +17,7 @@
  */
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
+import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
 import { JOB_BYTES } from "./scan-job.ts";
@@ -25,7 +26,7 @@ import type { SideContext } from "./side-context.ts";
 /** Granularity of holes the destination keeps: the smallest block size. */
 const PAGE = 4096;
 
-/** Digests of [offset, offset+length): holes without reading, data spans in workers. */
+/** Digests of [offset, offset+length): holes without reading, data spans in workers (ordered-jobs.ts). */
 export async function digestRange(
   ctx: SideContext,
   range: { offset: number; length: number },
@@ -39,21 +40,19 @@ export async function digestRange(
   const extents = localEnd > range.offset ? await store.dataExtents(range.offset, localEnd) : [];
   const spans = dataSpans(extents, { start: range.offset, end: localEnd }, { blockSize: bs, maxBytes: JOB_BYTES });
   let dataBytes = 0;
-  let next = 0;
-  const worker = async () => {
-    while (next < spans.length) {
-      const s = spans[next++];
-      ctx.signal.throwIfAborted();
-      const r = await store.lend((file) =>
-        ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key })
-      );
-      out.set(r.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
-      stats.bytesRead += r.bytesRead;
+  await runInOrder(spans, {
+    lookahead: options.lookahead,
+    signal: ctx.signal,
+    start: (s) => store.lend((file) =>
+      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key })
+    ),
+    consume: async (s, r) => {
+      out.set(r!.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
+      stats.bytesRead += r!.bytesRead;
       dataBytes += s.length;
-      if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests: r.digests });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.lookahead, spans.length)) }, worker));
+      if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests: r!.digests });
+    },
+  });
   ctx.signal.throwIfAborted();
   stats.holeBytesSkipped += range.length - dataBytes;
   return out;

@@ -4,7 +4,7 @@
  *
  * 1. Fetch the source's data extents in the range; the gaps are holes, known without reading.
  * 2. Start diff jobs (read → hash → compare → compress, in workers) for the data spans,
- *    at most `lookahead` ahead of the consumer; each first reserves (`reserve`) the bytes
+ *    at most `lookahead` ahead of the consumer (ordered-jobs.ts, the scheduler both roles use); each first reserves (`reserve`) the bytes
  *    its result may hold until every op of it is emitted, in job order, so the job being
  *    consumed always holds its reservation and the reservations cannot deadlock.
  * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
@@ -13,6 +13,7 @@
  */
 import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { diffRuns } from "./block-diff.ts";
+import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
 import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
@@ -54,9 +55,8 @@ export async function diffRange(
     return range.dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
   };
   let ended = false;
-  const start = (i: number) => {
-    const p = pieces[i];
-    if (!p.data || p.job) return;
+  const start = (p: Piece): Promise<DiffResult> | undefined => {
+    if (!p.data) return undefined;
     const run = async (): Promise<DiffResult> => {
       if (options.reserve) {
         // A job's result and the record it becomes: each at most the piece's length.
@@ -79,30 +79,27 @@ export async function diffRange(
       }));
     };
     p.job = run();
-    p.job.catch(() => {}); // observed when awaited below; avoids an unhandled rejection meanwhile
+    return p.job;
+  };
+  const consume = async (p: Piece, result: DiffResult | undefined) => {
+    const first = (p.offset - offset) / bs;
+    if (!result) {
+      stats.holeBytesSkipped += p.length;
+      const dst = slice(p);
+      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
+        const o = p.offset + run.first * bs;
+        await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+      }
+      return;
+    }
+    stats.bytesRead += result.bytesRead;
+    src.set(result.digests, first * DIGEST_SIZE);
+    for (const op of result.ops) await emitCounted(ctx, options.emit, op);
+    p.job = undefined;
+    p.release?.();
   };
   try {
-    for (let i = 0; i < pieces.length; i++) {
-      for (let k = i; k < pieces.length && k < i + options.lookahead; k++) start(k);
-      ctx.signal.throwIfAborted();
-      const p = pieces[i];
-      const first = (p.offset - offset) / bs;
-      if (!p.data) {
-        stats.holeBytesSkipped += p.length;
-        const dst = slice(p);
-        for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
-          const o = p.offset + run.first * bs;
-          await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
-        }
-        continue;
-      }
-      const result = await p.job!;
-      stats.bytesRead += result.bytesRead;
-      src.set(result.digests, first * DIGEST_SIZE);
-      for (const op of result.ops) await emitCounted(ctx, options.emit, op);
-      p.job = undefined;
-      p.release?.();
-    }
+    await runInOrder(pieces, { lookahead: options.lookahead, signal: ctx.signal, start, consume });
     return src;
   } finally {
     ended = true;
