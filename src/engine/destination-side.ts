@@ -189,11 +189,10 @@ export class DestinationWriter {
       r.digests.fill(0xff, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
       return;
     }
-    // The one copy on this side: the payload leaves the received record (which the channel
-    // may share) for the worker, and comes back decompressed, hashed and zero-scanned.
-    const payload = op.payload.slice();
-    const { data, digests, zeroPages } = await this.#ctx.pool.unpack({
-      payload,
+    // Decompressed, hashed and zero-scanned in a worker; the payload is copied once, into the
+    // pool's arena (worker-pool.ts), and a raw one is then written from the record itself.
+    const result = await this.#ctx.pool.unpack({
+      payload: op.payload,
       zstd: op.zstd,
       length: op.length,
       offset: op.offset,
@@ -201,7 +200,9 @@ export class DestinationWriter {
       hash: this.#ctx.hash,
       key: this.#ctx.key,
       page: PAGE,
-    }, [payload.buffer as ArrayBuffer]);
+    });
+    const { digests, zeroPages } = result;
+    const data = result.data ?? op.payload;
     const before = r.digests.slice(at, at + digests.length);
     r.digests.set(digests, at);
     if (this.#dryRun) return;

@@ -72,10 +72,11 @@ function dataOp(raw: Uint8Array, offset: number, job: ScanJob & { kind: "diff" }
 }
 
 function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {
-  let data = job.payload;
+  const payload = job.payload!;
+  let data = payload;
   if (job.zstd) {
     try {
-      data = decompress(job.payload, job.length);
+      data = decompress(payload, job.length);
     } catch (e) {
       throw new ProtocolError(`DATA at ${job.offset}: ${(e as Error).message}`);
     }
@@ -86,7 +87,8 @@ function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {
   for (let i = 0; i < zeroPages.length; i++) {
     if (isAllZero(data.subarray(i * job.page, Math.min(data.length, (i + 1) * job.page)))) zeroPages[i] = 1;
   }
-  return { data, digests, zeroPages };
+  // A raw payload is the caller's own bytes (here maybe a view of the shared arena): not returned.
+  return { data: job.zstd ? data : undefined, digests, zeroPages };
 }
 
 function hasherFor(job: ScanJob): Promise<BlockHasher> {
@@ -111,7 +113,7 @@ export function transferables(result: JobResult): ArrayBuffer[] {
   add(result.digests);
   if ("buffer" in result && result.buffer) add(result.buffer);
   if ("ops" in result) for (const op of result.ops) if (op.kind === "data" && op.payload) add(op.payload);
-  if ("data" in result) add(result.data);
+  if ("data" in result && result.data) add(result.data);
   return [...list];
 }
 

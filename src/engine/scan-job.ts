@@ -48,7 +48,10 @@ export interface DiffJob extends JobBase {
  */
 export interface UnpackJob extends Omit<JobBase, "file"> {
   kind: "unpack";
-  payload: Uint8Array;
+  /** The DATA payload; in a worker, a view of the pool's arena (`arenaAt`, `payloadLength`). */
+  payload: Uint8Array | undefined;
+  arenaAt?: number;
+  payloadLength?: number;
   zstd: boolean;
   /** The zero-page map's granularity. */
   page: number;
@@ -72,7 +75,8 @@ export interface DiffResult extends DigestResult {
 }
 
 export interface UnpackResult {
-  data: Uint8Array;
+  /** The decompressed bytes; undefined for a raw payload (the caller's payload is the data). */
+  data: Uint8Array | undefined;
   digests: Uint8Array;
   /** One byte per page of `data`: 1 when the page is all zero. */
   zeroPages: Uint8Array;

@@ -5,6 +5,12 @@
  * Invariants:
  * - A worker runs one job at a time; jobs wait in FIFO order. The pool does not bound its
  *   queue: callers bound what they submit (their windows count requests and bytes).
+ * - Bytes go to a worker through the pool's shared arena, never inside a message: Deno's
+ *   node:worker_threads copies a message's buffers to a worker at a few MB/s (measured:
+ *   ~200 ms per MiB), while a SharedArrayBuffer posted once is shared for real. An unpack
+ *   job copies its payload into one of ARENA_SLOTS slots (the one copy on the destination's
+ *   side) and holds it until the job settles; a job finding no free slot waits for one.
+ *   Results come back by transfer, which is fast on both runtimes.
  * - A worker that dies fails its job and every later job; the pool is then unusable.
  */
 import { Worker } from "node:worker_threads";
@@ -14,12 +20,15 @@ import { initZstd } from "../platform/zstd.ts";
 import { ErrnoError } from "../util/errors.ts";
 import { runJob } from "./run-job.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
+import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import type { DiffJob, DiffResult, DigestJob, DigestResult, JobResult, ScanJob, UnpackJob, UnpackResult } from "./scan-job.ts";
+
+/** Payloads in workers at once (each slot holds one, up to MAX_DATA_LENGTH bytes). */
+export const ARENA_SLOTS = 8;
 
 interface Pending {
   id: number;
   job: ScanJob;
-  transfer: ArrayBuffer[];
   resolve: (r: JobResult) => void;
   reject: (e: Error) => void;
 }
@@ -39,12 +48,22 @@ export class WorkerPool implements AsyncDisposable {
   #nextId = 1;
   #failed: Error | undefined;
   #inProcess: Promise<unknown> = Promise.resolve();
+  /** Shared with every worker; slot i is [i·MAX_DATA_LENGTH, (i+1)·MAX_DATA_LENGTH). */
+  #arena: Uint8Array | undefined;
+  #freeSlots: number[] = [];
+  #slotWaiters: { resolve: (slot: number) => void; reject: (e: Error) => void }[] = [];
   readonly size: number;
 
   constructor(options: { size?: number } = {}) {
     this.size = options.size ?? defaultWorkers();
+    if (this.size > 0) {
+      // Virtual until touched: a slot's pages become resident once a payload that long used it.
+      this.#arena = new Uint8Array(new SharedArrayBuffer(ARENA_SLOTS * MAX_DATA_LENGTH));
+      this.#freeSlots = Array.from({ length: ARENA_SLOTS }, (_, i) => i);
+    }
     for (let i = 0; i < this.size; i++) {
       const w = spawnWorker();
+      w.postMessage({ arena: this.#arena!.buffer });
       w.unref();
       w.on("message", (m: WorkerReply) =>
         this.#done(w, m)
@@ -64,12 +83,35 @@ export class WorkerPool implements AsyncDisposable {
     return this.#submit({ ...job, kind: "diff" }) as Promise<DiffResult>;
   }
 
-  /** `transfer`: buffers that move to the worker (the caller must not use them again). */
-  unpack(job: Omit<UnpackJob, "kind">, transfer: ArrayBuffer[] = []): Promise<UnpackResult> {
-    return this.#submit({ ...job, kind: "unpack" }, transfer) as Promise<UnpackResult>;
+  /** The payload is copied (into the arena); the caller keeps its own. */
+  async unpack(job: Omit<UnpackJob, "kind" | "payload" | "arenaAt" | "payloadLength"> & { payload: Uint8Array }): Promise<UnpackResult> {
+    if (this.size === 0) return await this.#submit({ ...job, kind: "unpack" }) as UnpackResult;
+    if (job.payload.length > MAX_DATA_LENGTH) throw new RangeError(`unpack payload of ${job.payload.length} bytes`);
+    const slot = await this.#takeSlot();
+    try {
+      const at = slot * MAX_DATA_LENGTH;
+      this.#arena!.set(job.payload, at);
+      const { payload, ...rest } = job;
+      return await this.#submit({ ...rest, kind: "unpack", payload: undefined, arenaAt: at, payloadLength: payload.length }) as UnpackResult;
+    } finally {
+      this.#giveSlot(slot);
+    }
   }
 
-  #submit(job: ScanJob, transfer: ArrayBuffer[] = []): Promise<JobResult> {
+  #takeSlot(): Promise<number> {
+    if (this.#failed) return Promise.reject(this.#failed);
+    const free = this.#freeSlots.pop();
+    if (free !== undefined) return Promise.resolve(free);
+    return new Promise((resolve, reject) => this.#slotWaiters.push({ resolve, reject }));
+  }
+
+  #giveSlot(slot: number): void {
+    const next = this.#slotWaiters.shift();
+    if (next) next.resolve(slot);
+    else this.#freeSlots.push(slot);
+  }
+
+  #submit(job: ScanJob): Promise<JobResult> {
     if (this.#failed) return Promise.reject(this.#failed);
     if (this.size === 0) {
       const run = this.#inProcess.then(async () => {
@@ -80,7 +122,7 @@ export class WorkerPool implements AsyncDisposable {
       return run;
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, job, transfer, resolve, reject });
+      this.#queue.push({ id: this.#nextId++, job, resolve, reject });
       this.#pump();
     });
   }
@@ -91,7 +133,7 @@ export class WorkerPool implements AsyncDisposable {
       const p = this.#queue.shift()!;
       this.#busy.set(w, p);
       w.ref();
-      w.postMessage({ id: p.id, job: p.job }, p.transfer);
+      w.postMessage({ id: p.id, job: p.job });
     }
   }
 
@@ -110,6 +152,7 @@ export class WorkerPool implements AsyncDisposable {
     if (this.#failed) return;
     this.#failed = e;
     for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(e);
+    for (const waiter of this.#slotWaiters.splice(0)) waiter.reject(e);
     this.#busy.clear();
     this.#queue = [];
     void w;
@@ -118,6 +161,7 @@ export class WorkerPool implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.#failed ??= new Error("worker pool closed");
     for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(this.#failed);
+    for (const waiter of this.#slotWaiters.splice(0)) waiter.reject(this.#failed);
     this.#busy.clear();
     this.#queue = [];
     const all = this.#all.splice(0);
