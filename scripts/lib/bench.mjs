@@ -101,6 +101,7 @@ const progress = (what) => process.stderr.write(`bench [${((Date.now() - t0) / 1
 const round64k = (n) => Math.max(BLOCK, Math.round(n / BLOCK) * BLOCK);
 const VM = { apparent: round64k(4 * GiB * opts.scale), data: round64k(2 * GiB * opts.scale), extents: Math.max(24, Math.round(780 * opts.scale)) };
 const SPARSE = { apparent: round64k(64 * GiB * opts.scale), data: round64k(1 * GiB * opts.scale), extents: Math.max(16, Math.round(400 * opts.scale)) };
+const SPARSE_CASE = `sparse ${fmtMiB(SPARSE.apparent)}, 1%`;
 const wantVM = opts.cases.includes("first") || opts.cases.includes("incremental");
 const wantSparse = opts.cases.includes("sparse");
 const wantLink = opts.rows.includes("link") && wantVM;
@@ -254,6 +255,8 @@ const header = [];
 header.push(`ssync bench: ${process.argv.slice(2).join(" ") || "(defaults)"}`);
 header.push(`  ${os.availableParallelism()} cores, ${fmtMiB(os.totalmem())} RAM, Linux ${os.release()}; ${opts.runs} runs per row, median; runtimes ${opts.runtimes.map((r) => `${r.name}=${r.cmd.join(" ")}`).join(", ")}`);
 const commit = spawnSync("git", ["-C", root, "log", "-1", "--format=%h %s"], { encoding: "utf8" }).stdout?.trim();
+const load = () => os.loadavg().map((x) => x.toFixed(1)).join(" ");
+header.push(`  load average at the start: ${load()} (a busy machine makes every row slower; the ratios are what to read)`);
 if (commit) header.push(`  source: ${commit.length > 90 ? `${commit.slice(0, 90)}…` : commit}`);
 
 trust = await makeTrust(opts.runtimes[0].cmd, path.join(work, "trust"));
@@ -352,7 +355,7 @@ if (wantSparse) {
     rows.push(baseline("nbdcopy SRC null: & nbdcopy DST null: (both sides)", "bothRead", [nbd(f("sp-new.img"), "null:"), nbd(f("sp-dst.img"), "null:")], { prepare: () => resetOld(f("sp-dst.img")) }));
   }
   for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "sp-new.img", dst: "sp-dst.img", reset: resetOld, link: false, changed: ch.extra }));
-  allRows.push(...(await measureCase("sparse 64 GiB, 1%", rows)));
+  allRows.push(...(await measureCase(SPARSE_CASE, rows)));
 }
 
 // --- the report --------------------------------------------------------------------------------
@@ -371,6 +374,7 @@ const refOf = (row) => {
 
 console.log();
 for (const l of header) console.log(l);
+console.log(`  load average at the end: ${load()}`);
 console.log(`  page cache: ${cacheMethod === "drop_caches" ? "echo 3 > /proc/sys/vm/drop_caches" : "posix_fadvise DONTNEED on the images (not root)"} before every run; the runtime's code then read back (--version)`);
 console.log(`  peak RSS: ${GNU_TIME ? "GNU time %M" : "VmHWM polled"} for clients and baselines; the listener's VmHWM just before it stops (a fresh listener per run)`);
 if (facts.vm) {
@@ -400,11 +404,11 @@ for (const rt of opts.runtimes) {
   const ratio = (a, b) => sec(a) / sec(b);
   const incrPush = ss("incremental 1%", (r) => r.mode === "push" && !r.link);
   lines.push(verdict("incremental push ÷ both sides' extent reads", ratio(incrPush, base("incremental 1%", "bothRead")), 1.5, `${fmtS(sec(incrPush))} s vs ${fmtS(sec(base("incremental 1%", "bothRead")))} s`));
-  const spPush = ss("sparse 64 GiB, 1%", (r) => r.mode === "push");
-  lines.push(verdict("64 GiB sparse push ÷ source extent read", ratio(spPush, base("sparse 64 GiB, 1%", "srcRead")), 1.5, `${fmtS(sec(spPush))} s vs ${fmtS(sec(base("sparse 64 GiB, 1%", "srcRead")))} s`));
+  const spPush = ss(SPARSE_CASE, (r) => r.mode === "push");
+  lines.push(verdict(`${fmtMiB(SPARSE.apparent)} sparse push ÷ source extent read`, ratio(spPush, base(SPARSE_CASE, "srcRead")), 1.5, `${fmtS(sec(spPush))} s vs ${fmtS(sec(base(SPARSE_CASE, "srcRead")))} s`));
   const firstPush = ss("first copy", (r) => r.mode === "push" && !r.link);
   lines.push(verdict("first copy push ÷ nbdcopy SRC DST", ratio(firstPush, base("first copy", "nbdcopy")), 1.3, `${fmtS(sec(firstPush))} s vs ${fmtS(sec(base("first copy", "nbdcopy")))} s`));
-  for (const kase of ["first copy", "incremental 1%", "sparse 64 GiB, 1%"]) {
+  for (const kase of ["first copy", "incremental 1%", SPARSE_CASE]) {
     const local = ss(kase, (r) => r.mode === "local");
     const push = ss(kase, (r) => r.mode === "push" && !r.link);
     if (local || push) lines.push(verdict(`${kase}: local sync ÷ push`, ratio(local, push), 1.0, `${fmtS(sec(local))} s vs ${fmtS(sec(push))} s`));
