@@ -62,6 +62,7 @@ describe("read-ahead", { skip, timeout: 60_000 }, () => {
       const ahead = new ReadAhead(store);
       ahead.advance(0);
       await ahead.settled();
+      ahead.adviseNow();
       const first = await residentSettled(file);
       // The 32 MiB of the four small extents and the start of the big one: the lead, not more.
       assert.ok(first >= LEAD_BYTES - 4 * MiB, `${first / MiB} MiB resident after advance(0)`);
@@ -70,6 +71,7 @@ describe("read-ahead", { skip, timeout: 60_000 }, () => {
       // ...and the reader moving on advises the rest.
       ahead.advance(300 * MiB);
       await ahead.settled();
+      ahead.adviseNow();
       const later = await residentSettled(file);
       assert.ok(later >= first + 24 * MiB, `${later / MiB} MiB resident after advance(300 MiB)`);
     });
@@ -84,7 +86,25 @@ describe("read-ahead", { skip, timeout: 60_000 }, () => {
       const ahead = new ReadAhead(store, { libc: null });
       ahead.advance(0);
       await ahead.settled();
+      ahead.adviseNow();
       assert.equal(await residentSettled(file), 0);
+    });
+  });
+});
+
+describe("read-ahead through a job", { skip, timeout: 60_000 }, () => {
+  test("a worker gives the advice its job carries before its own read", { timeout: 30_000 }, async () => {
+    const { WorkerPool } = await import("../src/engine/worker-pool.ts");
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, "src.img");
+      makeSparseFile(file, { size: 64 * MiB, chunks: [{ offset: 0, length: 1 * MiB }, { offset: 32 * MiB, length: 16 * MiB }] });
+      dropCache(file);
+      await using pool = new WorkerPool({ size: 1 });
+      await using store = await openSource(file);
+      const advise = [{ offset: 32 * MiB, length: 8 * MiB }, { offset: 40 * MiB, length: 8 * MiB }];
+      await store.lend((f) => pool.digest({ file: f, offset: 0, length: MiB, blockSize: 65536, hash: "poly1305", key: new Uint8Array(32), advise }));
+      const now = await residentSettled(file);
+      assert.ok(now >= 17 * MiB - 256 * 1024, `${now / MiB} MiB resident: the job's own MiB and the 16 MiB it advised`);
     });
   });
 });

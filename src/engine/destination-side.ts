@@ -44,7 +44,7 @@ export async function digestRange(
     lookahead: options.lookahead,
     signal: ctx.signal,
     start: (s) => store.lend((file) =>
-      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key })
+      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key, advise: ctx.readAhead?.take() })
     ),
     consume: async (s, r) => {
       out.set(r!.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);

@@ -4,16 +4,21 @@
  * flight while the workers hash what is already in the page cache. A worker's pread then
  * finds its pages read or in flight instead of issuing one synchronous 1 MiB read at a time.
  *
+ * This thread only plans: it lists the data extents ahead (advance) and hands the pieces to
+ * the next job that starts (take); the worker running that job gives the advice before its
+ * own read (run-job.ts), since the advice costs the kernel's page allocation and I/O
+ * submission (~0.4 ms per MiB here), which belongs on the workers, not on the session's thread.
+ *
  * Invariants:
- * - Only data extents are advised (holes cost nothing to read), at most LEAD_BYTES of data
+ * - Only data extents are planned (holes cost nothing to read), at most LEAD_BYTES of data
  *   beyond the furthest offset the engine said it reached, and each byte at most once: the
  *   page cache the advice fills is bounded by LEAD_BYTES plus what the engine reads anyway.
  * - Advice is a hint: without FFI, or when the kernel refuses it, reads work as before.
  *   No failure here fails a sync; advance() never throws and its work is observed.
- * - Work is serialised: one advance at a time; later calls only raise the target.
+ * - Planning is serialised: one at a time; later calls only raise the target.
  */
-import { type Libc, libc as ffiLibc, POSIX_FADV_WILLNEED } from "../platform/libc.ts";
-import type { Storage } from "../storage/storage.ts";
+import { type ByteRange, type Libc, libc as ffiLibc, POSIX_FADV_WILLNEED } from "../platform/libc.ts";
+import type { LentFile, Storage } from "../storage/storage.ts";
 
 /** Data bytes advised ahead of the reader: a few dozen milliseconds of a fast SSD. */
 export const LEAD_BYTES = 64 * 1024 * 1024;
@@ -23,6 +28,15 @@ const STEP_BYTES = 8 * 1024 * 1024;
 const SCAN_WINDOW = 4 * 2 ** 30;
 /** Largest piece advised in one call. */
 const PIECE_BYTES = 2 * 1024 * 1024;
+/** Most pieces one job carries. */
+const PIECES_PER_JOB = 16;
+
+/** Gives the advice a job carries, through the descriptor lent to it; false once the kernel refused. */
+export function giveAdvice(file: LentFile, pieces: readonly ByteRange[] | undefined, c: Libc | null = ffiLibc): boolean {
+  if (!pieces || c === null) return true;
+  for (const p of pieces) if (c.fadviseRange(file.fd, p, POSIX_FADV_WILLNEED) !== 0) return false;
+  return true;
+}
 
 export class ReadAhead {
   readonly #store: Storage;
@@ -36,6 +50,8 @@ export class ReadAhead {
   #head = 0;
   /** Data bytes of the live pieces. */
   #ahead = 0;
+  /** Planned pieces no job carried yet, ascending. */
+  #ready: ByteRange[] = [];
   #running: Promise<void> | undefined;
   #off = false;
 
@@ -62,7 +78,27 @@ export class ReadAhead {
     });
   }
 
-  /** Resolves once the advice in progress (if any) was given. */
+  /** Pieces for the job about to start to advise (at most PIECES_PER_JOB), or undefined. */
+  take(): ByteRange[] | undefined {
+    if (this.#ready.length === 0) return undefined;
+    // Pieces the reader passed already need no advice.
+    const live = this.#ready.filter((p) => p.offset + p.length > this.#reached);
+    this.#ready = live.slice(PIECES_PER_JOB);
+    return live.length > 0 ? live.slice(0, PIECES_PER_JOB) : undefined;
+  }
+
+  /** Gives the advice planned so far from this thread (tests, and callers with no job to carry it). */
+  adviseNow(): void {
+    const pieces = this.#ready.splice(0);
+    if (pieces.length === 0 || this.#off) return;
+    void this.#store.lend(async (file) => {
+      if (!giveAdvice(file, pieces, this.#libc)) this.#off = true;
+    }).catch(() => {
+      this.#off = true;
+    });
+  }
+
+  /** Resolves once the planning in progress (if any) is done. */
   async settled(): Promise<void> {
     await this.#running;
   }
@@ -86,13 +122,7 @@ export class ReadAhead {
         }
         if (budget <= 0) break;
       }
-      if (pieces.length > 0) {
-        await this.#store.lend(async (file) => {
-          for (const p of pieces) {
-            if (this.#libc!.fadviseRange(file.fd, p, POSIX_FADV_WILLNEED) !== 0) this.#off = true;
-          }
-        });
-      }
+      this.#ready.push(...pieces);
       for (const p of pieces) {
         this.#pieces.push({ end: p.offset + p.length, length: p.length });
         this.#ahead += p.length;

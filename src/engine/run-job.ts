@@ -3,8 +3,11 @@
  * (decompress → hash → zero scan). Called inside a worker thread, or in-process by the
  * sequential reference path.
  *
- * Copies: a diff job's DATA payloads that go raw are views of the buffer the job read into
- * (no slice); that buffer moves to the caller with the result (transferables()).
+ * Copies: each thread reads into one buffer of its own, reused from job to job. A diff job
+ * whose raw DATA is at least half of what it read hands that buffer over (its payloads are
+ * views of it; it moves to the caller with the result, transferables()) and the thread takes
+ * a new one; otherwise the few raw payloads are sliced out and the buffer stays. Either way a
+ * byte is copied at most once, and an incremental sync allocates nothing per job.
  */
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
@@ -12,6 +15,7 @@ import { compress, decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
+import { giveAdvice } from "./read-ahead.ts";
 import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
@@ -24,13 +28,19 @@ const WORTH_IT = 7 / 8;
 const MAX_SKIP = 64;
 const zstdState = { skip: 0, backoff: 1 };
 const hashers = new Map<string, Promise<BlockHasher>>();
+/** This thread's read buffer while no result holds views of it. */
+let scratch: Uint8Array | undefined;
 
 export async function runJob(job: ScanJob): Promise<JobResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
   const hasher = await hasherFor(job);
   if (job.kind === "unpack") return unpack(job, hasher);
-  const data = new Uint8Array(job.length);
+  giveAdvice(job.file, job.advise);
+  scratch ??= new Uint8Array(JOB_BYTES);
+  const buffer = scratch;
+  const data = buffer.subarray(0, job.length);
   const bytesRead = readLent(job.file, data, job.offset);
+  if (bytesRead < data.length) data.fill(0, bytesRead); // past the end of the file: zeros
   const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
   switch (job.kind) {
     case "digest":
@@ -48,7 +58,15 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
         const raw = data.subarray(start, end);
         ops.push(dataOp(raw, offset, job));
       }
-      return { digests, bytesRead, ops, buffer: data };
+      let viewed = 0;
+      for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
+      if (viewed === 0) return { digests, bytesRead, ops };
+      if (2 * viewed >= job.length) {
+        scratch = undefined; // handed over with the result
+        return { digests, bytesRead, ops, buffer };
+      }
+      for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
+      return { digests, bytesRead, ops };
     }
     default:
       throw new TypeError(`unknown job ${(job satisfies never as ScanJob).kind}`);

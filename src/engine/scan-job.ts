@@ -18,6 +18,8 @@ export const JOB_BYTES = 1 << 20;
 
 interface JobBase {
   file: LentFile;
+  /** Ranges of the same file to ask the kernel to start reading first (read-ahead.ts). */
+  advise?: { offset: number; length: number }[];
   offset: number;
   length: number;
   blockSize: number;

@@ -74,6 +74,7 @@ export async function diffRange(
         hash: ctx.hash,
         key: ctx.key,
         dst: slice(p),
+        advise: ctx.readAhead?.take(),
         zstdLevel: options.zstdLevel,
         withoutPayload: options.dryRun,
       }));
