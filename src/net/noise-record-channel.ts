@@ -25,10 +25,10 @@ import type { RecordChannel } from "./record-channel.ts";
  * decrypt, 3. queue the plaintext; pause the socket while too much waits unread.
  * Sending: a record (one buffer, or its parts: header and payload) is sealed part by part,
  * never concatenated: the cipher's output is the one user-space copy of a payload; the word,
- * each ciphertext and the tag go out in one corked writev. It is sealed and written at once
- * while the socket holds at most
- * maxUnsentBytes; beyond that it waits in order, unsealed, until 'drain', so the socket never
- * holds more than maxUnsentBytes plus one record (the threshold is checked BEFORE writing).
+ * each ciphertext and the tag go out in one corked writev. A record is sealed and written at
+ * once while the socket holds at most maxUnsentBytes; beyond that it waits in order, unsealed,
+ * until 'drain', so the socket never holds more than maxUnsentBytes plus one record (the
+ * threshold is checked BEFORE writing).
  * Record plaintexts are at most MAX_RECORD bytes; REKEY_INTERVAL is configurable only for tests.
  */
 
@@ -55,7 +55,8 @@ export interface NoiseRecordChannelOptions {
 }
 
 type Waiter = { resolve: (record: Uint8Array | null) => void; reject: (error: Error) => void };
-type PendingSend = { record: RecordParts; resolve: () => void; reject: (error: Error) => void };
+/** A record waiting for 'drain': its parts (not sealed yet) and their total length in bytes. */
+type PendingSend = { parts: RecordParts; bytes: number; resolve: () => void; reject: (error: Error) => void };
 
 /**
  * A RecordChannel over a connected socket, after a completed Noise handshake.
@@ -149,7 +150,7 @@ export class NoiseRecordChannel implements RecordChannel {
       }
       return Promise.resolve();
     }
-    return new Promise((resolve, reject) => this.#unsent.push({ record, resolve, reject }));
+    return new Promise((resolve, reject) => this.#unsent.push({ parts: record, bytes: length, resolve, reject }));
   }
 
   /**
@@ -165,7 +166,7 @@ export class NoiseRecordChannel implements RecordChannel {
     while (this.#unsent.length > 0 && !this.#error && !this.#mustWait()) {
       const s = this.#unsent.shift()!;
       try {
-        this.#transmit(s.record);
+        this.#transmit(s.parts);
         s.resolve();
       } catch (e) {
         s.reject(e as Error);
@@ -329,7 +330,7 @@ export class NoiseRecordChannel implements RecordChannel {
       const s = this.#unsent.shift()!;
       try {
         if (!this.socket.writable) throw new Error("Cannot send: the connection is closed");
-        this.#transmit(s.record);
+        this.#transmit(s.parts);
         s.resolve();
       } catch (e) {
         s.reject(e as Error);
