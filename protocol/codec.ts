@@ -43,7 +43,7 @@ import {
   RUN_DIGESTS,
   RUN_ZERO,
 } from "./constants.ts";
-import type { Message, StoreKind } from "./messages.ts";
+import type { DataMessage, Message, StoreKind } from "./messages.ts";
 
 /** A record that breaks the wire format. Fatal: the connection closes. */
 export class ProtocolError extends Error {
@@ -118,12 +118,7 @@ export function encode(msg: Message): Uint8Array {
         payload: encodeRuns(msg.digests),
       });
     case "DATA":
-      return record(msg, {
-        offset: msg.offset,
-        length: msg.length,
-        flags: msg.payload === undefined ? FLAG_NO_PAYLOAD : msg.zstd ? FLAG_ZSTD : 0,
-        payload: msg.payload,
-      });
+      return record(msg, dataFields(msg));
     case "FLUSH":
     case "ACK":
       return record(msg, {});
@@ -147,23 +142,54 @@ export function encode(msg: Message): Uint8Array {
   }
 }
 
-function record(
-  msg: Message,
-  f: { offset?: number; length?: number; flags?: number; aux?: number; payload?: Uint8Array },
-): Uint8Array {
-  const payload = f.payload ?? new Uint8Array(0);
-  if (payload.length > MAX_PAYLOAD) throw new RangeError(`${msg.type} payload too large`);
+/**
+ * encode(msg) without copying a DATA payload: [header, payload] for a DATA that has one (the
+ * payload is the message's own buffer), else encode(msg) itself. The parts back to back are
+ * exactly encode(msg) (a RecordChannel seals them without concatenating).
+ */
+export function encodeParts(msg: Message): Uint8Array | [Uint8Array, Uint8Array] {
+  if (msg.type !== "DATA" || msg.payload === undefined || msg.payload.length === 0) return encode(msg);
+  const f = dataFields(msg);
+  const header = new Uint8Array(HEADER_SIZE);
+  writeHeader(header, msg, f, checkedPayload(msg, f.payload).length);
+  return [header, msg.payload];
+}
+
+type Fields = { offset?: number; length?: number; flags?: number; aux?: number; payload?: Uint8Array };
+
+function dataFields(msg: DataMessage): Fields {
+  return {
+    offset: msg.offset,
+    length: msg.length,
+    flags: msg.payload === undefined ? FLAG_NO_PAYLOAD : msg.zstd ? FLAG_ZSTD : 0,
+    payload: msg.payload,
+  };
+}
+
+function checkedPayload(msg: Message, payload: Uint8Array | undefined): Uint8Array {
+  const p = payload ?? new Uint8Array(0);
+  if (p.length > MAX_PAYLOAD) throw new RangeError(`${msg.type} payload too large`);
+  return p;
+}
+
+function record(msg: Message, f: Fields): Uint8Array {
+  const payload = checkedPayload(msg, f.payload);
   const out = new Uint8Array(HEADER_SIZE + payload.length);
+  writeHeader(out, msg, f, payload.length);
+  out.set(payload, HEADER_SIZE);
+  return out;
+}
+
+/** The HEADER_SIZE header bytes at the start of `out`. */
+function writeHeader(out: Uint8Array, msg: Message, f: Fields, payloadLength: number): void {
   const v = view(out);
   v.setUint16(0, MessageCode[msg.type]);
   v.setUint16(2, f.flags ?? 0);
   v.setUint32(4, msg.cookie);
   setU64(v, 8, f.offset ?? 0);
   setU64(v, 16, f.length ?? 0);
-  v.setUint32(24, payload.length);
+  v.setUint32(24, payloadLength);
   v.setUint32(28, f.aux ?? 0);
-  out.set(payload, HEADER_SIZE);
-  return out;
 }
 
 /** Digests (DIGEST_SIZE bytes per block, zeros = all-zero block) → runs. */

@@ -24,6 +24,7 @@ import type { Message } from "../protocol/messages.ts";
 import { RootHash } from "../src/engine/root-hash.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import type { RecordChannel } from "../src/net/record-channel.ts";
+import { joinRecord } from "../src/util/record-parts.ts";
 import { runClient } from "../src/session/client-session.ts";
 import { memoryPair } from "../src/session/memory-pair.ts";
 import { PULL_TASKS } from "../src/session/session-limits.ts";
@@ -251,7 +252,7 @@ function stalled(inner: RecordChannel): RecordChannel & { attempted: Message[] }
     attempted,
     send(record) {
       if (closed) return Promise.reject(closed);
-      attempted.push(decode(record));
+      attempted.push(decode(joinRecord(record)));
       if (attempted.length === 1) return inner.send(record); // OPEN_OK goes through
       return new Promise<void>((_, reject) => pending.push(reject));
     },

@@ -7,6 +7,7 @@ import { decode } from "../../protocol/codec.ts";
 import { MessageCode } from "../../protocol/constants.ts";
 import type { ErrorMessage } from "../../protocol/messages.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
+import { joinRecord, recordHead } from "../util/record-parts.ts";
 
 export interface SentErrors {
   channel: RecordChannel;
@@ -18,9 +19,10 @@ export function watchSentErrors(inner: RecordChannel): SentErrors {
   let first: ErrorMessage | undefined;
   const channel: RecordChannel = {
     send(record) {
-      if (first === undefined && record.length >= 2 && ((record[0] << 8) | record[1]) === MessageCode.ERROR) {
+      const head = recordHead(record, 2);
+      if (first === undefined && head.length >= 2 && ((head[0] << 8) | head[1]) === MessageCode.ERROR) {
         try {
-          const m = decode(record);
+          const m = decode(joinRecord(record));
           if (m.type === "ERROR") first = m;
         } catch {
           // Not ours to judge: the peer will.

@@ -1,3 +1,4 @@
+import type { RecordParts } from "../util/record-parts.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**
@@ -57,7 +58,7 @@ export class IdleTimeoutChannel implements RecordChannel {
     },
   };
 
-  async send(record: Uint8Array): Promise<void> {
+  async send(record: RecordParts): Promise<void> {
     const sent = this.#inner.send(record);
     if (++this.#pendingSends === 1) this.#armSendTimer();
     try {

@@ -1,4 +1,5 @@
 import { IncompleteSyncError } from "../util/errors.ts";
+import type { RecordParts } from "../util/record-parts.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**
@@ -25,7 +26,7 @@ export class IncompleteOnLossChannel implements RecordChannel {
     throw new IncompleteSyncError(`Lost the connection to ${this.#peer} before the sync was committed: ${why}`, { cause: e });
   }
 
-  send(record: Uint8Array): Promise<void> {
+  send(record: RecordParts): Promise<void> {
     return this.#inner.send(record).catch((e) => this.#wrap(e));
   }
 

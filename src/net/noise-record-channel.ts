@@ -4,6 +4,7 @@ import { type Frame, FrameReader } from "../../protocol/frame-reader.ts";
 import { encodeRecordWord, isEndWord, RECORD_FRAME_FORMAT } from "../../protocol/record-word.ts";
 import type { CipherState } from "../noise/cipher-state.ts";
 import { MAX_NONCE } from "../noise/cipher-state.ts";
+import { type RecordParts, recordLength } from "../util/record-parts.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**
@@ -22,9 +23,12 @@ import type { RecordChannel } from "./record-channel.ts";
  * Stages of a received chunk: 1. FrameReader cuts it into frames, checking each length
  * BEFORE allocating, without copying a frame that lies in one chunk, 2. authenticate and
  * decrypt, 3. queue the plaintext; pause the socket while too much waits unread.
- * Sending: a record is sealed and written at once while the socket holds at most
- * maxUnsentBytes; beyond that it waits in order, unsealed, until 'drain', so the socket never
- * holds more than maxUnsentBytes plus one record (the threshold is checked BEFORE writing).
+ * Sending: a record (one buffer, or its parts: header and payload) is sealed part by part,
+ * never concatenated: the cipher's output is the one user-space copy of a payload; the word,
+ * each ciphertext and the tag go out in one corked writev. A record is sealed and written at
+ * once while the socket holds at most maxUnsentBytes; beyond that it waits in order, unsealed,
+ * until 'drain', so the socket never holds more than maxUnsentBytes plus one record (the
+ * threshold is checked BEFORE writing).
  * Record plaintexts are at most MAX_RECORD bytes; REKEY_INTERVAL is configurable only for tests.
  */
 
@@ -51,7 +55,8 @@ export interface NoiseRecordChannelOptions {
 }
 
 type Waiter = { resolve: (record: Uint8Array | null) => void; reject: (error: Error) => void };
-type PendingSend = { record: Uint8Array; resolve: () => void; reject: (error: Error) => void };
+/** A record waiting for 'drain': its parts (not sealed yet) and their total length in bytes. */
+type PendingSend = { parts: RecordParts; bytes: number; resolve: () => void; reject: (error: Error) => void };
 
 /**
  * A RecordChannel over a connected socket, after a completed Noise handshake.
@@ -130,11 +135,12 @@ export class NoiseRecordChannel implements RecordChannel {
    * otherwise the record waits (in order) for 'drain' before it is written. Resolves once
    * written. The caller must not change `record` until then.
    */
-  send(record: Uint8Array): Promise<void> {
+  send(record: RecordParts): Promise<void> {
     if (this.#error) return Promise.reject(this.#error);
     if (this.#closed) return Promise.reject(new Error("Cannot send: the channel is closed"));
-    if (record.length > MAX_RECORD) {
-      return Promise.reject(new RangeError(`Cannot send a ${record.length}-byte record: the limit is ${MAX_RECORD} bytes`));
+    const length = recordLength(record);
+    if (length > MAX_RECORD) {
+      return Promise.reject(new RangeError(`Cannot send a ${length}-byte record: the limit is ${MAX_RECORD} bytes`));
     }
     if (this.#unsent.length === 0 && !this.#mustWait()) {
       try {
@@ -144,7 +150,7 @@ export class NoiseRecordChannel implements RecordChannel {
       }
       return Promise.resolve();
     }
-    return new Promise((resolve, reject) => this.#unsent.push({ record, resolve, reject }));
+    return new Promise((resolve, reject) => this.#unsent.push({ parts: record, bytes: length, resolve, reject }));
   }
 
   /**
@@ -160,7 +166,7 @@ export class NoiseRecordChannel implements RecordChannel {
     while (this.#unsent.length > 0 && !this.#error && !this.#mustWait()) {
       const s = this.#unsent.shift()!;
       try {
-        this.#transmit(s.record);
+        this.#transmit(s.parts);
         s.resolve();
       } catch (e) {
         s.reject(e as Error);
@@ -169,7 +175,7 @@ export class NoiseRecordChannel implements RecordChannel {
   }
 
   /** Seals and writes a data record; throws (and kills the channel) when the nonces run out. */
-  #transmit(record: Uint8Array): void {
+  #transmit(record: RecordParts): void {
     // Keep one nonce for the END record so that a direction can always end cleanly.
     if (this.#send.nonce >= MAX_NONCE - 1n) {
       const error = new Error("Cannot send: the record counter of this channel is exhausted");
@@ -180,14 +186,21 @@ export class NoiseRecordChannel implements RecordChannel {
     this.#writeRecord(record, false);
   }
 
-  #writeRecord(plaintext: Uint8Array, end: boolean): void {
-    const header = encodeRecordWord(plaintext.length + TAG_SIZE, end);
-    const { ciphertext, tag } = this.#send.seal(header, plaintext);
+  #writeRecord(plaintext: RecordParts, end: boolean): void {
+    const header = encodeRecordWord(recordLength(plaintext) + TAG_SIZE, end);
+    // Parts are sealed one after the other (the AEAD is a stream): no concatenation copy.
+    const { ciphertext, tag } = plaintext instanceof Uint8Array
+      ? this.#send.seal(header, plaintext)
+      : this.#send.sealParts(header, plaintext);
     if (++this.#sentRecords % this.#rekeyInterval === 0) this.#send.rekey();
-    // One writev for header, ciphertext and tag: no concatenation copy.
+    // One writev for the word, the ciphertext(s) and the tag.
     this.socket.cork();
     this.socket.write(header);
-    if (ciphertext.length > 0) this.socket.write(ciphertext);
+    if (ciphertext instanceof Uint8Array) {
+      if (ciphertext.length > 0) this.socket.write(ciphertext);
+    } else {
+      for (const c of ciphertext) this.socket.write(c);
+    }
     this.socket.write(tag);
     this.socket.uncork();
   }
@@ -317,7 +330,7 @@ export class NoiseRecordChannel implements RecordChannel {
       const s = this.#unsent.shift()!;
       try {
         if (!this.socket.writable) throw new Error("Cannot send: the connection is closed");
-        this.#transmit(s.record);
+        this.#transmit(s.parts);
         s.resolve();
       } catch (e) {
         s.reject(e as Error);

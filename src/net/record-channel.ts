@@ -1,17 +1,25 @@
+import type { RecordParts } from "../util/record-parts.ts";
+
 /**
  * A reliable, ordered, message-preserving duplex: one protocol message per record.
  * Implemented by the encrypted Noise record layer over TCP and by the in-memory pair
  * that `ssync sync` uses, so that both run the very same protocol.
  *
+ * A record is one buffer or its parts (header, payload) sent back to back: the channel
+ * seals or copies them without concatenating first; the peer receives one buffer.
+ *
  * Invariants:
  * - send() resolves once the record is accepted by a bounded buffer (back-pressure);
- *   it rejects after close or on a transport error.
+ *   it rejects after close or on a transport error. The caller must not change the record's
+ *   bytes until then. After it, parts are no longer read (sealed or copied: the caller may
+ *   reuse them), while a record given as one buffer may be handed to the peer as it is (the
+ *   memory pair does): the caller gives that buffer up.
  * - receive() yields records in order, or null after the peer's orderly end;
  *   it rejects on any framing or authentication violation, after which the channel is dead.
  * - close() is idempotent and wakes every pending send/receive.
  */
 export interface RecordChannel extends AsyncDisposable {
-  send(record: Uint8Array): Promise<void>;
+  send(record: RecordParts): Promise<void>;
   receive(): Promise<Uint8Array | null>;
   close(reason?: Error): void;
 }

@@ -20,6 +20,14 @@ export interface CipherFunction {
     ciphertext: Uint8Array;
     tag: Uint8Array;
   };
+  /**
+   * ENCRYPT(k, n, ad, parts[0] || parts[1] || …) without concatenating the parts: one
+   * ciphertext per non-empty part (back to back they are seal's ciphertext), then the tag.
+   */
+  sealParts(key: CipherKey, n: bigint, options: { ad: Uint8Array; parts: readonly Uint8Array[] }): {
+    ciphertext: Uint8Array[];
+    tag: Uint8Array;
+  };
   /** DECRYPT(k, n, ad, ciphertext || tag); throws if authentication fails. */
   open(key: CipherKey, n: bigint, options: { ad: Uint8Array; ciphertext: Uint8Array; tag: Uint8Array }): Uint8Array;
 }
@@ -44,6 +52,18 @@ function makeCipher(name: string, algorithm: string, littleEndian: boolean): Cip
       const cipher = createCipheriv(algorithm as any, key, nonce(n), { authTagLength: TAG_LENGTH });
       cipher.setAAD(ad, { plaintextLength: plaintext.length });
       const ciphertext = plaintext.length === 0 ? new Uint8Array(0) : cipher.update(plaintext);
+      cipher.final();
+      return { ciphertext, tag: cipher.getAuthTag() };
+    },
+    sealParts(key, n, { ad, parts }) {
+      let length = 0;
+      for (const part of parts) length += part.length;
+      // deno-lint-ignore no-explicit-any
+      const cipher = createCipheriv(algorithm as any, key, nonce(n), { authTagLength: TAG_LENGTH });
+      cipher.setAAD(ad, { plaintextLength: length });
+      // The AEAD is a stream: update() over each part continues where the last one ended.
+      const ciphertext: Uint8Array[] = [];
+      for (const part of parts) if (part.length > 0) ciphertext.push(cipher.update(part));
       cipher.final();
       return { ciphertext, tag: cipher.getAuthTag() };
     },

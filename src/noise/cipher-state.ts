@@ -76,6 +76,14 @@ export class CipherState {
     return sealed;
   }
 
+  /** Like seal over the parts back to back, without concatenating them (one ciphertext per non-empty part). */
+  sealParts(ad: Uint8Array, parts: readonly Uint8Array[]): { ciphertext: Uint8Array[]; tag: Uint8Array } {
+    if (this.#key === null) throw new Error("Cannot encrypt: the cipher state has no key");
+    const sealed = this.cipher.sealParts(this.#key, this.#takeNonce(), { ad, parts });
+    this.#n++;
+    return sealed;
+  }
+
   /** Like decryptWithAd with a key, with the tag apart; n advances only on success. */
   open(ad: Uint8Array, parts: { ciphertext: Uint8Array; tag: Uint8Array }): Uint8Array {
     if (this.#key === null) throw new Error("Cannot decrypt: the cipher state has no key");

@@ -13,7 +13,7 @@
  *   nothing then, so its silence is not idleness (the idle timeout counts only while it owes
  *   a reply). begin() and end() alternate, starting with begin() in the constructor.
  */
-import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
+import { decode, encodeParts, ProtocolError } from "../../protocol/codec.ts";
 import type { MessageType } from "../../protocol/constants.ts";
 import type {
   AckMessage,
@@ -27,6 +27,7 @@ import type {
 } from "../../protocol/messages.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import { asError, RemoteError } from "../util/errors.ts";
+import { recordLength } from "../util/record-parts.ts";
 import { WireCounters } from "./wire-counters.ts";
 
 type Request = Exclude<Message, { type: "OPEN_OK" | "SIGS_REPLY" | "ACK" | "COMMIT_OK" | "ERROR" }>;
@@ -111,11 +112,12 @@ export class ClientConnection {
   #send(msg: RequestOf<Request["type"]>, onChunk?: Pending["onChunk"]): Promise<Message> {
     if (this.#failure) return Promise.reject(this.#failure);
     const cookie = this.#nextCookie++;
-    const rec = encode({ ...msg, cookie } as Message);
+    // A DATA payload goes to the channel as its own part: sealed, never concatenated.
+    const rec = encodeParts({ ...msg, cookie } as Message);
     return new Promise<Message>((resolve, reject) => {
       if (this.#pending.size === 0) this.#activity?.end();
       this.#pending.set(cookie, { request: msg.type, resolve, reject, onChunk });
-      this.wire.sent(rec.length, msg.type);
+      this.wire.sent(recordLength(rec), msg.type);
       this.#channel.send(rec).catch((e) => this.fail(e));
     });
   }

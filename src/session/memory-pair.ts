@@ -3,9 +3,12 @@
  * runs the client and the server over it, so the local path speaks the network protocol.
  *
  * Invariant: each direction buffers at most `maxBytes` (or one record larger than that);
- * send() waits for room.
+ * send() waits for room. A record sent as one buffer is handed over as it is (no copy); one
+ * sent as parts is copied once into one buffer, before send() resolves (the sender may reuse
+ * parts after that: RecordChannel.send).
  */
 import type { RecordChannel } from "../net/record-channel.ts";
+import { keptRecord, type RecordParts } from "../util/record-parts.ts";
 
 class Pipe {
   #queue: Uint8Array[] = [];
@@ -67,8 +70,8 @@ class MemoryChannel implements RecordChannel {
     this.#out = outgoing;
   }
 
-  send(record: Uint8Array): Promise<void> {
-    return this.#out.push(record);
+  send(record: RecordParts): Promise<void> {
+    return this.#out.push(keptRecord(record));
   }
 
   receive(): Promise<Uint8Array | null> {

@@ -20,7 +20,7 @@
  *    The end of the channel ends the session, releasing the file. The result's
  *    error is the first cause (a write's ENOSPC, not the broken pipe that follows it).
  */
-import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
+import { decode, encode, encodeParts, ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
@@ -34,6 +34,7 @@ import type { Storage } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
 import { asError, ErrnoError, errorName, messageOf } from "../util/errors.ts";
+import { type RecordParts, recordLength } from "../util/record-parts.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange, RangeClaims } from "./range-check.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
@@ -120,7 +121,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
   };
   const io: SessionIo = {
     send: (rec) => {
-      wire.sent(rec.length);
+      wire.sent(recordLength(rec));
       return channel.send(rec);
     },
     reply: (rec, cookie) => {
@@ -222,7 +223,7 @@ function checkOpen(m: OpenMessage): string | undefined {
 /** What the handlers use of the session. */
 interface SessionIo {
   /** Sends a record that is not the request's last reply (pull: DATA, ZERO). */
-  send: (rec: Uint8Array) => Promise<void>;
+  send: (rec: RecordParts) => Promise<void>;
   /** Sends the request's final reply: `cookie` is out of flight from now on. */
   reply: (rec: Uint8Array, cookie: number) => Promise<void>;
   memory: SessionMemory;
@@ -406,7 +407,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
               lookahead: LOOKAHEAD_JOBS,
               reserve,
               emit: (op) =>
-                io.send(encode(op.kind === "data"
+                io.send(encodeParts(op.kind === "data"
                   ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
                   : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
             });

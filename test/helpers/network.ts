@@ -14,6 +14,7 @@ import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channe
 import { formatPublicKey, writePrivateKey } from "../../src/trust/keys.ts";
 import { Listener, type ListenerOptions } from "../../src/listener/listener.ts";
 import type { RecordChannel } from "../../src/net/record-channel.ts";
+import { joinRecord } from "../../src/util/record-parts.ts";
 import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
 import { runClient, type SyncReport } from "../../src/session/client-session.ts";
 import { openDestination } from "../../src/storage/open-destination.ts";
@@ -233,7 +234,7 @@ export function holdAtSend(n: number, options: { type?: Message["type"] } = {}):
   let sends = 0;
   const wrap = (inner: RecordChannel): RecordChannel => ({
     async send(record) {
-      if ((options.type === undefined || decode(record).type === options.type) && ++sends === n) {
+      if ((options.type === undefined || decode(joinRecord(record)).type === options.type) && ++sends === n) {
         reach();
         await released;
       }

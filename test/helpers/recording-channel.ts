@@ -11,6 +11,7 @@ import assert from "node:assert/strict";
 import { decode } from "../../protocol/codec.ts";
 import type { MessageType } from "../../protocol/constants.ts";
 import type { RecordChannel } from "../../src/net/record-channel.ts";
+import { joinRecord, type RecordParts } from "../../src/util/record-parts.ts";
 
 export interface WireMessage {
   readonly type: MessageType | "UNDECODABLE";
@@ -55,9 +56,9 @@ export class RecordingChannel implements RecordChannel {
     this.#inner = inner;
   }
 
-  send(record: Uint8Array): Promise<void> {
+  send(record: RecordParts): Promise<void> {
     // Decoded before the send: the record is the engine's and may be reused afterwards.
-    this.sent.push(describeRecord(record));
+    this.sent.push(describeRecord(joinRecord(record)));
     return this.#inner.send(record);
   }
 
