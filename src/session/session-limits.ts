@@ -8,7 +8,7 @@ import { DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNSENT_BYTES } from "../net/noise
 
 /**
  * Ranges a client keeps in flight (SIGS or READ_DIFF not yet done): with data ranges of
- * DATA_RANGE_BYTES (4 MiB) and LOOKAHEAD_JOBS each, 32 jobs of 1 MiB at most.
+ * DATA_RANGE_BYTES (4 MiB) and LOOKAHEAD_JOBS each, 16 jobs of 1 MiB at most.
  */
 export const RANGES_IN_FLIGHT = 8;
 /**
@@ -21,10 +21,17 @@ export const SERVER_TASKS = 64;
  * Each READ_DIFF keeps LOOKAHEAD_JOBS jobs going, enough to keep every worker busy.
  */
 export const PULL_TASKS = 8;
-/** Bytes of DATA in flight that are not yet acknowledged (push) or written (pull). */
-export const DATA_WINDOW_BYTES = 32 << 20;
-/** Jobs one range may run ahead of the one being consumed. */
-export const LOOKAHEAD_JOBS = 4;
+/**
+ * Bytes of DATA in flight that are not yet acknowledged (push) or written (pull): far above
+ * a LAN's bandwidth-delay product, and a bound on the client's memory (peak RSS ≤ 200 MiB).
+ */
+export const DATA_WINDOW_BYTES = 16 << 20;
+/**
+ * Jobs one range may run ahead of the one being consumed. The disk's depth comes from
+ * read-ahead (engine/read-ahead.ts), not from jobs: RANGES_IN_FLIGHT × LOOKAHEAD_JOBS jobs
+ * keep every worker busy, and each may hold a MiB of results.
+ */
+export const LOOKAHEAD_JOBS = 2;
 /** zstd level for DATA: 1 is fast and already saves much on typical images. */
 export const ZSTD_LEVEL = 1;
 /**
@@ -46,7 +53,7 @@ export const MAX_TRACKED_INTERVALS = 1024;
  * ranges and their replies (SIGS, SIGS_REPLY, READ_DIFF). A request that does not fit waits,
  * and the session stops reading meanwhile.
  */
-export const SESSION_BUFFER_BYTES = 48 << 20;
+export const SESSION_BUFFER_BYTES = 32 << 20;
 /**
  * All a server session holds: its buffers, plus what the record channel queues (records
  * received and not yet read; bytes the socket has not sent yet), each up to its threshold
