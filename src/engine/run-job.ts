@@ -7,6 +7,7 @@ import { compress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
+import { refineRun, runRefineJob } from "./refine-job.ts";
 import { type DiffResult, type DigestResult, JOB_BYTES, type JobOp, type ScanJob } from "./scan-job.ts";
 
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
@@ -22,6 +23,7 @@ const hashers = new Map<string, Promise<BlockHasher>>();
 
 export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
+  if (job.kind === "sub-digests" || job.kind === "patch") return await runRefineJob(job, (raw, offset) => dataOp(raw, offset, job));
   const hasher = await hasherFor(job);
   const data = new Uint8Array(job.length);
   const bytesRead = readLent(job.file, data, job.offset);
@@ -40,16 +42,17 @@ export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
           continue;
         }
         const raw = data.subarray(start, end);
-        ops.push(dataOp(raw, offset, job));
+        if (job.refine) ops.push(...refineRun(raw, { offset, blockSize: job.blockSize, dst: job.dst, first: run.first, pack: (r, at) => dataOp(r, at, job) }));
+        else ops.push(dataOp(raw, offset, job));
       }
       return { digests, bytesRead, ops };
     }
     default:
-      throw new TypeError(`unknown job ${(job satisfies never as ScanJob).kind}`);
+      throw new TypeError(`unknown job ${(job as ScanJob).kind}`);
   }
 }
 
-function dataOp(raw: Uint8Array, offset: number, job: ScanJob & { kind: "diff" }): JobOp {
+function dataOp(raw: Uint8Array, offset: number, job: { zstdLevel: number; withoutPayload: boolean }): JobOp & { kind: "data" } {
   if (job.withoutPayload) return { kind: "data", offset, length: raw.length, payload: undefined, zstd: false };
   if (job.zstdLevel > 0 && zstdState.skip > 0) {
     zstdState.skip--;
@@ -84,7 +87,7 @@ export function transferables(result: DigestResult | DiffResult): ArrayBuffer[] 
     if (v.byteOffset === 0 && v.buffer.byteLength === v.length && v.buffer instanceof ArrayBuffer) list.add(v.buffer);
   };
   add(result.digests);
-  if ("ops" in result) for (const op of result.ops) if (op.kind === "data" && op.payload) add(op.payload);
+  if ("ops" in result) for (const op of result.ops) if ((op.kind === "data" || op.kind === "patch") && op.payload) add(op.payload);
   return [...list];
 }
 

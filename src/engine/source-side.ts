@@ -14,6 +14,7 @@
 import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { diffRuns } from "./block-diff.ts";
 import { dataSpans } from "./ranges.ts";
+import { countOp } from "./refine.ts";
 import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
 
@@ -23,6 +24,8 @@ export async function diffRange(
   options: {
     zstdLevel: number;
     dryRun: boolean;
+    /** Refinement negotiated: differing blocks go page by page (PATCH, "refine" ops; spec §5.8). */
+    refine?: boolean;
     lookahead: number;
     emit: (op: JobOp) => Promise<void>;
     /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
@@ -75,6 +78,7 @@ export async function diffRange(
         dst: slice(p),
         zstdLevel: options.zstdLevel,
         withoutPayload: options.dryRun,
+        refine: options.refine === true,
       }));
     };
     p.job = run();
@@ -120,13 +124,6 @@ function once(f: () => void): () => void {
 }
 
 async function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<void>, op: JobOp): Promise<void> {
-  const s = ctx.stats;
-  if (op.kind === "zero") {
-    s.bytesZeroed += op.length;
-  } else {
-    s.blocksSent += Math.ceil(op.length / ctx.blockSize);
-    s.bytesSent += op.length;
-    s.dataBytesOnWire += op.payload?.length ?? 0;
-  }
+  countOp(ctx.stats, op, ctx.blockSize);
   await emit(op);
 }

@@ -13,7 +13,7 @@ import process from "node:process";
 import { initZstd } from "../platform/zstd.ts";
 import { ErrnoError } from "../util/errors.ts";
 import { runJob } from "./run-job.ts";
-import type { DiffJob, DiffResult, DigestJob, DigestResult, ScanJob } from "./scan-job.ts";
+import type { DiffJob, DiffResult, DigestJob, DigestResult, PatchJob, ScanJob, SubDigestJob } from "./scan-job.ts";
 
 interface Pending {
   id: number;
@@ -60,6 +60,16 @@ export class WorkerPool implements AsyncDisposable {
 
   diff(job: Omit<DiffJob, "kind">): Promise<DiffResult> {
     return this.#submit({ ...job, kind: "diff" }) as Promise<DiffResult>;
+  }
+
+  /** Refinement: the destination's sub-digests of a run of blocks. */
+  subDigests(job: Omit<SubDigestJob, "kind">): Promise<DigestResult> {
+    return this.#submit({ ...job, kind: "sub-digests" }) as Promise<DigestResult>;
+  }
+
+  /** Refinement: the source's PATCH (or DATA) ops for a run of blocks, given the destination's sub-digests. */
+  patch(job: Omit<PatchJob, "kind">): Promise<DiffResult> {
+    return this.#submit({ ...job, kind: "patch" }) as Promise<DiffResult>;
   }
 
   #submit(job: ScanJob): Promise<DigestResult | DiffResult> {

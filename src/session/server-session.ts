@@ -21,11 +21,12 @@
  *    error is the first cause (a write's ENOSPC, not the broken pipe that follows it).
  */
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
-import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
+import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
+import { subDigestRange } from "../engine/refine.ts";
 import { diffRange } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
@@ -35,6 +36,9 @@ import { equalBytes } from "../util/equal-bytes.ts";
 import { asError, ErrnoError, errorName, messageOf } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange, RangeClaims } from "./range-check.ts";
+import { refineInStream } from "./refine-pull.ts";
+import { RefineRequests } from "./refine-requests.ts";
+import { encodeOp, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
@@ -167,15 +171,27 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       signal: controller.signal,
     };
     group = new TaskGroup({ limit: open.mode === "push" ? SERVER_TASKS : PULL_TASKS, controller });
-    await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind }), open.cookie);
+    // Refinement (spec §5.8) only when the client offered it: an older client never sees CAP_REFINE.
+    const refine = open.refine === true;
+    await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind, ...(refine ? { refine } : {}) }), open.cookie);
     const claims = new RangeClaims({ blockSize: ctx.blockSize, maxIntervals: MAX_TRACKED_INTERVALS });
+    const refines = new RefineRequests(controller.signal);
     const handler = open.mode === "push"
-      ? await destinationHandler(ctx, { open, io, claims })
-      : sourceHandler(ctx, { open, io, claims });
+      ? await destinationHandler(ctx, { open, io, claims, refine, refines })
+      : sourceHandler(ctx, { open, io, claims, refine, refines });
     for (;;) {
       group.throwIfFailed();
       const msg = await receive();
-      if (msg === null) break;
+      if (msg === null) {
+        // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
+        refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
+        break;
+      }
+      // Not a request: the answer to a REFINE a pull stream sent (its cookie is that stream's).
+      if (msg.type === "SUB_DIGESTS") {
+        refines.answer(msg);
+        continue;
+      }
       if (inFlight.has(msg.cookie)) throw new ProtocolError(`${msg.type}: cookie ${msg.cookie} is already in flight`);
       inFlight.add(msg.cookie);
       const work = await handler(msg);
@@ -233,6 +249,10 @@ interface HandlerOptions {
   open: OpenMessage;
   io: SessionIo;
   claims: RangeClaims;
+  /** Refinement negotiated (OPEN_REFINE, answered CAP_REFINE). */
+  refine: boolean;
+  /** Pull: the REFINEs its streams wait on. */
+  refines: RefineRequests;
 }
 
 /**
@@ -318,15 +338,33 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
           }
         };
       }
+      case "REFINE": {
+        if (!o.refine) throw new ProtocolError("REFINE without OPEN_REFINE");
+        writer.refine(m.offset, m.length);
+        const pages = Math.ceil(m.length / SUB_BLOCK_SIZE);
+        const hold = await io.memory.hold(HEADER_SIZE + pages * (5 + DIGEST_SIZE), { shared: false });
+        return async () => {
+          try {
+            const digests = await subDigestRange(ctx, m);
+            await io.reply(encode({ type: "SUB_DIGESTS", cookie: m.cookie, offset: m.offset, length: m.length, digests }), m.cookie);
+          } finally {
+            hold.release();
+          }
+        };
+      }
       case "DATA":
-      case "ZERO": {
-        if (m.type === "DATA" && !m.payload && !dryRun) throw new ProtocolError("DATA without payload outside a dry run");
-        // The record and what it decompresses to, until the write is applied.
-        const bytes = m.type === "DATA" && m.payload ? HEADER_SIZE + m.payload.length + (m.zstd ? m.length : 0) : 0;
+      case "ZERO":
+      case "PATCH": {
+        if (m.type === "PATCH" && !o.refine) throw new ProtocolError("PATCH without OPEN_REFINE");
+        if ((m.type === "DATA" || m.type === "PATCH") && !m.payload && !dryRun) throw new ProtocolError(`${m.type} without payload outside a dry run`);
+        // The record and what it decompresses to (a PATCH: and the blocks it patches), until the write is applied.
+        const bytes = m.type === "PATCH"
+          ? patchHoldBytes(m)
+          : m.type === "DATA" && m.payload ? HEADER_SIZE + m.payload.length + (m.zstd ? m.length : 0) : 0;
         const hold = bytes > 0 ? await io.memory.hold(bytes, { shared: true }) : undefined;
         let done: Promise<void>;
         try {
-          done = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+          done = writer.write(writeOpOf(m));
         } catch (e) {
           hold?.release();
           throw e;
@@ -366,6 +404,7 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
       case "COMMIT_OK":
       case "ACK":
       case "ERROR":
+      case "SUB_DIGESTS":
         throw new ProtocolError(`${m.type} is not a request a push destination accepts`);
       default:
         throw new ProtocolError(`unhandled ${(m satisfies never as Message).type}`);
@@ -401,12 +440,14 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
               zstdLevel,
               dryRun: o.open.dryRun,
+              refine: o.refine,
               lookahead: LOOKAHEAD_JOBS,
               reserve,
+              // A refine op waits for the client's sub-digests: this stream sends nothing else meanwhile.
               emit: (op) =>
-                io.send(encode(op.kind === "data"
-                  ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
-                  : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
+                op.kind === "refine"
+                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel, dryRun: o.open.dryRun })
+                  : io.send(encodeOp(op, m.cookie)),
             });
             await pause?.afterRange(m, io.signal);
             // ERROR ESTALE instead of RANGE_DONE: what this range sent is no single image.
@@ -438,6 +479,9 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
       case "COMMIT_OK":
       case "ACK":
       case "ERROR":
+      case "REFINE":
+      case "SUB_DIGESTS":
+      case "PATCH":
         throw new ProtocolError(`${m.type} is not a request a pull source accepts`);
       default:
         throw new ProtocolError(`unhandled ${(m satisfies never as Message).type}`);

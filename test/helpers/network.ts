@@ -76,6 +76,8 @@ export async function clientSync(
     knownHosts: string;
     dryRun?: boolean;
     blockSize?: number;
+    /** Refine differing blocks to pages (runClient's default: true). */
+    refine?: boolean;
     /** Wraps the client's channel (tests that hold a session at a given point). */
     wrap?: (channel: RecordChannel) => RecordChannel;
   },
@@ -103,6 +105,7 @@ export async function clientSync(
         hash: "hmac-sha256",
         dryRun,
         pool: options.pool,
+        refine: options.refine,
       });
     } finally {
       await conn[Symbol.asyncDispose]().catch(() => {});
