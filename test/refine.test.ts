@@ -22,7 +22,7 @@ import type { SyncReport } from "../src/session/client-session.ts";
 import { platform } from "../src/platform/platform.ts";
 import { generateKeyPair } from "../src/noise/x25519.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { authorize, clientSync, startListener, type TestServer } from "./helpers/network.ts";
+import { authorize, clientSync, runCli, startListener, type TestServer } from "./helpers/network.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -215,3 +215,19 @@ for (const way of ["local", "push", "pull"] as const) {
     });
   });
 }
+
+test("the CLI: `ssync sync` refines by default; --no-refine sends whole blocks", T, async () => {
+  await withTempDir(async (dir) => {
+    const src = path.join(dir, "src.img");
+    const dst = path.join(dir, "dst.img");
+    makeImage(src);
+    fs.copyFileSync(src, dst);
+    for (const [flags, sent] of [[["--no-refine"], BS], [[], PAGE]] as const) {
+      writeAt(src, 6 * BS + PAGE, crypto.randomBytes(PAGE));
+      const r = await runCli(["sync", ...flags, "--json", src, dst], { config: path.join(dir, "config"), timeoutMs: 30_000 });
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(JSON.parse(r.stdout).dataBytesSent, sent, `${flags.join(" ")}: ${r.stdout}`);
+      assert.equal(fileHash(dst), fileHash(src));
+    }
+  });
+});

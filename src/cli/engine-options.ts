@@ -88,7 +88,8 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
 export function kebabBooleans<T>(cmd: T): T {
   const options = (cmd as { options?: { rawName: string; names: string[]; isBoolean?: boolean }[] }).options ?? [];
   for (const option of options) {
-    if (!option.isBoolean) continue;
+    // A negated flag (--no-refine) is cac's own: an alias would make mri set it true.
+    if (!option.isBoolean || option.rawName.startsWith("--no-")) continue;
     for (const m of option.rawName.matchAll(/--([a-z0-9]+(?:-[a-z0-9]+)+)/g)) {
       if (!option.names.includes(m[1])) option.names.push(m[1]);
     }
