@@ -3,7 +3,8 @@
  * a time: the sequential reference path that tests compare the parallel one against.
  *
  * Invariants:
- * - A worker runs one job at a time; jobs wait in FIFO order. The pool does not bound its
+ * - A worker runs one job at a time; jobs wait in FIFO order, except that refinement jobs
+ *   (sub-digests, patch) pass the others: a round trip waits on each. The pool does not bound its
  *   queue: callers bound what they submit (their windows count requests and bytes).
  * - A worker that dies fails its job and every later job; the pool is then unusable.
  */
@@ -34,6 +35,8 @@ export class WorkerPool implements AsyncDisposable {
   #all: Worker[] = [];
   #busy = new Map<Worker, Pending>();
   #queue: Pending[] = [];
+  /** The first #urgent jobs of the queue are refinement jobs (FIFO among themselves). */
+  #urgent = 0;
   #nextId = 1;
   #failed: Error | undefined;
   #inProcess: Promise<unknown> = Promise.resolve();
@@ -83,7 +86,10 @@ export class WorkerPool implements AsyncDisposable {
       return run;
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, job, resolve, reject });
+      const p = { id: this.#nextId++, job, resolve, reject };
+      // Refinement jobs are small and a round trip waits on each: they go first.
+      if (job.kind === "sub-digests" || job.kind === "patch") this.#queue.splice(this.#urgent++, 0, p);
+      else this.#queue.push(p);
       this.#pump();
     });
   }
@@ -92,6 +98,7 @@ export class WorkerPool implements AsyncDisposable {
     while (this.#idle.length > 0 && this.#queue.length > 0) {
       const w = this.#idle.pop()!;
       const p = this.#queue.shift()!;
+      if (this.#urgent > 0) this.#urgent--;
       this.#busy.set(w, p);
       w.ref();
       w.postMessage({ id: p.id, job: p.job });
@@ -115,6 +122,7 @@ export class WorkerPool implements AsyncDisposable {
     for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(e);
     this.#busy.clear();
     this.#queue = [];
+    this.#urgent = 0;
     void w;
   }
 
@@ -123,6 +131,7 @@ export class WorkerPool implements AsyncDisposable {
     for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(this.#failed);
     this.#busy.clear();
     this.#queue = [];
+    this.#urgent = 0;
     const all = this.#all.splice(0);
     for (const w of all) w.removeAllListeners("exit");
     await Promise.all(all.map((w) => w.terminate()));
