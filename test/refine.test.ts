@@ -216,6 +216,28 @@ for (const way of ["local", "push", "pull"] as const) {
   });
 }
 
+test("pull: many ranges refining at once (more than the server works on) all complete", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    try {
+      const key = generateKeyPair();
+      authorize(server.authorizedKeys, key);
+      const src = path.join(server.root, "src.img");
+      const dst = path.join(dir, "dst.img");
+      const ranges = 48; // 1 MiB data ranges: far more than PULL_TASKS refining at once
+      makeSparseFile(src, { size: ranges * MiB, chunks: [{ offset: 0, length: ranges * MiB, seed: 5 }] });
+      fs.copyFileSync(src, dst);
+      for (let i = 0; i < ranges; i++) writeAt(src, i * MiB + 3 * BS + PAGE, crypto.randomBytes(PAGE));
+      const r = await clientSync(server, { mode: "pull", local: dst, name: "src.img", key, pool, knownHosts: path.join(dir, "known_hosts"), blockSize: BS });
+      assert.equal(fileHash(dst), fileHash(src));
+      assert.equal(r.local.bytesSent, ranges * PAGE);
+      assert.equal(r.local.blocksRefined, ranges);
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
 test("the CLI: `ssync sync` refines by default; --no-refine sends whole blocks", T, async () => {
   await withTempDir(async (dir) => {
     const src = path.join(dir, "src.img");

@@ -9,7 +9,9 @@
  *    before; DATA, ZERO and RANGE_DONE must name a range that is open (its SIGS_REPLY sent).
  *    Writes register with the DestinationWriter then. Whatever a request starts on arrival
  *    is observed at once, so no rejection is ever unhandled.
- * 3. Its work runs as a task, at most SERVER_TASKS (push) or PULL_TASKS (pull) at once; the
+ * 3. Its work runs as a task, at most SERVER_TASKS at once (of which at most PULL_TASKS
+ *    READ_DIFFs read and send, the others wait: a READ_DIFF waiting for the client's
+ *    SUB_DIGESTS must never keep the loop from reading them); the
  *    loop stops reading while that many run, or while the request's buffers do not fit in
  *    the session's memory (SessionMemory: SESSION_BUFFER_BYTES, and the listener's budget).
  * 4. A request that fails gets ERROR and the session goes on; a ProtocolError ends the session
@@ -170,7 +172,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       stats,
       signal: controller.signal,
     };
-    group = new TaskGroup({ limit: open.mode === "push" ? SERVER_TASKS : PULL_TASKS, controller });
+    group = new TaskGroup({ limit: SERVER_TASKS, controller });
     // Refinement (spec §5.8) only when the client offered it: an older client never sees CAP_REFINE.
     const refine = open.refine === true;
     await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind, ...(refine ? { refine } : {}) }), open.cookie);
@@ -422,6 +424,9 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
     const hold = await io.memory.hold(bytes, { shared: true });
     return () => hold.release();
   };
+  // READ_DIFFs that read and send at once; more wait (as tasks), so the receive loop goes on
+  // reading (the SUB_DIGESTS a refining READ_DIFF waits for) while these run.
+  const working = new ByteWindow(PULL_TASKS);
   // Stamped before any READ_DIFF is read; a failure (the file changed since it was opened)
   // is the first READ_DIFF's ERROR.
   const watch = observed(SourceWatch.start(ctx.store));
@@ -435,8 +440,11 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
         // The request's digests and the source's, for the whole task.
         const hold = await io.memory.hold(2 * m.digests.length, { shared: false });
         return async () => {
+          let slot = false;
           try {
             await pause?.beforeRange(io.signal);
+            await working.acquire(1, io.signal);
+            slot = true;
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
               zstdLevel,
               dryRun: o.open.dryRun,
@@ -457,6 +465,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
             await io.reply(encode({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length }), m.cookie);
           } finally {
             claims.settle(m.offset); // idempotent; here for the failure paths
+            if (slot) working.release(1);
             hold.release();
             pause?.release();
           }

@@ -14,8 +14,10 @@ export const RANGES_IN_FLIGHT = 32;
  */
 export const SERVER_TASKS = 64;
 /**
- * Requests (READ_DIFF, COMMIT) a pull server works on at once; beyond that it stops reading.
- * Each READ_DIFF keeps LOOKAHEAD_JOBS jobs going, enough to keep every worker busy.
+ * READ_DIFFs a pull server reads and sends at once; up to SERVER_TASKS requests wait as tasks
+ * (so the session goes on reading, e.g. the SUB_DIGESTS a refining READ_DIFF waits for), and
+ * beyond that it stops reading. Each READ_DIFF keeps LOOKAHEAD_JOBS jobs going, enough to keep
+ * every worker busy.
  */
 export const PULL_TASKS = 8;
 /** Bytes of DATA in flight that are not yet acknowledged (push) or written (pull). */
