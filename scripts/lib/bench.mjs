@@ -1,89 +1,90 @@
-// ssync benchmark: medians of several runs, each case next to baselines measured in the same
-// run (the machine is shared and noisy). Run by scripts/bench with Node 26; no dependencies.
+// ssync benchmark (issue 9, scope 7): what users feel, next to baselines measured in the same
+// run. Run by scripts/bench with Node 26; no dependencies. `scripts/bench --help` for options.
 //
-// 1. Make a sparse source: APPARENT GiB with DATA MiB of random data in 64 extents, and a dense
-//    file holding the same amount of data (the "one read of the allocated data" reference).
-// 2. (a) first copy: ssync sync vs cp --sparse=always, cat of the source, cat of the data.
-// 3. (b) incremental, 1% of the data blocks changed: ssync sync (crash-safe: redo journal)
-//    vs ssync sync --inplace (no journal; runs alternate), vs rsync --inplace --no-whole-file,
-//    and vs the first copy. The journal's cost is the time ratio journal ÷ --inplace.
-// 4. (c) identical rerun: ssync sync vs the first copy and one read of the data.
-// 5. (d) peak RSS of ssync on a small and on the large image: memory independent of size.
-// Everything lives in one temporary directory, removed at the end (also on Ctrl-C).
-import { spawn, spawnSync } from "node:child_process";
-import crypto from "node:crypto";
+// 1. Images (sparse, deterministic from --seed, in one temporary folder removed at the end and
+//    on Ctrl-C): a VM-like image (4 GiB apparent, 2 GiB of data in ~780 extents: 40%
+//    compressible, 40% random, 20% allocated zeros) and a 64 GiB image with 1 GiB of data; of
+//    each an old version (the destination) and a new one with 1% of its 64 KiB data blocks
+//    changed the ways a guest does. The bytes that really differ are counted page by page.
+// 2. Cases: first copy (VM-like, destination absent), incremental (VM-like), sparse (64 GiB
+//    incremental). Each case's rows — ssync per runtime and the baselines — run in turn, N
+//    rounds (A B C A B C …: drift on a shared machine falls on all alike); before every run the
+//    destination is reset, the page cache dropped and the runtime's own code read back.
+// 3. Printed: a table of medians and the acceptance ratios with their targets.
+import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { BLOCK, changeImage, copyImage, diffPages, GiB, layoutShares, MiB, vmLayout, writeImage, zstdBytes } from "./bench-images.mjs";
+import { linkRate, makeLink, makeTrust, startListener } from "./bench-net.mjs";
+import { dropCaches, GNU_TIME, have, killAll, run, runAll } from "./bench-proc.mjs";
+import { fmtMiB, fmtS, medians, printTable, verdict } from "./bench-report.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const KiB = 1024;
-const MiB = 1024 * KiB;
-const GiB = 1024 * MiB;
-const BLOCK = 64 * KiB;
-const EXTENTS = 64;
+const NODE = process.execPath;
+const CASES = ["first", "incremental", "sparse"];
+const ROWS = ["local", "push", "pull", "link"];
 
 const USAGE = `usage: scripts/bench [options]
-  --apparent GIB    apparent size of the image (default 8; env SSYNC_BENCH_APPARENT_GIB)
-  --data MIB        random data in it, in ${EXTENTS} extents (default 512; env SSYNC_BENCH_DATA_MIB)
-  --runs N          runs per case, median reported (default 3; env SSYNC_BENCH_RUNS)
-  --binary PATH     bench this ssync binary instead of scripts/ssync (Deno, from source)
-  --dir DIR         where to put the images (default: the system temp dir)
-  --no-rsync        skip the rsync baseline`;
+  --runtimes LIST   comma-separated: deno (scripts/ssync, from source), binary (--binary),
+                    or NAME=PATH (any ssync executable, e.g. old=/tmp/ssync-main to compare
+                    with an earlier build). Default: deno,binary when the binary exists, else deno
+  --binary PATH     the Node single binary (scripts/build-binary; default dist/ssync)
+  --cases LIST      ${CASES.join(",")} (default all)
+  --rows LIST       ssync rows: ${ROWS.join(",")} (default all); baselines always run
+  --runs N          runs per row, median reported (default 3)
+  --scale F         multiply every size (default 1: 4 GiB/2 GiB VM-like, 64 GiB/1 GiB sparse);
+                    e.g. 0.125 for a quick check
+  --rate RATE       the shaped link's rate, tc syntax (default 1gbit)
+  --seed S          image seed (default 9)
+  --dir DIR         where the images go (default the system temp dir)
+  --no-rsync        skip the rsync baseline (slow: it reads both whole files)
+  --keep            keep the temporary folder (debugging)`;
 
 function parseArgs(argv) {
-  const env = process.env;
-  const o = {
-    apparentGiB: Number(env.SSYNC_BENCH_APPARENT_GIB ?? 8),
-    dataMiB: Number(env.SSYNC_BENCH_DATA_MIB ?? 512),
-    runs: Number(env.SSYNC_BENCH_RUNS ?? 3),
-    binary: "",
-    dir: os.tmpdir(),
-    rsync: true,
-  };
+  const o = { runtimes: null, binary: path.join(root, "dist/ssync"), cases: CASES, rows: ROWS, runs: 3, scale: 1, rate: "1gbit", seed: "9", dir: os.tmpdir(), rsync: true, keep: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
-    const value = () => inline ?? argv[++i];
-    switch (flag) {
-      case "--apparent":
-        o.apparentGiB = Number(value());
-        break;
-      case "--data":
-        o.dataMiB = Number(value());
-        break;
-      case "--runs":
-        o.runs = Number(value());
-        break;
-      case "--binary":
-        o.binary = path.resolve(value());
-        break;
-      case "--dir":
-        o.dir = path.resolve(value());
-        break;
-      case "--no-rsync":
-        o.rsync = false;
-        break;
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-        break;
-      default:
-        console.error(`bench: unknown argument ${argv[i]}\n${USAGE}`);
-        process.exit(2);
+    const value = () => {
+      const v = inline ?? argv[++i];
+      if (v === undefined) fail(`${flag} needs a value`);
+      return v;
+    };
+    const list = (allowed) => {
+      const xs = value().split(",").filter(Boolean);
+      for (const x of xs) if (!allowed.includes(x)) fail(`unknown ${flag} entry ${x}: use ${allowed.join(",")}`);
+      return xs;
+    };
+    if (flag === "--runtimes") o.runtimes = value().split(",").filter(Boolean);
+    else if (flag === "--binary") o.binary = path.resolve(value());
+    else if (flag === "--cases") o.cases = list(CASES);
+    else if (flag === "--rows") o.rows = list(ROWS);
+    else if (flag === "--runs") o.runs = Number(value());
+    else if (flag === "--scale") o.scale = Number(value());
+    else if (flag === "--rate") o.rate = value();
+    else if (flag === "--seed") o.seed = value();
+    else if (flag === "--dir") o.dir = path.resolve(value());
+    else if (flag === "--no-rsync") o.rsync = false;
+    else if (flag === "--keep") o.keep = true;
+    else if (flag === "-h" || flag === "--help") {
+      console.log(USAGE);
+      process.exit(0);
+    } else fail(`unknown argument ${argv[i]}\n${USAGE}`);
+  }
+  if (!(Number.isInteger(o.runs) && o.runs >= 1 && o.runs <= 50)) fail("--runs must be an integer from 1 to 50");
+  if (!(o.scale > 0 && o.scale <= 4)) fail("--scale must be in (0, 4]");
+  o.runtimes ??= fs.existsSync(o.binary) ? ["deno", "binary"] : ["deno"];
+  o.runtimes = o.runtimes.map((spec) => {
+    if (spec === "deno") return { name: "deno", cmd: [path.join(root, "scripts/ssync")] };
+    if (spec === "binary") {
+      if (!fs.existsSync(o.binary)) fail(`no binary at ${o.binary}: run scripts/build-binary or give --binary PATH`);
+      return { name: "binary", cmd: [o.binary] };
     }
-  }
-  const dataBytes = o.dataMiB * MiB;
-  const apparent = o.apparentGiB * GiB;
-  if (!(o.runs >= 1 && Number.isInteger(o.runs))) fail("--runs must be a positive integer");
-  if (!(dataBytes >= EXTENTS * BLOCK && dataBytes % (EXTENTS * BLOCK) === 0)) {
-    fail(`--data must be a multiple of ${(EXTENTS * BLOCK) / MiB} MiB`);
-  }
-  if (!(apparent >= 2 * dataBytes)) fail("--apparent must be at least twice --data");
-  if (o.binary && !fs.existsSync(o.binary)) {
-    fail(`no binary at ${o.binary}: run scripts/build-binary`);
-  }
+    const m = /^([\w.-]+)=(.+)$/.exec(spec);
+    if (!m || !fs.existsSync(m[2])) fail(`--runtimes ${spec}: use deno, binary or NAME=PATH to an ssync executable`);
+    return { name: m[1], cmd: [path.resolve(m[2])] };
+  });
   return o;
 }
 
@@ -93,329 +94,360 @@ function fail(msg) {
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const ssyncCmd = opts.binary ? [opts.binary] : [path.join(root, "scripts/ssync")];
-const ssyncLabel = opts.binary
-  ? `ssync (binary ${path.basename(opts.binary)})`
-  : "ssync (scripts/ssync, Deno)";
-const gnuTime = fs.existsSync("/usr/bin/time") ? "/usr/bin/time" : "";
-const hasRsync = opts.rsync && spawnSync("rsync", ["--version"]).status === 0;
+const t0 = Date.now();
+const progress = (what) => process.stderr.write(`bench [${((Date.now() - t0) / 1000).toFixed(0)} s] ${what}\n`);
 
+// --- the sizes ---------------------------------------------------------------------------------
+const round64k = (n) => Math.max(BLOCK, Math.round(n / BLOCK) * BLOCK);
+const VM = { apparent: round64k(4 * GiB * opts.scale), data: round64k(2 * GiB * opts.scale), extents: Math.max(24, Math.round(780 * opts.scale)) };
+const SPARSE = { apparent: round64k(64 * GiB * opts.scale), data: round64k(1 * GiB * opts.scale), extents: Math.max(16, Math.round(400 * opts.scale)) };
+const SPARSE_CASE = `sparse ${fmtMiB(SPARSE.apparent)}, 1%`;
+const wantVM = opts.cases.includes("first") || opts.cases.includes("incremental");
+const wantSparse = opts.cases.includes("sparse");
+const wantLink = opts.rows.includes("link") && wantVM;
+
+// --- the work folder, cleaned up whatever happens ---------------------------------------------
+fs.mkdirSync(opts.dir, { recursive: true });
+const need = (wantVM ? 6 * VM.data : 0) + (wantSparse ? 4 * SPARSE.data : 0) + GiB / 2;
+const { bavail, bsize } = fs.statfsSync(opts.dir);
+if (bavail * bsize < need) fail(`${opts.dir} has ${fmtMiB(bavail * bsize)} free; the bench needs about ${fmtMiB(need)} (use --dir or --scale)`);
 const work = fs.mkdtempSync(path.join(opts.dir, "ssync-bench-"));
-const cleanup = () => fs.rmSync(work, { recursive: true, force: true });
-process.on("exit", cleanup);
-for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(130));
 const f = (name) => path.join(work, name);
+let link = null;
+process.on("exit", () => {
+  killAll();
+  link?.destroy();
+  if (!opts.keep) fs.rmSync(work, { recursive: true, force: true });
+  else console.error(`bench: kept ${work}`);
+});
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(sig, () => process.exit(130));
 
-/**
- * Runs a command to completion: wall seconds and peak RSS (KiB) of the process. RSS comes
- * from GNU time when installed, else from polling /proc/PID/status VmHWM.
- */
-async function run(cmd, args, { stdout = "ignore" } = {}) {
-  const rssFile = f("rss.txt");
-  const [file, argv] = gnuTime ? [gnuTime, ["-f", "%M", "-o", rssFile, cmd, ...args]] : [cmd, args];
-  const started = process.hrtime.bigint();
-  const child = spawn(file, argv, {
-    stdio: ["ignore", stdout === "file" ? "pipe" : stdout, "pipe"],
-  });
-  let out = "";
-  let err = "";
-  child.stdout?.on("data", (d) => (out += d));
-  child.stderr.on("data", (d) => (err += d));
-  let hwm = 0;
-  const poll = gnuTime ? null : setInterval(() => {
-    try {
-      const m = /VmHWM:\s+(\d+)/.exec(fs.readFileSync(`/proc/${child.pid}/status`, "utf8"));
-      if (m) hwm = Math.max(hwm, Number(m[1]));
-    } catch { /* exited */ }
-  }, 10);
-  const code = await new Promise((resolve) => child.on("close", resolve));
-  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-  if (poll) clearInterval(poll);
-  if (code !== 0) throw new Error(`${cmd} ${args.join(" ")} exited ${code}: ${err.trim()}`);
-  if (gnuTime) hwm = Number(fs.readFileSync(rssFile, "utf8").trim().split("\n").pop());
-  return { seconds, rssKiB: hwm, stdout: out };
-}
-
-const sh = (script) => run("sh", ["-c", script]);
-
-async function ssync(src, dst, flags = []) {
-  const r = await run(ssyncCmd[0], [...ssyncCmd.slice(1), "sync", "--json", ...flags, src, dst], {
-    stdout: "file",
-  });
-  const s = JSON.parse(r.stdout);
-  if (!s.ok) throw new Error(`ssync sync did not report ok: ${r.stdout}`);
-  return { ...r, summary: s };
-}
-
-function median(xs) {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-}
-
-/**
- * Drops the page cache (root only): every timed run then reads from the disk, as a nightly
- * sync of images that are not in memory does. Returns false where it is not permitted.
- */
-function dropCaches() {
-  try {
-    spawnSync("sync");
-    fs.writeFileSync("/proc/sys/vm/drop_caches", "3\n");
-    return true;
-  } catch {
-    return false;
+// --- tools: ask apt for what is missing, else skip those baselines with the reason -------------
+const skipped = [];
+function ensureTool(cmd, pkg, probe) {
+  if (have(cmd, probe)) return true;
+  if (process.getuid?.() === 0 && have("apt-get", ["--version"])) {
+    progress(`installing ${pkg} (apt-get install -y ${pkg})`);
+    spawnSync("apt-get", ["install", "-y", "-q", pkg], { stdio: "ignore", timeout: 300_000 });
+    if (have(cmd, probe)) return true;
   }
+  return false;
 }
-const coldCache = dropCaches();
+const tools = {
+  nbdcopy: ensureTool("nbdcopy", "libnbd-bin"),
+  qemuImg: ensureTool("qemu-img", "qemu-utils"),
+  rsync: opts.rsync && ensureTool("rsync", "rsync"),
+};
+if (!tools.nbdcopy) skipped.push("nbdcopy baselines: nbdcopy not installed (apt-get install libnbd-bin failed)");
+if (!tools.qemuImg) skipped.push("qemu-img convert: not installed (apt-get install qemu-utils failed)");
+if (!tools.rsync) skipped.push(opts.rsync ? "rsync: not installed" : "rsync: --no-rsync");
+if (!have("fallocate", ["--version"])) fail("fallocate (util-linux) is needed to make the images");
 
-/** Runs `body` (which returns one measurement) `opts.runs` times after `prepare`, cache dropped. */
-async function measure(body, prepare = () => {}) {
-  const results = [];
+// --- measuring ---------------------------------------------------------------------------------
+let cacheMethod = "";
+const imageFiles = () => fs.readdirSync(work).filter((n) => n.endsWith(".img")).map(f);
+
+/** Page cache dropped, then the runtime's own code read back (start-up is timed warm). */
+async function coldStart(row) {
+  cacheMethod = dropCaches(imageFiles());
+  for (const cmd of row.warm ?? []) await run(cmd[0], cmd.slice(1)).catch(() => {});
+}
+
+/** Runs every row of a case `opts.runs` times, in rounds; returns the rows with their results. */
+async function measureCase(name, rows) {
+  for (const row of rows) Object.assign(row, { case: name, results: [] });
   for (let i = 0; i < opts.runs; i++) {
-    await prepare(i);
-    if (coldCache) dropCaches();
-    results.push(await body(i));
+    for (const row of rows) {
+      progress(`${name}: ${row.label} (run ${i + 1}/${opts.runs})`);
+      const ctx = (await row.prepare?.()) ?? {};
+      await coldStart(row);
+      try {
+        const r = await row.run(ctx);
+        if (row.check) row.check(r);
+        row.results.push(r);
+      } finally {
+        await ctx.finish?.();
+      }
+    }
   }
-  return {
-    seconds: median(results.map((r) => r.seconds)),
-    rssKiB: median(results.map((r) => r.rssKiB)),
-    all: results.map((r) => r.seconds),
-    last: results.at(-1),
+  return rows;
+}
+
+const rmImage = (file) => {
+  fs.rmSync(file, { force: true });
+  const dir = path.dirname(file);
+  for (const n of fs.readdirSync(dir)) {
+    if (n.startsWith(`.${path.basename(file)}.ssync-`)) fs.rmSync(path.join(dir, n), { recursive: true, force: true });
+  }
+};
+
+// The ssync rows: local sync, push and pull over loopback, push over the shaped link.
+let trust = null;
+async function ssyncJson(rt, args, { env, netns } = {}) {
+  const [cmd, argv] = netns ? ["ip", ["netns", "exec", netns, ...rt.cmd, ...args]] : [rt.cmd[0], [...rt.cmd.slice(1), ...args]];
+  const r = await run(cmd, argv, { env, tmp: work });
+  const summary = JSON.parse(r.stdout.trim().split("\n").at(-1));
+  if (summary.ok !== true) throw new Error(`ssync ${args[0]} did not report ok: ${r.stdout}`);
+  return { seconds: r.seconds, rssKiB: r.rssKiB, summary };
+}
+
+/**
+ * ssync rows of one case for runtime `rt`: `src` (a file in the work folder, which the listener
+ * serves), `dst` the destination's name there; `reset` prepares the destination before a run.
+ */
+function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false }) {
+  const rows = [];
+  // After each run: the changed blocks of the destination now hold the source's bytes (a cheap
+  // check besides ssync's own root-hash comparison).
+  const check = (file) => (r) => {
+    if (r.summary.size !== fs.statSync(f(src)).size) throw new Error(`ssync reported size ${r.summary.size}`);
+    if (!changed) return;
+    const d = diffPages(f(src), file, changed, r.summary.size);
+    if (d.pages !== 0) throw new Error(`after ssync, ${d.pages} pages of ${file} still differ from ${src}`);
   };
+  const warm = [[...rt.cmd, "--version"]];
+  const withListener = (netns, host) => async () => {
+    await reset(f(dst));
+    const l = await startListener(rt.cmd, trust, { root: work, host, netns });
+    return { listener: l, finish: async () => (l.stopped ??= await l.stop()) };
+  };
+  const remote = async (ctx, args, o) => {
+    const r = await ssyncJson(rt, args(ctx.listener.remote), o);
+    r.listenerKiB = await ctx.finish();
+    return r;
+  };
+  if (opts.rows.includes("local")) {
+    rows.push({ kind: "ssync", mode: "local", runtime: rt.name, label: `ssync sync (${rt.name})`, warm, check: check(f(dst)), prepare: () => reset(f(dst)), run: () => ssyncJson(rt, ["sync", "--json", f(src), f(dst)]) });
+  }
+  if (opts.rows.includes("local") && changed && inplace) {
+    // The crash-safe journal's cost: the same sync writing in place (README: target ≤ 1.10×).
+    rows.push({ kind: "ssync", mode: "local", inplace: true, runtime: rt.name, label: `ssync sync --inplace (${rt.name})`, warm, check: check(f(dst)), prepare: () => reset(f(dst)), run: () => ssyncJson(rt, ["sync", "--json", "--inplace", f(src), f(dst)]) });
+  }
+  if (opts.rows.includes("push")) {
+    rows.push({ kind: "ssync", mode: "push", runtime: rt.name, label: `ssync push, loopback (${rt.name})`, warm, check: check(f(dst)), prepare: withListener(null, "127.0.0.1"), run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", f(src), `${to}:${dst}`], { env: trust.clientEnv }) });
+  }
+  if (opts.rows.includes("pull")) {
+    const local = `pull-${dst}`;
+    rows.push({
+      kind: "ssync",
+      mode: "pull",
+      runtime: rt.name,
+      label: `ssync pull, loopback (${rt.name})`,
+      warm,
+      check: check(f(local)),
+      prepare: async () => {
+        await reset(f(local));
+        const l = await startListener(rt.cmd, trust, { root: work, host: "127.0.0.1" });
+        return { listener: l, finish: async () => (l.stopped ??= await l.stop()) };
+      },
+      run: (ctx) => remote(ctx, (to) => ["pull", "--json", "--accept-new", `${to}:${src}`, f(local)], { env: trust.clientEnv }),
+    });
+  }
+  if (onLink && link) {
+    rows.push({ kind: "ssync", mode: "push", link: true, runtime: rt.name, label: `ssync push, ${opts.rate} link (${rt.name})`, warm, check: check(f(dst)), prepare: withListener(link.a, link.hostA), run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", f(src), `${to}:${dst}`], { env: trust.clientEnv, netns: link.b }) });
+  }
+  return rows;
 }
 
-/**
- * Like `measure`, for several bodies whose runs alternate (A B A B …), each after its own
- * `prepare`: drift on a shared machine falls on all of them alike.
- */
-async function measureAlternating(bodies, prepare = () => {}) {
-  const results = bodies.map(() => []);
-  for (let i = 0; i < opts.runs; i++) {
-    for (let b = 0; b < bodies.length; b++) {
-      await prepare(i);
-      if (coldCache) dropCaches();
-      results[b].push(await bodies[b](i));
-    }
-  }
-  return results.map((rs) => ({
-    seconds: median(rs.map((r) => r.seconds)),
-    rssKiB: median(rs.map((r) => r.rssKiB)),
-    all: rs.map((r) => r.seconds),
-    last: rs.at(-1),
-  }));
-}
-
-/** A sparse image of `apparent` bytes with `data` random bytes in EXTENTS evenly spread extents. */
-function makeImage(file, { apparent, data, dataFile }) {
-  const fd = fs.openSync(file, "w");
-  const dense = dataFile ? fs.openSync(dataFile, "w") : null;
-  fs.ftruncateSync(fd, apparent);
-  const extent = data / EXTENTS;
-  const stride = Math.floor(apparent / EXTENTS / BLOCK) * BLOCK;
-  const buf = Buffer.allocUnsafe(Math.min(extent, 8 * MiB));
-  const extents = [];
-  for (let e = 0; e < EXTENTS; e++) {
-    const at = e * stride;
-    extents.push({ offset: at, length: extent });
-    for (let done = 0; done < extent; done += buf.length) {
-      const n = Math.min(buf.length, extent - done);
-      crypto.randomFillSync(buf, 0, n);
-      fs.writeSync(fd, buf, 0, n, at + done);
-      if (dense !== null) fs.writeSync(dense, buf, 0, n, e * extent + done);
-    }
-  }
-  fs.closeSync(fd);
-  if (dense !== null) fs.closeSync(dense);
-  return extents;
-}
-
-/** Overwrites `count` distinct data blocks with fresh random bytes. */
-function changeBlocks(file, extents, count) {
-  const blocks = [];
-  for (const e of extents) for (let o = 0; o < e.length; o += BLOCK) blocks.push(e.offset + o);
-  for (let i = blocks.length - 1; i > 0; i--) {
-    const j = crypto.randomInt(i + 1);
-    [blocks[i], blocks[j]] = [blocks[j], blocks[i]];
-  }
-  const fd = fs.openSync(file, "r+");
-  const buf = Buffer.allocUnsafe(BLOCK);
-  for (const at of blocks.slice(0, count)) {
-    fs.writeSync(fd, crypto.randomFillSync(buf), 0, BLOCK, at);
-  }
-  fs.closeSync(fd);
-}
-
-const allocated = (file) => fs.statSync(file).blocks * 512;
-const fmtS = (s) => s.toFixed(s < 10 ? 2 : 1);
-const fmtMiB = (b) => (b >= GiB ? `${+(b / GiB).toFixed(1)} GiB` : `${+(b / MiB).toFixed(1)} MiB`);
+const nbd = (...args) => ["nbdcopy", args];
+const baseline = (label, id, cmds, extra = {}) => ({ kind: "baseline", id, label, warm: [], run: () => (cmds.length === 1 ? run(cmds[0][0], cmds[0][1]) : runAll(cmds)), ...extra });
+const shCmd = (script) => ["sh", ["-c", script]];
 const q = (p) => `'${p.replaceAll("'", "'\\''")}'`;
 
-const rows = [];
-function row(kase, tool, m, { bytes, vs = [] }) {
-  rows.push({
-    kase,
-    tool,
-    s: fmtS(m.seconds),
-    mbps: bytes ? (bytes / m.seconds / 1e6).toFixed(0) : "",
-    vs: vs.map(([ref, name]) => `${(m.seconds / ref.seconds).toFixed(2)}× ${name}`).join(", "),
-  });
+// --- main --------------------------------------------------------------------------------------
+const header = [];
+header.push(`ssync bench: ${process.argv.slice(2).join(" ") || "(defaults)"}`);
+header.push(`  ${os.availableParallelism()} cores, ${fmtMiB(os.totalmem())} RAM, Linux ${os.release()}; ${opts.runs} runs per row, median; runtimes ${opts.runtimes.map((r) => `${r.name}=${r.cmd.join(" ")}`).join(", ")}`);
+const commit = spawnSync("git", ["-C", root, "log", "-1", "--format=%h %s"], { encoding: "utf8" }).stdout?.trim();
+const load = () => os.loadavg().map((x) => x.toFixed(1)).join(" ");
+header.push(`  load average at the start: ${load()} (a busy machine makes every row slower; the ratios are what to read)`);
+if (commit) header.push(`  source: ${commit.length > 90 ? `${commit.slice(0, 90)}…` : commit}`);
+
+trust = await makeTrust(opts.runtimes[0].cmd, path.join(work, "trust"));
+fs.mkdirSync(path.join(work, "trust", "scratch"), { recursive: true });
+
+// Warm-up, untimed: each runtime's caches (Deno's module cache, the binary's pages).
+{
+  const tiny = vmLayout({ apparent: 8 * MiB, data: 2 * MiB, extents: 4, seed: "warm" });
+  writeImage(f("warm.img"), tiny, "warm");
+  for (const rt of opts.runtimes) {
+    progress(`warm-up: ${rt.name}`);
+    await ssyncJson(rt, ["sync", "--json", f("warm.img"), f("warm-copy.img")]);
+    rmImage(f("warm-copy.img"));
+  }
+  rmImage(f("warm.img"));
 }
 
-function printTable() {
-  const head = {
-    kase: "case",
-    tool: "command",
-    s: "median s",
-    mbps: "MB/s",
-    vs: "time ratio (ssync ÷ baseline)",
+const allRows = [];
+const facts = {};
+
+if (wantLink) {
+  try {
+    link = makeLink(`ssb${process.pid % 100000}`, opts.rate);
+    const bytes = Math.max(64 * MiB, Math.min(512 * MiB, Math.round(256 * MiB * opts.scale * 4) & ~0xfffff));
+    progress(`measuring the ${opts.rate} link: ${fmtMiB(bytes)} over plain TCP, ${opts.runs}×`);
+    facts.linkRate = await linkRate(link, NODE, bytes, opts.runs);
+    facts.linkProbe = bytes;
+  } catch (e) {
+    link?.destroy();
+    link = null;
+    skipped.push(`link rows: ${e.message}`);
+  }
+}
+
+if (wantVM) {
+  progress(`making the VM-like image: ${fmtMiB(VM.apparent)} apparent, ${fmtMiB(VM.data)} data in ${VM.extents} extents`);
+  const layout = vmLayout({ ...VM, seed: opts.seed });
+  writeImage(f("vm-old.img"), layout, opts.seed);
+  copyImage(f("vm-old.img"), f("vm-new.img"), layout);
+  const ch = changeImage(f("vm-new.img"), layout, { fraction: 0.01, seed: opts.seed });
+  progress("comparing the two VM-like images page by page");
+  const diff = diffPages(f("vm-old.img"), f("vm-new.img"), [...layout.segments, ...ch.extra], VM.apparent);
+  facts.vm = { layout, ch, diff, shares: layoutShares(layout) };
+  if (wantLink && link) {
+    progress("zstd-1 of every 64 KiB block of the VM-like image (node:zlib)");
+    facts.vm.zstd = zstdBytes(f("vm-new.img"), layout);
+  }
+  const resetOld = async (file) => copyImage(f("vm-old.img"), file, layout);
+  const absent = async (file) => rmImage(file);
+  const out = f("vm-out.img");
+
+  if (opts.cases.includes("first")) {
+    const rows = [];
+    if (tools.nbdcopy) {
+      rows.push(baseline("nbdcopy SRC null: (source extent read)", "srcRead", [nbd(f("vm-new.img"), "null:")]));
+      rows.push(baseline("nbdcopy --flush SRC DST", "nbdcopy", [nbd("--flush", f("vm-new.img"), out)], { prepare: () => rmImage(out) }));
+    }
+    rows.push(baseline("cp --sparse=always SRC DST; sync DST", "cp", [shCmd(`cp --sparse=always ${q(f("vm-new.img"))} ${q(out)} && sync ${q(out)}`)], { prepare: () => rmImage(out) }));
+    if (tools.qemuImg) {
+      rows.push(baseline("qemu-img convert -S 64k -O raw SRC DST; sync DST", "qemu", [shCmd(`qemu-img convert -S 64k -O raw ${q(f("vm-new.img"))} ${q(out)} && sync ${q(out)}`)], { prepare: () => rmImage(out) }));
+    }
+    for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "vm-new.img", dst: "vm-dst.img", reset: absent, link: true }));
+    allRows.push(...(await measureCase("first copy", rows)));
+    rmImage(out);
+    rmImage(f("vm-dst.img"));
+    rmImage(f("pull-vm-dst.img"));
+  }
+
+  if (opts.cases.includes("incremental")) {
+    const rows = [];
+    if (tools.nbdcopy) {
+      rows.push(baseline("nbdcopy SRC null: (source extent read)", "srcRead", [nbd(f("vm-new.img"), "null:")]));
+      rows.push(baseline("nbdcopy SRC null: & nbdcopy DST null: (both sides)", "bothRead", [nbd(f("vm-new.img"), "null:"), nbd(f("vm-dst.img"), "null:")], { prepare: () => resetOld(f("vm-dst.img")) }));
+    }
+    if (tools.rsync) {
+      rows.push(baseline("rsync --inplace --no-whole-file -I SRC DST", "rsync", [["rsync", ["--inplace", "--no-whole-file", "-I", f("vm-new.img"), f("vm-dst.img")]]], { prepare: () => resetOld(f("vm-dst.img")) }));
+    }
+    for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "vm-new.img", dst: "vm-dst.img", reset: resetOld, link: true, changed: facts.vm.ch.extra, inplace: true }));
+    allRows.push(...(await measureCase("incremental 1%", rows)));
+    rmImage(f("vm-dst.img"));
+    rmImage(f("pull-vm-dst.img"));
+  }
+}
+
+if (wantSparse) {
+  progress(`making the sparse image: ${fmtMiB(SPARSE.apparent)} apparent, ${fmtMiB(SPARSE.data)} data in ${SPARSE.extents} extents`);
+  const layout = vmLayout({ ...SPARSE, seed: `${opts.seed}:sparse` });
+  writeImage(f("sp-old.img"), layout, `${opts.seed}:sparse`);
+  copyImage(f("sp-old.img"), f("sp-new.img"), layout);
+  const ch = changeImage(f("sp-new.img"), layout, { fraction: 0.01, seed: `${opts.seed}:sparse` });
+  facts.sparse = { layout, ch };
+  const resetOld = async (file) => copyImage(f("sp-old.img"), file, layout);
+  const rows = [];
+  if (tools.nbdcopy) {
+    rows.push(baseline("nbdcopy SRC null: (source extent read)", "srcRead", [nbd(f("sp-new.img"), "null:")]));
+    rows.push(baseline("nbdcopy SRC null: & nbdcopy DST null: (both sides)", "bothRead", [nbd(f("sp-new.img"), "null:"), nbd(f("sp-dst.img"), "null:")], { prepare: () => resetOld(f("sp-dst.img")) }));
+  }
+  for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "sp-new.img", dst: "sp-dst.img", reset: resetOld, link: false, changed: ch.extra }));
+  allRows.push(...(await measureCase(SPARSE_CASE, rows)));
+}
+
+// --- the report --------------------------------------------------------------------------------
+const find = (kase, pred) => allRows.find((r) => r.case === kase && pred(r));
+const base = (kase, id) => find(kase, (r) => r.id === id);
+const sec = (row) => (row ? medians(row).seconds : NaN);
+const refOf = (row) => {
+  const pick = (id, name) => {
+    const b = base(row.case, id);
+    return b && b !== row ? { seconds: sec(b), name } : null;
   };
-  const all = [head, ...rows];
-  const w = (k) => Math.max(...all.map((r) => r[k].length));
-  const line = (r) =>
-    `${r.kase.padEnd(w("kase"))}  ${r.tool.padEnd(w("tool"))}  ${r.s.padStart(w("s"))}  ${
-      r.mbps.padStart(w("mbps"))
-    }  ${r.vs}`;
-  console.log(line(head));
-  console.log("-".repeat(line(head).length + 12));
-  let last = "";
-  for (const r of rows) {
-    console.log(line({ ...r, kase: r.kase === last ? "" : r.kase }));
-    last = r.kase;
+  if (row.kind !== "ssync") return row.id === "srcRead" ? null : pick("srcRead", "src read");
+  if (row.case === "first copy") return pick("nbdcopy", "nbdcopy");
+  return pick(row.case.startsWith("sparse") ? "srcRead" : "bothRead", row.case.startsWith("sparse") ? "src read" : "both reads");
+};
+
+console.log();
+for (const l of header) console.log(l);
+console.log(`  load average at the end: ${load()}`);
+console.log(`  page cache: ${cacheMethod === "drop_caches" ? "echo 3 > /proc/sys/vm/drop_caches" : "posix_fadvise DONTNEED on the images (not root)"} before every run; the runtime's code then read back (--version)`);
+console.log(`  peak RSS: ${GNU_TIME ? "GNU time %M" : "VmHWM polled"} for clients and baselines; the listener's VmHWM just before it stops (a fresh listener per run)`);
+if (facts.vm) {
+  const { layout, ch, diff, shares } = facts.vm;
+  const part = (k) => `${k} ${fmtMiB(shares[k] ?? 0)}`;
+  console.log(`  VM-like image: ${fmtMiB(layout.size)} apparent, ${layout.segments.length} extents: ${["text", "bin", "random", "zero", "alloc"].map(part).join(", ")} (text+bin compressible; zero written, alloc fallocate'd)`);
+  console.log(`    changed ${ch.changes.length} of ${ch.dataBlocks} 64 KiB data blocks: ${Object.entries(ch.byKind).map(([k, n]) => `${k} ${n}`).join(", ")}`);
+  console.log(`    really differing at 4 KiB (page-by-page comparison): ${diff.pages} pages = ${fmtMiB(diff.bytes)}, of which non-zero in the new image ${fmtMiB(diff.nonZeroBytes)} (DATA's due; the rest are ZERO ranges)`);
+  if (facts.vm.zstd) console.log(`    zstd-1 per 64 KiB block: ${fmtMiB(facts.vm.zstd.raw)} of non-zero blocks → ${fmtMiB(facts.vm.zstd.packed)}`);
+}
+if (facts.sparse) console.log(`  sparse image: ${fmtMiB(facts.sparse.layout.size)} apparent, ${fmtMiB(SPARSE.data)} data in ${facts.sparse.layout.segments.length} extents; ${facts.sparse.ch.changes.length} blocks changed`);
+if (facts.linkRate) console.log(`  link: two network namespaces, veth, htb ${opts.rate} each way; plain TCP moves ${(facts.linkRate / 1e6).toFixed(1)} MB/s (median of ${opts.runs} × ${fmtMiB(facts.linkProbe)})`);
+for (const s of skipped) console.log(`  skipped: ${s}`);
+console.log(`  Times are wall seconds from spawn to exit (process start-up included); copies fsync their output.`);
+console.log(`  ratio: the row's median ÷ its case's reference; RSS MiB c/l: client/listener; DATA: DATA bytes before compression;`);
+console.log(`  on wire: every record both ways; sig/compared: digest records ÷ bytes compared (≤: bound from wire bytes).`);
+console.log();
+printTable(allRows, { refs: refOf });
+
+// Acceptance (issue 9), per runtime.
+console.log();
+console.log("Acceptance (issue 9), medians of this run:");
+let failed = 0;
+for (const rt of opts.runtimes) {
+  const ss = (kase, pred) => find(kase, (r) => r.kind === "ssync" && r.runtime === rt.name && pred(r));
+  const lines = [];
+  const ratio = (a, b) => sec(a) / sec(b);
+  const incrPush = ss("incremental 1%", (r) => r.mode === "push" && !r.link);
+  lines.push(verdict("incremental push ÷ both sides' extent reads", ratio(incrPush, base("incremental 1%", "bothRead")), 1.5, `${fmtS(sec(incrPush))} s vs ${fmtS(sec(base("incremental 1%", "bothRead")))} s`));
+  const spPush = ss(SPARSE_CASE, (r) => r.mode === "push");
+  lines.push(verdict(`${fmtMiB(SPARSE.apparent)} sparse push ÷ source extent read`, ratio(spPush, base(SPARSE_CASE, "srcRead")), 1.5, `${fmtS(sec(spPush))} s vs ${fmtS(sec(base(SPARSE_CASE, "srcRead")))} s`));
+  const firstPush = ss("first copy", (r) => r.mode === "push" && !r.link);
+  lines.push(verdict("first copy push ÷ nbdcopy SRC DST", ratio(firstPush, base("first copy", "nbdcopy")), 1.3, `${fmtS(sec(firstPush))} s vs ${fmtS(sec(base("first copy", "nbdcopy")))} s`));
+  for (const kase of ["first copy", "incremental 1%", SPARSE_CASE]) {
+    const local = ss(kase, (r) => r.mode === "local" && !r.inplace);
+    const push = ss(kase, (r) => r.mode === "push" && !r.link);
+    if (local || push) lines.push(verdict(`${kase}: local sync ÷ push`, ratio(local, push), 1.0, `${fmtS(sec(local))} s vs ${fmtS(sec(push))} s`));
+  }
+  const linkFirst = ss("first copy", (r) => r.link);
+  const lineTime = facts.vm?.zstd && facts.linkRate ? facts.vm.zstd.packed / facts.linkRate : NaN;
+  lines.push(verdict("link first copy ÷ (zstd-1 bytes ÷ link rate)", sec(linkFirst) / lineTime, 1.15, `${fmtS(sec(linkFirst))} s vs ${fmtS(lineTime)} s`));
+  const linkIncr = ss("incremental 1%", (r) => r.link);
+  lines.push(verdict("link incremental ÷ loopback incremental push", ratio(linkIncr, incrPush), 1.2, `${fmtS(sec(linkIncr))} s vs ${fmtS(sec(incrPush))} s`));
+  const mine = allRows.filter((r) => r.kind === "ssync" && r.runtime === rt.name);
+  const maxOf = (rows, k) => Math.max(-Infinity, ...rows.flatMap((r) => r.results.map((x) => x[k] ?? NaN)).filter(Number.isFinite));
+  const remote = mine.filter((r) => r.mode !== "local");
+  const locals = mine.filter((r) => r.mode === "local");
+  lines.push(verdict("peak RSS, client (push/pull), every run", maxOf(remote, "rssKiB") / 1024, 200, "largest of all runs", "MiB"));
+  lines.push(verdict("peak RSS, listener, every run", maxOf(remote, "listenerKiB") / 1024, 200, "largest of all runs", "MiB"));
+  lines.push(verdict("peak RSS, local ssync sync (both sides in one process)", maxOf(locals, "rssKiB") / 1024, 200, "largest of all runs", "MiB"));
+  let sig = { share: NaN, row: null, exact: true };
+  for (const r of mine) {
+    const m = medians(r);
+    const share = (100 * m.signature) / m.compared;
+    if (!(share <= sig.share)) sig = { share, row: r, exact: m.signatureExact };
+  }
+  lines.push(verdict("signature traffic ÷ bytes compared (largest row)", sig.share, 0.05, sig.row ? `${sig.row.case}, ${sig.row.label}${sig.exact ? "" : "; an upper bound from wire bytes"}` : "no ssync rows", "%"));
+  const data = medians(incrPush ?? { results: [] }).dataBytes;
+  const due = facts.vm?.diff.nonZeroBytes;
+  lines.push(verdict("DATA bytes (VM-like incremental push) ÷ really differing non-zero bytes at 4 KiB", data / due, 1.05, `${fmtMiB(data)} vs ${fmtMiB(due)}; all differing pages ${fmtMiB(facts.vm?.diff.bytes)}`));
+  const journaled = ss("incremental 1%", (r) => r.mode === "local" && !r.inplace);
+  const inPlace = ss("incremental 1%", (r) => r.inplace);
+  if (inPlace) lines.push(verdict("(not issue 9) the journal's cost: incremental sync ÷ sync --inplace", ratio(journaled, inPlace), 1.1, `${fmtS(sec(journaled))} s vs ${fmtS(sec(inPlace))} s`));
+  console.log(` ${rt.name}:`);
+  for (const l of lines) {
+    console.log(l.line);
+    if (l.pass === false) failed++;
   }
 }
-
-// ---------------------------------------------------------------------------------------------
-
-const apparent = opts.apparentGiB * GiB;
-const data = opts.dataMiB * MiB;
-const changed = Math.max(1, Math.round((data / BLOCK) * 0.01));
-const t0 = Date.now();
-const progress = (what) =>
-  process.stderr.write(`bench: ${what} (${((Date.now() - t0) / 1000).toFixed(0)} s)\n`);
-
-progress(`making a ${fmtMiB(apparent)} image with ${fmtMiB(data)} of random data in ${work}`);
-const src = f("src.img");
-const extents = makeImage(src, { apparent, data, dataFile: f("data.bin") });
-
-// Warm-up, untimed: runtime and module caches, worker start.
-makeImage(f("warm.img"), { apparent: 8 * MiB, data: EXTENTS * BLOCK });
-await ssync(f("warm.img"), f("warm-copy.img"));
-
-progress("(a) first copy");
-const rm = (p) => fs.rmSync(p, { force: true });
-const first = await measure(() => ssync(src, f("dst.img")), () => rm(f("dst.img")));
-if (allocated(f("dst.img")) > allocated(src) + BLOCK) {
-  throw new Error("destination allocates more than the source");
-}
-const cp = await measure(
-  () => sh(`cp --sparse=always ${q(src)} ${q(f("cp.img"))} && sync ${q(f("cp.img"))}`),
-  () => rm(f("cp.img")),
-);
-const catSrc = await measure(() => sh(`cat ${q(src)} > /dev/null`));
-const catData = await measure(() => sh(`cat ${q(f("data.bin"))} > /dev/null`));
-row("(a) first copy", `${ssyncLabel} sync`, first, {
-  bytes: data,
-  vs: [[cp, "cp"], [catSrc, "cat src"], [catData, "cat data"]],
-});
-row("(a) first copy", "cp --sparse=always + sync FILE", cp, { bytes: data });
-row("(a) first copy", `cat src >/dev/null (reads ${fmtMiB(apparent)})`, catSrc, { bytes: data });
-row("(a) first copy", "cat data >/dev/null (dense copy of the data)", catData, { bytes: data });
-
-progress(`(b) incremental: ${changed} blocks of 64 KiB changed per run`);
-let rsync = null;
-const [incremental, inplace] = await measureAlternating(
-  [() => ssync(src, f("dst.img")), () => ssync(src, f("dst.img"), ["--inplace"])],
-  () => changeBlocks(src, extents, changed),
-);
-for (const [m, name] of [[incremental, "sync"], [inplace, "sync --inplace"]]) {
-  if (m.last.summary.blocksSent !== changed) {
-    throw new Error(
-      `incremental ${name} sent ${m.last.summary.blocksSent} blocks, expected ${changed}`,
-    );
-  }
-}
-const journalCost = incremental.seconds / inplace.seconds;
-if (hasRsync) {
-  await sh(`cp --sparse=always ${q(src)} ${q(f("rsync.img"))}`);
-  // -I: compare every file even when size and mtime match; --fsync as ssync flushes too.
-  rsync = await measure(
-    () => run("rsync", ["--inplace", "--no-whole-file", "-I", "--fsync", src, f("rsync.img")]),
-    () => changeBlocks(src, extents, changed),
-  );
-}
-row("(b) incremental 1%", `${ssyncLabel} sync`, incremental, {
-  bytes: data,
-  vs: [[inplace, "--inplace"], ...(rsync ? [[rsync, "rsync"]] : []), [first, "first copy"]],
-});
-row("(b) incremental 1%", `${ssyncLabel} sync --inplace (no journal)`, inplace, {
-  bytes: data,
-  vs: [...(rsync ? [[rsync, "rsync"]] : []), [first, "first copy"]],
-});
-if (rsync) {
-  row("(b) incremental 1%", "rsync --inplace --no-whole-file -I --fsync", rsync, { bytes: data });
-} else {rows.push({
-    kase: "(b) incremental 1%",
-    tool: "rsync: skipped (not installed or --no-rsync)",
-    s: "",
-    mbps: "",
-    vs: "",
-  });}
-
-progress("(c) identical rerun");
-await ssync(src, f("dst.img"));
-const identical = await measure(() => ssync(src, f("dst.img")));
-if (identical.last.summary.blocksSent !== 0) throw new Error("identical rerun sent data");
-row("(c) identical rerun", `${ssyncLabel} sync`, identical, {
-  bytes: data,
-  vs: [[first, "first copy"], [catData, "cat data"]],
-});
-
-progress("(d) peak RSS on a smaller image");
-const smallApparent = Math.max(GiB / 4, Math.round(apparent / 8 / GiB) * GiB || GiB / 4);
-const smallData = Math.max(
-  EXTENTS * BLOCK,
-  Math.floor(data / 8 / (EXTENTS * BLOCK)) * EXTENTS * BLOCK,
-);
-rm(f("dst.img"));
-rm(f("rsync.img"));
-rm(f("cp.img"));
-makeImage(f("small.img"), { apparent: smallApparent, data: smallData });
-const small = await measure(
-  () => ssync(f("small.img"), f("small-copy.img")),
-  () => rm(f("small-copy.img")),
-);
-
-const mibRss = (k) => `${(k / 1024).toFixed(0)} MiB`;
 console.log();
-console.log(
-  `ssync bench: ${fmtMiB(apparent)} apparent, ${fmtMiB(data)} random data in ${EXTENTS} extents; ` +
-    `${opts.runs} runs per command, median; ${os.availableParallelism()} cores.`,
-);
-console.log(
-  "MB/s = allocated source data (10^6 B) per second, for every row. " +
-    (coldCache
-      ? "Page cache dropped before every run:\nreads come from the disk.\n"
-      : "Page cache is warm (could not\ndrop it: not root): reads come from memory, so this measures CPU, not the disk.\n") +
-    "Times include process start-up. ssync and the baselines fsync the destination.",
-);
-console.log();
-printTable();
-console.log();
-console.log(
-  `(b) the crash-safe journal on a 1% change: ${journalCost.toFixed(2)}× the time of --inplace ` +
-    `(target ≤ 1.10×${journalCost <= 1.1 ? ", met" : ", NOT met"}; runs ${
-      incremental.all.map(fmtS).join(" ")
-    } s vs ${inplace.all.map(fmtS).join(" ")} s).`,
-);
-console.log();
-console.log("(d) peak RSS of ssync sync (first copy), median:");
-console.log(
-  `    ${fmtMiB(smallApparent)} apparent / ${fmtMiB(smallData)} data: ${mibRss(small.rssKiB)}`,
-);
-console.log(`    ${fmtMiB(apparent)} apparent / ${fmtMiB(data)} data: ${mibRss(first.rssKiB)}`);
-console.log(
-  `    (incremental ${mibRss(incremental.rssKiB)}, identical ${mibRss(identical.rssKiB)}; ${
-    gnuTime ? "GNU time %M" : "VmHWM polled"
-  })`,
-);
+console.log(`bench: ${failed === 0 ? "every measured target met" : `${failed} target(s) not met`}; took ${((Date.now() - t0) / 1000).toFixed(0)} s.`);
 progress("done");

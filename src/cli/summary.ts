@@ -34,6 +34,8 @@ export interface Summary {
   /** Every record the client sent and received, headers included. */
   wireBytesSent: number;
   wireBytesReceived: number;
+  /** Bytes of the digest records the two sides exchanged (SIGS_REPLY, READ_DIFF; headers included). */
+  signatureBytes: number;
   seconds: number;
   /** bytesCompared per second, in MB/s (10^6). */
   throughputMBps: number;
@@ -72,6 +74,7 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
     holeBytesPunched: dst.bytesPunched,
     wireBytesSent: r.wire.bytesSent,
     wireBytesReceived: r.wire.bytesReceived,
+    signatureBytes: r.wire.signatureBytes,
     seconds: round(r.seconds, 3),
     throughputMBps: round(r.size / Math.max(r.seconds, 1e-6) / 1e6, 1),
     rootHash: r.root,

@@ -15,7 +15,7 @@
  */
 import { isZeroDigest, maskedPageBytes, ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
-import { decompress } from "../platform/zstd.ts";
+import { decompress, initZstd } from "../platform/zstd.ts";
 import { type BlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { hasPage, pageBounds, pageCount } from "./page-mask.ts";
 import type { PatchOp } from "./scan-job.ts";
@@ -37,6 +37,7 @@ export async function applyPatch(
     o.digests.fill(0xff, at, at + blocks * DIGEST_SIZE);
     return;
   }
+  if (op.zstd) await initZstd(); // decompression of PATCH runs here, on the session's thread
   const bytes = op.zstd ? unpack(op.payload!, dataBytes, op.offset) : op.payload ?? new Uint8Array(0);
   if (bytes.length !== dataBytes) throw new ProtocolError(`PATCH at ${op.offset}: ${bytes.length} bytes for ${dataBytes} bytes of data pages`);
   const wasZero = (block: number) => isZeroDigest(o.digests, o.first + block);

@@ -12,12 +12,14 @@
  * - In a dry run nothing is written; writes only update the digests.
  * - A write that breaks these rules, or DATA that does not decompress to its length, is a
  *   ProtocolError: the peer misbehaves.
+ * - Decompression, hashing and the zero scan of DATA run in the worker pool (an unpack job);
+ *   this thread only checks, orders and issues the writes.
  */
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
-import { decompress, initZstd } from "../platform/zstd.ts";
 import { applyPatch, type PatchWrite } from "./apply-patch.ts";
-import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
+import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
+import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
 import { JOB_BYTES } from "./scan-job.ts";
@@ -26,7 +28,7 @@ import type { SideContext } from "./side-context.ts";
 /** Granularity of holes the destination keeps: the smallest block size. */
 const PAGE = 4096;
 
-/** Digests of [offset, offset+length): holes without reading, data spans in workers. */
+/** Digests of [offset, offset+length): holes without reading, data spans in workers (ordered-jobs.ts). */
 export async function digestRange(
   ctx: SideContext,
   range: { offset: number; length: number },
@@ -35,25 +37,24 @@ export async function digestRange(
   const { blockSize: bs, store, stats } = ctx;
   const end = range.offset + range.length;
   const out = new Uint8Array(Math.ceil(range.length / bs) * DIGEST_SIZE);
+  ctx.readAhead?.advance(range.offset);
   const localEnd = Math.min(end, store.size);
   const extents = localEnd > range.offset ? await store.dataExtents(range.offset, localEnd) : [];
   const spans = dataSpans(extents, { start: range.offset, end: localEnd }, { blockSize: bs, maxBytes: JOB_BYTES });
   let dataBytes = 0;
-  let next = 0;
-  const worker = async () => {
-    while (next < spans.length) {
-      const s = spans[next++];
-      ctx.signal.throwIfAborted();
-      const r = await store.lend((file) =>
-        ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key })
-      );
-      out.set(r.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
-      stats.bytesRead += r.bytesRead;
+  await runInOrder(spans, {
+    lookahead: options.lookahead,
+    signal: ctx.signal,
+    start: (s) => store.lend((file) =>
+      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key, advise: ctx.readAhead?.take() })
+    ),
+    consume: async (s, r) => {
+      out.set(r!.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
+      stats.bytesRead += r!.bytesRead;
       dataBytes += s.length;
-      if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests: r.digests });
-    }
-  };
-  await Promise.all(Array.from({ length: Math.max(1, Math.min(options.lookahead, spans.length)) }, worker));
+      if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests: r!.digests });
+    },
+  });
   ctx.signal.throwIfAborted();
   stats.holeBytesSkipped += range.length - dataBytes;
   return out;
@@ -85,15 +86,6 @@ export interface WriterOptions {
   maxIntervals?: number;
 }
 
-/** A zstd DATA payload that is not one frame of exactly `length` bytes breaks the protocol. */
-function unpack(payload: Uint8Array, length: number, offset: number): Uint8Array {
-  try {
-    return decompress(payload, length);
-  } catch (e) {
-    throw new ProtocolError(`DATA at ${offset}: ${(e as Error).message}`);
-  }
-}
-
 export type WriteOp =
   | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
   | { kind: "zero"; offset: number; length: number }
@@ -115,20 +107,19 @@ export class DestinationWriter {
   #ctx: SideContext;
   #dryRun: boolean;
   #open = new Map<number, OpenRange>();
-  #hasher: BlockHasher;
+  /** PATCH digests are computed here, from the whole patched blocks (apply-patch.ts). */
+  #patchHasher: Promise<BlockHasher> | undefined;
   readonly root: RootHash;
 
-  private constructor(ctx: SideContext, hasher: BlockHasher, options: WriterOptions) {
+  private constructor(ctx: SideContext, options: WriterOptions) {
     this.#ctx = ctx;
-    this.#hasher = hasher;
     this.#dryRun = options.dryRun;
     this.root = new RootHash(ctx.key, { maxIntervals: options.maxIntervals });
   }
 
   /** `maxIntervals`: the root hash's cap on disjoint closed intervals. */
-  static async create(ctx: SideContext, options: WriterOptions): Promise<DestinationWriter> {
-    await initZstd(); // decompression runs here, on this thread
-    return new DestinationWriter(ctx, await createBlockHasher(ctx.hash, ctx.key), options);
+  static create(ctx: SideContext, options: WriterOptions): Promise<DestinationWriter> {
+    return Promise.resolve(new DestinationWriter(ctx, options));
   }
 
   get openRanges(): number {
@@ -217,7 +208,8 @@ export class DestinationWriter {
     const { blockSize: bs, store, stats } = this.#ctx;
     const at = ((op.offset - r.offset) / bs) * DIGEST_SIZE;
     if (op.kind === "patch") {
-      await applyPatch(this.#ctx, op, { hasher: this.#hasher, dryRun: this.#dryRun, digests: r.digests, first: at / DIGEST_SIZE });
+      this.#patchHasher ??= createBlockHasher(this.#ctx.hash, this.#ctx.key);
+      await applyPatch(this.#ctx, op, { hasher: await this.#patchHasher, dryRun: this.#dryRun, digests: r.digests, first: at / DIGEST_SIZE });
       return;
     }
     if (op.kind === "zero") {
@@ -232,13 +224,24 @@ export class DestinationWriter {
       r.digests.fill(0xff, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
       return;
     }
-    const data = op.zstd ? unpack(op.payload, op.length, op.offset) : op.payload;
-    if (data.length !== op.length) throw new ProtocolError(`DATA decompressed to ${data.length} bytes, not ${op.length}`);
-    const digests = digestBlocks(this.#hasher, data, bs, op.offset / bs);
+    // Decompressed, hashed and zero-scanned in a worker; the payload is copied once, into the
+    // pool's arena (worker-pool.ts), and a raw one is then written from the record itself.
+    const result = await this.#ctx.pool.unpack({
+      payload: op.payload,
+      zstd: op.zstd,
+      length: op.length,
+      offset: op.offset,
+      blockSize: bs,
+      hash: this.#ctx.hash,
+      key: this.#ctx.key,
+      page: PAGE,
+    });
+    const { digests, zeroPages } = result;
+    const data = result.data ?? op.payload;
     const before = r.digests.slice(at, at + digests.length);
     r.digests.set(digests, at);
     if (this.#dryRun) return;
-    await this.#writeSparse(data, op.offset, (block) => isZeroDigest(before, block));
+    await this.#writeSparse(data, op.offset, zeroPages, (block) => isZeroDigest(before, block));
   }
 
   /**
@@ -246,11 +249,11 @@ export class DestinationWriter {
    * size), so zeros never take space, even inside a partly-zero block. Zero pages of a
    * block that was all zero before are already zero: they are left alone.
    */
-  async #writeSparse(data: Uint8Array, offset: number, wasZero: (block: number) => boolean): Promise<void> {
+  async #writeSparse(data: Uint8Array, offset: number, zeroPages: Uint8Array, wasZero: (block: number) => boolean): Promise<void> {
     const { blockSize: bs, store, stats } = this.#ctx;
     const pages = Math.ceil(data.length / PAGE);
     const action = (i: number): "write" | "punch" | "skip" => {
-      if (!isAllZero(data.subarray(i * PAGE, Math.min(data.length, (i + 1) * PAGE)))) return "write";
+      if (zeroPages[i] === 0) return "write";
       return wasZero(Math.floor((i * PAGE) / bs)) ? "skip" : "punch";
     };
     let i = 0;

@@ -17,8 +17,12 @@ export interface Range {
   data: boolean;
 }
 
-/** Bytes of one data range: one job. */
-export const DATA_RANGE_BYTES = 1 << 20;
+/**
+ * Bytes of one data range (a few jobs): each range costs a request and its reply, a
+ * RANGE_DONE and its reply, so ranges much smaller than this spend the session's thread on
+ * records; much larger would hold more digests and job results per range.
+ */
+export const DATA_RANGE_BYTES = 4 << 20;
 /** Bytes of extents fetched at once while planning. */
 const PLAN_WINDOW = 64 * 2 ** 30;
 

@@ -1,14 +1,23 @@
 /**
- * Runs one scan job: read → hash → (compare → compress). Called inside a worker thread,
- * or in-process by the sequential reference path.
+ * Runs one scan job: read → hash → (compare → compress), or a destination's unpack
+ * (decompress → hash → zero scan). Called inside a worker thread, or in-process by the
+ * sequential reference path.
+ *
+ * Copies: each thread reads into one buffer of its own, reused from job to job. A diff job
+ * whose raw DATA is at least half of what it read hands that buffer over (its payloads are
+ * views of it; it moves to the caller with the result, transferables()) and the thread takes
+ * a new one; otherwise the few raw payloads are sliced out and the buffer stays. Either way a
+ * byte is copied at most once, and an incremental sync allocates nothing per job.
  */
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
-import { compress } from "../platform/zstd.ts";
+import { ProtocolError } from "../../protocol/codec.ts";
+import { compress, decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
-import { type BlockHasher, createBlockHasher, digestBlocks } from "./block-hash.ts";
+import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
+import { giveAdvice } from "./read-ahead.ts";
 import { refineRun, runRefineJob } from "./refine-job.ts";
-import { type DiffResult, type DigestResult, JOB_BYTES, type JobOp, type ScanJob } from "./scan-job.ts";
+import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
 const WORTH_IT = 7 / 8;
@@ -20,13 +29,20 @@ const WORTH_IT = 7 / 8;
 const MAX_SKIP = 64;
 const zstdState = { skip: 0, backoff: 1 };
 const hashers = new Map<string, Promise<BlockHasher>>();
+/** This thread's read buffer while no result holds views of it. */
+let scratch: Uint8Array | undefined;
 
-export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
+export async function runJob(job: ScanJob): Promise<JobResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
   if (job.kind === "sub-digests" || job.kind === "patch") return await runRefineJob(job, (raw, offset) => dataOp(raw, offset, job));
   const hasher = await hasherFor(job);
-  const data = new Uint8Array(job.length);
+  if (job.kind === "unpack") return unpack(job, hasher);
+  giveAdvice(job.file, job.advise);
+  scratch ??= new Uint8Array(JOB_BYTES);
+  const buffer = scratch;
+  const data = buffer.subarray(0, job.length);
   const bytesRead = readLent(job.file, data, job.offset);
+  if (bytesRead < data.length) data.fill(0, bytesRead); // past the end of the file: zeros
   const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
   switch (job.kind) {
     case "digest":
@@ -45,6 +61,14 @@ export async function runJob(job: ScanJob): Promise<DigestResult | DiffResult> {
         if (job.refine) ops.push(...refineRun(raw, { offset, blockSize: job.blockSize, dst: job.dst, first: run.first, pack: (r, at) => dataOp(r, at, job) }));
         else ops.push(dataOp(raw, offset, job));
       }
+      let viewed = 0;
+      for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
+      if (viewed === 0) return { digests, bytesRead, ops };
+      if (2 * viewed >= job.length) {
+        scratch = undefined; // handed over with the result
+        return { digests, bytesRead, ops, buffer };
+      }
+      for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
       return { digests, bytesRead, ops };
     }
     default:
@@ -65,7 +89,27 @@ function dataOp(raw: Uint8Array, offset: number, job: { zstdLevel: number; witho
     zstdState.skip = zstdState.backoff;
     zstdState.backoff = Math.min(MAX_SKIP, zstdState.backoff * 2);
   }
-  return { kind: "data", offset, length: raw.length, payload: raw.slice(), zstd: false };
+  return { kind: "data", offset, length: raw.length, payload: raw, zstd: false };
+}
+
+function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {
+  const payload = job.payload!;
+  let data = payload;
+  if (job.zstd) {
+    try {
+      data = decompress(payload, job.length);
+    } catch (e) {
+      throw new ProtocolError(`DATA at ${job.offset}: ${(e as Error).message}`);
+    }
+  }
+  if (data.length !== job.length) throw new ProtocolError(`DATA at ${job.offset} decompressed to ${data.length} bytes, not ${job.length}`);
+  const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
+  const zeroPages = new Uint8Array(Math.ceil(data.length / job.page));
+  for (let i = 0; i < zeroPages.length; i++) {
+    if (isAllZero(data.subarray(i * job.page, Math.min(data.length, (i + 1) * job.page)))) zeroPages[i] = 1;
+  }
+  // A raw payload is the caller's own bytes (here maybe a view of the shared arena): not returned.
+  return { data: job.zstd ? data : undefined, digests, zeroPages };
 }
 
 function hasherFor(job: ScanJob): Promise<BlockHasher> {
@@ -80,14 +124,17 @@ function hasherFor(job: ScanJob): Promise<BlockHasher> {
 }
 
 /** Transferable buffers of a result, so that posting it copies nothing. */
-export function transferables(result: DigestResult | DiffResult): ArrayBuffer[] {
-  // Only buffers a view owns whole: native zstd output may live in a shared pool.
+export function transferables(result: JobResult): ArrayBuffer[] {
+  // Only buffers a view owns whole (native zstd output may live in a shared pool), and the
+  // buffer a diff job read into, whose views its raw DATA payloads are.
   const list = new Set<ArrayBuffer>();
   const add = (v: Uint8Array) => {
     if (v.byteOffset === 0 && v.buffer.byteLength === v.length && v.buffer instanceof ArrayBuffer) list.add(v.buffer);
   };
   add(result.digests);
+  if ("buffer" in result && result.buffer) add(result.buffer);
   if ("ops" in result) for (const op of result.ops) if ((op.kind === "data" || op.kind === "patch") && op.payload) add(op.payload);
+  if ("data" in result && result.data) add(result.data);
   return [...list];
 }
 

@@ -1,6 +1,7 @@
 /**
- * Jobs the worker pool runs, and what they return. Both run entirely inside a worker:
- * the read, the hashing, the comparison and the compression.
+ * Jobs the worker pool runs, and what they return. They run entirely inside a worker:
+ * the read, the hashing, the comparison and the compression (digest, diff); the
+ * decompression, hashing and zero scan of DATA that arrived at a destination (unpack).
  *
  * Invariants:
  * - A job reads through the descriptor its store lent for the job's whole life (a job is
@@ -17,6 +18,8 @@ export const JOB_BYTES = 1 << 20;
 
 interface JobBase {
   file: LentFile;
+  /** Ranges of the same file to ask the kernel to start reading first (read-ahead.ts). */
+  advise?: { offset: number; length: number }[];
   offset: number;
   length: number;
   blockSize: number;
@@ -45,6 +48,25 @@ export interface DiffJob extends JobBase {
   refine?: boolean;
 }
 
+/**
+ * Destination side: one DATA as it arrived → the bytes to write, their block digests and
+ * which PAGE-sized pages are all zero. Reads nothing: `offset` only numbers the blocks.
+ * A payload that does not decompress to exactly `length` bytes fails the job with a
+ * ProtocolError (the peer misbehaves).
+ */
+export interface UnpackJob extends Omit<JobBase, "file"> {
+  kind: "unpack";
+  /** The DATA payload; in a worker, a view of the pool's arena (`arenaAt`, `payloadLength`). */
+  payload: Uint8Array | undefined;
+  arenaAt?: number;
+  payloadLength?: number;
+  zstd: boolean;
+  /** The zero-page map's granularity. */
+  page: number;
+}
+
+export type ScanJob = DigestJob | DiffJob | UnpackJob | SubDigestJob | PatchJob;
+
 /** Destination side, answering REFINE: one sub-digest per SUB_BLOCK_SIZE page (refine-job.ts). */
 export interface SubDigestJob extends JobBase {
   kind: "sub-digests";
@@ -57,8 +79,6 @@ export interface PatchJob extends JobBase {
   zstdLevel: number;
   withoutPayload: boolean;
 }
-
-export type ScanJob = DigestJob | DiffJob | SubDigestJob | PatchJob;
 
 /** PATCH of whole blocks: `data` pages get `payload`'s bytes (`dataBytes` of them raw), `zeros` pages become zeros. */
 export interface PatchOp {
@@ -87,4 +107,16 @@ export interface DigestResult {
 
 export interface DiffResult extends DigestResult {
   ops: JobOp[];
+  /** The buffer the job read into: raw DATA payloads are views of it. */
+  buffer?: Uint8Array;
 }
+
+export interface UnpackResult {
+  /** The decompressed bytes; undefined for a raw payload (the caller's payload is the data). */
+  data: Uint8Array | undefined;
+  digests: Uint8Array;
+  /** One byte per page of `data`: 1 when the page is all zero. */
+  zeroPages: Uint8Array;
+}
+
+export type JobResult = DigestResult | DiffResult | UnpackResult;

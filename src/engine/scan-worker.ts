@@ -8,13 +8,24 @@ const port = parentPort;
 if (!port) throw new Error("scan-worker must run in a worker thread");
 const ready = initZstd();
 
-port.on("message", async (msg: { id: number; job: ScanJob }) => {
+/** The pool's shared arena (posted once, first): unpack payloads arrive as views of it. */
+let arena: SharedArrayBuffer | undefined;
+
+port.on("message", async (msg: { id: number; job: ScanJob } | { arena: SharedArrayBuffer }) => {
+  if ("arena" in msg) {
+    arena = msg.arena;
+    return;
+  }
   try {
     await ready;
-    const result = await runJob(msg.job);
+    const job = msg.job;
+    if (job.kind === "unpack" && job.arenaAt !== undefined) {
+      job.payload = new Uint8Array(arena!, job.arenaAt, job.payloadLength);
+    }
+    const result = await runJob(job);
     port.postMessage({ id: msg.id, result }, transferables(result));
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
-    port.postMessage({ id: msg.id, error: { message: err.message, code: err.code } });
+    port.postMessage({ id: msg.id, error: { message: err.message, code: err.code, name: err.name } });
   }
 });

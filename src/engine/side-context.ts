@@ -1,6 +1,7 @@
 /** What one side of a sync works with, and the counters it keeps. */
 import type { HashAlgorithm } from "../../protocol/constants.ts";
 import type { HoleMethod, Storage } from "../storage/storage.ts";
+import type { ReadAhead } from "./read-ahead.ts";
 import type { WorkerPool } from "./worker-pool.ts";
 
 export interface SideContext {
@@ -13,6 +14,8 @@ export interface SideContext {
   size: number;
   stats: SideStats;
   signal: AbortSignal;
+  /** Starts the kernel reading this side's data ahead of the jobs (engine/read-ahead.ts); absent: no hints. */
+  readAhead?: ReadAhead;
 }
 
 export class SideStats {

@@ -4,7 +4,7 @@
  *
  * 1. Fetch the source's data extents in the range; the gaps are holes, known without reading.
  * 2. Start diff jobs (read → hash → compare → compress, in workers) for the data spans,
- *    at most `lookahead` ahead of the consumer; each first reserves (`reserve`) the bytes
+ *    at most `lookahead` ahead of the consumer (ordered-jobs.ts, the scheduler both roles use); each first reserves (`reserve`) the bytes
  *    its result may hold until every op of it is emitted, in job order, so the job being
  *    consumed always holds its reservation and the reservations cannot deadlock.
  * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
@@ -13,6 +13,7 @@
  */
 import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { diffRuns } from "./block-diff.ts";
+import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
 import { countOp } from "./refine.ts";
 import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
@@ -36,6 +37,7 @@ export async function diffRange(
   const { offset } = range;
   const end = offset + range.length;
   const src = new Uint8Array(range.dst.length);
+  ctx.readAhead?.advance(offset);
   const localEnd = Math.min(end, store.size);
   const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
@@ -56,9 +58,8 @@ export async function diffRange(
     return range.dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
   };
   let ended = false;
-  const start = (i: number) => {
-    const p = pieces[i];
-    if (!p.data || p.job) return;
+  const start = (p: Piece): Promise<DiffResult> | undefined => {
+    if (!p.data) return undefined;
     const run = async (): Promise<DiffResult> => {
       if (options.reserve) {
         // A job's result and the record it becomes: each at most the piece's length.
@@ -76,36 +77,34 @@ export async function diffRange(
         hash: ctx.hash,
         key: ctx.key,
         dst: slice(p),
+        advise: ctx.readAhead?.take(),
         zstdLevel: options.zstdLevel,
         withoutPayload: options.dryRun,
         refine: options.refine === true,
       }));
     };
     p.job = run();
-    p.job.catch(() => {}); // observed when awaited below; avoids an unhandled rejection meanwhile
+    return p.job;
+  };
+  const consume = async (p: Piece, result: DiffResult | undefined) => {
+    const first = (p.offset - offset) / bs;
+    if (!result) {
+      stats.holeBytesSkipped += p.length;
+      const dst = slice(p);
+      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
+        const o = p.offset + run.first * bs;
+        await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+      }
+      return;
+    }
+    stats.bytesRead += result.bytesRead;
+    src.set(result.digests, first * DIGEST_SIZE);
+    for (const op of result.ops) await emitCounted(ctx, options.emit, op);
+    p.job = undefined;
+    p.release?.();
   };
   try {
-    for (let i = 0; i < pieces.length; i++) {
-      for (let k = i; k < pieces.length && k < i + options.lookahead; k++) start(k);
-      ctx.signal.throwIfAborted();
-      const p = pieces[i];
-      const first = (p.offset - offset) / bs;
-      if (!p.data) {
-        stats.holeBytesSkipped += p.length;
-        const dst = slice(p);
-        for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
-          const o = p.offset + run.first * bs;
-          await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
-        }
-        continue;
-      }
-      const result = await p.job!;
-      stats.bytesRead += result.bytesRead;
-      src.set(result.digests, first * DIGEST_SIZE);
-      for (const op of result.ops) await emitCounted(ctx, options.emit, op);
-      p.job = undefined;
-      p.release?.();
-    }
+    await runInOrder(pieces, { lookahead: options.lookahead, signal: ctx.signal, start, consume });
     return src;
   } finally {
     ended = true;

@@ -27,6 +27,7 @@ export const BLKGETSIZE64 = 0x80081272;
 export const BLKDISCARD = 0x1277;
 export const BLKZEROOUT = 0x127f;
 export const POSIX_FADV_SEQUENTIAL = 2;
+export const POSIX_FADV_WILLNEED = 3;
 export const O_RDONLY = 0;
 export const O_RDWR = 2;
 export const O_EXCL = 0o200;
@@ -56,6 +57,8 @@ export interface Libc {
   blockDiscard(fd: number, range: ByteRange): number;
   /** posix_fadvise(2) over the whole file: 0 or -errno. */
   fadvise(fd: number, advice: number): number;
+  /** posix_fadvise(2) over one range (WILLNEED: start reading it now, without waiting): 0 or -errno. */
+  fadviseRange(fd: number, range: ByteRange, advice: number): number;
   /** open(2) for descriptors node:fs cannot make (O_EXCL on a block device under Deno). */
   open(path: string, flags: number): number;
   /** close(2) for descriptors from `open` above: 0 or -errno. */
@@ -242,6 +245,10 @@ function bindLibc(raw: RawSymbols): Libc {
     fadvise(fd, advice) {
       // posix_fadvise returns the error number itself and leaves errno alone.
       const err = raw.posix_fadvise(fd, 0n, 0n, advice);
+      return err === 0 ? 0 : -err;
+    },
+    fadviseRange(fd, { offset, length }, advice) {
+      const err = raw.posix_fadvise(fd, BigInt(offset), BigInt(length), advice);
       return err === 0 ? 0 : -err;
     },
     open(path, flags) {

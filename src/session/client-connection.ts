@@ -132,7 +132,7 @@ export class ClientConnection {
     return new Promise<Message>((resolve, reject) => {
       if (this.#pending.size === 0) this.#activity?.end();
       this.#pending.set(cookie, { request: msg.type, resolve, reject, onChunk });
-      this.wire.sent(rec.length);
+      this.wire.sent(rec.length, msg.type);
       this.#channel.send(rec).catch((e) => this.fail(e));
     });
   }
@@ -158,7 +158,7 @@ export class ClientConnection {
           return;
         }
         const msg = decode(rec);
-        this.wire.received(rec.length);
+        this.wire.received(rec.length, msg.type);
         const p = this.#pending.get(msg.cookie);
         if (!p) throw new ProtocolError(`${msg.type} answers no pending request (cookie ${msg.cookie})`);
         if (msg.type === "ERROR") {

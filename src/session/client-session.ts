@@ -27,6 +27,7 @@ import type { ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { planRanges } from "../engine/ranges.ts";
 import { RootHash } from "../engine/root-hash.ts";
+import { ReadAhead } from "../engine/read-ahead.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
 import { diffRange } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
@@ -144,6 +145,7 @@ export async function runClient(
       blockSize: options.blockSize,
       size,
       stats,
+      readAhead: new ReadAhead(local),
       signal: group.signal,
     };
     const root = options.mode === "push"

@@ -27,6 +27,7 @@ import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERS
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
+import { ReadAhead } from "../engine/read-ahead.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
 import { subDigestRange } from "../engine/refine.ts";
 import { diffRange } from "../engine/source-side.ts";
@@ -170,6 +171,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       blockSize: open.blockSize,
       size: open.mode === "push" ? open.size : store.size,
       stats,
+      readAhead: new ReadAhead(store),
       signal: controller.signal,
     };
     group = new TaskGroup({ limit: SERVER_TASKS, controller });

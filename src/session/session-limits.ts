@@ -6,8 +6,11 @@
 import { MAX_RECORD } from "../../protocol/constants.ts";
 import { DEFAULT_MAX_UNREAD_BYTES, DEFAULT_MAX_UNSENT_BYTES } from "../net/noise-record-channel.ts";
 
-/** Ranges a client keeps in flight (SIGS or READ_DIFF not yet done). */
-export const RANGES_IN_FLIGHT = 32;
+/**
+ * Ranges a client keeps in flight (SIGS or READ_DIFF not yet done): with data ranges of
+ * DATA_RANGE_BYTES (4 MiB) and LOOKAHEAD_JOBS each, 32 jobs of 1 MiB at most.
+ */
+export const RANGES_IN_FLIGHT = 8;
 /**
  * Requests a push server works on at once; beyond that it stops reading (TCP back-pressure).
  * With the one request the receive loop holds, at most SERVER_TASKS + 1 are in flight.
@@ -28,10 +31,10 @@ export const LOOKAHEAD_JOBS = 4;
 export const ZSTD_LEVEL = 1;
 /**
  * Ranges a push destination keeps claimed and not closed (SIGS received, RANGE_DONE not yet);
- * one more SIGS is a violation. A client keeps at most RANGES_IN_FLIGHT; each pins up to
+ * one more SIGS is a violation. A client keeps at most RANGES_IN_FLIGHT (older ones 32); each pins up to
  * MAX_RANGE_BLOCKS digests (256 KiB).
  */
-export const MAX_OPEN_RANGES = 2 * RANGES_IN_FLIGHT;
+export const MAX_OPEN_RANGES = 64;
 /**
  * Disjoint intervals of blocks a session tracks (ranges claimed, ranges closed). Honest
  * ranges tile the file nearly in order, so their intervals stay below the ranges in flight;
