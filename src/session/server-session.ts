@@ -41,6 +41,7 @@ import { TaskGroup } from "../util/task-group.ts";
 import { checkRange, RangeClaims } from "./range-check.ts";
 import { refineInStream } from "./refine-pull.ts";
 import { RefineRequests } from "./refine-requests.ts";
+import { RequestReader } from "./request-reader.ts";
 import { encodeOp, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
 import { SourceWatch } from "./source-watch.ts";
@@ -50,6 +51,7 @@ import {
   MAX_OPEN_RANGES,
   MAX_TRACKED_INTERVALS,
   PULL_TASKS,
+  REQUEST_READ_AHEAD_BYTES,
   SERVER_TASKS,
   SESSION_BUFFER_BYTES,
   ZSTD_LEVEL,
@@ -183,12 +185,33 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     const handler = open.mode === "push"
       ? await destinationHandler(ctx, { open, io, claims, refine, refines })
       : sourceHandler(ctx, { open, io, claims, refine, refines });
+    // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
+    const noMoreAnswers = () => refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
+    // A refining pull reads ahead, so SUB_DIGESTS never wait behind requests that wait (for
+    // memory a waiting stream holds); otherwise requests are read one by one, as they are handled.
+    const reader = open.mode === "pull" && refine
+      ? new RequestReader(async () => {
+        const rec = await channel.receive();
+        if (rec === null) return null;
+        const msg = decode(rec);
+        wire.received(rec.length);
+        return { msg, bytes: rec.length };
+      }, {
+        maxBytes: REQUEST_READ_AHEAD_BYTES,
+        onAnswer: (m) => refines.answer(m),
+        onEnd: noMoreAnswers,
+        onFailure: (e) => {
+          noteFailure(e);
+          if (!controller.signal.aborted) controller.abort(e);
+        },
+        signal: controller.signal,
+      })
+      : undefined;
     for (;;) {
       group.throwIfFailed();
-      const msg = await receive();
+      const msg = reader ? await reader.next() : await receive();
       if (msg === null) {
-        // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
-        refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
+        noMoreAnswers();
         break;
       }
       // Not a request: the answer to a REFINE a pull stream sent (its cookie is that stream's).
