@@ -2,7 +2,7 @@
  * The refinement messages (REFINE, SUB_DIGESTS, PATCH) and the OPEN_REFINE / CAP_REFINE
  * bits: canonical round trips and every malformed shape rejected before use; sub-digests
  * are domain-separated from block digests and keep the zero rule; the PATCH the source
- * builds and the destination applies give the source's bytes (sequential pool, in-process).
+ * builds; RefinePolicy turns round trips off when they stop paying.
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -13,6 +13,7 @@ import type { Message } from "../protocol/messages.ts";
 import { createBlockHasher } from "../src/engine/block-hash.ts";
 import { createSubBlockHasher, subDigests } from "../src/engine/sub-digests.ts";
 import { refineRun } from "../src/engine/refine-job.ts";
+import { RefinePolicy } from "../src/engine/refine-policy.ts";
 
 const PAGE = SUB_BLOCK_SIZE;
 const KEY = new Uint8Array(32).fill(7);
@@ -138,5 +139,18 @@ describe("sub-digests", () => {
     assert.equal(p.dataBytes, PAGE + bs);
     assert.deepEqual(Array.from(p.data), [0b100, 0, 0xff, 0xff]);
     assert.deepEqual(p.payload!.subarray(0, PAGE), raw.subarray(2 * PAGE, 3 * PAGE));
+  });
+});
+
+describe("RefinePolicy", () => {
+  test("round trips stay on while refining saves ≥ 1/8 of the bytes, go off (with probes) when blocks change whole", () => {
+    const p = new RefinePolicy();
+    for (let i = 0; i < 100; i++) p.learn(65536, 4096); // single pages: refinement pays
+    assert.equal(Array.from({ length: 32 }, () => p.roundTrips()).every(Boolean), true);
+    for (let i = 0; i < 100; i++) p.learn(65536, 65536); // whole blocks: it does not
+    const asked = Array.from({ length: 32 }, () => p.roundTrips()).filter(Boolean).length;
+    assert.equal(asked, 2, "one probe in 16 jobs");
+    for (let i = 0; i < 100; i++) p.learn(65536, 0); // pays again
+    assert.equal(p.roundTrips(), true);
   });
 });

@@ -238,6 +238,21 @@ test("pull: many ranges refining at once (more than the server works on) all com
   });
 });
 
+test("blocks rewritten whole soon go without REFINE round trips (RefinePolicy), same bytes", T, async () => {
+  await withTempDir(async (dir) => {
+    const src = path.join(dir, "src.img");
+    const dst = path.join(dir, "dst.img");
+    const SIZE = 128 * MiB; // more than the jobs started before the first refinement comes back
+    makeSparseFile(src, { size: SIZE, chunks: [{ offset: 0, length: SIZE, seed: 1 }] });
+    makeSparseFile(dst, { size: SIZE, chunks: [{ offset: 0, length: SIZE, seed: 2 }] });
+    const r = await syncLocal(src, dst, { blockSize: BS, hash: "poly1305", dryRun: false, pool });
+    assert.equal(fileHash(dst), fileHash(src));
+    assert.equal(r.local.bytesSent, SIZE);
+    const blocks = SIZE / BS;
+    assert.ok(r.local.blocksRefined < blocks / 2, `${r.local.blocksRefined} of ${blocks} blocks refined`);
+  });
+});
+
 test("the CLI: `ssync sync` refines by default; --no-refine sends whole blocks", T, async () => {
   await withTempDir(async (dir) => {
     const src = path.join(dir, "src.img");

@@ -70,7 +70,10 @@ export async function runRefineJob(job: SubDigestJob | PatchJob, pack: Pack): Pr
  * Ops for a run of differing blocks whose source digests are non-zero: `raw` is the run's
  * bytes at file offset `offset`, `dst` the destination's digests from block `first` on.
  */
-export function refineRun(raw: Uint8Array, o: { offset: number; blockSize: number; dst: Uint8Array; first: number; pack: Pack }): JobOp[] {
+export function refineRun(
+  raw: Uint8Array,
+  o: { offset: number; blockSize: number; dst: Uint8Array; first: number; roundTrips?: boolean; pack: Pack },
+): JobOp[] {
   const bs = o.blockSize;
   const blocks = Math.ceil(raw.length / bs);
   const ops: JobOp[] = [];
@@ -82,7 +85,8 @@ export function refineRun(raw: Uint8Array, o: { offset: number; blockSize: numbe
     const from = i * bs;
     const to = Math.min(raw.length, j * bs);
     if (!zeroAtDestination) {
-      ops.push({ kind: "refine", offset: o.offset + from, length: to - from });
+      // Without round trips (RefinePolicy: they did not pay lately), whole blocks.
+      ops.push(o.roundTrips === false ? o.pack(raw.subarray(from, to), o.offset + from) : { kind: "refine", offset: o.offset + from, length: to - from });
     } else {
       const bytes = raw.subarray(from, to);
       const pages = pageCount(bytes.length);

@@ -58,7 +58,7 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
           continue;
         }
         const raw = data.subarray(start, end);
-        if (job.refine) ops.push(...refineRun(raw, { offset, blockSize: job.blockSize, dst: job.dst, first: run.first, pack: (r, at) => dataOp(r, at, job) }));
+        if (job.refine) ops.push(...refineRun(raw, { offset, blockSize: job.blockSize, dst: job.dst, first: run.first, roundTrips: job.roundTrips !== false, pack: (r, at) => dataOp(r, at, job) }));
         else ops.push(dataOp(raw, offset, job));
       }
       let viewed = 0;

@@ -46,6 +46,8 @@ export interface DiffJob extends JobBase {
    * a "refine" op (the session asks for its sub-digests). Absent means false.
    */
   refine?: boolean;
+  /** With `refine`: blocks the destination holds with data become "refine" ops (else whole DATA). Absent means true. */
+  roundTrips?: boolean;
 }
 
 /**

@@ -27,6 +27,8 @@ export async function diffRange(
     dryRun: boolean;
     /** Refinement negotiated: differing blocks go page by page (PATCH, "refine" ops; spec §5.8). */
     refine?: boolean;
+    /** Asked per job when refining: may its blocks held with data at the destination go through REFINE (RefinePolicy)? */
+    roundTrips?: () => boolean;
     lookahead: number;
     emit: (op: JobOp) => Promise<void>;
     /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
@@ -81,6 +83,7 @@ export async function diffRange(
         zstdLevel: options.zstdLevel,
         withoutPayload: options.dryRun,
         refine: options.refine === true,
+        roundTrips: options.refine === true && (options.roundTrips?.() ?? true),
       }));
     };
     p.job = run();

@@ -41,6 +41,7 @@ import { type Activity, ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
 import { StreamRefines } from "./refine-pull.ts";
 import { startRefine } from "./refine-push.ts";
+import { RefinePolicy } from "../engine/refine-policy.ts";
 import { countReceivedPatch, opMessage, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
@@ -201,6 +202,7 @@ async function pushRanges(
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
+  const policy = new RefinePolicy();
   for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
     await o.group.spawn(async () => {
       await o.pause?.beforeRange(ctx.signal);
@@ -213,10 +215,11 @@ async function pushRanges(
         zstdLevel: ZSTD_LEVEL,
         dryRun: o.dryRun,
         refine: o.refine,
+        roundTrips: () => policy.roundTrips(),
         lookahead: LOOKAHEAD_JOBS,
         emit: async (op) => {
           if (op.kind === "refine") {
-            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: ZSTD_LEVEL });
+            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: ZSTD_LEVEL, policy });
             acks.push(refined.done.catch((e) => o.group.fail(e)));
             return;
           }

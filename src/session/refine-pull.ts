@@ -14,6 +14,7 @@ import { encode, ProtocolError } from "../../protocol/codec.ts";
 import type { RefineMessage } from "../../protocol/messages.ts";
 import type { DestinationWriter } from "../engine/destination-side.ts";
 import { countOp, patchOps, subDigestRange } from "../engine/refine.ts";
+import { changedBytes, type RefinePolicy } from "../engine/refine-policy.ts";
 import type { SideContext } from "../engine/side-context.ts";
 import type { ClientConnection } from "./client-connection.ts";
 import type { RefineRequests } from "./refine-requests.ts";
@@ -29,6 +30,7 @@ export async function refineInStream(
     activity?: { begin(): void; end(): void };
     zstdLevel: number;
     dryRun: boolean;
+    policy?: RefinePolicy;
   },
 ): Promise<void> {
   const answer = o.refines.expect(o.cookie, run);
@@ -42,6 +44,7 @@ export async function refineInStream(
     o.activity?.begin();
   }
   const ops = await patchOps(ctx, { ...run, dst: digests }, { zstdLevel: o.zstdLevel, dryRun: o.dryRun });
+  o.policy?.learn(run.length, ops.reduce((n, op) => n + changedBytes(op), 0));
   for (const op of ops) {
     if (op.kind === "refine") throw new Error("Cannot refine: a patch job asked to refine again");
     countOp(ctx.stats, op, ctx.blockSize);

@@ -13,6 +13,7 @@
 import { ProtocolError } from "../../protocol/codec.ts";
 import { HEADER_SIZE, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import { countOp, patchOps } from "../engine/refine.ts";
+import { changedBytes, type RefinePolicy } from "../engine/refine-policy.ts";
 import type { SideContext } from "../engine/side-context.ts";
 import type { ByteWindow } from "../util/byte-window.ts";
 import type { ClientConnection } from "./client-connection.ts";
@@ -22,7 +23,7 @@ export async function startRefine(
   conn: ClientConnection,
   ctx: SideContext,
   run: { offset: number; length: number },
-  o: { window: ByteWindow; dryRun: boolean; zstdLevel: number },
+  o: { window: ByteWindow; dryRun: boolean; zstdLevel: number; policy?: RefinePolicy },
 ): Promise<{ done: Promise<void> }> {
   const bytes = 2 * HEADER_SIZE + 2 * Math.ceil(run.length / SUB_BLOCK_SIZE / 8) + run.length;
   await o.window.acquire(bytes, ctx.signal);
@@ -33,6 +34,7 @@ export async function startRefine(
         throw new ProtocolError(`SUB_DIGESTS [${reply.offset}, ${reply.offset + reply.length}) does not answer REFINE at ${run.offset}`);
       }
       const ops = await patchOps(ctx, { ...run, dst: reply.digests }, { zstdLevel: o.zstdLevel, dryRun: o.dryRun });
+      o.policy?.learn(run.length, ops.reduce((n, op) => n + changedBytes(op), 0));
       const acks: Promise<unknown>[] = [];
       for (const op of ops) {
         if (op.kind === "refine") throw new Error("Cannot refine: a patch job asked to refine again");

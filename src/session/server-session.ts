@@ -30,6 +30,7 @@ import { RootHash } from "../engine/root-hash.ts";
 import { ReadAhead } from "../engine/read-ahead.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
 import { subDigestRange } from "../engine/refine.ts";
+import { RefinePolicy } from "../engine/refine-policy.ts";
 import { diffRange } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
@@ -452,6 +453,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
   // READ_DIFFs that read and send at once; more wait (as tasks), so the receive loop goes on
   // reading (the SUB_DIGESTS a refining READ_DIFF waits for) while these run.
   const working = new ByteWindow(PULL_TASKS);
+  const policy = new RefinePolicy();
   // Stamped before any READ_DIFF is read; a failure (the file changed since it was opened)
   // is the first READ_DIFF's ERROR.
   const watch = observed(SourceWatch.start(ctx.store));
@@ -474,12 +476,13 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
               zstdLevel,
               dryRun: o.open.dryRun,
               refine: o.refine,
+              roundTrips: () => policy.roundTrips(),
               lookahead: LOOKAHEAD_JOBS,
               reserve,
               // A refine op waits for the client's sub-digests: this stream sends nothing else meanwhile.
               emit: (op) =>
                 op.kind === "refine"
-                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel, dryRun: o.open.dryRun })
+                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel, dryRun: o.open.dryRun, policy })
                   : io.send(encodeOp(op, m.cookie)),
             });
             await pause?.afterRange(m, io.signal);
