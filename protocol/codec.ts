@@ -12,6 +12,7 @@
  * kept as sent), so two implementations agree on what each record means.
  */
 import {
+  CAP_REFINE,
   CAP_ZSTD,
   CAPS_KNOWN,
   DIGEST_SIZE,
@@ -31,6 +32,7 @@ import {
   MAX_PAYLOAD,
   MAX_RANGE_BLOCKS,
   MAX_RECORD,
+  MAX_REFINE_LENGTH,
   MAX_U53,
   MessageCode,
   type MessageType,
@@ -40,8 +42,10 @@ import {
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
   OPEN_IN_PLACE,
+  OPEN_REFINE,
   RUN_DIGESTS,
   RUN_ZERO,
+  SUB_BLOCK_SIZE,
 } from "./constants.ts";
 import type { DataMessage, Message, StoreKind } from "./messages.ts";
 
@@ -90,7 +94,7 @@ export function encode(msg: Message): Uint8Array {
       v.setUint8(2, ModeCode[msg.mode]);
       v.setUint8(3, HashCode[msg.hash]);
       v.setUint32(4, msg.blockSize);
-      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0));
+      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) | (msg.refine ? OPEN_REFINE : 0));
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
       v.setUint16(20 + HASH_KEY_SIZE, name.length);
@@ -101,16 +105,32 @@ export function encode(msg: Message): Uint8Array {
       const p = new Uint8Array(OPEN_OK_SIZE);
       const v = view(p);
       setU64(v, 0, msg.size);
-      v.setUint32(8, msg.zstd ? CAP_ZSTD : 0);
+      v.setUint32(8, (msg.zstd ? CAP_ZSTD : 0) | (msg.refine ? CAP_REFINE : 0));
       v.setUint8(12, KindCode[msg.kind]);
       return record(msg, { payload: p });
     }
     case "SIGS":
     case "ZERO":
     case "RANGE_DONE":
+    case "REFINE":
       return record(msg, { offset: msg.offset, length: msg.length });
+    case "PATCH": {
+      const m = msg.data.length;
+      const bytes = msg.payload ?? new Uint8Array(0);
+      const p = new Uint8Array(2 * m + bytes.length);
+      p.set(msg.data, 0);
+      p.set(msg.zeros, m);
+      p.set(bytes, 2 * m);
+      return record(msg, {
+        offset: msg.offset,
+        length: msg.length,
+        flags: msg.payload === undefined ? FLAG_NO_PAYLOAD : msg.zstd ? FLAG_ZSTD : 0,
+        payload: p,
+      });
+    }
     case "SIGS_REPLY":
     case "READ_DIFF":
+    case "SUB_DIGESTS":
       return record(msg, {
         offset: msg.offset,
         length: msg.length,
@@ -284,6 +304,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         dryRun: (openFlags & OPEN_DRY_RUN) !== 0,
         clientZstd: (openFlags & OPEN_CLIENT_ZSTD) !== 0,
         ...((openFlags & OPEN_IN_PLACE) !== 0 ? { inPlace: true } : {}),
+        ...((openFlags & OPEN_REFINE) !== 0 ? { refine: true } : {}),
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,
@@ -301,6 +322,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         size: getU64(v, 0, type),
         zstd: (caps & CAP_ZSTD) !== 0,
         kind: lookup(kindByCode, v.getUint8(12), "OPEN_OK kind") as StoreKind,
+        ...((caps & CAP_REFINE) !== 0 ? { refine: true } : {}),
       };
     }
     case "SIGS":
@@ -333,6 +355,22 @@ function decodeBody(h: Header, p: Uint8Array): Message {
       expectHeader(h, { flags: 0, range: false, aux: false });
       expectLength(type, p, 0);
       return { type, cookie };
+    case "REFINE":
+      expectHeader(h, { flags: 0, range: true, aux: false });
+      expectRefineLength(h);
+      expectLength(type, p, 0);
+      return { type, cookie, offset: h.offset, length: h.length };
+    case "SUB_DIGESTS": {
+      expectHeader(h, { flags: 0, range: true, aux: true });
+      expectRefineLength(h);
+      const pages = Math.ceil(h.length / SUB_BLOCK_SIZE);
+      if (h.aux !== pages) throw new ProtocolError(`SUB_DIGESTS: ${h.aux} sub-digests for ${pages} pages`);
+      return { type, cookie, offset: h.offset, length: h.length, digests: decodeRuns(p, pages, type) };
+    }
+    case "PATCH":
+      expectHeader(h, { flags: FLAG_ZSTD | FLAG_NO_PAYLOAD, range: true, aux: false });
+      expectRefineLength(h);
+      return decodePatch(h, p);
     case "COMMIT":
       expectHeader(h, { flags: 0, range: false, aux: false });
       expectLength(type, p, ROOT_SIZE);
@@ -355,6 +393,47 @@ function decodeBody(h: Header, p: Uint8Array): Message {
     default:
       return unreachable(type);
   }
+}
+
+function expectRefineLength(h: Header): void {
+  if (h.length > MAX_REFINE_LENGTH) throw new ProtocolError(`${h.type}: length ${h.length} above ${MAX_REFINE_LENGTH}`);
+}
+
+/** Bytes of the pages a mask selects in a run of `length` bytes (only the file's last page may be short). */
+export function maskedPageBytes(mask: Uint8Array, length: number): number {
+  let n = 0;
+  for (let i = 0; i < mask.length * 8; i++) {
+    if (mask[i >> 3] & (1 << (i & 7))) n += Math.min(SUB_BLOCK_SIZE, length - i * SUB_BLOCK_SIZE);
+  }
+  return n;
+}
+
+/** PATCH payload: data mask ‖ zeros mask (⌈pages/8⌉ bytes each: disjoint, no bit past the last page, not both empty) ‖ bytes. */
+function decodePatch(h: Header, p: Uint8Array): Message {
+  const pages = Math.ceil(h.length / SUB_BLOCK_SIZE);
+  const m = Math.ceil(pages / 8);
+  if (p.length < 2 * m) throw new ProtocolError(`PATCH: payload of ${p.length} bytes is shorter than its masks`);
+  const data = p.slice(0, m);
+  const zeros = p.slice(m, 2 * m);
+  let any = 0;
+  for (let i = 0; i < m; i++) {
+    if (data[i] & zeros[i]) throw new ProtocolError("PATCH: a page is both data and zeros");
+    any |= data[i] | zeros[i];
+  }
+  const spare = pages % 8 === 0 ? 0 : 0xff << (pages % 8) & 0xff;
+  if ((data[m - 1] | zeros[m - 1]) & spare) throw new ProtocolError("PATCH: a mask bit lies past the last page");
+  if (any === 0) throw new ProtocolError("PATCH: no page changes");
+  const dataBytes = maskedPageBytes(data, h.length);
+  const rest = p.subarray(2 * m);
+  const zstd = (h.flags & FLAG_ZSTD) !== 0;
+  if (h.flags & FLAG_NO_PAYLOAD) {
+    if (zstd || rest.length !== 0 || dataBytes === 0) throw new ProtocolError("PATCH: NO_PAYLOAD with bytes, ZSTD or no data pages");
+    return { type: "PATCH", cookie: h.cookie, offset: h.offset, length: h.length, data, zeros, payload: undefined, zstd };
+  }
+  if (zstd ? rest.length === 0 || rest.length > dataBytes : rest.length !== dataBytes) {
+    throw new ProtocolError(`PATCH: ${rest.length} bytes for ${dataBytes} bytes of data pages`);
+  }
+  return { type: "PATCH", cookie: h.cookie, offset: h.offset, length: h.length, data, zeros, payload: rest, zstd };
 }
 
 /** Runs → digests of exactly `blocks` blocks. Runs are maximal: two in a row never share a kind. */

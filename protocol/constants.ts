@@ -85,6 +85,9 @@ export const MessageCode = {
   COMMIT_OK: 11,
   ACK: 12,
   ERROR: 13,
+  REFINE: 14,
+  SUB_DIGESTS: 15,
+  PATCH: 16,
 } as const;
 export type MessageType = keyof typeof MessageCode;
 
@@ -109,11 +112,24 @@ export const OPEN_DRY_RUN = 0x0001;
 export const OPEN_CLIENT_ZSTD = 0x0002;
 /** OPEN flag, push: write in place (no journal, no partial file: faster, torn if interrupted). */
 export const OPEN_IN_PLACE = 0x0004;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE;
+/** OPEN flag, the client's capability: it speaks REFINE, SUB_DIGESTS and PATCH (§5.8). */
+export const OPEN_REFINE = 0x0008;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;
-export const CAPS_KNOWN = CAP_ZSTD;
+/** OPEN_OK capability: the server speaks REFINE, SUB_DIGESTS and PATCH; set only when OPEN had OPEN_REFINE. */
+export const CAP_REFINE = 0x0002;
+export const CAPS_KNOWN = CAP_ZSTD | CAP_REFINE;
+
+// §4, §5.8 Refinement
+
+/** Bytes of one sub-block (a page): the unit REFINE, SUB_DIGESTS and PATCH work in. */
+export const SUB_BLOCK_SIZE = 4096;
+/** Longest REFINE, SUB_DIGESTS or PATCH range: a run of whole blocks, at most this many bytes. */
+export const MAX_REFINE_LENGTH = 1 << 20;
+/** Most sub-digests one SUB_DIGESTS carries (and pages one PATCH masks cover). */
+export const MAX_REFINE_PAGES = MAX_REFINE_LENGTH / SUB_BLOCK_SIZE;
 
 /** OPEN_OK kinds of the server's file. */
 export const KindCode = { file: 1, "block-device": 2 } as const;

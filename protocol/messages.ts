@@ -20,6 +20,8 @@ export interface OpenMessage {
   clientZstd: boolean;
   /** OPEN_IN_PLACE: write the destination in place (absent means false). */
   inPlace?: boolean;
+  /** OPEN_REFINE: the client speaks REFINE, SUB_DIGESTS and PATCH (absent means false). */
+  refine?: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */
@@ -35,6 +37,8 @@ export interface OpenOkMessage {
   size: number;
   zstd: boolean;
   kind: StoreKind;
+  /** CAP_REFINE: both sides refine differing blocks to pages (absent means false). */
+  refine?: boolean;
 }
 
 /** Push, client (source) → server (destination): send the digests of a range. */
@@ -132,6 +136,43 @@ export interface ErrorMessage {
   message: string;
 }
 
+/**
+ * The source asks for the sub-digests (one per SUB_BLOCK_SIZE page) of a run of whole blocks
+ * of an open range. Push: a request (C→S). Pull: sent inside a READ_DIFF stream, with its cookie.
+ */
+export interface RefineMessage {
+  type: "REFINE";
+  cookie: number;
+  offset: number;
+  length: number;
+}
+
+/** The destination's answer to REFINE (same cookie, offset, length): one sub-digest per page. */
+export interface SubDigestsMessage {
+  type: "SUB_DIGESTS";
+  cookie: number;
+  offset: number;
+  length: number;
+  digests: Uint8Array;
+}
+
+/**
+ * A run of whole blocks rewritten page by page: the pages of `data` get the bytes carried
+ * (in ascending order), the pages of `zeros` become zeros, every other page keeps what the
+ * destination holds. Masks: ⌈pages/8⌉ bytes, bit i = byte i>>3, bit i&7 (LSB first).
+ */
+export interface PatchMessage {
+  type: "PATCH";
+  cookie: number;
+  offset: number;
+  length: number;
+  data: Uint8Array;
+  zeros: Uint8Array;
+  /** The `data` pages' bytes, one zstd frame of them, or none in a dry run. */
+  payload: Uint8Array | undefined;
+  zstd: boolean;
+}
+
 export type Message =
   | OpenMessage
   | OpenOkMessage
@@ -145,4 +186,7 @@ export type Message =
   | CommitMessage
   | CommitOkMessage
   | AckMessage
-  | ErrorMessage;
+  | ErrorMessage
+  | RefineMessage
+  | SubDigestsMessage
+  | PatchMessage;

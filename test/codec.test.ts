@@ -76,7 +76,7 @@ describe("codec", { timeout: 10_000 }, () => {
     for (const [what, rec] of bad) assert.throws(() => decode(rec), ProtocolError, what);
     const open = encode(samples[0]);
     assert.throws(() => decode(patch(open, HEADER_SIZE + 2, [9])), ProtocolError, "unknown mode");
-    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [8])), ProtocolError, "unknown open flag");
+    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [16])), ProtocolError, "unknown open flag");
     assert.throws(() => decode(open.subarray(0, open.length - 1)), ProtocolError, "truncated name");
   });
 });

@@ -5,9 +5,11 @@
  * destination, growth, shrink, an absent destination), pushed or pulled, with and without
  * FFI, through worker threads and through the in-process path (SSYNC_WORKERS=0's pool).
  *
- * Each case checks: final bytes equal the reference's; the blocks DATA carried are exactly
- * the reference's written blocks (each once), the blocks ZERO covered exactly its zeroed
- * ones; the destination's writes touch exactly the written blocks; its punches cover every
+ * Each case checks: final bytes equal the reference's; the blocks DATA (and, with refinement,
+ * PATCH) carried are exactly the reference's written blocks (each once), the blocks ZERO
+ * covered exactly its zeroed ones; the destination's writes touch exactly the written blocks
+ * (with refinement, even-seeded cases: only their pages that changed, and every written
+ * block is written or punched); its punches cover every
  * zeroed block and touch nothing else but written blocks or bytes that end up zero; its size
  * changes once, or not at all when it already had the source's size.
  *
@@ -143,19 +145,40 @@ function merged(list: readonly IoRange[]): [number, number][] {
   return out;
 }
 
-function check(r: RecordedSync, ref: ReturnType<typeof referenceSync>, o: { c: Case; dst: string; oldSize: number }): void {
+function check(r: RecordedSync, ref: ReturnType<typeof referenceSync>, o: { c: Case; dst: string; oldSize: number; old: Uint8Array; refine: boolean }): void {
   const bs = o.c.blockSize;
   const size = ref.bytes.length;
   assert.equal(fileHash(o.dst), sha256(ref.bytes), "final bytes differ from the reference's");
   // Source → destination: sent in a push, received in a pull.
   const dir = o.c.mode === "push" ? "sent" : "received";
-  const data = r.wire.ofType(dir, "DATA").flatMap((m) => blocksOf({ offset: m.offset!, length: m.length! }, bs));
+  const carried = [...r.wire.ofType(dir, "DATA"), ...r.wire.ofType(dir, "PATCH")];
+  if (!o.refine) assert.equal(r.wire.ofType(dir, "PATCH").length, 0, "no PATCH without refinement");
+  const data = carried.flatMap((m) => blocksOf({ offset: m.offset!, length: m.length! }, bs));
   const zero = r.wire.ofType(dir, "ZERO").flatMap((m) => blocksOf({ offset: m.offset!, length: m.length! }, bs));
   assert.deepEqual(data.sort((a, b) => a - b), ref.written, "blocks sent as DATA");
   assert.deepEqual(zero.sort((a, b) => a - b), ref.zeroed, "blocks sent as ZERO");
   const d = r.destination;
   const writtenBlocks = [...new Set(d.writes.flatMap((w) => blocksOf(w, bs)))].sort((a, b) => a - b);
-  assert.deepEqual(writtenBlocks, ref.written, "blocks the destination wrote");
+  if (!o.refine) {
+    assert.deepEqual(writtenBlocks, ref.written, "blocks the destination wrote");
+  } else {
+    const touched = new Set([...writtenBlocks, ...d.punches.flatMap((p) => blocksOf(p, bs))]);
+    for (const b of writtenBlocks) assert.ok(ref.written.includes(b), `block ${b} written, but the reference writes it not`);
+    for (const b of ref.written) assert.ok(touched.has(b), `block ${b} differs, but nothing was written or punched in it`);
+    // Only changed pages reach the disk: every page written differs from the old destination's.
+    const oldPage = (from: number, to: number) => {
+      const page = new Uint8Array(to - from);
+      if (from < o.old.length) page.set(o.old.subarray(from, Math.min(to, o.old.length)));
+      return page;
+    };
+    for (const w of d.writes) {
+      for (let at = w.offset; at < w.offset + w.length; at += 4096) {
+        const to = Math.min(at + 4096, w.offset + w.length);
+        const now = ref.bytes.subarray(at, to);
+        assert.ok(!oldPage(at, to).every((x, i) => x === now[i]), `page at ${at} written, but it did not change`);
+      }
+    }
+  }
   const punched = merged(d.punches);
   for (const b of ref.zeroed) {
     const [start, end] = [b * bs, Math.min(size, (b + 1) * bs)];
@@ -194,15 +217,17 @@ describe("engine against the sequential reference", { timeout: 60_000 }, () => {
         const src = path.join(dir, "src.img");
         const dst = path.join(dir, "dst.img");
         const c = makeCase(seed, { src, dst });
+        const refine = seed % 2 === 0;
         try {
           const oldSize = fs.existsSync(dst) ? fs.statSync(dst).size : 0;
+          const old = fs.existsSync(dst) ? new Uint8Array(fs.readFileSync(dst)) : new Uint8Array(0);
           const ref = referenceSync(src, dst, c.blockSize);
           assert.equal(sha256(ref.bytes), fileHash(src), "the reference itself ends with the source's bytes");
-          const r = await recordedSync(src, dst, { mode: c.mode, blockSize: c.blockSize, pool: pools[c.workers], ffi: c.ffi });
-          check(r, ref, { c, dst, oldSize });
+          const r = await recordedSync(src, dst, { mode: c.mode, blockSize: c.blockSize, pool: pools[c.workers], ffi: c.ffi, refine });
+          check(r, ref, { c, dst, oldSize, old, refine });
         } catch (e) {
           const { steps, ...how } = c;
-          console.error(`reference case failed: SSYNC_TEST_SEED=${seed} ${JSON.stringify(how)}\n  ${steps.join("\n  ")}`);
+          console.error(`reference case failed (refine: ${refine}): SSYNC_TEST_SEED=${seed} ${JSON.stringify(how)}\n  ${steps.join("\n  ")}`);
           throw e;
         }
       });

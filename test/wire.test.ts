@@ -56,15 +56,16 @@ function assertTiles(ranges: [number, number][], size: number, what: string): vo
   assert.equal(at, size, `${what}: ranges end at ${at}, not ${size}`);
 }
 
-/** Push: SIGS tile the file, each answered once; RANGE_DONE closes exactly those ranges; one ACK per write, RANGE_DONE and FLUSH. */
+/** Push: SIGS tile the file, each answered once; RANGE_DONE closes exactly those ranges; one ACK per write (DATA, ZERO, PATCH), RANGE_DONE and FLUSH; one SUB_DIGESTS per REFINE. */
 function assertPushShape(wire: RecordingChannel, size: number): void {
   const sigs = wire.ranges("sent", "SIGS");
   assertTiles(sigs, size, "SIGS");
   assert.deepEqual(wire.ranges("received", "SIGS_REPLY"), sigs, "one SIGS_REPLY per SIGS, same range");
   assert.deepEqual(wire.ranges("sent", "RANGE_DONE"), sigs, "RANGE_DONE closes every SIGS range");
   const sent = wire.countByType("sent");
-  const acked = (sent.DATA ?? 0) + (sent.ZERO ?? 0) + (sent.RANGE_DONE ?? 0) + (sent.FLUSH ?? 0);
-  assert.equal(wire.countByType("received").ACK, acked, "one ACK per DATA, ZERO, RANGE_DONE and FLUSH");
+  const acked = (sent.DATA ?? 0) + (sent.ZERO ?? 0) + (sent.PATCH ?? 0) + (sent.RANGE_DONE ?? 0) + (sent.FLUSH ?? 0);
+  assert.equal(wire.countByType("received").ACK, acked, "one ACK per DATA, ZERO, PATCH, RANGE_DONE and FLUSH");
+  assert.deepEqual(wire.ranges("received", "SUB_DIGESTS"), wire.ranges("sent", "REFINE"), "one SUB_DIGESTS per REFINE, same range");
 }
 
 /** Pull: READ_DIFF tile the file; each ends with one RANGE_DONE of its range. */
@@ -82,8 +83,8 @@ function assertSourceUntouched(r: RecordedSync): void {
   assert.equal(r.source.syncs, 0, "source syncs");
 }
 
-async function push(src: string, dst: string): Promise<RecordedSync> {
-  const r = await recordedSync(src, dst, { mode: "push", blockSize: BS, pool });
+async function push(src: string, dst: string, options: { refine?: boolean } = {}): Promise<RecordedSync> {
+  const r = await recordedSync(src, dst, { mode: "push", blockSize: BS, pool, refine: options.refine });
   assert.equal(fileHash(dst), fileHash(src), "bytes");
   return r;
 }
@@ -96,12 +97,15 @@ describe("wire and disk: push", () => {
       makeSource(src);
       const r = await push(src, dst);
       assertPushShape(r.wire, SIZE);
-      r.wire.assertSequence("sent", { first: ["OPEN"], then: ["SIGS", "DATA", "RANGE_DONE"], last: ["FLUSH", "COMMIT"] });
+      // A new file holds only zeros: no REFINE; block 96 (one data page, then zeros) goes as a PATCH of that page.
+      r.wire.assertSequence("sent", { first: ["OPEN"], then: ["SIGS", "DATA", "PATCH", "RANGE_DONE"], last: ["FLUSH", "COMMIT"] });
       r.wire.assertSequence("received", { first: ["OPEN_OK"], then: ["SIGS_REPLY", "ACK"], last: ["ACK", "COMMIT_OK"] });
+      assert.deepEqual(r.wire.ranges("sent", "PATCH"), [[96 * BS, BS]], "PATCH ranges");
       // Blocks with any data: 0–31, 80–96, 128 (the short last block).
       const dataBlocks = [...Array(32).keys(), ...Array.from({ length: 17 }, (_, i) => 80 + i), 128];
-      const sentBlocks = r.wire.ofType("sent", "DATA").flatMap((m) => blocks(m.offset!, m.length!, BS));
-      assert.deepEqual(sentBlocks.sort((a, b) => a - b), dataBlocks, "DATA carries each data block once");
+      const sentBlocks = [...r.wire.ofType("sent", "DATA"), ...r.wire.ofType("sent", "PATCH")].flatMap((m) => blocks(m.offset!, m.length!, BS));
+      assert.deepEqual(sentBlocks.sort((a, b) => a - b), dataBlocks, "DATA or PATCH carries each data block once");
+      assert.equal(r.report.local.bytesSent, 50 * BS - (BS - PAGE) - (BS - 1234), "DATA bytes: every block, but only block 96's data page");
       // Pages with any data: [0, 2 MiB), [5 MiB, 6 MiB + 4 KiB), [8 MiB, SIZE).
       const dataPages = [...range(0, 512), ...range(1280, 1537), 2048];
       assert.deepEqual(pagesOf(r.destination.writes), dataPages, "written pages");
@@ -160,7 +164,7 @@ describe("wire and disk: push", () => {
     });
   });
 
-  test("a 4 KiB change inside one 64 KiB block: one DATA of that block, one block-sized write", T, async () => {
+  test("a 4 KiB change inside one 64 KiB block: one REFINE, one PATCH of that page, one page-sized write", T, async () => {
     await withTempDir(async (dir) => {
       const src = path.join(dir, "src.img");
       const dst = path.join(dir, "dst.img");
@@ -168,6 +172,27 @@ describe("wire and disk: push", () => {
       await push(src, dst);
       pwrite(src, patternBytes(4 * KiB, { seed: 77 }), 10 * BS + 8 * KiB);
       const r = await push(src, dst);
+      r.wire.assertSequence("sent", { first: ["OPEN"], then: ["SIGS", "REFINE", "PATCH", "RANGE_DONE"], last: ["FLUSH", "COMMIT"] });
+      assert.deepEqual(r.wire.ranges("sent", "REFINE"), [[10 * BS, BS]], "REFINE ranges");
+      assert.deepEqual(r.wire.ranges("sent", "PATCH"), [[10 * BS, BS]], "PATCH ranges");
+      assert.equal(r.wire.countByType("sent").DATA, undefined, "no DATA");
+      assert.equal(r.report.local.bytesSent, PAGE, "DATA bytes: one page");
+      assertPushShape(r.wire, SIZE);
+      assert.deepEqual(r.destination.sortedWrites(), [[10 * BS + 8 * KiB, PAGE]], "writes");
+      assert.deepEqual(r.destination.punches, [], "punches");
+      assert.deepEqual(r.destination.setSizes, []);
+      assertSourceUntouched(r);
+    });
+  });
+
+  test("without refinement, a 4 KiB change inside one 64 KiB block: one DATA of that block, one block-sized write", T, async () => {
+    await withTempDir(async (dir) => {
+      const src = path.join(dir, "src.img");
+      const dst = path.join(dir, "dst.img");
+      makeSource(src);
+      await push(src, dst);
+      pwrite(src, patternBytes(4 * KiB, { seed: 77 }), 10 * BS + 8 * KiB);
+      const r = await push(src, dst, { refine: false });
       r.wire.assertSequence("sent", { first: ["OPEN"], then: ["SIGS", "DATA", "RANGE_DONE"], last: ["FLUSH", "COMMIT"] });
       assert.deepEqual(r.wire.ranges("sent", "DATA"), [[10 * BS, BS]], "DATA ranges");
       assert.equal(r.wire.countByType("sent").ZERO, undefined, "no ZERO");
@@ -188,19 +213,22 @@ describe("wire and disk: push", () => {
       pwrite(src, new Uint8Array([0xaa, 0xbb]), 96 * BS + 50); // block 96: data only in its first page
       pwrite(src, new Uint8Array([0xcc]), SIZE - 1);
       const r = await push(src, dst);
-      assert.deepEqual(r.wire.ranges("sent", "DATA"), [[96 * BS, BS], [128 * BS, 1234]], "DATA ranges");
+      assert.deepEqual(r.wire.ranges("sent", "REFINE"), [[96 * BS, BS], [128 * BS, 1234]], "REFINE ranges");
+      assert.deepEqual(r.wire.ranges("sent", "PATCH"), [[96 * BS, BS]], "PATCH ranges");
+      assert.deepEqual(r.wire.ranges("sent", "DATA"), [[128 * BS, 1234]], "DATA: every page of the last block differs");
       assert.equal(r.wire.countByType("sent").ZERO, undefined, "no ZERO");
+      assert.equal(r.report.local.bytesSent, PAGE + 1234, "DATA bytes: the changed pages");
       assertPushShape(r.wire, SIZE);
-      // The block's one data page is written, its zero pages punched (a hole stays a hole).
+      // Only the changed pages are written; the block's zero pages stay holes, untouched.
       assert.deepEqual(r.destination.sortedWrites(), [[96 * BS, PAGE], [128 * BS, 1234]], "writes");
-      assert.deepEqual(r.destination.sortedPunches(), [[96 * BS + PAGE, BS - PAGE]], "punches");
+      assert.deepEqual(r.destination.sortedPunches(), [], "punches");
       assertSourceUntouched(r);
     });
   });
 });
 
 describe("wire and disk: pull", () => {
-  test("one changed block: one DATA reply, one block-sized write on the client", T, async () => {
+  test("one changed page: REFINE, SUB_DIGESTS, one PATCH reply, one page-sized write on the client", T, async () => {
     await withTempDir(async (dir) => {
       const src = path.join(dir, "src.img");
       const dst = path.join(dir, "dst.img");
@@ -213,12 +241,16 @@ describe("wire and disk: pull", () => {
       pwrite(src, patternBytes(4 * KiB, { seed: 78 }), 20 * BS + 60 * KiB);
       const r = await recordedSync(src, dst, { mode: "pull", blockSize: BS, pool });
       assert.equal(fileHash(dst), fileHash(src), "bytes");
-      r.wire.assertSequence("sent", { first: ["OPEN"], then: ["READ_DIFF"], last: ["COMMIT"] });
-      r.wire.assertSequence("received", { first: ["OPEN_OK"], then: ["DATA", "RANGE_DONE"], last: ["COMMIT_OK"] });
+      r.wire.assertSequence("sent", { first: ["OPEN"], then: ["READ_DIFF", "SUB_DIGESTS"], last: ["COMMIT"] });
+      r.wire.assertSequence("received", { first: ["OPEN_OK"], then: ["REFINE", "PATCH", "RANGE_DONE"], last: ["COMMIT_OK"] });
       assertPullShape(r.wire, SIZE);
-      assert.deepEqual(r.wire.ranges("received", "DATA"), [[20 * BS, BS]], "DATA replies");
+      assert.deepEqual(r.wire.ranges("received", "REFINE"), [[20 * BS, BS]], "REFINE");
+      assert.deepEqual(r.wire.ranges("sent", "SUB_DIGESTS"), [[20 * BS, BS]], "SUB_DIGESTS");
+      assert.deepEqual(r.wire.ranges("received", "PATCH"), [[20 * BS, BS]], "PATCH replies");
+      assert.equal(r.wire.countByType("received").DATA, undefined, "no DATA");
       assert.equal(r.wire.countByType("received").ZERO, undefined, "no ZERO");
-      assert.deepEqual(r.destination.sortedWrites(), [[20 * BS, BS]], "client writes");
+      assert.equal(r.report.local.bytesSent, PAGE, "DATA bytes: one page");
+      assert.deepEqual(r.destination.sortedWrites(), [[20 * BS + 60 * KiB, PAGE]], "client writes");
       assert.deepEqual(r.destination.punches, [], "client punches");
       assert.deepEqual(r.destination.setSizes, []);
       assert.ok(r.destination.syncs >= 1, "the client fsyncs before COMMIT");

@@ -16,6 +16,8 @@ export interface EngineFlags {
   json?: boolean;
   inplace?: boolean;
   wait?: string | number;
+  /** cac's `--no-refine` sets it false. */
+  refine?: boolean;
 }
 
 export interface EngineOptions {
@@ -27,6 +29,8 @@ export interface EngineOptions {
   inplace: boolean;
   /** --wait: how long a writer waits for a destination another ssync holds (ms). */
   waitMs: number;
+  /** Refine differing blocks to 4 KiB pages (default); --no-refine sends whole blocks. */
+  refine: boolean;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -72,6 +76,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     json: flags.json === true,
     inplace: flags.inplace === true,
     waitMs: parseWait(flags.wait),
+    refine: flags.refine !== false,
   };
 }
 
@@ -83,7 +88,8 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
 export function kebabBooleans<T>(cmd: T): T {
   const options = (cmd as { options?: { rawName: string; names: string[]; isBoolean?: boolean }[] }).options ?? [];
   for (const option of options) {
-    if (!option.isBoolean) continue;
+    // A negated flag (--no-refine) is cac's own: an alias would make mri set it true.
+    if (!option.isBoolean || option.rawName.startsWith("--no-")) continue;
     for (const m of option.rawName.matchAll(/--([a-z0-9]+(?:-[a-z0-9]+)+)/g)) {
       if (!option.names.includes(m[1])) option.names.push(m[1]);
     }
@@ -101,6 +107,7 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
     .option("--json", "Print the summary as one JSON object on stdout")
     .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)")
+    .option("--no-refine", "Send whole differing blocks, not only their changed 4 KiB pages (for a listener that predates refinement)")
     .option(
       "--wait <seconds>",
       `When another ssync is writing the destination, wait this long for it to finish (default ${DEFAULT_WAIT_S}; 0: do not wait)`,

@@ -17,6 +17,8 @@
  */
 import { DIGEST_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
+import { applyPatch, type PatchWrite } from "./apply-patch.ts";
+import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
@@ -86,7 +88,8 @@ export interface WriterOptions {
 
 export type WriteOp =
   | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
-  | { kind: "zero"; offset: number; length: number };
+  | { kind: "zero"; offset: number; length: number }
+  | PatchWrite;
 
 interface OpenRange {
   offset: number;
@@ -94,6 +97,8 @@ interface OpenRange {
   digests: Uint8Array;
   /** One bit per block: written already (a block is written at most once per range). */
   written: Uint8Array;
+  /** One bit per block: its sub-digests were asked for (REFINE, at most once per range, before any write to it). */
+  refined: Uint8Array;
   /** Every write registered, ≤ one per block. */
   writes: Promise<void>[];
 }
@@ -102,6 +107,8 @@ export class DestinationWriter {
   #ctx: SideContext;
   #dryRun: boolean;
   #open = new Map<number, OpenRange>();
+  /** PATCH digests are computed here, from the whole patched blocks (apply-patch.ts). */
+  #patchHasher: Promise<BlockHasher> | undefined;
   readonly root: RootHash;
 
   private constructor(ctx: SideContext, options: WriterOptions) {
@@ -127,7 +134,30 @@ export class DestinationWriter {
     if (this.#open.has(offset)) throw new ProtocolError(`range at ${offset} is already open`);
     const blocks = digests.length / DIGEST_SIZE;
     const end = Math.min(this.#ctx.size, offset + blocks * this.#ctx.blockSize);
-    this.#open.set(offset, { offset, end, digests, written: new Uint8Array(Math.ceil(blocks / 8)), writes: [] });
+    const bits = Math.ceil(blocks / 8);
+    this.#open.set(offset, { offset, end, digests, written: new Uint8Array(bits), refined: new Uint8Array(bits), writes: [] });
+  }
+
+  /**
+   * Checks a REFINE of [offset, offset + length) at once and marks its blocks refined:
+   * a ProtocolError unless it is whole blocks inside one open range, none written or
+   * refined before, none the destination holds as zeros (their digests as sent).
+   */
+  refine(offset: number, length: number): void {
+    const bs = this.#ctx.blockSize;
+    const r = this.#rangeOf(offset);
+    const end = offset + length;
+    if (!r || end > r.end || offset % bs !== 0 || (end % bs !== 0 && end !== this.#ctx.size)) {
+      throw new ProtocolError(`REFINE [${offset}, ${end}) is not whole blocks inside an open range`);
+    }
+    const first = (offset - r.offset) / bs;
+    const count = Math.ceil(length / bs);
+    for (let b = first; b < first + count; b++) {
+      const bit = 1 << (b & 7);
+      if ((r.written[b >> 3] | r.refined[b >> 3]) & bit) throw new ProtocolError(`REFINE [${offset}, ${end}): block ${r.offset / bs + b} was written or refined before`);
+      if (isZeroDigest(r.digests, b)) throw new ProtocolError(`REFINE [${offset}, ${end}): block ${r.offset / bs + b} is all zero here`);
+    }
+    for (let b = first; b < first + count; b++) r.refined[b >> 3] |= 1 << (b & 7);
   }
 
   /**
@@ -177,6 +207,11 @@ export class DestinationWriter {
   async #apply(r: OpenRange, op: WriteOp): Promise<void> {
     const { blockSize: bs, store, stats } = this.#ctx;
     const at = ((op.offset - r.offset) / bs) * DIGEST_SIZE;
+    if (op.kind === "patch") {
+      this.#patchHasher ??= createBlockHasher(this.#ctx.hash, this.#ctx.key);
+      await applyPatch(this.#ctx, op, { hasher: await this.#patchHasher, dryRun: this.#dryRun, digests: r.digests, first: at / DIGEST_SIZE });
+      return;
+    }
     if (op.kind === "zero") {
       r.digests.fill(0, at, at + Math.ceil(op.length / bs) * DIGEST_SIZE);
       if (this.#dryRun) return;

@@ -16,6 +16,7 @@ import { readLent } from "../storage/read-lent.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
 import { giveAdvice } from "./read-ahead.ts";
+import { refineRun, runRefineJob } from "./refine-job.ts";
 import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
@@ -33,6 +34,7 @@ let scratch: Uint8Array | undefined;
 
 export async function runJob(job: ScanJob): Promise<JobResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
+  if (job.kind === "sub-digests" || job.kind === "patch") return await runRefineJob(job, (raw, offset) => dataOp(raw, offset, job));
   const hasher = await hasherFor(job);
   if (job.kind === "unpack") return unpack(job, hasher);
   giveAdvice(job.file, job.advise);
@@ -56,7 +58,8 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
           continue;
         }
         const raw = data.subarray(start, end);
-        ops.push(dataOp(raw, offset, job));
+        if (job.refine) ops.push(...refineRun(raw, { offset, blockSize: job.blockSize, dst: job.dst, first: run.first, roundTrips: job.roundTrips !== false, pack: (r, at) => dataOp(r, at, job) }));
+        else ops.push(dataOp(raw, offset, job));
       }
       let viewed = 0;
       for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
@@ -69,11 +72,11 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
       return { digests, bytesRead, ops };
     }
     default:
-      throw new TypeError(`unknown job ${(job satisfies never as ScanJob).kind}`);
+      throw new TypeError(`unknown job ${(job as ScanJob).kind}`);
   }
 }
 
-function dataOp(raw: Uint8Array, offset: number, job: ScanJob & { kind: "diff" }): JobOp {
+function dataOp(raw: Uint8Array, offset: number, job: { zstdLevel: number; withoutPayload: boolean }): JobOp & { kind: "data" } {
   if (job.withoutPayload) return { kind: "data", offset, length: raw.length, payload: undefined, zstd: false };
   if (job.zstdLevel > 0 && zstdState.skip > 0) {
     zstdState.skip--;
@@ -130,7 +133,7 @@ export function transferables(result: JobResult): ArrayBuffer[] {
   };
   add(result.digests);
   if ("buffer" in result && result.buffer) add(result.buffer);
-  if ("ops" in result) for (const op of result.ops) if (op.kind === "data" && op.payload) add(op.payload);
+  if ("ops" in result) for (const op of result.ops) if ((op.kind === "data" || op.kind === "patch") && op.payload) add(op.payload);
   if ("data" in result && result.data) add(result.data);
   return [...list];
 }

@@ -40,6 +40,14 @@ export interface DiffJob extends JobBase {
   zstdLevel: number;
   /** Dry run: report DATA runs without their bytes. */
   withoutPayload: boolean;
+  /**
+   * Refinement negotiated (spec §5.8): a differing block the destination holds as zeros goes
+   * as its non-zero pages (PATCH, or DATA when every page is); one it holds with data becomes
+   * a "refine" op (the session asks for its sub-digests). Absent means false.
+   */
+  refine?: boolean;
+  /** With `refine`: blocks the destination holds with data become "refine" ops (else whole DATA). Absent means true. */
+  roundTrips?: boolean;
 }
 
 /**
@@ -59,11 +67,40 @@ export interface UnpackJob extends Omit<JobBase, "file"> {
   page: number;
 }
 
-export type ScanJob = DigestJob | DiffJob | UnpackJob;
+export type ScanJob = DigestJob | DiffJob | UnpackJob | SubDigestJob | PatchJob;
+
+/** Destination side, answering REFINE: one sub-digest per SUB_BLOCK_SIZE page (refine-job.ts). */
+export interface SubDigestJob extends JobBase {
+  kind: "sub-digests";
+}
+
+/** Source side, after SUB_DIGESTS: the pages that differ from `dst` (sub-digests), as PATCH or DATA ops. */
+export interface PatchJob extends JobBase {
+  kind: "patch";
+  dst: Uint8Array;
+  zstdLevel: number;
+  withoutPayload: boolean;
+}
+
+/** PATCH of whole blocks: `data` pages get `payload`'s bytes (`dataBytes` of them raw), `zeros` pages become zeros. */
+export interface PatchOp {
+  kind: "patch";
+  offset: number;
+  length: number;
+  data: Uint8Array;
+  zeros: Uint8Array;
+  payload: Uint8Array | undefined;
+  zstd: boolean;
+  dataBytes: number;
+  zeroBytes: number;
+}
 
 export type JobOp =
   | { kind: "data"; offset: number; length: number; payload: Uint8Array | undefined; zstd: boolean }
-  | { kind: "zero"; offset: number; length: number };
+  | { kind: "zero"; offset: number; length: number }
+  | PatchOp
+  /** Blocks that differ and that the destination holds with data: ask for their sub-digests. */
+  | { kind: "refine"; offset: number; length: number };
 
 export interface DigestResult {
   digests: Uint8Array;

@@ -21,6 +21,8 @@ export interface SideContext {
 export class SideStats {
   /** Bytes read from this side's file. */
   bytesRead = 0;
+  /** Bytes of differing blocks read a second time to refine them (REFINE, PATCH; most likely from the page cache). */
+  bytesReread = 0;
   /** Bytes of ranges known to be holes, hence not read. */
   holeBytesSkipped = 0;
   /** Destination: bytes written by DATA. */
@@ -33,6 +35,10 @@ export class SideStats {
   bytesSent = 0;
   /** Source: DATA payload bytes as they went on the wire (after compression). */
   dataBytesOnWire = 0;
-  /** Source: bytes that differed and were zero in the source (sent as ZERO). */
+  /** Source: bytes that differed and were zero in the source (sent as ZERO, or zero pages of a PATCH). */
   bytesZeroed = 0;
+  /** Source: blocks whose sub-digests it asked for (REFINE). */
+  blocksRefined = 0;
+  /** Source: blocks sent page by page (PATCH); bytesSent counts only their data pages. */
+  blocksPatched = 0;
 }

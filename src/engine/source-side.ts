@@ -15,6 +15,7 @@ import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { diffRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
+import { countOp } from "./refine.ts";
 import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
 
@@ -24,6 +25,10 @@ export async function diffRange(
   options: {
     zstdLevel: number;
     dryRun: boolean;
+    /** Refinement negotiated: differing blocks go page by page (PATCH, "refine" ops; spec §5.8). */
+    refine?: boolean;
+    /** Asked per job when refining: may its blocks held with data at the destination go through REFINE (RefinePolicy)? */
+    roundTrips?: () => boolean;
     lookahead: number;
     emit: (op: JobOp) => Promise<void>;
     /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
@@ -77,6 +82,8 @@ export async function diffRange(
         advise: ctx.readAhead?.take(),
         zstdLevel: options.zstdLevel,
         withoutPayload: options.dryRun,
+        refine: options.refine === true,
+        roundTrips: options.refine === true && (options.roundTrips?.() ?? true),
       }));
     };
     p.job = run();
@@ -119,13 +126,6 @@ function once(f: () => void): () => void {
 }
 
 async function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<void>, op: JobOp): Promise<void> {
-  const s = ctx.stats;
-  if (op.kind === "zero") {
-    s.bytesZeroed += op.length;
-  } else {
-    s.blocksSent += Math.ceil(op.length / ctx.blockSize);
-    s.bytesSent += op.length;
-    s.dataBytesOnWire += op.payload?.length ?? 0;
-  }
+  countOp(ctx.stats, op, ctx.blockSize);
   await emit(op);
 }

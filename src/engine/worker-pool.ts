@@ -3,7 +3,8 @@
  * a time: the sequential reference path that tests compare the parallel one against.
  *
  * Invariants:
- * - A worker runs one job at a time; jobs wait in FIFO order. The pool does not bound its
+ * - A worker runs one job at a time; jobs wait in FIFO order, except that refinement jobs
+ *   (sub-digests, patch) pass the others: a round trip waits on each. The pool does not bound its
  *   queue: callers bound what they submit (their windows count requests and bytes).
  * - Bytes go to a worker through the pool's shared arena, never inside a message: Deno's
  *   node:worker_threads copies a message's buffers to a worker at a few MB/s (measured:
@@ -21,7 +22,7 @@ import { ErrnoError } from "../util/errors.ts";
 import { runJob } from "./run-job.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
-import type { DiffJob, DiffResult, DigestJob, DigestResult, JobResult, ScanJob, UnpackJob, UnpackResult } from "./scan-job.ts";
+import type { DiffJob, DiffResult, DigestJob, DigestResult, JobResult, PatchJob, ScanJob, SubDigestJob, UnpackJob, UnpackResult } from "./scan-job.ts";
 
 /** Payloads in workers at once (each slot holds one, up to MAX_DATA_LENGTH bytes). */
 export const ARENA_SLOTS = 8;
@@ -45,6 +46,8 @@ export class WorkerPool implements AsyncDisposable {
   #all: Worker[] = [];
   #busy = new Map<Worker, Pending>();
   #queue: Pending[] = [];
+  /** The first #urgent jobs of the queue are refinement jobs (FIFO among themselves). */
+  #urgent = 0;
   #nextId = 1;
   #failed: Error | undefined;
   #inProcess: Promise<unknown> = Promise.resolve();
@@ -81,6 +84,16 @@ export class WorkerPool implements AsyncDisposable {
 
   diff(job: Omit<DiffJob, "kind">): Promise<DiffResult> {
     return this.#submit({ ...job, kind: "diff" }) as Promise<DiffResult>;
+  }
+
+  /** Refinement: the destination's sub-digests of a run of blocks. */
+  subDigests(job: Omit<SubDigestJob, "kind">): Promise<DigestResult> {
+    return this.#submit({ ...job, kind: "sub-digests" }) as Promise<DigestResult>;
+  }
+
+  /** Refinement: the source's PATCH (or DATA) ops for a run of blocks, given the destination's sub-digests. */
+  patch(job: Omit<PatchJob, "kind">): Promise<DiffResult> {
+    return this.#submit({ ...job, kind: "patch" }) as Promise<DiffResult>;
   }
 
   /** The payload is copied (into the arena); the caller keeps its own. */
@@ -122,7 +135,10 @@ export class WorkerPool implements AsyncDisposable {
       return run;
     }
     return new Promise((resolve, reject) => {
-      this.#queue.push({ id: this.#nextId++, job, resolve, reject });
+      const p = { id: this.#nextId++, job, resolve, reject };
+      // Refinement jobs are small and a round trip waits on each: they go first.
+      if (job.kind === "sub-digests" || job.kind === "patch") this.#queue.splice(this.#urgent++, 0, p);
+      else this.#queue.push(p);
       this.#pump();
     });
   }
@@ -131,6 +147,7 @@ export class WorkerPool implements AsyncDisposable {
     while (this.#idle.length > 0 && this.#queue.length > 0) {
       const w = this.#idle.pop()!;
       const p = this.#queue.shift()!;
+      if (this.#urgent > 0) this.#urgent--;
       this.#busy.set(w, p);
       w.ref();
       w.postMessage({ id: p.id, job: p.job });
@@ -155,6 +172,7 @@ export class WorkerPool implements AsyncDisposable {
     for (const waiter of this.#slotWaiters.splice(0)) waiter.reject(e);
     this.#busy.clear();
     this.#queue = [];
+    this.#urgent = 0;
     void w;
   }
 
@@ -164,6 +182,7 @@ export class WorkerPool implements AsyncDisposable {
     for (const waiter of this.#slotWaiters.splice(0)) waiter.reject(this.#failed);
     this.#busy.clear();
     this.#queue = [];
+    this.#urgent = 0;
     const all = this.#all.splice(0);
     for (const w of all) w.removeAllListeners("exit");
     await Promise.all(all.map((w) => w.terminate()));

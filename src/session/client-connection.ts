@@ -6,8 +6,8 @@
  * - A request expects exactly the reply types listed in REPLIES; anything else, or a reply
  *   to no pending cookie, is a ProtocolError that fails the whole session.
  * - An ERROR reply rejects its request with a RemoteError.
- * - A streaming request (READ_DIFF) receives DATA and ZERO replies in order and ends with
- *   RANGE_DONE; the handler's promise is awaited before the next record is read, which is
+ * - A streaming request (READ_DIFF) receives DATA, ZERO, PATCH and REFINE in order and ends
+ *   with RANGE_DONE; the handler's promise is awaited before the next record is read, which is
  *   the back-pressure towards the server.
  * - `activity` brackets every stretch in which no request is pending: the server owes us
  *   nothing then, so its silence is not idleness (the idle timeout counts only while it owes
@@ -21,8 +21,11 @@ import type {
   DataMessage,
   Message,
   OpenOkMessage,
+  PatchMessage,
   RangeDoneMessage,
+  RefineMessage,
   SigsReplyMessage,
+  SubDigestsMessage,
   ZeroMessage,
 } from "../../protocol/messages.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
@@ -30,7 +33,9 @@ import { asError, RemoteError } from "../util/errors.ts";
 import { recordLength } from "../util/record-parts.ts";
 import { WireCounters } from "./wire-counters.ts";
 
-type Request = Exclude<Message, { type: "OPEN_OK" | "SIGS_REPLY" | "ACK" | "COMMIT_OK" | "ERROR" }>;
+type Request = Exclude<Message, { type: "OPEN_OK" | "SIGS_REPLY" | "ACK" | "COMMIT_OK" | "ERROR" | "SUB_DIGESTS" }>;
+/** What a READ_DIFF stream carries before its RANGE_DONE. */
+export type StreamChunk = DataMessage | ZeroMessage | PatchMessage | RefineMessage;
 type RequestOf<T extends Request["type"]> = Omit<Extract<Request, { type: T }>, "cookie">;
 
 interface ReplyOf {
@@ -41,6 +46,8 @@ interface ReplyOf {
   RANGE_DONE: AckMessage;
   FLUSH: AckMessage;
   COMMIT: CommitOkMessage;
+  REFINE: SubDigestsMessage;
+  PATCH: AckMessage;
 }
 
 const REPLIES: Record<Request["type"], readonly MessageType[]> = {
@@ -51,7 +58,9 @@ const REPLIES: Record<Request["type"], readonly MessageType[]> = {
   RANGE_DONE: ["ACK"],
   FLUSH: ["ACK"],
   COMMIT: ["COMMIT_OK"],
-  READ_DIFF: ["DATA", "ZERO", "RANGE_DONE"],
+  READ_DIFF: ["DATA", "ZERO", "PATCH", "REFINE", "RANGE_DONE"],
+  REFINE: ["SUB_DIGESTS"],
+  PATCH: ["ACK"],
 };
 
 /** IdleTimeoutChannel's activity: while begun, a quiet peer is not idle. */
@@ -64,7 +73,7 @@ interface Pending {
   request: Request["type"];
   resolve: (m: Message) => void;
   reject: (e: Error) => void;
-  onChunk?: (m: DataMessage | ZeroMessage) => Promise<void>;
+  onChunk?: (m: StreamChunk) => Promise<void>;
 }
 
 export class ClientConnection {
@@ -90,8 +99,16 @@ export class ClientConnection {
   }
 
   /** READ_DIFF: onChunk gets each DATA/ZERO reply; resolves with the RANGE_DONE. */
-  stream(msg: RequestOf<"READ_DIFF">, onChunk: (m: DataMessage | ZeroMessage) => Promise<void>): Promise<RangeDoneMessage> {
+  stream(msg: RequestOf<"READ_DIFF">, onChunk: (m: StreamChunk) => Promise<void>): Promise<RangeDoneMessage> {
     return this.#send(msg, onChunk) as Promise<RangeDoneMessage>;
+  }
+
+  /** Pull: the answer to a REFINE inside a READ_DIFF stream (not a request: it names that stream's cookie). */
+  answer(msg: SubDigestsMessage): void {
+    if (this.#failure) return;
+    const rec = encode(msg);
+    this.wire.sent(rec.length);
+    this.#channel.send(rec).catch((e) => this.fail(e));
   }
 
   /** Fails every pending request and closes the channel. */
@@ -154,7 +171,7 @@ export class ClientConnection {
         if (!REPLIES[p.request].includes(msg.type)) {
           throw new ProtocolError(`${msg.type} is not a reply to ${p.request}`);
         }
-        if ((msg.type === "DATA" || msg.type === "ZERO") && p.onChunk) {
+        if ((msg.type === "DATA" || msg.type === "ZERO" || msg.type === "PATCH" || msg.type === "REFINE") && p.onChunk) {
           await p.onChunk(msg);
           continue;
         }

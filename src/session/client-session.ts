@@ -22,7 +22,7 @@
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../../protocol/codec.ts";
-import { DIGEST_SIZE, HASH_KEY_SIZE, HEADER_SIZE, type HashAlgorithm, PROTOCOL_VERSION } from "../../protocol/constants.ts";
+import { DIGEST_SIZE, HASH_KEY_SIZE, HEADER_SIZE, type HashAlgorithm, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import type { ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { planRanges } from "../engine/ranges.ts";
@@ -39,6 +39,10 @@ import { asError, ErrnoError, MismatchError, RemoteError, SourceChangedError } f
 import { TaskGroup } from "../util/task-group.ts";
 import { type Activity, ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
+import { StreamRefines } from "./refine-pull.ts";
+import { startRefine } from "./refine-push.ts";
+import { RefinePolicy } from "../engine/refine-policy.ts";
+import { countReceivedPatch, opMessage, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import type { WireCounters } from "./wire-counters.ts";
@@ -56,6 +60,11 @@ export interface SyncOptions {
   activity?: Activity;
   /** Aborts the session (Ctrl-C) through its one abort path, with the signal's reason. */
   signal?: AbortSignal;
+  /**
+   * Refine differing blocks to 4 KiB pages (OPEN_REFINE, spec §5.8), so only changed pages
+   * cross; default true, moot (never asked) with 4 KiB blocks. false: whole blocks.
+   */
+  refine?: boolean;
 }
 
 /**
@@ -104,6 +113,7 @@ export async function runClient(
   try {
     // Before OPEN, whose size is the store's: a file changed since it was opened fails here.
     const watch = options.mode === "push" ? await SourceWatch.start(local) : undefined;
+    const askRefine = options.refine !== false && options.blockSize > SUB_BLOCK_SIZE;
     const ok = await conn.request<"OPEN">({
       type: "OPEN",
       version: PROTOCOL_VERSION,
@@ -113,6 +123,7 @@ export async function runClient(
       dryRun: options.dryRun,
       clientZstd: true, // DestinationWriter decompresses zstd DATA
       inPlace: options.inplace === true,
+      ...(askRefine ? { refine: true } : {}),
       size: local.size,
       key,
       name: options.name,
@@ -123,6 +134,8 @@ export async function runClient(
         `Cannot pull ${options.name}: the listener says it is ${ok.size} bytes, more than the ${MAX_PULL_SIZE} bytes (2^50) a pull accepts`,
       );
     }
+    if (ok.refine && !askRefine) throw new ProtocolError("OPEN_OK: CAP_REFINE without OPEN_REFINE");
+    const refine = ok.refine === true;
     const size = options.mode === "push" ? local.size : ok.size;
     if (options.mode === "pull" && !options.dryRun && local.size !== size) await local.setSize(size);
     const ctx: SideContext = {
@@ -137,8 +150,8 @@ export async function runClient(
       signal: group.signal,
     };
     const root = options.mode === "push"
-      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, watch, pause: TestPause.fromEnv() })
-      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun });
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv() })
+      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine });
     if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
     await watch?.check();
@@ -185,10 +198,11 @@ function remoteSourceChanged(e: unknown): unknown {
 async function pushRanges(
   conn: ClientConnection,
   ctx: SideContext,
-  o: { group: TaskGroup; dryRun: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined },
+  o: { group: TaskGroup; dryRun: boolean; refine: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined },
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
+  const policy = new RefinePolicy();
   for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
     await o.group.spawn(async () => {
       await o.pause?.beforeRange(ctx.signal);
@@ -200,13 +214,19 @@ async function pushRanges(
       const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {
         zstdLevel: ZSTD_LEVEL,
         dryRun: o.dryRun,
+        refine: o.refine,
+        roundTrips: () => policy.roundTrips(),
         lookahead: LOOKAHEAD_JOBS,
         emit: async (op) => {
-          const bytes = HEADER_SIZE + (op.kind === "data" ? op.payload?.length ?? 0 : 0);
+          if (op.kind === "refine") {
+            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: ZSTD_LEVEL, policy });
+            acks.push(refined.done.catch((e) => o.group.fail(e)));
+            return;
+          }
+          const bytes = HEADER_SIZE + (op.kind === "zero" ? 0 : (op.payload?.length ?? 0) + (op.kind === "patch" ? 2 * op.data.length : 0));
           await window.acquire(bytes, ctx.signal);
-          const ack = op.kind === "data"
-            ? conn.request<"DATA">({ type: "DATA", offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd })
-            : conn.request<"ZERO">({ type: "ZERO", offset: op.offset, length: op.length });
+          const m = opMessage(op);
+          const ack = m.type === "DATA" ? conn.request<"DATA">(m) : m.type === "PATCH" ? conn.request<"PATCH">(m) : conn.request<"ZERO">(m);
           // Observed at once: a failed write at the server fails the session now, not after diffRange.
           acks.push(ack.then(() => window.release(bytes), (e) => {
             window.release(bytes);
@@ -226,7 +246,7 @@ async function pushRanges(
   return root;
 }
 
-async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: TaskGroup; dryRun: boolean }): Promise<RootHash> {
+async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: TaskGroup; dryRun: boolean; refine: boolean }): Promise<RootHash> {
   const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun });
   const window = new ByteWindow(DATA_WINDOW_BYTES);
   for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
@@ -242,6 +262,7 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
       // The replies to one READ_DIFF ascend without overlapping: a range costs at most its
       // length, however long a server would go on sending.
       let next = range.offset;
+      const refines = new StreamRefines(conn, ctx, { writer, fail: (e) => o.group.fail(e) });
       const done = await conn.stream({ type: "READ_DIFF", offset: range.offset, length: range.length, digests }, async (m) => {
         if (m.offset < range.offset || m.offset + m.length > range.offset + range.length) {
           throw new ProtocolError(`${m.type} [${m.offset}, ${m.offset + m.length}) outside the range requested at ${range.offset}`);
@@ -249,13 +270,18 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
         if (m.offset < next) {
           throw new ProtocolError(`${m.type} [${m.offset}, ${m.offset + m.length}) overlaps or precedes an earlier reply in the range at ${range.offset}`);
         }
+        if (m.type === "REFINE" || m.type === "PATCH") {
+          if (!o.refine) throw new ProtocolError(`${m.type} without CAP_REFINE`);
+        }
+        if (m.type === "REFINE") return refines.handle(m); // does not advance `next`: its PATCH follows
         next = m.offset + m.length;
-        const bytes = HEADER_SIZE + (m.type === "DATA" ? m.payload?.length ?? 0 : 0);
-        countReceived(ctx, m);
+        const bytes = m.type === "PATCH" ? patchHoldBytes(m) : HEADER_SIZE + (m.type === "DATA" ? m.payload?.length ?? 0 : 0);
+        if (m.type === "PATCH") countReceivedPatch(ctx.stats, m, ctx.blockSize);
+        else countReceived(ctx, m);
         await window.acquire(bytes, ctx.signal);
         let written: Promise<void>;
         try {
-          written = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+          written = writer.write(writeOpOf(m));
         } catch (e) {
           window.release(bytes);
           throw e;
@@ -269,6 +295,7 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
       if (done.offset !== range.offset || done.length !== range.length) {
         throw new ProtocolError(`RANGE_DONE [${done.offset}, ${done.offset + done.length}) does not match the range requested at ${range.offset}`);
       }
+      await refines.done;
       await writer.close(range.offset);
     });
   }

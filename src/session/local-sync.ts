@@ -31,6 +31,8 @@ export interface LocalSyncOptions {
   log?: (message: string) => void;
   /** Aborts the sync (Ctrl-C). */
   signal?: AbortSignal;
+  /** Refine differing blocks to 4 KiB pages (default true). */
+  refine?: boolean;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
@@ -63,6 +65,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         hash: options.hash,
         dryRun: options.dryRun,
         inplace: options.inplace,
+        refine: options.refine,
         pool: options.pool,
         signal: options.signal,
       });

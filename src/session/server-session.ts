@@ -9,7 +9,9 @@
  *    before; DATA, ZERO and RANGE_DONE must name a range that is open (its SIGS_REPLY sent).
  *    Writes register with the DestinationWriter then. Whatever a request starts on arrival
  *    is observed at once, so no rejection is ever unhandled.
- * 3. Its work runs as a task, at most SERVER_TASKS (push) or PULL_TASKS (pull) at once; the
+ * 3. Its work runs as a task, at most SERVER_TASKS at once (of which at most PULL_TASKS
+ *    READ_DIFFs read and send, the others wait: a READ_DIFF waiting for the client's
+ *    SUB_DIGESTS must never keep the loop from reading them); the
  *    loop stops reading while that many run, or while the request's buffers do not fit in
  *    the session's memory (SessionMemory: SESSION_BUFFER_BYTES, and the listener's budget).
  * 4. A request that fails gets ERROR and the session goes on; a ProtocolError ends the session
@@ -20,13 +22,15 @@
  *    The end of the channel ends the session, releasing the file. The result's
  *    error is the first cause (a write's ENOSPC, not the broken pipe that follows it).
  */
-import { decode, encode, encodeParts, ProtocolError } from "../../protocol/codec.ts";
-import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
+import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
+import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
 import { ReadAhead } from "../engine/read-ahead.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
+import { subDigestRange } from "../engine/refine.ts";
+import { RefinePolicy } from "../engine/refine-policy.ts";
 import { diffRange } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
@@ -37,6 +41,10 @@ import { asError, ErrnoError, errorName, messageOf } from "../util/errors.ts";
 import { type RecordParts, recordLength } from "../util/record-parts.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { checkRange, RangeClaims } from "./range-check.ts";
+import { refineInStream } from "./refine-pull.ts";
+import { RefineRequests } from "./refine-requests.ts";
+import { RequestReader } from "./request-reader.ts";
+import { encodeOp, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
@@ -45,6 +53,7 @@ import {
   MAX_OPEN_RANGES,
   MAX_TRACKED_INTERVALS,
   PULL_TASKS,
+  REQUEST_READ_AHEAD_BYTES,
   SERVER_TASKS,
   SESSION_BUFFER_BYTES,
   ZSTD_LEVEL,
@@ -169,16 +178,49 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       readAhead: new ReadAhead(store),
       signal: controller.signal,
     };
-    group = new TaskGroup({ limit: open.mode === "push" ? SERVER_TASKS : PULL_TASKS, controller });
-    await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind }), open.cookie);
+    group = new TaskGroup({ limit: SERVER_TASKS, controller });
+    // Refinement (spec §5.8) only when the client offered it: an older client never sees CAP_REFINE.
+    const refine = open.refine === true;
+    await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind, ...(refine ? { refine } : {}) }), open.cookie);
     const claims = new RangeClaims({ blockSize: ctx.blockSize, maxIntervals: MAX_TRACKED_INTERVALS });
+    const refines = new RefineRequests(controller.signal);
     const handler = open.mode === "push"
-      ? await destinationHandler(ctx, { open, io, claims })
-      : sourceHandler(ctx, { open, io, claims });
+      ? await destinationHandler(ctx, { open, io, claims, refine, refines })
+      : sourceHandler(ctx, { open, io, claims, refine, refines });
+    // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
+    const noMoreAnswers = () => refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
+    // A refining pull reads ahead, so SUB_DIGESTS never wait behind requests that wait (for
+    // memory a waiting stream holds); otherwise requests are read one by one, as they are handled.
+    const reader = open.mode === "pull" && refine
+      ? new RequestReader(async () => {
+        const rec = await channel.receive();
+        if (rec === null) return null;
+        const msg = decode(rec);
+        wire.received(rec.length);
+        return { msg, bytes: rec.length };
+      }, {
+        maxBytes: REQUEST_READ_AHEAD_BYTES,
+        onAnswer: (m) => refines.answer(m),
+        onEnd: noMoreAnswers,
+        onFailure: (e) => {
+          noteFailure(e);
+          if (!controller.signal.aborted) controller.abort(e);
+        },
+        signal: controller.signal,
+      })
+      : undefined;
     for (;;) {
       group.throwIfFailed();
-      const msg = await receive();
-      if (msg === null) break;
+      const msg = reader ? await reader.next() : await receive();
+      if (msg === null) {
+        noMoreAnswers();
+        break;
+      }
+      // Not a request: the answer to a REFINE a pull stream sent (its cookie is that stream's).
+      if (msg.type === "SUB_DIGESTS") {
+        refines.answer(msg);
+        continue;
+      }
       if (inFlight.has(msg.cookie)) throw new ProtocolError(`${msg.type}: cookie ${msg.cookie} is already in flight`);
       inFlight.add(msg.cookie);
       const work = await handler(msg);
@@ -236,6 +278,10 @@ interface HandlerOptions {
   open: OpenMessage;
   io: SessionIo;
   claims: RangeClaims;
+  /** Refinement negotiated (OPEN_REFINE, answered CAP_REFINE). */
+  refine: boolean;
+  /** Pull: the REFINEs its streams wait on. */
+  refines: RefineRequests;
 }
 
 /**
@@ -321,15 +367,33 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
           }
         };
       }
+      case "REFINE": {
+        if (!o.refine) throw new ProtocolError("REFINE without OPEN_REFINE");
+        writer.refine(m.offset, m.length);
+        const pages = Math.ceil(m.length / SUB_BLOCK_SIZE);
+        const hold = await io.memory.hold(HEADER_SIZE + pages * (5 + DIGEST_SIZE), { shared: false });
+        return async () => {
+          try {
+            const digests = await subDigestRange(ctx, m);
+            await io.reply(encode({ type: "SUB_DIGESTS", cookie: m.cookie, offset: m.offset, length: m.length, digests }), m.cookie);
+          } finally {
+            hold.release();
+          }
+        };
+      }
       case "DATA":
-      case "ZERO": {
-        if (m.type === "DATA" && !m.payload && !dryRun) throw new ProtocolError("DATA without payload outside a dry run");
-        // The record and what it decompresses to, until the write is applied.
-        const bytes = m.type === "DATA" && m.payload ? HEADER_SIZE + m.payload.length + (m.zstd ? m.length : 0) : 0;
+      case "ZERO":
+      case "PATCH": {
+        if (m.type === "PATCH" && !o.refine) throw new ProtocolError("PATCH without OPEN_REFINE");
+        if ((m.type === "DATA" || m.type === "PATCH") && !m.payload && !dryRun) throw new ProtocolError(`${m.type} without payload outside a dry run`);
+        // The record and what it decompresses to (a PATCH: and the blocks it patches), until the write is applied.
+        const bytes = m.type === "PATCH"
+          ? patchHoldBytes(m)
+          : m.type === "DATA" && m.payload ? HEADER_SIZE + m.payload.length + (m.zstd ? m.length : 0) : 0;
         const hold = bytes > 0 ? await io.memory.hold(bytes, { shared: true }) : undefined;
         let done: Promise<void>;
         try {
-          done = writer.write(m.type === "DATA" ? { ...m, kind: "data" } : { ...m, kind: "zero" });
+          done = writer.write(writeOpOf(m));
         } catch (e) {
           hold?.release();
           throw e;
@@ -369,6 +433,7 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
       case "COMMIT_OK":
       case "ACK":
       case "ERROR":
+      case "SUB_DIGESTS":
         throw new ProtocolError(`${m.type} is not a request a push destination accepts`);
       default:
         throw new ProtocolError(`unhandled ${(m satisfies never as Message).type}`);
@@ -386,6 +451,10 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
     const hold = await io.memory.hold(bytes, { shared: true });
     return () => hold.release();
   };
+  // READ_DIFFs that read and send at once; more wait (as tasks), so the receive loop goes on
+  // reading (the SUB_DIGESTS a refining READ_DIFF waits for) while these run.
+  const working = new ByteWindow(PULL_TASKS);
+  const policy = new RefinePolicy();
   // Stamped before any READ_DIFF is read; a failure (the file changed since it was opened)
   // is the first READ_DIFF's ERROR.
   const watch = observed(SourceWatch.start(ctx.store));
@@ -399,17 +468,23 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
         // The request's digests and the source's, for the whole task.
         const hold = await io.memory.hold(2 * m.digests.length, { shared: false });
         return async () => {
+          let slot = false;
           try {
             await pause?.beforeRange(io.signal);
+            await working.acquire(1, io.signal);
+            slot = true;
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
               zstdLevel,
               dryRun: o.open.dryRun,
+              refine: o.refine,
+              roundTrips: () => policy.roundTrips(),
               lookahead: LOOKAHEAD_JOBS,
               reserve,
+              // A refine op waits for the client's sub-digests: this stream sends nothing else meanwhile.
               emit: (op) =>
-                io.send(encodeParts(op.kind === "data"
-                  ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
-                  : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
+                op.kind === "refine"
+                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel, dryRun: o.open.dryRun, policy })
+                  : io.send(encodeOp(op, m.cookie)),
             });
             await pause?.afterRange(m, io.signal);
             // ERROR ESTALE instead of RANGE_DONE: what this range sent is no single image.
@@ -419,6 +494,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
             await io.reply(encode({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length }), m.cookie);
           } finally {
             claims.settle(m.offset); // idempotent; here for the failure paths
+            if (slot) working.release(1);
             hold.release();
             pause?.release();
           }
@@ -441,6 +517,9 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
       case "COMMIT_OK":
       case "ACK":
       case "ERROR":
+      case "REFINE":
+      case "SUB_DIGESTS":
+      case "PATCH":
         throw new ProtocolError(`${m.type} is not a request a pull source accepts`);
       default:
         throw new ProtocolError(`unhandled ${(m satisfies never as Message).type}`);

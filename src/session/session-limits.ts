@@ -17,8 +17,10 @@ export const RANGES_IN_FLIGHT = 8;
  */
 export const SERVER_TASKS = 64;
 /**
- * Requests (READ_DIFF, COMMIT) a pull server works on at once; beyond that it stops reading.
- * Each READ_DIFF keeps LOOKAHEAD_JOBS jobs going, enough to keep every worker busy.
+ * READ_DIFFs a pull server reads and sends at once; up to SERVER_TASKS requests wait as tasks
+ * (so the session goes on reading, e.g. the SUB_DIGESTS a refining READ_DIFF waits for), and
+ * beyond that it stops reading. Each READ_DIFF keeps LOOKAHEAD_JOBS jobs going, enough to keep
+ * every worker busy.
  */
 export const PULL_TASKS = 8;
 /**
@@ -55,8 +57,13 @@ export const MAX_TRACKED_INTERVALS = 1024;
  */
 export const SESSION_BUFFER_BYTES = 32 << 20;
 /**
+ * Pull with refinement: records of requests a server session reads ahead of those it works
+ * on, so the SUB_DIGESTS its streams wait for are never stuck behind them (request-reader.ts).
+ */
+export const REQUEST_READ_AHEAD_BYTES = 4 << 20;
+/**
  * All a server session holds: its buffers, plus what the record channel queues (records
  * received and not yet read; bytes the socket has not sent yet), each up to its threshold
  * plus one record.
  */
-export const SESSION_MEMORY_BYTES = SESSION_BUFFER_BYTES + DEFAULT_MAX_UNREAD_BYTES + DEFAULT_MAX_UNSENT_BYTES + 2 * MAX_RECORD;
+export const SESSION_MEMORY_BYTES = SESSION_BUFFER_BYTES + DEFAULT_MAX_UNREAD_BYTES + DEFAULT_MAX_UNSENT_BYTES + 2 * MAX_RECORD + REQUEST_READ_AHEAD_BYTES;

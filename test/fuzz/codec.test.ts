@@ -5,8 +5,21 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
-import { DIGEST_SIZE, ErrorCode, type ErrorName, HashCode, type HashAlgorithm, HEADER_SIZE, MAX_DATA_LENGTH, MAX_ERROR_MESSAGE, MAX_RECORD, MessageCode } from "../../protocol/constants.ts";
+import { decode, encode, maskedPageBytes, ProtocolError } from "../../protocol/codec.ts";
+import {
+  DIGEST_SIZE,
+  ErrorCode,
+  type ErrorName,
+  HashCode,
+  type HashAlgorithm,
+  HEADER_SIZE,
+  MAX_DATA_LENGTH,
+  MAX_ERROR_MESSAGE,
+  MAX_RECORD,
+  MAX_REFINE_LENGTH,
+  MessageCode,
+  SUB_BLOCK_SIZE,
+} from "../../protocol/constants.ts";
 import type { Message } from "../../protocol/messages.ts";
 import { forEachSeed, fuzzIterations, type Random } from "./random.ts";
 
@@ -29,8 +42,8 @@ function range(rng: Random): { offset: number; length: number } {
   return offset + length > Number.MAX_SAFE_INTEGER || length < 1 ? { offset: 0, length: 1 } : { offset, length };
 }
 
-function digests(rng: Random): Uint8Array {
-  const blocks = rng.chance(0.05) ? rng.range(1, 16384) : rng.range(1, 40);
+function digests(rng: Random, count?: number): Uint8Array {
+  const blocks = count ?? (rng.chance(0.05) ? rng.range(1, 16384) : rng.range(1, 40));
   const out = new Uint8Array(blocks * DIGEST_SIZE);
   for (let b = 0; b < blocks; b++) {
     if (rng.chance(0.4)) continue; // an all-zero block
@@ -39,6 +52,13 @@ function digests(rng: Random): Uint8Array {
     out.set(d, b * DIGEST_SIZE);
   }
   return out;
+}
+
+/** A range for REFINE, SUB_DIGESTS, PATCH: at most MAX_REFINE_LENGTH bytes, mostly short. */
+function refineRange(rng: Random): { offset: number; length: number } {
+  const r = range(rng);
+  const length = Math.min(r.length, rng.chance(0.05) ? MAX_REFINE_LENGTH : rng.range(1, 70_000));
+  return { offset: r.offset, length };
 }
 
 /** A random message that obeys the wire rules (§3). */
@@ -55,12 +75,37 @@ export function randomMessage(rng: Random): Message {
         blockSize: rng.chance(0.8) ? 2 ** rng.range(12, 20) : rng.int(2 ** 32),
         dryRun: rng.chance(0.5),
         clientZstd: rng.chance(0.5),
+        ...(rng.chance(0.5) ? { refine: true } : {}),
         size: rng.u53(),
         key: rng.bytes(32),
         name: text(rng, 4096),
       };
     case "OPEN_OK":
-      return { type, cookie, size: rng.u53(), zstd: rng.chance(0.5), kind: rng.pick(["file", "block-device"] as const) };
+      return { type, cookie, size: rng.u53(), zstd: rng.chance(0.5), kind: rng.pick(["file", "block-device"] as const), ...(rng.chance(0.5) ? { refine: true } : {}) };
+    case "REFINE":
+      return { type, cookie, ...refineRange(rng) };
+    case "SUB_DIGESTS": {
+      const r = refineRange(rng);
+      return { type, cookie, ...r, digests: digests(rng, Math.ceil(r.length / SUB_BLOCK_SIZE)) };
+    }
+    case "PATCH": {
+      const r = refineRange(rng);
+      const pages = Math.ceil(r.length / SUB_BLOCK_SIZE);
+      const data = new Uint8Array(Math.ceil(pages / 8));
+      const zeros = new Uint8Array(data.length);
+      for (let i = 0; i < pages; i++) {
+        const k = rng.int(3);
+        if (k === 1) data[i >> 3] |= 1 << (i & 7);
+        if (k === 2) zeros[i >> 3] |= 1 << (i & 7);
+      }
+      if (data.every((x) => x === 0) && zeros.every((x) => x === 0)) zeros[0] = 1;
+      const dataBytes = maskedPageBytes(data, r.length);
+      if (dataBytes === 0) return { type, cookie, ...r, data, zeros, payload: new Uint8Array(0), zstd: false };
+      const kind = rng.int(3);
+      if (kind === 0) return { type, cookie, ...r, data, zeros, payload: rng.bytes(dataBytes), zstd: false };
+      if (kind === 1) return { type, cookie, ...r, data, zeros, payload: rng.bytes(rng.range(1, Math.min(dataBytes, 3000))), zstd: true };
+      return { type, cookie, ...r, data, zeros, payload: undefined, zstd: false };
+    }
     case "SIGS":
     case "ZERO":
     case "RANGE_DONE":

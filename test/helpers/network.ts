@@ -77,6 +77,8 @@ export async function clientSync(
     knownHosts: string;
     dryRun?: boolean;
     blockSize?: number;
+    /** Refine differing blocks to pages (runClient's default: true). */
+    refine?: boolean;
     /** Wraps the client's channel (tests that hold a session at a given point). */
     wrap?: (channel: RecordChannel) => RecordChannel;
   },
@@ -104,6 +106,7 @@ export async function clientSync(
         hash: "hmac-sha256",
         dryRun,
         pool: options.pool,
+        refine: options.refine,
       });
     } finally {
       await conn[Symbol.asyncDispose]().catch(() => {});

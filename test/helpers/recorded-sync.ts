@@ -31,7 +31,7 @@ export interface RecordedSync {
 export async function recordedSync(
   src: string,
   dst: string,
-  options: { mode: "push" | "pull"; blockSize: number; pool: WorkerPool; ffi?: boolean; hash?: HashAlgorithm },
+  options: { mode: "push" | "pull"; blockSize: number; pool: WorkerPool; ffi?: boolean; hash?: HashAlgorithm; refine?: boolean },
 ): Promise<RecordedSync> {
   const { mode, ffi } = options;
   const [clientEnd, serverEnd] = memoryPair();
@@ -54,6 +54,7 @@ export async function recordedSync(
       hash: options.hash ?? "hmac-sha256",
       dryRun: false,
       pool: options.pool,
+      refine: options.refine,
     }).finally(() => server);
     const result = await server;
     assert.equal(result.error, undefined, "server session error");

@@ -94,6 +94,8 @@ async function pushVia(
         blockSize: BLOCK,
         hash: "hmac-sha256",
         dryRun: false,
+        // Whole blocks: record 2 must be the first DATA (refinement would send REFINE first).
+        refine: false,
         pool,
       });
     } finally {
