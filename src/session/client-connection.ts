@@ -13,7 +13,7 @@
  *   nothing then, so its silence is not idleness (the idle timeout counts only while it owes
  *   a reply). begin() and end() alternate, starting with begin() in the constructor.
  */
-import { decode, encodeParts, ProtocolError } from "../../protocol/codec.ts";
+import { decode, encode, encodeParts, ProtocolError } from "../../protocol/codec.ts";
 import type { MessageType } from "../../protocol/constants.ts";
 import type {
   AckMessage,
@@ -107,7 +107,7 @@ export class ClientConnection {
   answer(msg: SubDigestsMessage): void {
     if (this.#failure) return;
     const rec = encode(msg);
-    this.wire.sent(rec.length);
+    this.wire.sent(rec.length, msg.type);
     this.#channel.send(rec).catch((e) => this.fail(e));
   }
 

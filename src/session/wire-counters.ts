@@ -2,14 +2,14 @@
 import type { MessageType } from "../../protocol/constants.ts";
 
 /** The records that carry block digests: what a sync spends to compare. */
-const SIGNATURE_TYPES: ReadonlySet<string> = new Set<MessageType>(["SIGS_REPLY", "READ_DIFF"]);
+const SIGNATURE_TYPES: ReadonlySet<string> = new Set<MessageType>(["SIGS_REPLY", "READ_DIFF", "SUB_DIGESTS"]);
 
 export class WireCounters {
   recordsSent = 0;
   recordsReceived = 0;
   bytesSent = 0;
   bytesReceived = 0;
-  /** Bytes of the digest records (SIGS_REPLY, READ_DIFF; header included), either way. */
+  /** Bytes of the digest records (SIGS_REPLY, READ_DIFF, SUB_DIGESTS; header included), either way. */
   signatureBytes = 0;
 
   sent(bytes: number, type?: MessageType): void {
