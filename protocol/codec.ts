@@ -37,6 +37,7 @@ import {
   type Mode,
   ModeCode,
   OPEN_CLIENT_ZSTD,
+  OPEN_COMPRESS_ALWAYS,
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
   OPEN_IN_PLACE,
@@ -90,7 +91,11 @@ export function encode(msg: Message): Uint8Array {
       v.setUint8(2, ModeCode[msg.mode]);
       v.setUint8(3, HashCode[msg.hash]);
       v.setUint32(4, msg.blockSize);
-      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0));
+      v.setUint32(
+        8,
+        (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) |
+          (msg.compressAlways ? OPEN_COMPRESS_ALWAYS : 0),
+      );
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
       v.setUint16(20 + HASH_KEY_SIZE, name.length);
@@ -284,6 +289,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         dryRun: (openFlags & OPEN_DRY_RUN) !== 0,
         clientZstd: (openFlags & OPEN_CLIENT_ZSTD) !== 0,
         ...((openFlags & OPEN_IN_PLACE) !== 0 ? { inPlace: true } : {}),
+        ...((openFlags & OPEN_COMPRESS_ALWAYS) !== 0 ? { compressAlways: true } : {}),
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,

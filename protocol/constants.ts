@@ -109,7 +109,12 @@ export const OPEN_DRY_RUN = 0x0001;
 export const OPEN_CLIENT_ZSTD = 0x0002;
 /** OPEN flag, push: write in place (no journal, no partial file: faster, torn if interrupted). */
 export const OPEN_IN_PLACE = 0x0004;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE;
+/**
+ * OPEN flag, pull, with OPEN_CLIENT_ZSTD: the client asks the source to try zstd on every DATA
+ * (--compress=always), not only while its link is the bottleneck. Ignored otherwise.
+ */
+export const OPEN_COMPRESS_ALWAYS = 0x0008;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_COMPRESS_ALWAYS;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;

@@ -20,6 +20,8 @@ export interface OpenMessage {
   clientZstd: boolean;
   /** OPEN_IN_PLACE: write the destination in place (absent means false). */
   inPlace?: boolean;
+  /** OPEN_COMPRESS_ALWAYS: pull, with clientZstd: try zstd on every DATA (absent means false). */
+  compressAlways?: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */

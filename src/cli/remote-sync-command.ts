@@ -128,6 +128,7 @@ export async function runRemoteSync(
         hash: o.hash,
         dryRun,
         inplace: o.inplace,
+        compress: o.compress,
         pool,
         activity: idle.activity,
         signal,

@@ -22,7 +22,8 @@ export async function diffRange(
   ctx: SideContext,
   range: { offset: number; length: number; dst: Uint8Array },
   options: {
-    zstdLevel: number;
+    /** The zstd level for a job, asked as it starts (CompressPolicy.level); 0: raw. */
+    zstdLevel: () => number;
     dryRun: boolean;
     lookahead: number;
     emit: (op: JobOp) => Promise<void>;
@@ -75,7 +76,7 @@ export async function diffRange(
         key: ctx.key,
         dst: slice(p),
         advise: ctx.readAhead?.take(),
-        zstdLevel: options.zstdLevel,
+        zstdLevel: options.zstdLevel(),
         withoutPayload: options.dryRun,
       }));
     };

@@ -23,6 +23,7 @@
 import { decode, encode, encodeParts, ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION } from "../../protocol/constants.ts";
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
+import { CompressPolicy } from "../engine/compress-policy.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
 import { ReadAhead } from "../engine/read-ahead.ts";
@@ -47,7 +48,6 @@ import {
   PULL_TASKS,
   SERVER_TASKS,
   SESSION_BUFFER_BYTES,
-  ZSTD_LEVEL,
 } from "./session-limits.ts";
 import { WireCounters } from "./wire-counters.ts";
 
@@ -133,6 +133,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     memory,
     signal: controller.signal,
     activity: options.activity,
+    sendBacklog: () => channel.sendBacklog?.() ?? 0,
     committed: () => {
       result.committed = true;
     },
@@ -229,6 +230,8 @@ interface SessionIo {
   memory: SessionMemory;
   signal: AbortSignal;
   activity: SessionActivity | undefined;
+  /** The channel's RecordChannel.sendBacklog (0 without one). */
+  sendBacklog: () => number;
   committed: () => void;
 }
 
@@ -380,8 +383,12 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
   const { io, claims } = o;
   const root = new RootHash(ctx.key, { maxIntervals: MAX_TRACKED_INTERVALS });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
-  // zstd DATA only for a client that said it decompresses it.
-  const zstdLevel = o.open.clientZstd ? ZSTD_LEVEL : 0;
+  // zstd DATA only for a client that said it decompresses it: while our link is the
+  // bottleneck, or on every DATA if it asked for that.
+  const policy = new CompressPolicy({
+    mode: !o.open.clientZstd ? "never" : o.open.compressAlways ? "always" : "auto",
+    backlog: io.sendBacklog,
+  });
   const reserve = async (bytes: number) => {
     const hold = await io.memory.hold(bytes, { shared: true });
     return () => hold.release();
@@ -402,14 +409,16 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
           try {
             await pause?.beforeRange(io.signal);
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
-              zstdLevel,
+              zstdLevel: () => policy.level(),
               dryRun: o.open.dryRun,
               lookahead: LOOKAHEAD_JOBS,
               reserve,
-              emit: (op) =>
-                io.send(encodeParts(op.kind === "data"
+              emit: (op) => {
+                policy.observe();
+                return io.send(encodeParts(op.kind === "data"
                   ? { type: "DATA", cookie: m.cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd }
-                  : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length })),
+                  : { type: "ZERO", cookie: m.cookie, offset: op.offset, length: op.length }));
+              },
             });
             await pause?.afterRange(m, io.signal);
             // ERROR ESTALE instead of RANGE_DONE: what this range sent is no single image.

@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { decode } from "../../protocol/codec.ts";
 import type { Message } from "../../protocol/messages.ts";
+import type { CompressMode } from "../../src/engine/compress-policy.ts";
 import type { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { dial } from "../../src/net/dial.ts";
 import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
@@ -77,6 +78,8 @@ export async function clientSync(
     knownHosts: string;
     dryRun?: boolean;
     blockSize?: number;
+    /** --compress (default "auto"). */
+    compress?: CompressMode;
     /** Wraps the client's channel (tests that hold a session at a given point). */
     wrap?: (channel: RecordChannel) => RecordChannel;
   },
@@ -103,6 +106,7 @@ export async function clientSync(
         blockSize: options.blockSize ?? 65536,
         hash: "hmac-sha256",
         dryRun,
+        compress: options.compress,
         pool: options.pool,
       });
     } finally {
