@@ -39,6 +39,7 @@ import {
   type Mode,
   ModeCode,
   OPEN_CLIENT_ZSTD,
+  OPEN_COMPRESS_ALWAYS,
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
   OPEN_IN_PLACE,
@@ -94,7 +95,11 @@ export function encode(msg: Message): Uint8Array {
       v.setUint8(2, ModeCode[msg.mode]);
       v.setUint8(3, HashCode[msg.hash]);
       v.setUint32(4, msg.blockSize);
-      v.setUint32(8, (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) | (msg.refine ? OPEN_REFINE : 0));
+      v.setUint32(
+        8,
+        (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) |
+          (msg.refine ? OPEN_REFINE : 0) | (msg.compressAlways ? OPEN_COMPRESS_ALWAYS : 0),
+      );
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
       v.setUint16(20 + HASH_KEY_SIZE, name.length);
@@ -305,6 +310,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         clientZstd: (openFlags & OPEN_CLIENT_ZSTD) !== 0,
         ...((openFlags & OPEN_IN_PLACE) !== 0 ? { inPlace: true } : {}),
         ...((openFlags & OPEN_REFINE) !== 0 ? { refine: true } : {}),
+        ...((openFlags & OPEN_COMPRESS_ALWAYS) !== 0 ? { compressAlways: true } : {}),
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,

@@ -114,7 +114,12 @@ export const OPEN_CLIENT_ZSTD = 0x0002;
 export const OPEN_IN_PLACE = 0x0004;
 /** OPEN flag, the client's capability: it speaks REFINE, SUB_DIGESTS and PATCH (§5.8). */
 export const OPEN_REFINE = 0x0008;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE;
+/**
+ * OPEN flag, pull, with OPEN_CLIENT_ZSTD: the client asks the source to try zstd on every DATA
+ * (--compress=always), not only while its link is the bottleneck. Ignored otherwise.
+ */
+export const OPEN_COMPRESS_ALWAYS = 0x0010;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;

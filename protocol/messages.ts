@@ -22,6 +22,8 @@ export interface OpenMessage {
   inPlace?: boolean;
   /** OPEN_REFINE: the client speaks REFINE, SUB_DIGESTS and PATCH (absent means false). */
   refine?: boolean;
+  /** OPEN_COMPRESS_ALWAYS: pull, with clientZstd: try zstd on every DATA (absent means false). */
+  compressAlways?: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */

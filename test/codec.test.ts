@@ -2,7 +2,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { decode, encode, ProtocolError } from "../protocol/codec.ts";
-import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, OPEN_CLIENT_ZSTD, OPEN_DRY_RUN } from "../protocol/constants.ts";
+import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, OPEN_CLIENT_ZSTD, OPEN_COMPRESS_ALWAYS, OPEN_DRY_RUN } from "../protocol/constants.ts";
 import type { Message } from "../protocol/messages.ts";
 
 const digests = new Uint8Array(5 * 16);
@@ -45,6 +45,9 @@ describe("codec", { timeout: 10_000 }, () => {
       assert.equal(flags, (dryRun ? OPEN_DRY_RUN : 0) | (clientZstd ? OPEN_CLIENT_ZSTD : 0));
       assert.deepEqual(decode(rec), { ...open, dryRun, clientZstd });
     }
+    const always = encode({ ...open, mode: "pull", clientZstd: true, compressAlways: true });
+    assert.equal(new DataView(always.buffer, always.byteOffset).getUint32(HEADER_SIZE + 8), OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_COMPRESS_ALWAYS);
+    assert.deepEqual(decode(always), { ...open, mode: "pull", clientZstd: true, compressAlways: true });
   });
 
   test("zero runs are compact: 16384 hole blocks cost a few bytes", () => {
@@ -76,7 +79,7 @@ describe("codec", { timeout: 10_000 }, () => {
     for (const [what, rec] of bad) assert.throws(() => decode(rec), ProtocolError, what);
     const open = encode(samples[0]);
     assert.throws(() => decode(patch(open, HEADER_SIZE + 2, [9])), ProtocolError, "unknown mode");
-    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [16])), ProtocolError, "unknown open flag");
+    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [32])), ProtocolError, "unknown open flag");
     assert.throws(() => decode(open.subarray(0, open.length - 1)), ProtocolError, "truncated name");
   });
 });

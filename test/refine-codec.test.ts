@@ -132,7 +132,7 @@ describe("sub-digests", () => {
     const dst = new Uint8Array(3 * DIGEST_SIZE);
     dst.fill(9, 2 * DIGEST_SIZE);
     const pack = (r: Uint8Array, offset: number) => ({ kind: "data" as const, offset, length: r.length, payload: r.slice(), zstd: false });
-    const ops = refineRun(raw, { offset: 0, blockSize: bs, dst, first: 0, pack });
+    const ops = refineRun(raw, { offset: 0, blockSize: bs, dst, first: 0, pack, packRun: (r, offset) => [pack(r, offset)] });
     assert.deepEqual(ops.map((o) => [o.kind, o.offset, o.length]), [["patch", 0, 2 * bs], ["refine", 2 * bs, bs]]);
     const p = ops[0];
     assert.ok(p.kind === "patch");

@@ -8,7 +8,8 @@
  * (f) DATA, ZERO and RANGE_DONE are valid only once SIGS_REPLY was sent for their range, a
  *     write lies inside an open range and writes each block once; FLUSH is optional;
  * (g) a request whose cookie is still in flight is a violation;
- * (h) a pull server sends zstd DATA only to a client that set OPEN_CLIENT_ZSTD;
+ * (h) a pull server sends zstd DATA only to a client that set OPEN_CLIENT_ZSTD (on every DATA
+ *     with OPEN_COMPRESS_ALWAYS; over a link that never backs up, none without it);
  * (i) a violation closes the connection: no ERROR, no END (over TCP: EOF without END);
  * and the session's bounds and reports: at most PULL_TASKS READ_DIFFs at once, the
  * listener-wide budget given back at the end, the first cause reported (ENOSPC, not the
@@ -204,13 +205,19 @@ describe("server session rules", () => {
     });
   });
 
-  test("(h) a pull server sends zstd DATA only to a client that set OPEN_CLIENT_ZSTD", T, async () => {
+  test("(h) a pull server sends zstd DATA only to a client that set OPEN_CLIENT_ZSTD (always: every DATA)", T, async () => {
     await withTempDir(async (dir) => {
       const src = path.join(dir, "src.img");
       makeSparseFile(src, { size: 64 * BS, chunks: [{ offset: 0, length: 64 * BS, fill: 7 }] }); // very compressible
-      for (const clientZstd of [false, true]) {
+      // The memory pair never backs up: without OPEN_COMPRESS_ALWAYS ("auto"), nothing is compressed.
+      const cases = [
+        { clientZstd: false, compressAlways: true, zstd: false },
+        { clientZstd: true, compressAlways: true, zstd: true },
+        { clientZstd: true, compressAlways: false, zstd: false },
+      ];
+      for (const { clientZstd, compressAlways, zstd } of cases) {
         const p = serveFile(src, { pool });
-        await p.driver.send(openRequest({ mode: "pull", size: 0, key: KEY, clientZstd }));
+        await p.driver.send(openRequest({ mode: "pull", size: 0, key: KEY, clientZstd, ...(compressAlways ? { compressAlways } : {}) }));
         await p.driver.expect("OPEN_OK");
         await p.driver.send({ type: "READ_DIFF", cookie: 2, offset: 0, length: 64 * BS, digests: new Uint8Array(64 * DIGEST_SIZE) });
         const data: boolean[] = [];
@@ -218,7 +225,7 @@ describe("server session rules", () => {
           if (m.type === "DATA") data.push(m.zstd);
         }
         assert.ok(data.length > 0);
-        assert.ok(clientZstd ? data.every((z) => z) : data.every((z) => !z), `clientZstd ${clientZstd}: zstd flags ${data}`);
+        assert.ok(data.every((z) => z === zstd), `clientZstd ${clientZstd}, compressAlways ${compressAlways}: zstd flags ${data}`);
         p.driver.channel.close();
         await p.result;
       }

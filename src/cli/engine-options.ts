@@ -6,6 +6,7 @@ import {
   MAX_BLOCK_SIZE,
   MIN_BLOCK_SIZE,
 } from "../../protocol/constants.ts";
+import { COMPRESS_MODES, type CompressMode } from "../engine/compress-policy.ts";
 import { UsageError } from "../util/errors.ts";
 
 export interface EngineFlags {
@@ -18,6 +19,7 @@ export interface EngineFlags {
   wait?: string | number;
   /** cac's `--no-refine` sets it false. */
   refine?: boolean;
+  compress?: string;
 }
 
 export interface EngineOptions {
@@ -31,6 +33,8 @@ export interface EngineOptions {
   waitMs: number;
   /** Refine differing blocks to 4 KiB pages (default); --no-refine sends whole blocks. */
   refine: boolean;
+  /** --compress: zstd for DATA: auto (while the link is the bottleneck), never, always. */
+  compress: CompressMode;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -51,6 +55,14 @@ export function parseHash(text: string | undefined): HashAlgorithm {
     throw new UsageError(`Invalid --hash ${h}: use poly1305 (default), hmac-sha256, blake3, or xxh128 (trusted data only)`);
   }
   return h as HashAlgorithm;
+}
+
+export function parseCompress(text: string | undefined): CompressMode {
+  const c = text ?? "auto";
+  if (!(COMPRESS_MODES as readonly string[]).includes(c)) {
+    throw new UsageError(`Invalid --compress ${c}: use auto (default: while the link is the bottleneck), never, or always`);
+  }
+  return c as CompressMode;
 }
 
 /** --wait's default: long enough for a session that is ending (a killed client's) to let go. */
@@ -77,6 +89,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     inplace: flags.inplace === true,
     waitMs: parseWait(flags.wait),
     refine: flags.refine !== false,
+    compress: parseCompress(flags.compress),
   };
 }
 
@@ -106,6 +119,10 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--dry-run", "Report what would change; write nothing")
     .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
     .option("--json", "Print the summary as one JSON object on stdout")
+    .option(
+      "--compress <when>",
+      "zstd for the data sent: auto (default: while the link is the bottleneck; never in a local sync), always, never",
+    )
     .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)")
     .option("--no-refine", "Send whole differing blocks, not only their changed 4 KiB pages (for a listener that predates refinement)")
     .option(

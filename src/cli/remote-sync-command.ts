@@ -129,6 +129,7 @@ export async function runRemoteSync(
         dryRun,
         inplace: o.inplace,
         refine: o.refine,
+        compress: o.compress,
         pool,
         activity: idle.activity,
         signal,

@@ -24,6 +24,8 @@ import { createSubBlockHasher, subDigests } from "./sub-digests.ts";
 
 /** Packs raw bytes as a DATA op (compressed or not, or without payload in a dry run): run-job's policy. */
 export type Pack = (raw: Uint8Array, offset: number) => JobOp & { kind: "data" };
+/** Packs a run of whole blocks as DATA ops (compression decided per block: data-ops.ts). */
+export type PackRun = (raw: Uint8Array, offset: number) => JobOp[];
 
 const hashers = new Map<string, Promise<BlockHasher>>();
 
@@ -38,7 +40,7 @@ function subHasherFor(job: SubDigestJob | PatchJob): Promise<BlockHasher> {
   return h;
 }
 
-export async function runRefineJob(job: SubDigestJob | PatchJob, pack: Pack): Promise<DigestResult | DiffResult> {
+export async function runRefineJob(job: SubDigestJob | PatchJob, pack: Pack, packRun: PackRun): Promise<DigestResult | DiffResult> {
   const hasher = await subHasherFor(job);
   const data = new Uint8Array(job.length);
   const bytesRead = readLent(job.file, data, job.offset);
@@ -61,7 +63,7 @@ export async function runRefineJob(job: SubDigestJob | PatchJob, pack: Pack): Pr
     }
   }
   const ops: JobOp[] = [];
-  if (dataPages === pages) ops.push(pack(data, job.offset));
+  if (dataPages === pages) ops.push(...packRun(data, job.offset));
   else if (dataPages + zeroPages > 0) ops.push(patchOp(data, { offset: job.offset, data: dataMask, zeros }, pack));
   return { digests: new Uint8Array(0), bytesRead, ops };
 }
@@ -72,7 +74,7 @@ export async function runRefineJob(job: SubDigestJob | PatchJob, pack: Pack): Pr
  */
 export function refineRun(
   raw: Uint8Array,
-  o: { offset: number; blockSize: number; dst: Uint8Array; first: number; roundTrips?: boolean; pack: Pack },
+  o: { offset: number; blockSize: number; dst: Uint8Array; first: number; roundTrips?: boolean; pack: Pack; packRun: PackRun },
 ): JobOp[] {
   const bs = o.blockSize;
   const blocks = Math.ceil(raw.length / bs);
@@ -86,7 +88,8 @@ export function refineRun(
     const to = Math.min(raw.length, j * bs);
     if (!zeroAtDestination) {
       // Without round trips (RefinePolicy: they did not pay lately), whole blocks.
-      ops.push(o.roundTrips === false ? o.pack(raw.subarray(from, to), o.offset + from) : { kind: "refine", offset: o.offset + from, length: to - from });
+      if (o.roundTrips === false) ops.push(...o.packRun(raw.subarray(from, to), o.offset + from));
+      else ops.push({ kind: "refine", offset: o.offset + from, length: to - from });
     } else {
       const bytes = raw.subarray(from, to);
       const pages = pageCount(bytes.length);
@@ -99,7 +102,8 @@ export function refineRun(
           dataPages++;
         }
       }
-      ops.push(dataPages === pages ? o.pack(bytes, o.offset + from) : patchOp(bytes, { offset: o.offset + from, data: mask, zeros: newMask(pages) }, o.pack));
+      if (dataPages === pages) ops.push(...o.packRun(bytes, o.offset + from));
+      else ops.push(patchOp(bytes, { offset: o.offset + from, data: mask, zeros: newMask(pages) }, o.pack));
     }
     i = j;
   }

@@ -11,30 +11,25 @@
  */
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
-import { compress, decompress } from "../platform/zstd.ts";
+import { decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
+import { dataOps, packOne } from "./data-ops.ts";
 import { giveAdvice } from "./read-ahead.ts";
 import { refineRun, runRefineJob } from "./refine-job.ts";
 import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
-/** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
-const WORTH_IT = 7 / 8;
-/**
- * Adaptive compression, per thread: after an attempt that did not pay, the next `skip` DATA
- * runs go raw without trying; each further miss doubles that (up to MAX_SKIP), a hit resets
- * it. Incompressible data then costs little CPU; compressible data is still found quickly.
- */
-const MAX_SKIP = 64;
-const zstdState = { skip: 0, backoff: 1 };
 const hashers = new Map<string, Promise<BlockHasher>>();
 /** This thread's read buffer while no result holds views of it. */
 let scratch: Uint8Array | undefined;
 
 export async function runJob(job: ScanJob): Promise<JobResult> {
   if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
-  if (job.kind === "sub-digests" || job.kind === "patch") return await runRefineJob(job, (raw, offset) => dataOp(raw, offset, job));
+  if (job.kind === "sub-digests" || job.kind === "patch") {
+    const packing = { level: job.zstdLevel, blockSize: job.blockSize, withoutPayload: job.withoutPayload };
+    return await runRefineJob(job, (raw, offset) => packOne(raw, offset, packing), (raw, offset) => dataOps(raw, offset, packing));
+  }
   const hasher = await hasherFor(job);
   if (job.kind === "unpack") return unpack(job, hasher);
   giveAdvice(job.file, job.advise);
@@ -58,8 +53,20 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
           continue;
         }
         const raw = data.subarray(start, end);
-        if (job.refine) ops.push(...refineRun(raw, { offset, blockSize: job.blockSize, dst: job.dst, first: run.first, roundTrips: job.roundTrips !== false, pack: (r, at) => dataOp(r, at, job) }));
-        else ops.push(dataOp(raw, offset, job));
+        const packing = { level: job.zstdLevel, blockSize: job.blockSize, withoutPayload: job.withoutPayload };
+        if (job.refine) {
+          ops.push(...refineRun(raw, {
+            offset,
+            blockSize: job.blockSize,
+            dst: job.dst,
+            first: run.first,
+            roundTrips: job.roundTrips !== false,
+            pack: (r, at) => packOne(r, at, packing),
+            packRun: (r, at) => dataOps(r, at, packing),
+          }));
+        } else {
+          ops.push(...dataOps(raw, offset, packing));
+        }
       }
       let viewed = 0;
       for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
@@ -74,22 +81,6 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
     default:
       throw new TypeError(`unknown job ${(job as ScanJob).kind}`);
   }
-}
-
-function dataOp(raw: Uint8Array, offset: number, job: { zstdLevel: number; withoutPayload: boolean }): JobOp & { kind: "data" } {
-  if (job.withoutPayload) return { kind: "data", offset, length: raw.length, payload: undefined, zstd: false };
-  if (job.zstdLevel > 0 && zstdState.skip > 0) {
-    zstdState.skip--;
-  } else if (job.zstdLevel > 0) {
-    const packed = compress(raw, job.zstdLevel);
-    if (packed.length <= raw.length * WORTH_IT) {
-      zstdState.backoff = 1;
-      return { kind: "data", offset, length: raw.length, payload: packed, zstd: true };
-    }
-    zstdState.skip = zstdState.backoff;
-    zstdState.backoff = Math.min(MAX_SKIP, zstdState.backoff * 2);
-  }
-  return { kind: "data", offset, length: raw.length, payload: raw, zstd: false };
 }
 
 function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {

@@ -23,7 +23,8 @@ export async function diffRange(
   ctx: SideContext,
   range: { offset: number; length: number; dst: Uint8Array },
   options: {
-    zstdLevel: number;
+    /** The zstd level for a job, asked as it starts (CompressPolicy.level); 0: raw. */
+    zstdLevel: () => number;
     dryRun: boolean;
     /** Refinement negotiated: differing blocks go page by page (PATCH, "refine" ops; spec §5.8). */
     refine?: boolean;
@@ -80,7 +81,7 @@ export async function diffRange(
         key: ctx.key,
         dst: slice(p),
         advise: ctx.readAhead?.take(),
-        zstdLevel: options.zstdLevel,
+        zstdLevel: options.zstdLevel(),
         withoutPayload: options.dryRun,
         refine: options.refine === true,
         roundTrips: options.refine === true && (options.roundTrips?.() ?? true),

@@ -32,6 +32,7 @@ export function watchSentErrors(inner: RecordChannel): SentErrors {
     },
     receive: () => inner.receive(),
     close: (reason) => inner.close(reason),
+    sendBacklog: () => inner.sendBacklog?.() ?? 0,
     [Symbol.asyncDispose]: () => inner[Symbol.asyncDispose](),
   };
   return { channel, first: () => first };

@@ -110,6 +110,10 @@ export class IdleTimeoutChannel implements RecordChannel {
     this.#inner.close(reason);
   }
 
+  sendBacklog(): number {
+    return this.#inner.sendBacklog?.() ?? 0;
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     return this.#inner[Symbol.asyncDispose]();
   }

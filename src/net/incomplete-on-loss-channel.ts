@@ -34,6 +34,10 @@ export class IncompleteOnLossChannel implements RecordChannel {
     return this.#inner.receive().catch((e) => this.#wrap(e));
   }
 
+  sendBacklog(): number {
+    return this.#inner.sendBacklog?.() ?? 0;
+  }
+
   close(reason?: Error): void {
     this.#inner.close(reason);
   }

@@ -153,6 +153,13 @@ export class NoiseRecordChannel implements RecordChannel {
     return new Promise((resolve, reject) => this.#unsent.push({ parts: record, bytes: length, resolve, reject }));
   }
 
+  /** RecordChannel.sendBacklog: what the socket holds and the records waiting for 'drain'. */
+  sendBacklog(): number {
+    let bytes = this.socket.writableLength;
+    for (const s of this.#unsent) bytes += s.bytes;
+    return bytes / this.#maxUnsentBytes;
+  }
+
   /**
    * True while the socket holds more than maxUnsentBytes and will say 'drain' (it does once a
    * write found its buffer past the high-water mark; below that there is nothing to wait for).

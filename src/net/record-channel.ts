@@ -22,4 +22,11 @@ export interface RecordChannel extends AsyncDisposable {
   send(record: RecordParts): Promise<void>;
   receive(): Promise<Uint8Array | null>;
   close(reason?: Error): void;
+  /**
+   * How full the send queue is: bytes send() accepted that the transport has not taken yet,
+   * as a fraction of the bytes past which send() waits (≥ 1: sends wait for the link). The
+   * sender's link-pressure signal (CompressPolicy); cheap, read-only. Absent or 0: no link
+   * to measure (the in-memory pair). Wrappers pass their inner channel's on.
+   */
+  sendBacklog?(): number;
 }

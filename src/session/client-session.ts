@@ -24,6 +24,7 @@ import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HASH_KEY_SIZE, HEADER_SIZE, type HashAlgorithm, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import type { ServerCounters } from "../../protocol/messages.ts";
+import { type CompressMode, CompressPolicy } from "../engine/compress-policy.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { planRanges } from "../engine/ranges.ts";
 import { RootHash } from "../engine/root-hash.ts";
@@ -38,7 +39,7 @@ import { equalBytes } from "../util/equal-bytes.ts";
 import { asError, ErrnoError, MismatchError, RemoteError, SourceChangedError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { type Activity, ClientConnection } from "./client-connection.ts";
-import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT, ZSTD_LEVEL } from "./session-limits.ts";
+import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT } from "./session-limits.ts";
 import { StreamRefines } from "./refine-pull.ts";
 import { startRefine } from "./refine-push.ts";
 import { RefinePolicy } from "../engine/refine-policy.ts";
@@ -55,6 +56,12 @@ export interface SyncOptions {
   dryRun: boolean;
   /** Push: ask the listener to write in place (no journal, no partial file). */
   inplace?: boolean;
+  /**
+   * zstd for DATA (default "auto": while the sender's link is the bottleneck). Push: the
+   * client's own policy; pull: asked of the server (OPEN_CLIENT_ZSTD unless "never",
+   * OPEN_COMPRESS_ALWAYS for "always").
+   */
+  compress?: CompressMode;
   pool: WorkerPool;
   /** The idle timeout's activity (IdleTimeoutChannel): told while the server owes us nothing. */
   activity?: Activity;
@@ -110,6 +117,7 @@ export async function runClient(
   else options.signal?.addEventListener("abort", onAbort, { once: true });
   const key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
   const stats = new SideStats();
+  const compress = options.compress ?? "auto";
   try {
     // Before OPEN, whose size is the store's: a file changed since it was opened fails here.
     const watch = options.mode === "push" ? await SourceWatch.start(local) : undefined;
@@ -121,9 +129,10 @@ export async function runClient(
       hash: options.hash,
       blockSize: options.blockSize,
       dryRun: options.dryRun,
-      clientZstd: true, // DestinationWriter decompresses zstd DATA
+      clientZstd: compress !== "never", // DestinationWriter decompresses zstd DATA
       inPlace: options.inplace === true,
       ...(askRefine ? { refine: true } : {}),
+      ...(options.mode === "pull" && compress === "always" ? { compressAlways: true } : {}),
       size: local.size,
       key,
       name: options.name,
@@ -149,8 +158,10 @@ export async function runClient(
       readAhead: new ReadAhead(local),
       signal: group.signal,
     };
+    // Push: our link's backlog decides (the memory pair of `ssync sync` has none: raw).
+    const policy = new CompressPolicy({ mode: ok.zstd ? compress : "never", backlog: () => channel.sendBacklog?.() ?? 0 });
     const root = options.mode === "push"
-      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv() })
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv(), policy })
       : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine });
     if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
@@ -198,7 +209,7 @@ function remoteSourceChanged(e: unknown): unknown {
 async function pushRanges(
   conn: ClientConnection,
   ctx: SideContext,
-  o: { group: TaskGroup; dryRun: boolean; refine: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined },
+  o: { group: TaskGroup; dryRun: boolean; refine: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined; policy: CompressPolicy },
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
@@ -212,14 +223,15 @@ async function pushRanges(
       }
       const acks: Promise<void>[] = [];
       const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {
-        zstdLevel: ZSTD_LEVEL,
+        zstdLevel: () => o.policy.level(),
         dryRun: o.dryRun,
         refine: o.refine,
         roundTrips: () => policy.roundTrips(),
         lookahead: LOOKAHEAD_JOBS,
         emit: async (op) => {
+          o.policy.observe();
           if (op.kind === "refine") {
-            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: ZSTD_LEVEL, policy });
+            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: o.policy.level(), policy });
             acks.push(refined.done.catch((e) => o.group.fail(e)));
             return;
           }

@@ -8,6 +8,7 @@
  * once (the store it yields later is disposed).
  */
 import type { HashAlgorithm } from "../../protocol/constants.ts";
+import type { CompressMode } from "../engine/compress-policy.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
@@ -25,6 +26,11 @@ export interface LocalSyncOptions {
   ffi?: boolean;
   /** Write in place: no journal, no partial file (faster; torn if interrupted). */
   inplace?: boolean;
+  /**
+   * zstd for DATA. "auto" (the default) never compresses here: the pair is memory, never a
+   * bottleneck (its sendBacklog is 0), so zstd would only cost CPU. "always" compresses.
+   */
+  compress?: CompressMode;
   /** How long to wait for a lock held by another writer (ms). */
   lockWaitMs?: number;
   /** Told what recovery did with a journal an interrupted sync left. */
@@ -66,6 +72,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         dryRun: options.dryRun,
         inplace: options.inplace,
         refine: options.refine,
+        compress: options.compress,
         pool: options.pool,
         signal: options.signal,
       });

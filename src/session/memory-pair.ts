@@ -85,6 +85,11 @@ class MemoryChannel implements RecordChannel {
     else this.#in.end();
   }
 
+  /** No link: memory is never the bottleneck worth compressing for. */
+  sendBacklog(): number {
+    return 0;
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     this.close();
     return Promise.resolve();

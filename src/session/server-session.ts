@@ -25,6 +25,7 @@
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
+import { CompressPolicy } from "../engine/compress-policy.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
 import { ReadAhead } from "../engine/read-ahead.ts";
@@ -56,7 +57,6 @@ import {
   REQUEST_READ_AHEAD_BYTES,
   SERVER_TASKS,
   SESSION_BUFFER_BYTES,
-  ZSTD_LEVEL,
 } from "./session-limits.ts";
 import { WireCounters } from "./wire-counters.ts";
 
@@ -142,6 +142,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     memory,
     signal: controller.signal,
     activity: options.activity,
+    sendBacklog: () => channel.sendBacklog?.() ?? 0,
     committed: () => {
       result.committed = true;
     },
@@ -271,6 +272,8 @@ interface SessionIo {
   memory: SessionMemory;
   signal: AbortSignal;
   activity: SessionActivity | undefined;
+  /** The channel's RecordChannel.sendBacklog (0 without one). */
+  sendBacklog: () => number;
   committed: () => void;
 }
 
@@ -445,8 +448,12 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
   const { io, claims } = o;
   const root = new RootHash(ctx.key, { maxIntervals: MAX_TRACKED_INTERVALS });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
-  // zstd DATA only for a client that said it decompresses it.
-  const zstdLevel = o.open.clientZstd ? ZSTD_LEVEL : 0;
+  // zstd DATA only for a client that said it decompresses it: while our link is the
+  // bottleneck, or on every DATA if it asked for that.
+  const compression = new CompressPolicy({
+    mode: !o.open.clientZstd ? "never" : o.open.compressAlways ? "always" : "auto",
+    backlog: io.sendBacklog,
+  });
   const reserve = async (bytes: number) => {
     const hold = await io.memory.hold(bytes, { shared: true });
     return () => hold.release();
@@ -474,17 +481,19 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
             await working.acquire(1, io.signal);
             slot = true;
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
-              zstdLevel,
+              zstdLevel: () => compression.level(),
               dryRun: o.open.dryRun,
               refine: o.refine,
               roundTrips: () => policy.roundTrips(),
               lookahead: LOOKAHEAD_JOBS,
               reserve,
               // A refine op waits for the client's sub-digests: this stream sends nothing else meanwhile.
-              emit: (op) =>
-                op.kind === "refine"
-                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel, dryRun: o.open.dryRun, policy })
-                  : io.send(encodeOp(op, m.cookie)),
+              emit: (op) => {
+                compression.observe();
+                return op.kind === "refine"
+                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel: compression.level(), dryRun: o.open.dryRun, policy })
+                  : io.send(encodeOp(op, m.cookie));
+              },
             });
             await pause?.afterRange(m, io.signal);
             // ERROR ESTALE instead of RANGE_DONE: what this range sent is no single image.

@@ -34,8 +34,6 @@ export const DATA_WINDOW_BYTES = 16 << 20;
  * keep every worker busy, and each may hold a MiB of results.
  */
 export const LOOKAHEAD_JOBS = 2;
-/** zstd level for DATA: 1 is fast and already saves much on typical images. */
-export const ZSTD_LEVEL = 1;
 /**
  * Ranges a push destination keeps claimed and not closed (SIGS received, RANGE_DONE not yet);
  * one more SIGS is a violation. A client keeps at most RANGES_IN_FLIGHT (older ones 32); each pins up to

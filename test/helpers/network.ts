@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { decode } from "../../protocol/codec.ts";
 import type { Message } from "../../protocol/messages.ts";
+import type { CompressMode } from "../../src/engine/compress-policy.ts";
 import type { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { dial } from "../../src/net/dial.ts";
 import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
@@ -79,6 +80,8 @@ export async function clientSync(
     blockSize?: number;
     /** Refine differing blocks to pages (runClient's default: true). */
     refine?: boolean;
+    /** --compress (default "auto"). */
+    compress?: CompressMode;
     /** Wraps the client's channel (tests that hold a session at a given point). */
     wrap?: (channel: RecordChannel) => RecordChannel;
   },
@@ -105,6 +108,7 @@ export async function clientSync(
         blockSize: options.blockSize ?? 65536,
         hash: "hmac-sha256",
         dryRun,
+        compress: options.compress,
         pool: options.pool,
         refine: options.refine,
       });

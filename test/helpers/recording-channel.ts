@@ -72,6 +72,10 @@ export class RecordingChannel implements RecordChannel {
     this.#inner.close(reason);
   }
 
+  sendBacklog(): number {
+    return this.#inner.sendBacklog?.() ?? 0;
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     return this.#inner[Symbol.asyncDispose]();
   }

@@ -1,0 +1,350 @@
+/**
+ * Compression by bottleneck (issue 9, scope 3): `--compress=auto|never|always`.
+ *
+ * 1. CompressPolicy, fed backlog figures and a clock: the two states of "auto" and their
+ *    hysteresis, the level's step up and down, "never" and "always".
+ * 2. dataOps compresses per 64 KiB unit: every compressible unit of a run goes as zstd, even
+ *    after random ones; the ops tile the run.
+ * 3. End to end, real files, real TCP on 127.0.0.1 (a listener in this process):
+ *    - a local sync sends no compressed DATA ("auto"; "always" does compress);
+ *    - `never` sends none over a slow link, push and pull;
+ *    - `always` over a fast link compresses every compressible block, per block, among
+ *      random ones (mostly random runs, which the old per-run back-off sent raw);
+ *    - `auto` over a link that never backs up sends raw; over a slow relay (its queue backs
+ *      up) it compresses, push and pull.
+ */
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import crypto from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import { runSyncCommand } from "../src/cli/sync-command.ts";
+import { CompressPolicy, FULL, HIGH_LEVEL, LEAVE_MS, LEVEL, LOW, RAISE_MS, TAU_MS } from "../src/engine/compress-policy.ts";
+import { COMPRESS_UNIT, dataOps } from "../src/engine/data-ops.ts";
+import { WorkerPool } from "../src/engine/worker-pool.ts";
+import { decompress, initZstd } from "../src/platform/zstd.ts";
+import { syncLocal } from "../src/session/local-sync.ts";
+import { UsageError } from "../src/util/errors.ts";
+import { authorize, clientSync, makeKey, startListener } from "./helpers/network.ts";
+import { RecordingChannel } from "./helpers/recording-channel.ts";
+import { SlowRelay } from "./helpers/slow-relay.ts";
+import { fileHash, withTempDir } from "./helpers/sparse.ts";
+
+const MiB = 1 << 20;
+const BLOCK = 64 * 1024;
+const T = { timeout: 60_000 };
+
+/** 64 KiB that zstd shrinks to about 30%: words and numbers picked by a seeded generator. */
+function compressibleBlock(seed: number): Uint8Array {
+  const words = ["sparse", "image", "block", "extent", "journal", "commit", "digest", "zero", "hole", "guest", "disk", "sync"];
+  const out = new Uint8Array(BLOCK);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  let at = 0;
+  while (at < BLOCK) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    const w = `${words[(x >>> 0) % words.length]}${(x >>> 8) % 100} `;
+    for (let i = 0; i < w.length && at < BLOCK; i++) out[at++] = w.charCodeAt(i);
+  }
+  return out;
+}
+
+/** A file of 64 KiB blocks: kinds[i] says whether block i is compressible ("c") or random ("r"). */
+function writeBlocks(file: string, kinds: string): void {
+  const fd = fs.openSync(file, "w");
+  try {
+    for (let i = 0; i < kinds.length; i++) {
+      const block = kinds[i] === "c" ? compressibleBlock(i + 1) : crypto.randomBytes(BLOCK);
+      fs.writeSync(fd, block, 0, BLOCK, i * BLOCK);
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+describe("CompressPolicy (fed backlog figures and a clock)", { timeout: 10_000 }, () => {
+  /** A policy over a backlog and a clock the test sets. */
+  function fed(mode: "auto" | "never" | "always") {
+    const at = { backlog: 0, now: 0 };
+    const policy = new CompressPolicy({ mode, backlog: () => at.backlog, now: () => at.now });
+    /** Samples (level(), as at job starts) every `step` ms for `ms` ms at `backlog`; the levels seen. */
+    const run = (backlog: number, ms: number, step = 10) => {
+      at.backlog = backlog;
+      const levels: number[] = [];
+      for (let t = 0; t < ms; t += step) {
+        at.now += step;
+        levels.push(policy.level());
+      }
+      return levels;
+    };
+    /** The levels seen over `ms` ms of a backlog that is `high` for `on` ms, then `low` for `off` ms, by turns. */
+    const square = (o: { high: number; on: number; low: number; off: number; ms: number }) => {
+      const levels: number[] = [];
+      for (let t = 0; t < o.ms; t += o.on + o.off) levels.push(...run(o.high, o.on), ...run(o.low, o.off));
+      return levels;
+    };
+    return { policy, at, run, square };
+  }
+  const only = (levels: number[]) => [...new Set(levels)];
+  /** How often consecutive levels differ. */
+  const changes = (levels: number[]) => levels.filter((l, i) => i > 0 && l !== levels[i - 1]).length;
+
+  test("auto: raw while the queue stays short, or backs up only in a burst; link-bound once it stays backed up", () => {
+    const { policy, run } = fed("auto");
+    assert.deepEqual(only(run(0, 500)), [0]);
+    assert.deepEqual(only(run(FULL * 0.8, 2000)), [0], "a queue a fifth full is no bottleneck");
+    run(0, 1000);
+    assert.deepEqual(only(run(4, 40)), [0], "a 40 ms burst");
+    assert.deepEqual(only(run(0, 1000)), [0]);
+    const levels = run(4, 200);
+    assert.equal(levels[0], 0);
+    assert.equal(levels.at(-1), LEVEL);
+    assert.equal(policy.state, "bound");
+    // Entered within about TAU_MS·ln(4/3) of the queue backing up.
+    assert.ok(levels.indexOf(LEVEL) * 10 <= TAU_MS / 2, `after ${levels.indexOf(LEVEL) * 10} ms`);
+  });
+
+  test("auto: a queue full half the time (the kernel hides the rest) is link-bound too", () => {
+    const { policy, square } = fed("auto");
+    const levels = square({ high: 1, on: 20, low: 0, off: 20, ms: 3000 });
+    assert.equal(levels.at(-1), LEVEL);
+    assert.equal(changes(levels), 1, "entered once, then held");
+    assert.equal(policy.state, "bound");
+  });
+
+  test("auto: leaves only after the queue stayed nearly empty for LEAVE_MS; between LOW and FULL it holds", () => {
+    const { policy, run, square } = fed("auto");
+    run(1, 300);
+    assert.equal(policy.state, "bound");
+    assert.deepEqual(only(run((LOW + FULL) / 2, 5000)), [LEVEL], "in between: hold");
+    // Empty for 1.2 s at a time between short fills: the average is below LOW for less than LEAVE_MS.
+    assert.deepEqual(only(square({ high: 1, on: 60, low: 0, off: 1200, ms: 8000 })), [LEVEL]);
+    run(1, 300);
+    const leaving = run(0, 3000);
+    assert.equal(leaving[0], LEVEL);
+    assert.equal(leaving.at(-1), 0);
+    assert.equal(policy.state, "raw");
+    // The average must first decay below LOW (TAU_MS·ln(1/LOW)), then stay there LEAVE_MS.
+    assert.ok(leaving.indexOf(0) * 10 >= LEAVE_MS, `left after ${leaving.indexOf(0) * 10} ms`);
+    // Raw again: a queue between LOW and FULL does not bring compression back.
+    assert.deepEqual(only(run((LOW + FULL) / 2, 5000)), [0]);
+  });
+
+  test("auto: flapping input (backed up and empty by turns) changes the decision at most once", () => {
+    for (const period of [20, 100, 400]) {
+      const { square } = fed("auto");
+      const levels = square({ high: 1, on: period, low: 0, off: period, ms: 10_000 });
+      assert.ok(changes(levels) <= 1, `period ${period} ms: ${changes(levels)} changes`);
+    }
+  });
+
+  test("the level steps up while the queue stays full for RAISE_MS, and back once it drains below FULL", () => {
+    const { policy, run } = fed("auto");
+    const rising = run(1, 2000);
+    assert.equal(rising.at(-1), HIGH_LEVEL);
+    assert.ok(rising.indexOf(HIGH_LEVEL) * 10 >= RAISE_MS, `high after ${rising.indexOf(HIGH_LEVEL) * 10} ms`);
+    assert.equal(policy.state, "high");
+    const falling = run(0, 500);
+    assert.equal(falling.at(-1), LEVEL, "back to LEVEL, not yet raw");
+    assert.equal(policy.state, "bound");
+    assert.ok(policy.fill < FULL);
+  });
+
+  test("never: 0 whatever the backlog; always: never 0, even with no backlog, and its level adapts too", () => {
+    const never = fed("never");
+    assert.deepEqual(only([...never.run(0, 200), ...never.run(100, 3000)]), [0]);
+    const always = fed("always");
+    assert.deepEqual(only(always.run(0, 5000)), [LEVEL]);
+    assert.equal(always.run(4, 2000).at(-1), HIGH_LEVEL);
+    assert.deepEqual(only(always.run(0, 5000).slice(50)), [LEVEL]);
+  });
+
+  test("a backlog that is no finite number counts as none", () => {
+    const { policy, run } = fed("auto");
+    run(NaN, 1000);
+    assert.equal(policy.state, "raw");
+    assert.equal(policy.fill, 0);
+    assert.throws(() => new CompressPolicy({ mode: "sometimes" as "auto", backlog: () => 0 }), TypeError);
+  });
+});
+
+describe("dataOps: per 64 KiB unit", { timeout: 10_000 }, () => {
+  before(() => initZstd());
+
+  test("every compressible unit goes zstd, also after random ones; the ops tile the run", () => {
+    const kinds = "rrrrrrrcrrrrrrrc" + "crcrcrcr";
+    const raw = new Uint8Array(kinds.length * BLOCK);
+    for (let i = 0; i < kinds.length; i++) raw.set(kinds[i] === "c" ? compressibleBlock(i) : crypto.randomBytes(BLOCK), i * BLOCK);
+    const base = 7 * MiB;
+    const ops = dataOps(raw, base, { level: 1, blockSize: 4096, withoutPayload: false });
+    let at = base;
+    for (const op of ops) {
+      assert.equal(op.kind, "data");
+      if (op.kind !== "data") continue;
+      assert.equal(op.offset, at, "in order, no gap");
+      at += op.length;
+      const first = (op.offset - base) / BLOCK;
+      const span = kinds.slice(first, first + op.length / BLOCK);
+      if (op.zstd) {
+        assert.equal(op.length, COMPRESS_UNIT);
+        assert.equal(span, "c");
+        assert.ok(op.payload!.length < (op.length * 7) / 8);
+        assert.deepEqual(decompress(op.payload!, op.length), raw.subarray(op.offset - base, op.offset - base + op.length));
+      } else {
+        assert.match(span, /^r+$/, `raw op over ${span}`);
+        assert.deepEqual(op.payload, raw.subarray(op.offset - base, op.offset - base + op.length));
+      }
+    }
+    assert.equal(at, base + raw.length);
+    assert.equal(ops.filter((o) => o.kind === "data" && o.zstd).length, [...kinds].filter((k) => k === "c").length);
+    // Consecutive random units go as one raw op.
+    assert.equal(ops.length, 2 + 2 + 8);
+  });
+
+  test("level 0 and dry runs: one op for the run, untried", () => {
+    const raw = compressibleBlock(1);
+    assert.deepEqual(dataOps(raw, 0, { level: 0, blockSize: 4096, withoutPayload: false }), [{ kind: "data", offset: 0, length: BLOCK, payload: raw, zstd: false }]);
+    assert.deepEqual(dataOps(raw, 0, { level: 1, blockSize: 4096, withoutPayload: true }), [{ kind: "data", offset: 0, length: BLOCK, payload: undefined, zstd: false }]);
+  });
+});
+
+describe("compression end to end", { timeout: 120_000 }, () => {
+  let pool: WorkerPool;
+  before(() => {
+    pool = new WorkerPool({ size: 2 });
+  });
+  after(async () => {
+    await pool[Symbol.asyncDispose]();
+  });
+
+  test("a local sync sends no compressed DATA; with --compress=always it does", T, async () => {
+    await withTempDir(async (dir) => {
+      const src = path.join(dir, "src.img");
+      writeBlocks(src, "c".repeat(128)); // 8 MiB that zstd shrinks to about 30%
+      const local = await syncLocal(src, path.join(dir, "local.img"), { blockSize: BLOCK, hash: "poly1305", dryRun: false, pool });
+      assert.equal(local.local.bytesSent, 8 * MiB);
+      assert.equal(local.local.dataBytesOnWire, local.local.bytesSent, "raw DATA only");
+      assert.equal(fileHash(path.join(dir, "local.img")), fileHash(src));
+      // Through the CLI's options: the default is auto, "always" compresses.
+      const auto = await runSyncCommand(src, path.join(dir, "cli-auto.img"), {});
+      assert.equal(auto.dataBytesOnWire, auto.dataBytesSent);
+      const always = await runSyncCommand(src, path.join(dir, "cli-always.img"), { compress: "always" });
+      assert.ok(always.dataBytesOnWire < always.dataBytesSent / 2, `${always.dataBytesOnWire} of ${always.dataBytesSent}`);
+      assert.equal(fileHash(path.join(dir, "cli-always.img")), fileHash(src));
+      await assert.rejects(runSyncCommand(src, path.join(dir, "x.img"), { compress: "sometimes" }), UsageError);
+    });
+  });
+
+  /** A listener on 127.0.0.1 serving dir/root, and what a client needs to use it. */
+  async function serve(dir: string) {
+    const server = await startListener(dir, { pool });
+    const key = await makeKey(path.join(dir, "client.key"));
+    authorize(server.authorizedKeys, key);
+    return { server, key, knownHosts: path.join(dir, "known_hosts") };
+  }
+
+  test("--compress=always over TCP: every compressible block goes compressed, per block, among random ones", T, async () => {
+    await withTempDir(async (dir) => {
+      const { server, key, knownHosts } = await serve(dir);
+      try {
+        // Runs of 16 blocks, 14 random: compressed whole, a run would not save 1/8.
+        const kinds = "rrrrrrrcrrrrrrrc".repeat(4) + "rcrcrcrcrcrcrcrc";
+        const src = path.join(dir, "src.img");
+        writeBlocks(src, kinds);
+        let wire: RecordingChannel | undefined;
+        const report = await clientSync(server, {
+          mode: "push",
+          local: src,
+          name: "always.img",
+          key,
+          pool,
+          knownHosts,
+          compress: "always",
+          wrap: (c) => (wire = new RecordingChannel(c)),
+        });
+        assert.equal(fileHash(path.join(server.root, "always.img")), fileHash(src));
+        const data = wire!.ofType("sent", "DATA");
+        for (let i = 0; i < kinds.length; i++) {
+          const at = i * BLOCK;
+          const op = data.find((m) => m.offset! <= at && at < m.offset! + m.length!);
+          assert.ok(op, `block ${i} sent`);
+          if (kinds[i] === "c") assert.deepEqual([op.zstd, op.offset, op.length], [true, at, BLOCK], `block ${i} (compressible)`);
+          else assert.equal(op.zstd, false, `block ${i} (random)`);
+        }
+        const compressible = [...kinds].filter((k) => k === "c").length * BLOCK;
+        assert.ok(report.local.dataBytesOnWire < kinds.length * BLOCK - compressible / 2, `${report.local.dataBytesOnWire} on the wire`);
+      } finally {
+        await server.listener.close();
+      }
+    });
+  });
+
+  test("auto over a link that never backs up: raw (the data fits in the socket's buffers)", T, async () => {
+    await withTempDir(async (dir) => {
+      const { server, key, knownHosts } = await serve(dir);
+      try {
+        const src = path.join(dir, "src.img");
+        writeBlocks(src, "c".repeat(16)); // 1 MiB: less than FULL of the channel's 4 MiB threshold
+        for (const mode of ["push", "pull"] as const) {
+          const name = `small-${mode}.img`;
+          if (mode === "pull") fs.copyFileSync(src, path.join(server.root, name));
+          const local = mode === "push" ? src : path.join(dir, name);
+          const report = await clientSync(server, { mode, local, name, key, pool, knownHosts });
+          assert.equal(report.local.bytesSent, MiB, mode);
+          assert.equal(report.local.dataBytesOnWire, MiB, `${mode}: raw`);
+          assert.equal(fileHash(mode === "push" ? path.join(server.root, name) : local), fileHash(src));
+        }
+      } finally {
+        await server.listener.close();
+      }
+    });
+  });
+
+  test("over a slow link (a rate-limited relay): auto compresses, never does not; push and pull", T, async () => {
+    await withTempDir(async (dir) => {
+      const { server, key, knownHosts } = await serve(dir);
+      const rate = 32 * MiB;
+      await using relay = await SlowRelay.start(server.listener.port, { upBytesPerSecond: rate, downBytesPerSecond: rate });
+      const viaRelay = { listener: { port: relay.port, address: `127.0.0.1:${relay.port}` } };
+      try {
+        const size = 96 * MiB;
+        const src = path.join(dir, "src.img");
+        writeBlocks(src, "c".repeat(size / BLOCK));
+        fs.copyFileSync(src, path.join(server.root, "pulled-auto.img"));
+        fs.copyFileSync(src, path.join(server.root, "pulled-never.img"));
+        for (const mode of ["push", "pull"] as const) {
+          for (const compress of ["never", "auto"] as const) {
+            const name = `${mode === "push" ? "pushed" : "pulled"}-${compress}.img`;
+            const local = mode === "push" ? src : path.join(dir, name);
+            let wire: RecordingChannel | undefined;
+            const report = await clientSync(viaRelay, {
+              mode,
+              local,
+              name,
+              key,
+              pool,
+              knownHosts,
+              compress,
+              wrap: (c) => (wire = new RecordingChannel(c)),
+            });
+            assert.equal(fileHash(mode === "push" ? path.join(server.root, name) : local), fileHash(src), name);
+            assert.equal(report.local.bytesSent, size, name);
+            const zstd = wire!.ofType(mode === "push" ? "sent" : "received", "DATA").filter((m) => m.zstd).length;
+            if (compress === "never") {
+              assert.equal(zstd, 0, name);
+              assert.equal(report.local.dataBytesOnWire, size, name);
+            } else {
+              // The jobs started before the queue filled go raw (with 1 MiB ranges, the first
+              // DATA window's worth); once it stayed full, the rest goes compressed.
+              assert.ok(zstd >= size / BLOCK / 4, `${name}: ${zstd} zstd DATA`);
+              assert.ok(report.local.dataBytesOnWire < size * 0.75, `${name}: ${report.local.dataBytesOnWire} of ${size} on the wire`);
+            }
+          }
+        }
+      } finally {
+        await server.listener.close();
+      }
+    });
+  });
+});
