@@ -478,7 +478,15 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
           let slot = false;
           try {
             await pause?.beforeRange(io.signal);
-            await working.acquire(1, io.signal);
+            // Waiting for a slot is no work of ours: the working READ_DIFFs say whether the
+            // session is busy (one waiting for the client's SUB_DIGESTS is not), else a client
+            // that never answers would never be idle.
+            io.activity?.end();
+            try {
+              await working.acquire(1, io.signal);
+            } finally {
+              io.activity?.begin();
+            }
             slot = true;
             const src = await diffRange(ctx, { offset: m.offset, length: m.length, dst: m.digests }, {
               zstdLevel: () => compression.level(),
