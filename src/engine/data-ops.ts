@@ -21,6 +21,14 @@ import type { JobOp } from "./scan-job.ts";
 export const COMPRESS_UNIT = 64 * 1024;
 /** Compressed DATA is sent only when it saves at least 1/8 of the bytes. */
 export const WORTH_IT = 7 / 8;
+/**
+ * Each unit's first SAMPLE bytes are tried first: when they do not shrink by 1/32, the unit
+ * counts as incompressible (random, already compressed) and goes raw without compressing it
+ * whole — random data then costs 1/16 of a compression, not a whole one, which matters when
+ * the CPU is shared with the other side or the link is fast.
+ */
+export const SAMPLE = 4096;
+const SAMPLE_WORTH_IT = 31 / 32;
 
 export function dataOps(
   raw: Uint8Array,
@@ -35,6 +43,7 @@ export function dataOps(
   let rawFrom = 0;
   for (let at = 0; at < raw.length; at += unit) {
     const piece = raw.subarray(at, Math.min(raw.length, at + unit));
+    if (piece.length > 2 * SAMPLE && compress(piece.subarray(0, SAMPLE), options.level).length > SAMPLE * SAMPLE_WORTH_IT) continue;
     const packed = compress(piece, options.level);
     if (packed.length > piece.length * WORTH_IT) continue;
     if (rawFrom < at) ops.push(rawOp(raw.subarray(rawFrom, at), offset + rawFrom));
