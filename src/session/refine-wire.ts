@@ -1,5 +1,5 @@
 /** Between engine ops and messages, for DATA, ZERO and PATCH (spec §3, §5.8). */
-import { encode, encodeParts, maskedPageBytes } from "../../protocol/codec.ts";
+import { encodeParts, maskedPageBytes } from "../../protocol/codec.ts";
 import { HEADER_SIZE } from "../../protocol/constants.ts";
 import type { DataMessage, PatchMessage, ZeroMessage } from "../../protocol/messages.ts";
 import type { WriteOp } from "../engine/destination-side.ts";
@@ -8,17 +8,12 @@ import type { SideStats } from "../engine/side-context.ts";
 
 export type WriteMessage = DataMessage | ZeroMessage | PatchMessage;
 
-/** The record of an op that carries bytes or zeros (every kind but "refine"), with `cookie`. */
-/** A DATA goes as [header, payload] (encodeParts): its payload is copied once, by the cipher. */
+/**
+ * The record of an op that carries bytes or zeros (every kind but "refine"), with `cookie`.
+ * A DATA goes as [header, payload] (encodeParts): its payload is copied once, by the cipher.
+ */
 export function encodeOp(op: Exclude<JobOp, { kind: "refine" }>, cookie: number): Uint8Array | [Uint8Array, Uint8Array] {
-  switch (op.kind) {
-    case "data":
-      return encodeParts({ type: "DATA", cookie, offset: op.offset, length: op.length, payload: op.payload, zstd: op.zstd });
-    case "zero":
-      return encode({ type: "ZERO", cookie, offset: op.offset, length: op.length });
-    case "patch":
-      return encode({ type: "PATCH", cookie, offset: op.offset, length: op.length, data: op.data, zeros: op.zeros, payload: op.payload, zstd: op.zstd });
-  }
+  return encodeParts({ ...opMessage(op), cookie } as WriteMessage);
 }
 
 /** The request that sends `op` (push). */
