@@ -41,11 +41,11 @@ export function giveAdvice(file: LentFile, pieces: readonly ByteRange[] | undefi
 export class ReadAhead {
   readonly #store: Storage;
   readonly #libc: Libc | null;
-  /** Everything below this offset was advised, is a hole, or was passed by the reader. */
+  /** Everything below this offset was planned, is a hole, or was passed by the reader. */
   #advisedTo = 0;
   /** The furthest offset the reader said it reached. */
   #reached = 0;
-  /** Advised pieces not yet passed by the reader, ascending; `#head` is the first live one. */
+  /** Planned pieces not yet passed by the reader (the lead's count), ascending; `#head` is the first live one. */
   #pieces: { end: number; length: number }[] = [];
   #head = 0;
   /** Data bytes of the live pieces. */
@@ -87,7 +87,7 @@ export class ReadAhead {
     return live.length > 0 ? live.slice(0, PIECES_PER_JOB) : undefined;
   }
 
-  /** Gives the advice planned so far from this thread (tests, and callers with no job to carry it). */
+  /** Gives the advice planned so far from this thread, without a job to carry it (tests). */
   adviseNow(): void {
     const pieces = this.#ready.splice(0);
     if (pieces.length === 0 || this.#off) return;
