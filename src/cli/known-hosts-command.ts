@@ -26,7 +26,7 @@ export function registerKnownHostsCommand(cli: CAC, setRun: (run: () => Promise<
       setRun(async () => {
         const file = flags.knownHosts ?? join(configDir(), "known_hosts");
         if (!(ACTIONS as readonly string[]).includes(action)) {
-          throw new UsageError(`Unknown action known-hosts ${action}${didYouMean(action, ACTIONS)}: use list or remove HOST[:PORT]`);
+          throw new UsageError(`Unknown action known-hosts ${action} (use list or remove HOST[:PORT])${didYouMean(action, ACTIONS)}`);
         }
         if (action === "list") {
           if (host !== undefined) throw new UsageError(`known-hosts list takes no host (got ${host})`);
