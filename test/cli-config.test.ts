@@ -145,6 +145,15 @@ describe("the config file", () => {
       fs.chmodSync(file, 0o644);
       const ok = await runCli(["sync", src, path.join(dir, "dst.img")], { config: dir });
       assert.equal(ok.code, 0, ok.stderr);
+      // No config file: nothing to refuse, even under a folder others may write (as OpenSSH).
+      fs.rmSync(file);
+      fs.chmodSync(path.dirname(file), 0o777);
+      const none = await runCli(["sync", src, path.join(dir, "dst.img")], { config: dir });
+      assert.equal(none.code, 0, none.stderr);
+      fs.writeFileSync(file, "wait 1\n", { mode: 0o600 });
+      const planted = await runCli(["sync", src, path.join(dir, "dst.img")], { config: dir });
+      assert.equal(planted.code, 2, planted.stderr);
+      assert.match(planted.stderr, /Refusing config .*its folder .* is writable by group or others/);
     });
   });
 });

@@ -24,6 +24,7 @@
  * Precedence: the command line, then the alias's options, then the defaults. An option a
  * command does not take (idle-timeout for `ssync sync`) is left out for that command.
  */
+import { promises as fs } from "node:fs";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { parsePort } from "../net/host-port.ts";
@@ -169,15 +170,25 @@ function hostValue(host: HostAlias, key: HostKey, value: string, o: { fail: (rea
   }
 }
 
-/** Reads <config>/config (or `file`); an empty config when there is none. */
+/**
+ * Reads <config>/config (or `file`); an empty config when there is none. As OpenSSH does with
+ * ~/.ssh/config, only a file that exists is checked: a missing one is no reason to refuse a
+ * sync, even under a folder others may write (a file they put there later is refused).
+ */
 export async function loadConfig(file: string = join(configDir(), CONFIG_FILE)): Promise<Config> {
+  const empty: Config = { file: null, defaults: {}, hosts: new Map() };
   let text: string | null;
+  try {
+    await fs.lstat(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT" || (e as NodeJS.ErrnoException).code === "ENOTDIR") return empty;
+  }
   try {
     text = await readTrustFile(file, { what: "config", maxBytes: MAX_CONFIG_BYTES });
   } catch (e) {
     throw new ConfigError((e as Error).message, { cause: e });
   }
-  if (text === null) return { file: null, defaults: {}, hosts: new Map() };
+  if (text === null) return empty;
   return parseConfig(text, { file });
 }
 
