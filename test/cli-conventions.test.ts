@@ -39,6 +39,8 @@ describe("ssync command-line conventions", () => {
         [["sync", "--blocksize=64K", "a", "b"], /did you mean --block-size\?/],
         [["snyc", "a", "b"], /^ssync: Unknown command snyc .*did you mean sync\?$/m],
         [["known-hosts", "lst"], /did you mean list\?/],
+        [["sync", "--no-refin", "a", "b"], /Unknown option --no-refin .*did you mean --no-refine\?/],
+        [["--bogus"], /Unknown option --bogus without a command/],
       ];
       for (const [args, expected] of cases) {
         const r = await runCli(args, { config: dir });

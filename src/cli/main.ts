@@ -66,12 +66,7 @@ export async function main(argv: string[]): Promise<number> {
     try {
       cli.parse(["ssync", "ssync", ...argv], { run: false });
       if (cli.options.help || cli.options.version) return EXIT_OK;
-      if (!cli.matchedCommand) {
-        const names = cli.commands.map((c) => c.name);
-        throw new UsageError(
-          argv.length ? `Unknown command ${argv[0]} (see ssync --help)${didYouMean(argv[0], names)}` : "No command given: see ssync --help",
-        );
-      }
+      if (!cli.matchedCommand) throw unknownCommand(cli, argv);
       await cli.runMatchedCommand();
     } catch (e) {
       throw explainUnknownOption(e, cli, argv);
@@ -107,12 +102,23 @@ function explainUnknownOption(e: unknown, cli: Cli, argv: string[]): unknown {
   const typed = (end < 0 ? argv : argv.slice(0, end))
     .filter((a) => a.startsWith("-"))
     .map((a) => a.replace(/=.*$/, ""))
-    .find((a) => camel(a.replace(/^-+/, "")) === m[1]) ?? `--${m[1]}`;
+    // mri reads --no-X as X=false: the name cac reports lacks the "no-".
+    .find((a) => [a.replace(/^-+/, ""), a.replace(/^--no-/, "")].some((n) => camel(n) === m[1])) ?? `--${m[1]}`;
   const command = cli.matchedCommand!;
   const longNames = [...command.options, ...cli.globalCommand.options]
     .flatMap((o) => o.rawName.split(/[ ,]+/).filter((n) => n.startsWith("--")));
-  const hint = didYouMean(typed.replace(/^--no-/, "--"), longNames);
+  const hint = didYouMean(typed, longNames);
   return new UsageError(`Unknown option ${typed} for ssync ${command.name} (see ssync ${command.name} --help)${hint}`);
+}
+
+/** No command matched: the first word is no command (or there is none, only options). */
+function unknownCommand(cli: Cli, argv: string[]): UsageError {
+  const word = argv.find((a) => !a.startsWith("-"));
+  if (word !== undefined) {
+    return new UsageError(`Unknown command ${word} (see ssync --help)${didYouMean(word, cli.commands.map((c) => c.name))}`);
+  }
+  const option = argv.find((a) => a.startsWith("-"));
+  return new UsageError(option === undefined ? "No command given: see ssync --help" : `Unknown option ${option.replace(/=.*$/, "")} without a command: see ssync --help`);
 }
 
 function camel(name: string): string {
