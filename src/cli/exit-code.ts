@@ -1,7 +1,7 @@
 /**
  * The only place that maps errors to exit codes and to the one line a user reads.
  *
- *   0  success            2  usage error
+ *   0  success            2  usage error (the command line or the config file)
  *   1  could not sync     3  destination does not match (root hash or --verify), or the
  *                           source changed during the sync (SourceChangedError)
  *   4  interrupted (SIGINT or SIGTERM, a lost connection, a broken peer) before the commit:
