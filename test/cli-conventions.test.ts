@@ -62,12 +62,12 @@ describe("ssync command-line conventions", () => {
         assert.equal(r.code, 0, r.stderr);
         assert.doesNotMatch(r.stdout, /<config>/, `${args.join(" ")}: <config> is never defined`);
         assert.ok(r.stdout.includes(`Config folder:\n  ${folder} `), `${args.join(" ")} names ${folder}: ${r.stdout}`);
-        if (args.length > 1) assert.match(r.stdout, /Examples:\n  ssync /, `${args.join(" ")} has examples`);
+        if (args.length > 1) assert.match(r.stdout, /Examples:\n {2}ssync /, `${args.join(" ")} has examples`);
       }
       const push = await runCli(["push", "--help"], { config: dir });
       assert.ok(push.stdout.includes(`default: ${folder}/id_ssync`), "the key's default path, in full");
       assert.match(push.stdout, /-n, --dry-run/);
-      assert.match(push.stdout, /Exit codes:\n  0  success\n  1 .*\n  2 .*\n  3 .*\n  4 .*\n  5 /);
+      assert.match(push.stdout, /Exit codes:\n {2}0 {2}success\n {2}1 .*\n {2}2 .*\n {2}3 .*\n {2}4 .*\n {2}5 /);
     });
   });
 
