@@ -66,7 +66,9 @@ describe("signatureBytes", () => {
       makeSource(src, 2);
       const s = await runSyncCommand(src, dst, { json: true });
       assert.equal(typeof s.signatureBytes, "number");
-      assert.ok(s.signatureBytes >= DATA_BLOCKS * DIGEST_SIZE && s.signatureBytes <= s.wireBytesReceived, `${s.signatureBytes} of ${s.wireBytesReceived}`);
+      assert.ok(s.signatureBytes >= DATA_BLOCKS * DIGEST_SIZE, `${s.signatureBytes} bytes for ${DATA_BLOCKS} digests`);
+      // Its two sides talk through memory: no wire counters to report.
+      assert.equal(s.wireBytesReceived, undefined);
     });
   });
 });

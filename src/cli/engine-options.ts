@@ -7,6 +7,7 @@ import {
   MIN_BLOCK_SIZE,
 } from "../../protocol/constants.ts";
 import { COMPRESS_MODES, type CompressMode } from "../engine/compress-policy.ts";
+import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { UsageError } from "../util/errors.ts";
 
 export interface EngineFlags {
@@ -79,6 +80,18 @@ export function parseWait(text: string | number | undefined): number {
   return n * 1000;
 }
 
+/** The longest --idle-timeout: a day. */
+const MAX_IDLE_TIMEOUT_S = 86_400;
+
+export function parseIdleTimeout(text: string | number | undefined): number {
+  if (text === undefined) return DEFAULT_IDLE_TIMEOUT_MS;
+  const n = /^\d+$/.test(String(text).trim()) ? Number(text) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > MAX_IDLE_TIMEOUT_S) {
+    throw new UsageError(`Invalid --idle-timeout ${text}: give whole seconds from 1 to ${MAX_IDLE_TIMEOUT_S}`);
+  }
+  return n * 1000;
+}
+
 export function engineOptions(flags: EngineFlags): EngineOptions {
   return {
     blockSize: parseBlockSize(flags.blockSize),
@@ -116,9 +129,9 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
   return kebabBooleans(cmd
     .option("--block-size <size>", "Block size: a power of two from 4K to 1M (default 64K)")
     .option("--hash <alg>", "Block hash: poly1305 (keyed universal hash, default), hmac-sha256, blake3 (keyed), xxh128 (trusted data only)")
-    .option("--dry-run", "Report what would change; write nothing")
+    .option("-n, --dry-run", "Report what would change; write nothing")
     .option("--verify", "After the sync, compare both sides again, independently; nothing may differ")
-    .option("--json", "Print the summary as one JSON object on stdout")
+    .option("--json", "Print one JSON object on stdout, a failure included (schema 1: see README)")
     .option(
       "--compress <when>",
       "zstd for the data sent: auto (default: while the link is the bottleneck; never in a local sync), always, never",

@@ -1,17 +1,22 @@
 /**
  * The only place that maps errors to exit codes and to the one line a user reads.
  *
- *   0  success            2  usage error
+ *   0  success            2  usage error (the command line or the config file)
  *   1  could not sync     3  destination does not match (root hash or --verify), or the
  *                           source changed during the sync (SourceChangedError)
  *   4  interrupted (SIGINT or SIGTERM, a lost connection, a broken peer) before the commit:
  *      the destination is still the old image (or a partial file a rerun resumes from);
  *      rerunning the same command completes it
  *   5  authentication: unknown or changed host key, key not authorized, pairing refused
+ *
+ * With --json, errorCodeOf() names the failure in one word that scripts can match on (stable:
+ * a new code may be added, an existing one never changes meaning).
  */
 import { ProtocolError } from "../../protocol/codec.ts";
 import {
   AuthenticationError,
+  ConfigError,
+  ErrnoError,
   IncompleteSyncError,
   InterruptedError,
   MismatchError,
@@ -39,6 +44,71 @@ export function exitCodeOf(e: unknown): number {
   if (e instanceof RemoteError && e.code === "EBADMSG") return EXIT_MISMATCH;
   if (e instanceof InterruptedError || e instanceof IncompleteSyncError || e instanceof ProtocolError) return EXIT_INCOMPLETE;
   return EXIT_FAILED;
+}
+
+/** The exit codes, for --help and README: code, meaning. */
+export const EXIT_CODES: readonly [number, string][] = [
+  [EXIT_OK, "success"],
+  [EXIT_FAILED, "could not sync (or another command failed)"],
+  [EXIT_USAGE, "usage: a bad command line or config file"],
+  [EXIT_MISMATCH, "the destination does not match, or the source changed during the sync"],
+  [EXIT_INCOMPLETE, "interrupted or connection lost before the commit: rerun to complete"],
+  [EXIT_AUTH, "identity refused: unknown or changed host key, key not authorized"],
+];
+
+/** errno names and the error.code they become under --json; any other errno is "io". */
+const ERRNO_CODES: Record<string, string> = {
+  EBUSY: "busy",
+  ENOENT: "not-found",
+  ENOTDIR: "not-found",
+  EACCES: "permission",
+  EPERM: "permission",
+  EROFS: "read-only",
+  ENOSPC: "no-space",
+  EDQUOT: "no-space",
+  EFBIG: "too-large",
+  ECONNREFUSED: "network",
+  ECONNRESET: "network",
+  ETIMEDOUT: "network",
+  EHOSTUNREACH: "network",
+  ENETUNREACH: "network",
+  ENOTFOUND: "network",
+  EAI_AGAIN: "network",
+};
+
+/**
+ * The stable error.code of --json: usage, config, auth, mismatch, source-changed,
+ * interrupted, connection-lost, protocol, busy, not-found, permission, read-only, no-space,
+ * too-large, network, io, failed. Consistent with exitCodeOf (each code has one exit code).
+ */
+export function errorCodeOf(e: unknown): string {
+  if (e instanceof ConfigError) return "config";
+  if (e instanceof UsageError || (e as Error)?.name === "CACError") return "usage";
+  if (e instanceof AuthenticationError) return "auth";
+  if (e instanceof MismatchError) return "mismatch";
+  if (e instanceof SourceChangedError) return "source-changed";
+  if (e instanceof RemoteError && e.code === "EBADMSG") return "mismatch";
+  if (e instanceof InterruptedError) return "interrupted";
+  if (e instanceof IncompleteSyncError) return "connection-lost";
+  if (e instanceof ProtocolError) return "protocol";
+  if (e instanceof ErrnoError) return ERRNO_CODES[e.code] ?? "io";
+  return "failed";
+}
+
+/** The one JSON object of a failed command under --json. */
+export function errorObject(e: unknown): { schema: 1; ok: false; error: { code: string; message: string; errno?: string; remote?: true }; exitCode: number } {
+  const errno = e instanceof ErrnoError ? e.code : undefined;
+  return {
+    schema: 1,
+    ok: false,
+    error: {
+      code: errorCodeOf(e),
+      message: describeError(e),
+      ...(errno === undefined ? {} : { errno }),
+      ...(e instanceof RemoteError ? { remote: true as const } : {}),
+    },
+    exitCode: exitCodeOf(e),
+  };
 }
 
 /** One line for stderr: what could not be done and why, plus what to do when it helps. */

@@ -11,7 +11,8 @@
  *    exits 4 at once with the same line: a journal left on disk is recovered by the next
  *    open of the destination.
  *
- * Invariant: the last line is written once, by say(), whoever gets there first.
+ * Invariant: the last output is written once, by say(), whoever gets there first: the one
+ * line on stderr, and under --json the error object on stdout (main's `report`).
  */
 import process from "node:process";
 import { setTimeout } from "node:timers";
@@ -24,12 +25,15 @@ export const INTERRUPT_GRACE_MS = 3000;
 export class Interrupt {
   readonly #controller = new AbortController();
   readonly #graceMs: number;
+  readonly #report: (error: unknown) => void;
   #said = false;
   #onInt = () => this.#interrupt("SIGINT");
   #onTerm = () => this.#interrupt("SIGTERM");
 
-  constructor(options: { graceMs?: number } = {}) {
+  /** `report` writes a command's last output for the error it ended with (default: one line on stderr). */
+  constructor(options: { graceMs?: number; report?: (error: unknown) => void } = {}) {
     this.#graceMs = options.graceMs ?? INTERRUPT_GRACE_MS;
+    this.#report = options.report ?? ((error) => console.error(`ssync: ${describeError(error)}`));
     process.on("SIGINT", this.#onInt);
     process.on("SIGTERM", this.#onTerm);
   }
@@ -44,11 +48,11 @@ export class Interrupt {
     return this.signal.aborted ? this.signal.reason : e;
   }
 
-  /** Writes the command's last line to stderr, unless one was written already. */
-  say(line: string): void {
+  /** Reports the error the command ended with, unless its last output was written already. */
+  say(error: unknown): void {
     if (this.#said) return;
     this.#said = true;
-    console.error(line);
+    this.#report(error);
   }
 
   /**
@@ -73,7 +77,7 @@ export class Interrupt {
   }
 
   #exitNow(): never {
-    this.say(`ssync: ${describeError(this.signal.reason)}`);
+    this.say(this.signal.reason);
     process.exit(EXIT_INCOMPLETE);
   }
 }

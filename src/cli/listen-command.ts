@@ -157,6 +157,8 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
     .option("--authorized-keys <file>", "Client keys allowed in (default: <config>/authorized_keys)")
     .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in")
     .option("--shutdown-grace <seconds>", `On SIGTERM/SIGINT, time running sessions get to end (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})`))
+    .example("  ssync listen --root /srv/images --pair     # prints its host key and a one-time pairing code")
+    .example("  ssync listen --root /srv/images --export vm=/dev/vg0/vm --read-only")
     .action((flags: ListenFlags) => {
       setRun(async () => {
         if (!flags.root) throw new UsageError("ssync listen needs --root DIR");

@@ -6,7 +6,9 @@ import { parseRemote, type RemoteFlags, runRemoteSync, withRemoteOptions } from 
 export function registerPullCommand(cli: CAC, setRun: (run: (signal?: AbortSignal) => Promise<void>) => void): void {
   withRemoteOptions(
     cli.command("pull <remote> <local>", "Make LOCAL identical to REMOTE (HOST[:PORT]:PATH)"),
-  ).action((remote: string, local: string, flags: RemoteFlags) => {
+  ).example("  ssync pull backup:7070:vm.img vm.img      # repair or restore a local copy")
+    .example("  ssync pull --verify backup:vm.img vm.img  # backup: a host alias of <config>/config")
+    .action((remote: string, local: string, flags: RemoteFlags) => {
     setRun(async (signal) => {
       const endpoint = parseRemote(remote);
       if (endpoint.path === undefined) throw new UsageError(`Invalid remote ${remote}: name the file, as HOST[:PORT]:PATH`);

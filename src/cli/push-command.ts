@@ -6,11 +6,15 @@ import { parseRemote, type RemoteFlags, runRemoteSync, withRemoteOptions } from 
 export function registerPushCommand(cli: CAC, setRun: (run: (signal?: AbortSignal) => Promise<void>) => void): void {
   withRemoteOptions(
     cli.command("push <local> <remote>", "Make REMOTE (HOST[:PORT][:PATH], PATH defaults to LOCAL's name) identical to LOCAL"),
-  ).action((local: string, remote: string, flags: RemoteFlags) => {
-    setRun(async (signal) => {
-      const endpoint = parseRemote(remote);
-      const path = endpoint.path ?? basename(local);
-      await runRemoteSync("push", { local, remote: { ...endpoint, path }, flags, signal });
+  ).example("  ssync push vm.img backup:7070              # -> vm.img under the listener's root")
+    .example("  ssync push vm.img backup:                  # backup: a host alias of <config>/config")
+    .example("  ssync push --pair CODE vm.img 192.168.1.20:7070:vms/vm.img")
+    .example("  ssync push -n --json /dev/vg0/vm backup:vm # what would change, as JSON")
+    .action((local: string, remote: string, flags: RemoteFlags) => {
+      setRun(async (signal) => {
+        const endpoint = parseRemote(remote);
+        const path = endpoint.path ?? basename(local);
+        await runRemoteSync("push", { local, remote: { ...endpoint, path }, flags, signal });
+      });
     });
-  });
 }

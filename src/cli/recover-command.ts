@@ -13,6 +13,7 @@ const RECOVER_LOCK_WAIT_MS = 5000;
 
 export function registerRecoverCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
   cli.command("recover <dst>", "Complete or roll back an interrupted sync into DST (the next sync does it too)")
+    .example("  ssync recover /backup/vm.img")
     .action((dst: string) => {
       setRun(async () => {
         console.log(await recover(dst));

@@ -20,7 +20,7 @@ import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { dial } from "../net/dial.ts";
-import { type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
+import { DEFAULT_PORT, type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
 import { readPrivateKey } from "../trust/keys.ts";
@@ -32,7 +32,8 @@ import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions, type EngineOptions, withEngineOptions } from "./engine-options.ts";
+import { type EngineFlags, engineOptions, type EngineOptions, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
+import { configuredFlags, loadConfig, resolveHost } from "./config-file.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { formatSummary, summarize } from "./summary.ts";
 import { busyAfterWait, isBusy, retryWhileBusy } from "./wait-while-busy.ts";
@@ -49,9 +50,9 @@ export interface RemoteFlags extends EngineFlags {
 // deno-lint-ignore no-explicit-any
 export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd: T): T {
   return withEngineOptions(cmd
-    .option("--key <file>", `Our private key (default: <config>/${DEFAULT_CLIENT_KEY}; make one with ssync keygen)`)
+    .option("--key <file>", `Our private key (default: <config>/${DEFAULT_CLIENT_KEY}; make one with ssync keygen; or the alias's key)`)
     .option("--accept-new", "Trust and pin the listener's host key on first contact")
-    .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it)")
+    .option("--host-key <fingerprint>", "Trust the listener only if its host key has this fingerprint (then pin it; or the alias's host-key)")
     .option("--pair <code>", "First contact: the one-time code printed by ssync listen --pair")
     .option("--known-hosts <file>", "Pinned host keys (default: <config>/known_hosts)")
     .option(
@@ -60,22 +61,21 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     ));
 }
 
-/** The longest --idle-timeout: a day. */
-const MAX_IDLE_TIMEOUT_S = 86_400;
-
-function parseIdleTimeout(text: string | number | undefined): number {
-  if (text === undefined) return DEFAULT_IDLE_TIMEOUT_MS;
-  const n = /^\d+$/.test(String(text).trim()) ? Number(text) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > MAX_IDLE_TIMEOUT_S) {
-    throw new UsageError(`Invalid --idle-timeout ${text}: give whole seconds from 1 to ${MAX_IDLE_TIMEOUT_S}`);
-  }
-  return n * 1000;
+/** A remote as the command line gave it: `port` undefined when it named none. */
+export interface RemoteTarget {
+  host: string;
+  port: number | undefined;
+  path: string | undefined;
 }
 
+/** No port on the command line: parseEndpoint's default, made impossible so that it shows. */
+const NO_PORT = -1;
+
 /** HOST[:PORT][:PATH] from the command line; a malformed one is a usage error. */
-export function parseRemote(text: string): ReturnType<typeof parseEndpoint> {
+export function parseRemote(text: string): RemoteTarget {
   try {
-    return parseEndpoint(text);
+    const e = parseEndpoint(text, { defaultPort: NO_PORT });
+    return { host: e.host, port: e.port === NO_PORT ? undefined : e.port, path: e.path };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
@@ -89,9 +89,14 @@ async function clientKey(file: string | undefined): Promise<KeyPair> {
 
 export async function runRemoteSync(
   mode: "push" | "pull",
-  options: { local: string; remote: Endpoint & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
+  options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
 ): Promise<void> {
-  const { local, remote, flags, signal } = options;
+  const { local, signal } = options;
+  // An alias names the address and port (a port on the command line wins) and adds options.
+  const config = await loadConfig();
+  const target = resolveHost(config, { host: options.remote.host, explicitPort: options.remote.port, defaultPort: DEFAULT_PORT });
+  const remote: Endpoint & { path: string } = { host: target.host, port: target.port, path: options.remote.path };
+  const flags = configuredFlags(mode, options.flags, config, target.alias);
   const o: EngineOptions = engineOptions(flags);
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
@@ -144,6 +149,7 @@ export async function runRemoteSync(
 
   try {
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal });
+    const destinationSizeBefore = store.size;
     const report = await session(o.dryRun, pairCode);
     let verified = false;
     if (o.verify && !o.dryRun) {
@@ -158,7 +164,7 @@ export async function runRemoteSync(
     }
     const summary = mode === "push"
       ? summarize(report, { mode, source: local, destination: remoteName, verified })
-      : summarize(report, { mode, source: remoteName, destination: local, verified });
+      : summarize(report, { mode, source: remoteName, destination: local, verified, destinationSizeBefore });
     console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
   } finally {
     await store?.[Symbol.asyncDispose]();

@@ -1,4 +1,10 @@
-/** The end-of-sync summary: one JSON object (--json) or a few lines for people. */
+/**
+ * The end-of-sync summary: one JSON object (--json) or a few lines for people.
+ *
+ * The JSON object is versioned by `schema` (SUMMARY_SCHEMA): a field may be added within a
+ * schema, none removed or changed in meaning. A failure under --json is the object of
+ * exit-code.ts errorObject instead ({schema, ok: false, error: {code, message}, exitCode}).
+ */
 import type { SyncReport } from "../session/client-session.ts";
 import type { StorageKind } from "../storage/storage.ts";
 
@@ -6,12 +12,21 @@ import type { StorageKind } from "../storage/storage.ts";
 export const BLOCK_DEVICE_SOURCE_WARNING =
   "source is a block device: changes during the sync cannot be detected; sync from a snapshot (lvcreate --snapshot, qemu-img) for a consistent image";
 
+/** The version of the --json objects (summary and error). */
+export const SUMMARY_SCHEMA = 1;
+
 export interface Summary {
+  schema: typeof SUMMARY_SCHEMA;
   ok: true;
+  exitCode: 0;
   mode: "sync" | "push" | "pull";
   source: string;
   destination: string;
   dryRun: boolean;
+  /** The destination was already identical to the source before this run (same size, nothing differed). */
+  identical: boolean;
+  /** This run changed the destination (never in a dry run). */
+  changed: boolean;
   size: number;
   blockSize: number;
   hash: string;
@@ -24,22 +39,27 @@ export interface Summary {
   /** Blocks and bytes that differed and were sent as DATA (in a dry run: would be). */
   blocksSent: number;
   dataBytesSent: number;
-  /** DATA payload bytes on the wire, after compression. */
+  /** DATA payload bytes after compression: on the wire (a local sync: between its two sides in memory). */
   dataBytesOnWire: number;
   /** Bytes that differed and were all zero in the source, sent as ZERO ranges. */
   zeroBytesSent: number;
   /** Bytes written to the destination, and bytes turned into holes there. */
   bytesWritten: number;
   holeBytesPunched: number;
-  /** Every record the client sent and received, headers included. */
-  wireBytesSent: number;
-  wireBytesReceived: number;
+  /** Every record the client sent and received, headers included; absent for a local sync. */
+  wireBytesSent?: number;
+  wireBytesReceived?: number;
   /** Bytes of the digest records the two sides exchanged (SIGS_REPLY, READ_DIFF; headers included). */
   signatureBytes: number;
   seconds: number;
   /** bytesCompared per second, in MB/s (10^6). */
   throughputMBps: number;
-  rootHash: string;
+  /**
+   * The root hash both sides compared, keyed with a random key of this session: it differs on
+   * every run, even for the same image, and identifies nothing across runs (compare
+   * `identical`, or the images themselves, instead).
+   */
+  sessionRootHash: string;
   verified: boolean;
   /** A file source is checked for changes during the sync (exit 3); a block device cannot be. */
   sourceKind: StorageKind;
@@ -47,17 +67,39 @@ export interface Summary {
   warnings: string[];
 }
 
-export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source: string; destination: string; verified: boolean }): Summary {
+export function summarize(
+  r: SyncReport,
+  names: {
+    mode: Summary["mode"];
+    source: string;
+    destination: string;
+    verified: boolean;
+    /** A pull's local destination: its size before the sync (a push has it from OPEN_OK). */
+    destinationSizeBefore?: number;
+  },
+): Summary {
   const push = r.mode === "push";
   const src = push ? r.local : r.remote;
   const dst = push ? r.remote : r.local;
   const sourceKind = push ? r.localKind : r.remoteKind;
+  const sizeBefore = push ? r.remoteSizeBefore : names.destinationSizeBefore;
+  const differed = r.local.blocksSent > 0 || r.local.bytesZeroed > 0;
+  const identical = sizeBefore === r.size && !differed;
+  // A local sync's two sides talk through memory: it has no wire to report.
+  const wire = names.mode === "sync" ? {} : {
+    wireBytesSent: r.wire.bytesSent,
+    wireBytesReceived: r.wire.bytesReceived,
+  };
   return {
+    schema: SUMMARY_SCHEMA,
     ok: true,
+    exitCode: 0,
     mode: names.mode,
     source: names.source,
     destination: names.destination,
     dryRun: r.dryRun,
+    identical,
+    changed: !r.dryRun && !identical,
     size: r.size,
     blockSize: r.blockSize,
     hash: r.hash,
@@ -72,12 +114,11 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
     zeroBytesSent: r.local.bytesZeroed,
     bytesWritten: dst.bytesWritten,
     holeBytesPunched: dst.bytesPunched,
-    wireBytesSent: r.wire.bytesSent,
-    wireBytesReceived: r.wire.bytesReceived,
+    ...wire,
     signatureBytes: r.wire.signatureBytes,
     seconds: round(r.seconds, 3),
     throughputMBps: round(r.size / Math.max(r.seconds, 1e-6) / 1e6, 1),
-    rootHash: r.root,
+    sessionRootHash: r.root,
     verified: names.verified,
     sourceKind,
     warnings: sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : [],
@@ -86,14 +127,14 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
 
 export function formatSummary(s: Summary): string {
   const verb = s.dryRun ? "would send" : "sent";
-  const changed = s.blocksSent > 0 || s.zeroBytesSent > 0 || s.bytesWritten > 0 || s.holeBytesPunched > 0;
-  const outcome = s.dryRun ? "compared" : changed ? "now identical" : "already identical";
+  const outcome = s.dryRun ? "compared" : s.identical ? "already identical" : "now identical";
+  const onWire = s.mode === "sync" ? (s.dataBytesOnWire < s.dataBytesSent ? `, ${bytes(s.dataBytesOnWire)} compressed` : "") : `, ${bytes(s.dataBytesOnWire)} on the wire`;
   const lines = [
-    `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.rootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
+    `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.sessionRootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
     `  compared  ${bytes(s.bytesCompared)} in ${s.seconds} s (${s.throughputMBps} MB/s)`,
     `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}`,
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
-    `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}, ${bytes(s.dataBytesOnWire)} on the wire), zero ranges ${bytes(s.zeroBytesSent)}`,
+    `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}${onWire}), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
     ...s.warnings.map((w) => `  warning   ${w}`),
   ];

@@ -112,7 +112,7 @@ export async function dial(options: DialOptions): Promise<SecureConnection> {
           refusal = new AuthenticationError(
             `The host key of ${name} has CHANGED: it is now ${fp}, ${pinned}. ` +
               `This may be an attack (someone in the middle), or the listener's key was replaced; ` +
-              `if you are sure it was replaced, remove the line for ${name} from ${options.knownHostsFile}`,
+              `if you are sure it was replaced, run ssync known-hosts remove ${name} (it edits ${options.knownHostsFile})`,
           );
           return false;
         }

@@ -102,3 +102,37 @@ export async function readPrivateKey(path: string): Promise<KeyPair> {
   }
   return { secretKey, publicKey: publicKeyOf(secretKey) };
 }
+
+/**
+ * The public key in a key file, private (checked as readPrivateKey does) or public (FILE.pub:
+ * "ssync-x25519 <base64> [comment]"; a public key is no secret, so its modes are not checked).
+ */
+export async function readAnyKey(path: string): Promise<{ publicKey: Uint8Array; comment: string; kind: "private" | "public" }> {
+  let text: string;
+  try {
+    const handle = await fs.open(path, constants.O_RDONLY);
+    try {
+      const st = await handle.stat();
+      if (!st.isFile()) throw new Error(`Cannot read key ${path}: not a regular file`);
+      if (st.size > MAX_KEY_FILE_BYTES) throw new Error(`Cannot read key ${path}: ${st.size} bytes is too large for a key file`);
+      text = await handle.readFile("utf8");
+    } finally {
+      await handle.close();
+    }
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === undefined) throw error;
+    const why = code === "ENOENT" ? "no such file" : code === "EACCES" ? "permission denied" : (error as Error).message;
+    throw new ErrnoError(code, `Cannot read key ${path}: ${why}`, { cause: error });
+  }
+  if (text.split("\n")[0].trimEnd() === PRIVATE_KEY_HEADER) {
+    return { publicKey: (await readPrivateKey(path)).publicKey, comment: "", kind: "private" };
+  }
+  try {
+    return { ...parsePublicKey(text.trim()), kind: "public" };
+  } catch (error) {
+    throw new Error(`Cannot read key ${path}: neither an ssync private key nor a public key ("${KEY_TYPE} <base64> [comment]")`, {
+      cause: error,
+    });
+  }
+}

@@ -1,7 +1,7 @@
 import { promises as fs } from "node:fs";
 import { dirname } from "node:path";
 import { decodeKey, encodeKey, KEY_TYPE } from "./keys.ts";
-import { checkTrustFolder, readTrustFile } from "./trust-file.ts";
+import { checkTrustFolder, readTrustFile, rewriteTrustFile } from "./trust-file.ts";
 
 /**
  * The client's pinned host keys. One entry per line:
@@ -118,4 +118,36 @@ export async function addKnownHost(
   const line = `${knownHostName(options)} ${KEY_TYPE} ${encodeKey(options.publicKey)}${comment ? " " + comment : ""}\n`;
   const separator = existing.length > 0 && !existing.endsWith("\n") ? "\n" : "";
   await fs.appendFile(path, separator + line, { mode: 0o644 });
+}
+
+/** The pins of a known_hosts file, in file order, with their comments; malformed lines skipped with a warning. */
+export async function listKnownHosts(
+  path: string,
+  options: { warn?: (message: string) => void } = {},
+): Promise<{ name: string; publicKey: Uint8Array; line: number; comment: string }[]> {
+  const text = await readText(path);
+  const lines = text.split("\n");
+  return parseKnownHosts(text, { file: path, warn: options.warn }).entries.map((e) => ({
+    ...e,
+    comment: lines[e.line - 1].trim().split(/\s+/).slice(3).join(" "),
+  }));
+}
+
+/**
+ * Forgets every pin for `endpoint` (as ssh-keygen -R): its valid lines and the unreadable
+ * lines that name it, rewritten atomically (trust-file.ts). Returns the line numbers removed;
+ * none (and the file untouched) when nothing names it.
+ */
+export async function removeKnownHost(path: string, endpoint: KnownHost): Promise<number[]> {
+  const name = knownHostName(endpoint);
+  const text = await readText(path);
+  const parsed = parseKnownHosts(text, { file: path });
+  const removed = new Set([
+    ...parsed.entries.filter((e) => e.name === name).map((e) => e.line),
+    ...parsed.unreadable.filter((u) => u.name === name).map((u) => u.line),
+  ]);
+  if (removed.size === 0) return [];
+  const kept = text.split("\n").filter((_, i) => !removed.has(i + 1)).join("\n");
+  await rewriteTrustFile(path, kept, { what: "known hosts" });
+  return [...removed].sort((a, b) => a - b);
 }

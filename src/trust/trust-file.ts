@@ -196,3 +196,40 @@ export async function checkTrustFolder(file: string, options: TrustFileOptions):
     throw new ErrnoError("ENOENT", `Cannot write ${options.what} ${file}: its folder ${dir} does not exist`);
   }
 }
+
+/**
+ * Replaces the trust file `path` with `text` atomically: written to a new file beside it
+ * (O_EXCL, the old file's mode without group/other write, else `mode`), flushed, renamed over
+ * it, and the folder flushed. Readers see the whole old file or the whole new one. The folder
+ * is checked first (steps 1–3), so the file is never written where it would be refused.
+ * Not a lock: an entry another process appends between our read and the rename is lost.
+ */
+export async function rewriteTrustFile(path: string, text: string, options: TrustFileOptions & { mode?: number }): Promise<void> {
+  await checkTrustFolder(path, options);
+  const old = await checkTrustPath(path, options);
+  const mode = (old === null ? options.mode ?? 0o644 : old.mode & 0o777) & ~0o022;
+  const dir = dirname(isAbsolute(path) ? path : `${process.cwd()}/${path}`);
+  const temp = `${dir}/.${path.split("/").pop()}.ssync-new-${process.pid}-${Date.now()}`;
+  const handle = await fs.open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+  try {
+    try {
+      await handle.chmod(mode); // the umask can only remove bits
+      await handle.writeFile(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await fs.rename(temp, path);
+  } catch (error) {
+    await fs.rm(temp, { force: true });
+    throw new ErrnoError((error as NodeJS.ErrnoException).code ?? "EIO", `Cannot write ${options.what} ${path}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  const folder = await fs.open(dir, constants.O_RDONLY);
+  try {
+    await folder.sync();
+  } finally {
+    await folder.close();
+  }
+}

@@ -23,6 +23,11 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/** The config file (cli/config-file.ts) is wrong: the message names its file and line. */
+export class ConfigError extends UsageError {
+  override name = "ConfigError";
+}
+
 /**
  * An identity the user must act on: an unknown or changed host key, a client key the
  * listener does not authorize, a wrong or used pairing code.
