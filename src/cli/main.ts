@@ -9,6 +9,7 @@ import { UsageError } from "../util/errors.ts";
 import { type EngineFlags, withEngineOptions } from "./engine-options.ts";
 import { describeError, EXIT_OK, exitCodeOf } from "./exit-code.ts";
 import { Interrupt } from "./interrupt.ts";
+import { attachProgressValue } from "./progress-mode.ts";
 import { printSummary, runSyncCommand } from "./sync-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
@@ -42,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   cli.help();
   cli.version(VERSION);
   try {
-    cli.parse(["ssync", "ssync", ...argv], { run: false });
+    cli.parse(["ssync", "ssync", ...attachProgressValue(argv)], { run: false });
     if (cli.options.help || cli.options.version) return EXIT_OK;
     if (!cli.matchedCommand) {
       throw new UsageError(argv.length ? `Unknown command ${argv[0]}: see ssync --help` : "No command given: see ssync --help");
