@@ -17,7 +17,7 @@ import { promisify } from "node:util";
 import { attachProgressValue, parseProgress, progressFormat } from "../src/cli/progress-mode.ts";
 import { clock, ProgressLine } from "../src/cli/progress-line.ts";
 import { withCliSetup } from "./helpers/cli-setup.ts";
-import { REPO, runCli, SSYNC, startCliListener } from "./helpers/network.ts";
+import { finished, REPO, runCli, spawnCli, SSYNC, startCliListener, waitFor } from "./helpers/network.ts";
 import { SlowRelay } from "./helpers/slow-relay.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 
@@ -139,6 +139,29 @@ describe("progress", () => {
       const bad = await runCli(["sync", "--progress=bar", src, path.join(dir, "c.img")], { config: dir });
       assert.equal(bad.code, 2);
       assert.match(bad.stderr, /Invalid --progress=bar: use --progress .* or --progress=json/);
+    });
+  });
+
+  test("Ctrl-C: the line is cleared before the interruption is said; JSON gets its final event", { timeout: 120_000 }, async () => {
+    await withCliSetup({ pinHostKey: true }, async ({ dir, client, listener }) => {
+      const src = path.join(dir, "vm.img");
+      makeImage(src, { size: 1 * GiB, dataMiB: 32 });
+      await using relay = await SlowRelay.start(listener.port, { upBytesPerSecond: 2 * MiB });
+      for (const progress of ["--progress", "--progress=json"]) {
+        const child = spawnCli(["push", "--accept-new", "--compress", "never", progress, src, `127.0.0.1:${relay.port}:vm.img`], { config: client });
+        let stderr = "";
+        child.stderr!.on("data", (c) => (stderr += c));
+        const done = finished(child, 60_000);
+        await waitFor(() => /ETA|"final":false/.test(stderr), { timeoutMs: 30_000, what: "a progress line" });
+        child.kill("SIGINT");
+        const r = await done;
+        assert.equal(r.code, 4, stderr);
+        const all = r.stderr;
+        assert.ok(all.endsWith("ssync: interrupted: rerun the same command to complete it\n"), JSON.stringify(all.slice(-300)));
+        const before = all.slice(0, all.lastIndexOf("ssync: interrupted"));
+        if (progress === "--progress") assert.match(before, /\r *\r$/, "the line was blanked, the cursor at its start");
+        else assert.equal(JSON.parse(before.trim().split("\n").at(-1)!).final, true);
+      }
     });
   });
 
