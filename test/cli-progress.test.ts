@@ -153,7 +153,7 @@ describe("progress", () => {
         child.stderr!.on("data", (c) => (stderr += c));
         const done = finished(child, 60_000);
         await waitFor(() => /ETA|"final":false/.test(stderr), { timeoutMs: 30_000, what: "a progress line" });
-        child.kill("SIGINT");
+        process.kill(child.pid!, "SIGINT"); // not child.kill(): under Deno that reports the signal, not the exit code
         const r = await done;
         assert.equal(r.code, 4, stderr);
         const all = r.stderr;
