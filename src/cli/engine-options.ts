@@ -9,6 +9,7 @@ import {
 import { COMPRESS_MODES, type CompressMode } from "../engine/compress-policy.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { UsageError } from "../util/errors.ts";
+import { type ProgressChoice, parseProgress } from "./progress-mode.ts";
 
 export interface EngineFlags {
   blockSize?: string | number;
@@ -21,6 +22,9 @@ export interface EngineFlags {
   /** cac's `--no-refine` sets it false. */
   refine?: boolean;
   compress?: string;
+  quiet?: boolean;
+  /** true (`--progress`), the text after `--progress=`, false (`--no-progress`). */
+  progress?: string | boolean;
 }
 
 export interface EngineOptions {
@@ -36,6 +40,9 @@ export interface EngineOptions {
   refine: boolean;
   /** --compress: zstd for DATA: auto (while the link is the bottleneck), never, always. */
   compress: CompressMode;
+  /** -q/--quiet: nothing on stdout or stderr but errors (and what --json or --progress ask for). */
+  quiet: boolean;
+  progress: ProgressChoice;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -103,6 +110,8 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     waitMs: parseWait(flags.wait),
     refine: flags.refine !== false,
     compress: parseCompress(flags.compress),
+    quiet: flags.quiet === true,
+    progress: parseProgress(flags.progress),
   };
 }
 
@@ -141,5 +150,10 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option(
       "--wait <seconds>",
       `When another ssync is writing the destination, wait this long for it to finish (default ${DEFAULT_WAIT_S}; 0: do not wait)`,
+    )
+    .option("-q, --quiet", "Print nothing but errors: no summary (unless --json), no warnings, no progress (unless --progress)")
+    .option(
+      "--progress [=json]",
+      "A live progress line on stderr (default on a terminal); --progress=json: one NDJSON event per second on stderr",
     ));
 }

@@ -25,6 +25,7 @@ import { Listener } from "../listener/listener.ts";
 import { checkExports } from "../listener/check-exports.ts";
 import { describeCurrentConnection } from "../listener/connection-context.ts";
 import { DEFAULT_SHUTDOWN_GRACE_MS } from "../listener/listener-limits.ts";
+import { DEFAULT_PROGRESS_INTERVAL_MS } from "../listener/progress-log.ts";
 import { PairingOffer } from "../trust/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../noise/x25519.ts";
 import { UsageError } from "../util/errors.ts";
@@ -40,6 +41,7 @@ interface ListenFlags {
   authorizedKeys?: string;
   pair?: boolean;
   shutdownGrace?: string | number;
+  progressInterval?: string | number;
 }
 
 export const HOST_KEY_FILE = "host_key";
@@ -147,6 +149,16 @@ function parseGrace(value: string | number | undefined): number {
   return Math.round(seconds * 1000);
 }
 
+/** --progress-interval: whole seconds, 0 for never; at most a day. */
+function parseProgressInterval(value: string | number | undefined): number {
+  if (value === undefined) return DEFAULT_PROGRESS_INTERVAL_MS;
+  const seconds = /^\d+$/.test(String(value).trim()) ? Number(value) : NaN;
+  if (!Number.isInteger(seconds) || seconds > 86_400) {
+    throw new UsageError(`Invalid --progress-interval ${value}: give whole seconds from 0 (never) to 86400, e.g. 60`);
+  }
+  return seconds * 1000;
+}
+
 export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void>) => void): void {
   kebabBooleans(cli.command("listen", "Serve files under --root (and named --export) to authorized keys")
     .option("--bind <host:port>", `Address to listen on (default: every address, port ${DEFAULT_PORT})`)
@@ -156,7 +168,11 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
     .option("--key <file>", `Host private key (default: <config>/${HOST_KEY_FILE}, made on first start)`)
     .option("--authorized-keys <file>", "Client keys allowed in (default: <config>/authorized_keys)")
     .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in")
-    .option("--shutdown-grace <seconds>", `On SIGTERM/SIGINT, time running sessions get to end (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})`))
+    .option("--shutdown-grace <seconds>", `On SIGTERM/SIGINT, time running sessions get to end (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})`)
+    .option(
+      "--progress-interval <seconds>",
+      `Log a progress line for each running session this often (default ${DEFAULT_PROGRESS_INTERVAL_MS / 1000}; 0: never)`,
+    ))
     .example("  ssync listen --root /srv/images --pair     # prints its host key and a one-time pairing code")
     .example("  ssync listen --root /srv/images --export vm=/dev/vg0/vm --read-only")
     .action((flags: ListenFlags) => {
@@ -176,6 +192,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
           throw new UsageError((e as Error).message);
         }
         const graceMs = parseGrace(flags.shutdownGrace);
+        const progressIntervalMs = parseProgressInterval(flags.progressInterval);
         const { host, port } = parseBind(flags.bind);
         const key = await hostKey(flags.key);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
@@ -207,6 +224,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
             pairing,
             pool,
             log,
+            progressIntervalMs,
           });
           const address = formatEndpoint({ host: listener.host.replace(/^::ffff:/, ""), port: listener.port });
           console.log(`ssync listening on ${address} host key ${fingerprint(key.publicKey)}`);

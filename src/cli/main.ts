@@ -17,6 +17,7 @@ import { didYouMean } from "./did-you-mean.ts";
 import { type EngineFlags, withEngineOptions } from "./engine-options.ts";
 import { describeError, errorObject, EXIT_CODES, EXIT_OK, exitCodeOf } from "./exit-code.ts";
 import { Interrupt } from "./interrupt.ts";
+import { attachProgressValue } from "./progress-mode.ts";
 import { printSummary, runSyncCommand } from "./sync-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerKnownHostsCommand } from "./known-hosts-command.ts";
@@ -64,7 +65,7 @@ export async function main(argv: string[]): Promise<number> {
   cli.version(VERSION);
   try {
     try {
-      cli.parse(["ssync", "ssync", ...argv], { run: false });
+      cli.parse(["ssync", "ssync", ...attachProgressValue(argv)], { run: false });
       if (cli.options.help || cli.options.version) return EXIT_OK;
       if (!cli.matchedCommand) throw unknownCommand(cli, argv);
       await cli.runMatchedCommand();

@@ -15,6 +15,7 @@
  * a pull that fails before its commit leaves the old file, or a partial file to resume from.
  */
 import fs from "node:fs";
+import process from "node:process";
 import { join } from "node:path";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
@@ -27,6 +28,7 @@ import { readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 import { runClient, type SyncReport } from "../session/client-session.ts";
+import { SessionProgress } from "../session/session-progress.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
@@ -35,7 +37,10 @@ import { MismatchError, UsageError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions, type EngineOptions, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
 import { configuredFlags, loadConfig, resolveHost } from "./config-file.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
-import { formatSummary, summarize } from "./summary.ts";
+import { progressFormat } from "./progress-mode.ts";
+import { showProgress } from "./show-progress.ts";
+import { summarize } from "./summary.ts";
+import { printSummary } from "./sync-command.ts";
 import { busyAfterWait, isBusy, retryWhileBusy } from "./wait-while-busy.ts";
 
 export interface RemoteFlags extends EngineFlags {
@@ -106,8 +111,10 @@ export async function runRemoteSync(
   const remoteName = `${peer}:${remote.path}`;
   const pool = new WorkerPool();
   let store: Storage | undefined;
+  const say = (line: string) => o.quiet || console.error(line);
+  const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
 
-  const connect = async (dryRun: boolean, pair: string | undefined): Promise<SyncReport> => {
+  const connect = async (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> => {
     const conn = await abortable(dial({
       host: remote.host,
       port: remote.port,
@@ -116,7 +123,7 @@ export async function runRemoteSync(
       acceptNew: flags.acceptNew === true,
       hostKey: flags.hostKey,
       pairCode: pair,
-      warn: (message) => console.error(`ssync: warning: ${message}`),
+      warn: (message) => say(`ssync: warning: ${message}`),
     }), signal, { discard: (late) => late[Symbol.asyncDispose]() });
     try {
       const socket = conn.channel.socket;
@@ -126,6 +133,8 @@ export async function runRemoteSync(
         sendProgress: () => socket.bytesWritten - socket.writableLength,
       });
       const channel = new IncompleteOnLossChannel(idle, { peer });
+      const progress = new SessionProgress();
+      const stopProgress = showProgress(progress, { format, local: false, phase, signal });
       return await runClient(channel, store!, {
         mode,
         name: remote.path,
@@ -138,22 +147,23 @@ export async function runRemoteSync(
         pool,
         activity: idle.activity,
         signal,
-      });
+        progress,
+      }).finally(stopProgress);
     } finally {
       await conn[Symbol.asyncDispose]().catch(() => {});
     }
   };
   // A pairing code is used once: a try after a busy answer is already paired.
-  const session = (dryRun: boolean, pair: string | undefined): Promise<SyncReport> =>
-    retryWhileBusy((n) => connect(dryRun, n === 0 ? pair : undefined), { waitMs: o.waitMs, signal });
+  const session = (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> =>
+    retryWhileBusy((n) => connect(dryRun, n === 0 ? pair : undefined, phase), { waitMs: o.waitMs, signal });
 
   try {
-    store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal });
+    store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal, say });
     const destinationSizeBefore = store.size;
-    const report = await session(o.dryRun, pairCode);
+    const report = await session(o.dryRun, pairCode, "sync");
     let verified = false;
     if (o.verify && !o.dryRun) {
-      const check = await session(true, undefined);
+      const check = await session(true, undefined, "verify");
       if (check.local.blocksSent !== 0 || check.local.bytesZeroed !== 0 || check.size !== report.size) {
         throw new MismatchError(
           `Verification failed: a second comparison found ${check.local.blocksSent} differing blocks and ` +
@@ -165,7 +175,7 @@ export async function runRemoteSync(
     const summary = mode === "push"
       ? summarize(report, { mode, source: local, destination: remoteName, verified })
       : summarize(report, { mode, source: remoteName, destination: local, verified, destinationSizeBefore });
-    console.log(o.json ? JSON.stringify(summary) : formatSummary(summary));
+    printSummary(summary, o);
   } finally {
     await store?.[Symbol.asyncDispose]();
     await pool[Symbol.asyncDispose]();
@@ -179,7 +189,7 @@ export async function runRemoteSync(
 async function openLocal(
   mode: "push" | "pull",
   path: string,
-  o: { dryRun: boolean; inplace: boolean; waitMs: number; signal?: AbortSignal },
+  o: { dryRun: boolean; inplace: boolean; waitMs: number; signal?: AbortSignal; say: (line: string) => void },
 ): Promise<Storage> {
   try {
     const opened = mode === "push" ? openSource(path, { lockWaitMs: o.waitMs }) : openDestination(path, {
@@ -187,7 +197,7 @@ async function openLocal(
       readOnly: o.dryRun,
       inplace: o.inplace,
       lockWaitMs: o.waitMs,
-      log: (m) => console.error(`ssync: ${m}`),
+      log: (m) => o.say(`ssync: ${m}`),
     });
     return await abortable(opened, o.signal, { discard: (late) => late[Symbol.asyncDispose]() });
   } catch (e) {

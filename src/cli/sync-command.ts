@@ -3,12 +3,16 @@
  * --verify. A destination another ssync writes is waited for up to --wait seconds (by
  * storage); `signal` (Ctrl-C) aborts the sync through its session's one abort path.
  */
+import process from "node:process";
 import { verifyIdentical } from "../engine/verify.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { syncLocal } from "../session/local-sync.ts";
+import { SessionProgress } from "../session/session-progress.ts";
 import { abortable } from "../util/abortable.ts";
 import { ErrnoError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions } from "./engine-options.ts";
+import { progressFormat } from "./progress-mode.ts";
+import { showProgress } from "./show-progress.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
 import { busyAfterWait, isBusy } from "./wait-while-busy.ts";
 
@@ -24,18 +28,22 @@ export interface SyncHooks {
 export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
   const o = engineOptions(flags);
   const pool = new WorkerPool();
+  const progress = new SessionProgress();
+  const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
+  const stopProgress = showProgress(progress, { format, local: true, phase: "sync", signal: hooks.signal });
   try {
     const report = await syncLocal(src, dst, {
       ...o,
       pool,
       ffi: hooks.ffi,
-      log: (m) => console.error(`ssync: ${m}`),
+      log: (m) => o.quiet || console.error(`ssync: ${m}`),
       lockWaitMs: o.waitMs,
       signal: hooks.signal,
+      progress,
     }).catch((e) => {
       // The destination is on this machine: its busy lock is no "remote:" error.
       throw isBusy(e) ? busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs) : e;
-    });
+    }).finally(stopProgress);
     await hooks.beforeVerify?.();
     let verified = false;
     if (o.verify && !o.dryRun) {
@@ -48,6 +56,8 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   }
 }
 
-export function printSummary(s: Summary, flags: { json?: boolean }): void {
+/** --quiet prints no summary for people; --json's object is still printed (a script asked for it). */
+export function printSummary(s: Summary, flags: { json?: boolean; quiet?: boolean }): void {
+  if (flags.quiet && !flags.json) return;
   console.log(flags.json ? JSON.stringify(s) : formatSummary(s));
 }

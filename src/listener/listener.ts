@@ -15,7 +15,8 @@
  * 4. session (serveSession) with the open policy of open-for-client.ts, an idle timeout and
  *    the listener's shared memory budget;
  * 5. one log line per session: peer, key fingerprint, mode, path, bytes, result (the first
- *    ERROR it sent, when it failed: the real cause, not what followed).
+ *    ERROR it sent, when it failed: the real cause, not what followed); while it runs, a
+ *    progress line every progressIntervalMs (progress-log.ts).
  *
  * Invariants: nothing a client does can throw out of a connection's handler; every socket
  * has an error listener from the moment it is accepted; each handler runs inside
@@ -30,6 +31,7 @@ import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 import { serveSession } from "../session/server-session.ts";
+import { SessionProgress } from "../session/session-progress.ts";
 import {
   type AuthorizedKey,
   type AuthorizedKeysFile,
@@ -59,6 +61,7 @@ import {
   REFUSAL_LINES_PER_SECOND,
 } from "./listener-limits.ts";
 import { type ClientOpen, openForClient } from "./open-for-client.ts";
+import { DEFAULT_PROGRESS_INTERVAL_MS, logProgressEvery } from "./progress-log.ts";
 import { RefusalLog } from "./refusal-log.ts";
 import { refuseSession } from "./refuse-session.ts";
 import { watchSentErrors } from "./sent-errors.ts";
@@ -102,6 +105,8 @@ export interface ListenerOptions {
   journalDir?: string;
   /** How long an open waits for a lock held by a session that is ending (default LOCK_WAIT_MS). */
   lockWaitMs?: number;
+  /** A progress line per running session this often (default DEFAULT_PROGRESS_INTERVAL_MS; 0: never). */
+  progressIntervalMs?: number;
 }
 
 
@@ -310,11 +315,18 @@ export class Listener implements AsyncDisposable {
     this.#sessions.add(running);
     this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
     let request: ClientOpen | undefined;
+    const progress = new SessionProgress();
+    const stopProgress = logProgressEvery(progress, {
+      intervalMs: this.#options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
+      describe: () => `${peer} key ${key} ${context.request}`,
+      log: (line) => this.#log(line),
+    });
     try {
       const result = await serveSession(sent.channel, {
         pool: this.#options.pool,
         activity: idle.activity,
         memory: this.#memory,
+        progress,
         open: (req) => {
           request = req;
           context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(req.name)}`;
@@ -344,6 +356,7 @@ export class Listener implements AsyncDisposable {
           `holes ${s.bytesPunched} B, wire in ${result.wire.bytesReceived} B out ${result.wire.bytesSent} B: ${outcome}`,
       );
     } finally {
+      stopProgress();
       this.#sessions.delete(running);
       const left = this.#sessionsOf.get(key)! - 1;
       if (left === 0) this.#sessionsOf.delete(key);

@@ -44,6 +44,7 @@ import { StreamRefines } from "./refine-pull.ts";
 import { startRefine } from "./refine-push.ts";
 import { RefinePolicy } from "../engine/refine-policy.ts";
 import { countReceivedPatch, opMessage, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
+import type { SessionProgress } from "./session-progress.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import type { WireCounters } from "./wire-counters.ts";
@@ -72,6 +73,8 @@ export interface SyncOptions {
    * cross; default true, moot (never asked) with 4 KiB blocks. false: whole blocks.
    */
   refine?: boolean;
+  /** Kept up to date for a watcher that polls it (the CLI's progress line): ranges done, counters. */
+  progress?: SessionProgress;
 }
 
 /**
@@ -158,11 +161,13 @@ export async function runClient(
       readAhead: new ReadAhead(local),
       signal: group.signal,
     };
+    // Both roles count what differed in `stats` (a pull: as it arrives).
+    options.progress?.begin({ total: size, wire: conn.wire, changed: () => stats.bytesSent + stats.bytesZeroed });
     // Push: our link's backlog decides (the memory pair of `ssync sync` has none: raw).
     const policy = new CompressPolicy({ mode: ok.zstd ? compress : "never", backlog: () => channel.sendBacklog?.() ?? 0 });
     const root = options.mode === "push"
-      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv(), policy })
-      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine });
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv(), policy, progress: options.progress })
+      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine, progress: options.progress });
     if (options.mode === "push" && !options.dryRun) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
     await watch?.check();
@@ -209,7 +214,15 @@ function remoteSourceChanged(e: unknown): unknown {
 async function pushRanges(
   conn: ClientConnection,
   ctx: SideContext,
-  o: { group: TaskGroup; dryRun: boolean; refine: boolean; watch: SourceWatch | undefined; pause: TestPause | undefined; policy: CompressPolicy },
+  o: {
+    group: TaskGroup;
+    dryRun: boolean;
+    refine: boolean;
+    watch: SourceWatch | undefined;
+    pause: TestPause | undefined;
+    policy: CompressPolicy;
+    progress: SessionProgress | undefined;
+  },
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
@@ -252,13 +265,18 @@ async function pushRanges(
       await Promise.all(acks);
       o.group.throwIfFailed();
       await conn.request<"RANGE_DONE">({ type: "RANGE_DONE", offset: range.offset, length: range.length });
+      o.progress?.rangeDone(range.length);
     });
   }
   await o.group.wait();
   return root;
 }
 
-async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: TaskGroup; dryRun: boolean; refine: boolean }): Promise<RootHash> {
+async function pullRanges(
+  conn: ClientConnection,
+  ctx: SideContext,
+  o: { group: TaskGroup; dryRun: boolean; refine: boolean; progress: SessionProgress | undefined },
+): Promise<RootHash> {
   const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun });
   const window = new ByteWindow(DATA_WINDOW_BYTES);
   for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
@@ -309,6 +327,7 @@ async function pullRanges(conn: ClientConnection, ctx: SideContext, o: { group: 
       }
       await refines.done;
       await writer.close(range.offset);
+      o.progress?.rangeDone(range.length);
     });
   }
   await o.group.wait();

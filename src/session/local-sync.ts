@@ -16,6 +16,7 @@ import { abortable } from "../util/abortable.ts";
 import { runClient, type SyncReport } from "./client-session.ts";
 import { memoryPair } from "./memory-pair.ts";
 import { serveSession } from "./server-session.ts";
+import type { SessionProgress } from "./session-progress.ts";
 
 export interface LocalSyncOptions {
   blockSize: number;
@@ -39,6 +40,8 @@ export interface LocalSyncOptions {
   signal?: AbortSignal;
   /** Refine differing blocks to 4 KiB pages (default true). */
   refine?: boolean;
+  /** The client's live counters, for a watcher that polls them. */
+  progress?: SessionProgress;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
@@ -75,6 +78,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         compress: options.compress,
         pool: options.pool,
         signal: options.signal,
+        progress: options.progress,
       });
     } finally {
       await server;

@@ -47,6 +47,7 @@ import { RefineRequests } from "./refine-requests.ts";
 import { RequestReader } from "./request-reader.ts";
 import { encodeOp, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
+import type { SessionProgress } from "./session-progress.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import {
@@ -96,6 +97,8 @@ export interface ServeOptions {
    * job results waiting to be sent and for DATA waiting to be written, and gives them back.
    */
   memory?: ByteWindow;
+  /** Kept up to date for a watcher that polls it (the listener's periodic line). */
+  progress?: SessionProgress;
 }
 
 export async function serveSession(channel: RecordChannel, options: ServeOptions): Promise<ServerSessionResult> {
@@ -183,11 +186,17 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     // Refinement (spec §5.8) only when the client offered it: an older client never sees CAP_REFINE.
     const refine = open.refine === true;
     await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind, ...(refine ? { refine } : {}) }), open.cookie);
+    // A push destination counts what it applied; a pull source what it sent.
+    options.progress?.begin({
+      total: ctx.size,
+      wire,
+      changed: open.mode === "push" ? () => stats.bytesWritten + stats.bytesPunched : () => stats.bytesSent + stats.bytesZeroed,
+    });
     const claims = new RangeClaims({ blockSize: ctx.blockSize, maxIntervals: MAX_TRACKED_INTERVALS });
     const refines = new RefineRequests(controller.signal);
     const handler = open.mode === "push"
-      ? await destinationHandler(ctx, { open, io, claims, refine, refines })
-      : sourceHandler(ctx, { open, io, claims, refine, refines });
+      ? await destinationHandler(ctx, { open, io, claims, refine, refines, progress: options.progress })
+      : sourceHandler(ctx, { open, io, claims, refine, refines, progress: options.progress });
     // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
     const noMoreAnswers = () => refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
     // A refining pull reads ahead, so SUB_DIGESTS never wait behind requests that wait (for
@@ -285,6 +294,7 @@ interface HandlerOptions {
   refine: boolean;
   /** Pull: the REFINEs its streams wait on. */
   refines: RefineRequests;
+  progress: SessionProgress | undefined;
 }
 
 /**
@@ -416,6 +426,7 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
         closed.then(() => hold?.release(), () => hold?.release());
         return async () => {
           await closed;
+          o.progress?.rangeDone(m.length);
           await ack(m.cookie);
         };
       }
@@ -509,6 +520,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
             root.add(m.offset / ctx.blockSize, src);
             claims.settle(m.offset); // before the reply: a COMMIT that follows it must see the range closed
             await io.reply(encode({ type: "RANGE_DONE", cookie: m.cookie, offset: m.offset, length: m.length }), m.cookie);
+            o.progress?.rangeDone(m.length);
           } finally {
             claims.settle(m.offset); // idempotent; here for the failure paths
             if (slot) working.release(1);
