@@ -32,7 +32,7 @@ import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions, type EngineOptions, withEngineOptions } from "./engine-options.ts";
+import { type EngineFlags, engineOptions, type EngineOptions, ownerIfRoot, withEngineOptions } from "./engine-options.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { formatSummary, summarize } from "./summary.ts";
 import { busyAfterWait, isBusy, retryWhileBusy } from "./wait-while-busy.ts";
@@ -93,6 +93,8 @@ export async function runRemoteSync(
 ): Promise<void> {
   const { local, remote, flags, signal } = options;
   const o: EngineOptions = engineOptions(flags);
+  // A pull writes here: --owner only as root. A push asks the listener, which never grants it.
+  const owner = mode === "pull" ? ownerIfRoot(o.metadata) : { wanted: o.metadata, notes: [] };
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
   const staticKey = await clientKey(flags.key);
@@ -130,6 +132,7 @@ export async function runRemoteSync(
         inplace: o.inplace,
         refine: o.refine,
         compress: o.compress,
+        metadata: owner.wanted,
         pool,
         activity: idle.activity,
         signal,
@@ -145,6 +148,7 @@ export async function runRemoteSync(
   try {
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal });
     const report = await session(o.dryRun, pairCode);
+    report.metadata?.notes.push(...owner.notes);
     let verified = false;
     if (o.verify && !o.dryRun) {
       const check = await session(true, undefined);

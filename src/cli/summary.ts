@@ -45,6 +45,10 @@ export interface Summary {
   sourceKind: StorageKind;
   /** What the user should know about this result (BLOCK_DEVICE_SOURCE_WARNING); empty when nothing. */
   warnings: string[];
+  /** File metadata the destination took (a dry run: would take): "mode", "mtime", "owner". */
+  metadataApplied: string[];
+  /** Those of them it did not have already (an identical rerun may still change them). */
+  metadataChanged: string[];
 }
 
 export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source: string; destination: string; verified: boolean }): Summary {
@@ -80,13 +84,15 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
     rootHash: r.root,
     verified: names.verified,
     sourceKind,
-    warnings: sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : [],
+    warnings: [...(sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : []), ...(r.metadata?.notes ?? [])],
+    metadataApplied: r.metadata?.applied ?? [],
+    metadataChanged: r.metadata?.changed ?? [],
   };
 }
 
 export function formatSummary(s: Summary): string {
   const verb = s.dryRun ? "would send" : "sent";
-  const changed = s.blocksSent > 0 || s.zeroBytesSent > 0 || s.bytesWritten > 0 || s.holeBytesPunched > 0;
+  const changed = s.blocksSent > 0 || s.zeroBytesSent > 0 || s.bytesWritten > 0 || s.holeBytesPunched > 0 || s.metadataChanged.length > 0;
   const outcome = s.dryRun ? "compared" : changed ? "now identical" : "already identical";
   const lines = [
     `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.rootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
@@ -95,6 +101,9 @@ export function formatSummary(s: Summary): string {
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}, ${bytes(s.dataBytesOnWire)} on the wire), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
+    ...(s.metadataApplied.length > 0
+      ? [`  metadata  ${s.metadataApplied.join(", ")} (${s.metadataChanged.length > 0 ? `${s.dryRun ? "would change" : "changed"}: ${s.metadataChanged.join(", ")}` : "unchanged"})`]
+      : []),
     ...s.warnings.map((w) => `  warning   ${w}`),
   ];
   return lines.join("\n");

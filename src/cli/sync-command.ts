@@ -8,7 +8,7 @@ import { WorkerPool } from "../engine/worker-pool.ts";
 import { syncLocal } from "../session/local-sync.ts";
 import { abortable } from "../util/abortable.ts";
 import { ErrnoError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions } from "./engine-options.ts";
+import { type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
 import { busyAfterWait, isBusy } from "./wait-while-busy.ts";
 
@@ -23,10 +23,12 @@ export interface SyncHooks {
 
 export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
   const o = engineOptions(flags);
+  const owner = ownerIfRoot(o.metadata);
   const pool = new WorkerPool();
   try {
     const report = await syncLocal(src, dst, {
       ...o,
+      metadata: owner.wanted,
       pool,
       ffi: hooks.ffi,
       log: (m) => console.error(`ssync: ${m}`),
@@ -36,6 +38,7 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
       // The destination is on this machine: its busy lock is no "remote:" error.
       throw isBusy(e) ? busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs) : e;
     });
+    report.metadata?.notes.push(...owner.notes);
     await hooks.beforeVerify?.();
     let verified = false;
     if (o.verify && !o.dryRun) {

@@ -14,6 +14,7 @@ import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
 import { abortable } from "../util/abortable.ts";
 import { runClient, type SyncReport } from "./client-session.ts";
+import type { MetadataWanted } from "./file-attributes.ts";
 import { memoryPair } from "./memory-pair.ts";
 import { serveSession } from "./server-session.ts";
 
@@ -39,6 +40,8 @@ export interface LocalSyncOptions {
   signal?: AbortSignal;
   /** Refine differing blocks to 4 KiB pages (default true). */
   refine?: boolean;
+  /** The attributes the destination takes (owner: asked only when running as root). */
+  metadata?: MetadataWanted;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
@@ -49,6 +52,8 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
     const [clientEnd, serverEnd] = memoryPair();
     const server = serveSession(serverEnd, {
       pool: options.pool,
+      // This process writes the destination: its caller asks for the owner only as root.
+      grantOwner: true,
       open: (req) =>
         abortable(
           openDestination(dst, {
@@ -75,6 +80,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         compress: options.compress,
         pool: options.pool,
         signal: options.signal,
+        metadata: options.metadata,
       });
     } finally {
       await server;
