@@ -249,7 +249,7 @@ async function openRequest(conn: ClientConnection, open: Omit<OpenMessage, "type
     throw new ErrnoError(
       "EPROTO",
       `Cannot ${open.mode} ${open.name}: the listener closed the connection when asked to open it with file metadata ` +
-        `(${e.message}); a listener that predates mode and mtime support does that: update it, or pass --no-times --no-perms`,
+        `(${e.message}); a listener that predates mode and mtime support does that; update it, or pass --no-times --no-perms`,
       { cause: e },
     );
   }
