@@ -13,6 +13,7 @@
  */
 import fs from "node:fs";
 import type { Libc } from "../platform/libc.ts";
+import { fileStamp } from "./file-stamp.ts";
 import { storageError } from "./storage-error.ts";
 
 /** What a commit sets; each attribute present is set, the others are left as they are. */
@@ -34,15 +35,22 @@ export function isEmptyMetadata(m: FileMetadata | undefined): boolean {
   return m === undefined || (m.mode === undefined && m.mtimeNs === undefined && m.owner === undefined);
 }
 
-/** Sets `m` on the regular file open as `fd` (see the invariants above); `path` names it in errors. */
+/**
+ * Sets `m` on the regular file open as `fd` (see the invariants above); `path` names it in
+ * errors. What the file has already is not set again: an identical sync changes nothing, not
+ * even the file's ctime.
+ */
 export function applyMetadata(fd: number, m: FileMetadata, o: { libc: Libc | null; path: string }): void {
+  const now = fileStamp(fd);
   try {
-    if (m.owner) fs.fchownSync(fd, m.owner.uid, m.owner.gid);
-    if (m.mode !== undefined) fs.fchmodSync(fd, destinationMode(m.mode));
+    const chown = m.owner !== undefined && (m.owner.uid !== now.uid || m.owner.gid !== now.gid);
+    if (chown) fs.fchownSync(fd, m.owner!.uid, m.owner!.gid);
+    // After a chown, which may clear setuid and setgid: `now.mode` is stale then.
+    if (m.mode !== undefined && (chown || destinationMode(m.mode) !== now.mode)) fs.fchmodSync(fd, destinationMode(m.mode));
   } catch (e) {
     throw storageError("set the owner or mode of", o.path, { cause: e });
   }
-  if (m.mtimeNs === undefined) return;
+  if (m.mtimeNs === undefined || m.mtimeNs === now.mtimeNs) return;
   const rc = o.libc?.setMtime(fd, m.mtimeNs);
   if (rc !== undefined && rc < 0) throw storageError("set the modification time of", o.path, { errno: rc });
   if (rc === 0) return;
