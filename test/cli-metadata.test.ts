@@ -4,7 +4,7 @@
  * and an identical rerun still fixes (and reports) a wrong mode or mtime.
  *
  * 1. `ssync sync`: new, updated, identical rerun, u+rw kept, setuid/setgid/sticky dropped,
- *    --no-times/--no-perms, --owner as root.
+ *    --inplace, --no-times/--no-perms, --owner as root.
  * 2. push and pull over a real listener: new, updated, identical rerun, --no-times/--no-perms,
  *    --owner (a pull as root applies it; a listener never does, and the summary says so).
  * 3. A listener that predates OPEN_METADATA (it closes on the unknown flag): a clear error
@@ -125,7 +125,7 @@ describe("ssync sync: metadata", () => {
     });
   });
 
-  test("setuid, setgid and sticky never arrive; u+rw always does", T, async () => {
+  test("setuid, setgid and sticky never arrive; u+rw always does; --inplace too", T, async () => {
     await withTempDir(async (dir) => {
       const config = path.join(dir, "config");
       const src = path.join(dir, "src.img");
@@ -139,6 +139,16 @@ describe("ssync sync: metadata", () => {
       assert.equal(meta(dst).mode, "644", "the writer keeps read and write access for the next sync");
       assert.deepEqual(s.metadataChanged, ["mode"]);
       assert.deepEqual(json(await runCli(["sync", "--json", src, dst], { config })).metadataChanged, [], "0444 → 0644 is a fixed point");
+
+      // --inplace (no journal, no partial file): new and updated.
+      const inplace = path.join(dir, "inplace.img");
+      json(await runCli(["sync", "--json", "--inplace", src, inplace], { config }));
+      assert.deepEqual([meta(inplace).mode, meta(inplace).mtime], ["644", MTIME], "--inplace, new");
+      writeImage(src, 9);
+      stamp(src);
+      const u = json(await runCli(["sync", "--json", "--inplace", src, inplace], { config }));
+      assert.ok((u.blocksSent as number) > 0);
+      assert.deepEqual([meta(inplace).mode, meta(inplace).mtime], ["640", MTIME], "--inplace, updated");
     });
   });
 
