@@ -4,7 +4,7 @@
  * and an identical rerun still fixes (and reports) a wrong mode or mtime.
  *
  * 1. `ssync sync`: new, updated, identical rerun, u+rw kept, setuid/setgid/sticky dropped,
- *    --inplace, --no-times/--no-perms, --owner as root.
+ *    --inplace, --no-times/--no-perms, --owner as root; a block device, either side, never touched.
  * 2. push and pull over a real listener: new, updated, identical rerun, --no-times/--no-perms,
  *    --owner (a pull as root applies it; a listener never does, and the summary says so).
  * 3. A listener that predates OPEN_METADATA (it closes on the unknown flag): a clear error
@@ -31,6 +31,7 @@ import { type CliSetup, makeCliPair, withCliSetup } from "./helpers/cli-setup.ts
 import { authorize, runCli, startListener } from "./helpers/network.ts";
 import { startFakeListener } from "./helpers/fake-listener.ts";
 import { nextMessage, openMessage, rawConnect } from "./helpers/raw-client.ts";
+import { loopDeviceUnavailableReason, withLoopDevice } from "./helpers/loop-device.ts";
 import { withTempDir } from "./helpers/sparse.ts";
 
 const T = { timeout: 180_000 };
@@ -166,6 +167,35 @@ describe("ssync sync: metadata", () => {
       s = json(await runCli(["sync", "--json", "--owner", src, dst], { config }));
       assert.deepEqual([meta(dst).uid, meta(dst).gid], [NOBODY, NOBODY]);
       assert.deepEqual([s.metadataApplied, s.metadataChanged], [["mode", "mtime", "owner"], ["owner"]]);
+    });
+  });
+
+  test("a block device is never touched, and the summary says so", T, async (t) => {
+    const why = loopDeviceUnavailableReason();
+    if (why) return t.skip(why);
+    await withTempDir(async (dir) => {
+      const config = path.join(dir, "config");
+      const backing = path.join(dir, "backing.img");
+      const src = path.join(dir, "src.img");
+      const back = path.join(dir, "back.img");
+      fs.writeFileSync(backing, new Uint8Array(1 << 20));
+      writeImage(src, 1, 1 << 20);
+      stamp(src);
+      const ran = await withLoopDevice(backing, async (dev) => {
+        const before = meta(dev);
+        let s = json(await runCli(["sync", "--json", src, dev], { config }));
+        // Writing through the node moves its mtime (devtmpfs); it never becomes the source's.
+        assert.deepEqual({ ...meta(dev), mtime: "" }, { ...before, mtime: "" }, "the device node's mode and owner");
+        assert.notEqual(meta(dev).mtime, MTIME);
+        assert.deepEqual(s.metadataApplied, []);
+        assert.ok((s.warnings as string[]).some((w) => /the destination is a block device: a block device's mode, times and owner are never touched/.test(w)), String(s.warnings));
+        s = json(await runCli(["sync", "--json", dev, back], { config }));
+        assert.deepEqual(s.metadataApplied, []);
+        assert.ok((s.warnings as string[]).some((w) => /the source is a block device: a block device's mode/.test(w)), String(s.warnings));
+        assert.equal(meta(back).mode, "600", "a file synced from a device keeps the mode it was made with");
+        return true;
+      });
+      if (ran === null) return t.skip("losetup failed here");
     });
   });
 });
