@@ -7,7 +7,7 @@
  *   (`destinationMode`): setuid, setgid and sticky are never applied, whoever sent them, and
  *   the user who writes the file can always open it again for the next sync.
  * - The mtime is exact with FFI (futimens); without it, node:fs's futimes takes seconds as a
- *   double, which is off by up to a few hundred ns for today's dates.
+ *   double (off by up to a few hundred ns for today's dates on Node; Deno keeps milliseconds).
  * - Block devices are never touched: their node's mode and times are not the image's.
  * - Order: owner (chown may clear mode bits), mode, mtime last; the caller fsyncs after.
  */
