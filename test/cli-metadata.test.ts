@@ -103,7 +103,7 @@ describe("ssync sync: metadata", () => {
       s = await sync();
       assert.deepEqual(s.metadataChanged, [], "nothing left to change");
       const text = await runCli(["sync", src, dst], { config });
-      assert.match(text.stdout, /already identical.*\n(.*\n)*  metadata  mode, mtime \(unchanged\)/);
+      assert.match(text.stdout, /already identical.*\n(.*\n)* {2}metadata {2}mode, mtime \(unchanged\)/);
 
       // --no-times/--no-perms: a data change leaves the mode, and the mtime is the write's, not the source's.
       writeImage(src, 3);
