@@ -12,6 +12,7 @@
  * kept as sent), so two implementations agree on what each record means.
  */
 import {
+  CAP_METADATA,
   CAP_REFINE,
   CAP_ZSTD,
   CAPS_KNOWN,
@@ -33,7 +34,13 @@ import {
   MAX_RANGE_BLOCKS,
   MAX_RECORD,
   MAX_REFINE_LENGTH,
+  MAX_META_MODE,
   MAX_U53,
+  META_KNOWN,
+  META_MODE,
+  META_MTIME,
+  META_OWNER,
+  METADATA_SIZE,
   MessageCode,
   type MessageType,
   type Mode,
@@ -43,12 +50,13 @@ import {
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
   OPEN_IN_PLACE,
+  OPEN_METADATA,
   OPEN_REFINE,
   RUN_DIGESTS,
   RUN_ZERO,
   SUB_BLOCK_SIZE,
 } from "./constants.ts";
-import type { DataMessage, Message, StoreKind } from "./messages.ts";
+import type { DataMessage, FileAttributes, Message, OpenMessage, StoreKind } from "./messages.ts";
 
 /** A record that breaks the wire format. Fatal: the connection closes. */
 export class ProtocolError extends Error {
@@ -89,7 +97,8 @@ export function encode(msg: Message): Uint8Array {
   switch (msg.type) {
     case "OPEN": {
       const name = utf8.encode(msg.name);
-      const p = new Uint8Array(OPEN_FIXED + name.length);
+      const trailer = openTrailer(msg);
+      const p = new Uint8Array(OPEN_FIXED + name.length + (trailer ? METADATA_SIZE : 0));
       const v = view(p);
       v.setUint16(0, msg.version);
       v.setUint8(2, ModeCode[msg.mode]);
@@ -98,20 +107,23 @@ export function encode(msg: Message): Uint8Array {
       v.setUint32(
         8,
         (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) |
-          (msg.refine ? OPEN_REFINE : 0) | (msg.compressAlways ? OPEN_COMPRESS_ALWAYS : 0),
+          (msg.refine ? OPEN_REFINE : 0) | (msg.compressAlways ? OPEN_COMPRESS_ALWAYS : 0) |
+          (msg.metadata ? OPEN_METADATA : 0),
       );
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
       v.setUint16(20 + HASH_KEY_SIZE, name.length);
       p.set(name, OPEN_FIXED);
+      if (trailer) encodeMetadata(trailer, p.subarray(OPEN_FIXED + name.length));
       return record(msg, { payload: p });
     }
     case "OPEN_OK": {
-      const p = new Uint8Array(OPEN_OK_SIZE);
+      const p = new Uint8Array(OPEN_OK_SIZE + (msg.metadata ? METADATA_SIZE : 0));
       const v = view(p);
       setU64(v, 0, msg.size);
-      v.setUint32(8, (msg.zstd ? CAP_ZSTD : 0) | (msg.refine ? CAP_REFINE : 0));
+      v.setUint32(8, (msg.zstd ? CAP_ZSTD : 0) | (msg.refine ? CAP_REFINE : 0) | (msg.metadata ? CAP_METADATA : 0));
       v.setUint8(12, KindCode[msg.kind]);
+      if (msg.metadata) encodeMetadata(msg.metadata, p.subarray(OPEN_OK_SIZE));
       return record(msg, { payload: p });
     }
     case "SIGS":
@@ -178,6 +190,53 @@ export function encodeParts(msg: Message): Uint8Array | [Uint8Array, Uint8Array]
   const header = new Uint8Array(HEADER_SIZE);
   writeHeader(header, msg, f, checkedPayload(msg, f.payload).length);
   return [header, msg.payload];
+}
+
+/** OPEN's METADATA trailer: push only (a pull's OPEN_METADATA asks, with `metadata` {}). */
+function openTrailer(msg: OpenMessage): FileAttributes | undefined {
+  if (!msg.metadata || msg.mode === "push") return msg.metadata;
+  if (Object.keys(msg.metadata).length > 0) throw new RangeError("OPEN: a pull carries no METADATA trailer");
+  return undefined;
+}
+
+/** The METADATA_SIZE bytes of `a` at the start of `out` (zeros where an attribute is absent). */
+function encodeMetadata(a: FileAttributes, out: Uint8Array): void {
+  const v = view(out);
+  v.setUint32(0, (a.mode !== undefined ? META_MODE : 0) | (a.mtimeNs !== undefined ? META_MTIME : 0) | (a.owner ? META_OWNER : 0));
+  const mode = a.mode ?? 0;
+  if (!Number.isInteger(mode) || mode < 0 || mode > MAX_META_MODE) throw new RangeError(`mode ${mode} is not in [0, 0o7777]`);
+  v.setUint32(4, mode);
+  const ns = a.mtimeNs ?? 0n;
+  let sec = ns / NS_PER_S;
+  if (sec * NS_PER_S > ns) sec -= 1n; // floor: the nanoseconds are never negative
+  v.setBigInt64(8, sec);
+  v.setUint32(16, Number(ns - sec * NS_PER_S));
+  v.setUint32(20, a.owner?.uid ?? 0);
+  v.setUint32(24, a.owner?.gid ?? 0);
+}
+
+const NS_PER_S = 1_000_000_000n;
+
+/** A METADATA trailer: known attrs bits, mode ≤ 0o7777, ns < 10^9, and zeros for every attribute absent. */
+function decodeMetadata(p: Uint8Array, what: string): FileAttributes {
+  const v = view(p);
+  const attrs = v.getUint32(0);
+  if ((attrs & ~META_KNOWN) !== 0) throw new ProtocolError(`${what}: unknown METADATA attributes ${attrs}`);
+  const mode = v.getUint32(4);
+  const sec = v.getBigInt64(8);
+  const nsec = v.getUint32(16);
+  const uid = v.getUint32(20);
+  const gid = v.getUint32(24);
+  if (mode > MAX_META_MODE) throw new ProtocolError(`${what}: METADATA mode ${mode} above 0o7777`);
+  if (nsec >= 1e9) throw new ProtocolError(`${what}: METADATA nanoseconds ${nsec} not below 10^9`);
+  if (!(attrs & META_MODE) && mode !== 0) throw new ProtocolError(`${what}: METADATA mode without META_MODE`);
+  if (!(attrs & META_MTIME) && (sec !== 0n || nsec !== 0)) throw new ProtocolError(`${what}: METADATA mtime without META_MTIME`);
+  if (!(attrs & META_OWNER) && (uid !== 0 || gid !== 0)) throw new ProtocolError(`${what}: METADATA owner without META_OWNER`);
+  return {
+    ...(attrs & META_MODE ? { mode } : {}),
+    ...(attrs & META_MTIME ? { mtimeNs: sec * NS_PER_S + BigInt(nsec) } : {}),
+    ...(attrs & META_OWNER ? { owner: { uid, gid } } : {}),
+  };
 }
 
 type Fields = { offset?: number; length?: number; flags?: number; aux?: number; payload?: Uint8Array };
@@ -293,17 +352,20 @@ function decodeBody(h: Header, p: Uint8Array): Message {
       if (p.length < OPEN_FIXED) throw new ProtocolError(`OPEN: payload of ${p.length} bytes is too short`);
       const v = view(p);
       const nameLength = v.getUint16(20 + HASH_KEY_SIZE);
-      if (p.length !== OPEN_FIXED + nameLength) throw new ProtocolError("OPEN: name length does not match payload");
-      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) throw new ProtocolError("OPEN: bad name length");
       const openFlags = v.getUint32(8);
       if ((openFlags & ~OPEN_FLAGS_KNOWN) !== 0) throw new ProtocolError(`OPEN: unknown flags ${openFlags}`);
-      const name = text(p.subarray(OPEN_FIXED), "OPEN name");
+      const mode = lookup(modeByCode, v.getUint8(2), "OPEN mode") as Mode;
+      // Push with OPEN_METADATA: the METADATA trailer follows the name.
+      const trailer = (openFlags & OPEN_METADATA) !== 0 && mode === "push" ? METADATA_SIZE : 0;
+      if (p.length !== OPEN_FIXED + nameLength + trailer) throw new ProtocolError("OPEN: name length does not match payload");
+      if (nameLength === 0 || nameLength > MAX_NAME_LENGTH) throw new ProtocolError("OPEN: bad name length");
+      const name = text(p.subarray(OPEN_FIXED, OPEN_FIXED + nameLength), "OPEN name");
       if (name.includes("\0")) throw new ProtocolError("OPEN: name contains NUL");
       return {
         type,
         cookie,
         version: v.getUint16(0),
-        mode: lookup(modeByCode, v.getUint8(2), "OPEN mode") as Mode,
+        mode,
         hash: lookup(hashByCode, v.getUint8(3), "OPEN hash") as HashAlgorithm,
         blockSize: v.getUint32(4),
         dryRun: (openFlags & OPEN_DRY_RUN) !== 0,
@@ -314,14 +376,17 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,
+        ...((openFlags & OPEN_METADATA) !== 0 ? { metadata: trailer ? decodeMetadata(p.subarray(OPEN_FIXED + nameLength), type) : {} } : {}),
       };
     }
     case "OPEN_OK": {
       expectHeader(h, { flags: 0, range: false, aux: false });
-      expectLength(type, p, OPEN_OK_SIZE);
+      if (p.length < OPEN_OK_SIZE) expectLength(type, p, OPEN_OK_SIZE);
       const v = view(p);
       const caps = v.getUint32(8);
       if ((caps & ~CAPS_KNOWN) !== 0) throw new ProtocolError(`OPEN_OK: unknown capabilities ${caps}`);
+      const withMetadata = (caps & CAP_METADATA) !== 0;
+      expectLength(type, p, OPEN_OK_SIZE + (withMetadata ? METADATA_SIZE : 0));
       return {
         type,
         cookie,
@@ -329,6 +394,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         zstd: (caps & CAP_ZSTD) !== 0,
         kind: lookup(kindByCode, v.getUint8(12), "OPEN_OK kind") as StoreKind,
         ...((caps & CAP_REFINE) !== 0 ? { refine: true } : {}),
+        ...(withMetadata ? { metadata: decodeMetadata(p.subarray(OPEN_OK_SIZE), type) } : {}),
       };
     }
     case "SIGS":

@@ -119,13 +119,39 @@ export const OPEN_REFINE = 0x0008;
  * (--compress=always), not only while its link is the bottleneck. Ignored otherwise.
  */
 export const OPEN_COMPRESS_ALWAYS = 0x0010;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS;
+/**
+ * OPEN flag: file metadata (§3 METADATA). Push: OPEN's payload ends with a METADATA trailer,
+ * the source's attributes the destination is asked to take; pull: no trailer, the client asks
+ * for the source's attributes in OPEN_OK.
+ */
+export const OPEN_METADATA = 0x0040;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS |
+  OPEN_METADATA;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;
 /** OPEN_OK capability: the server speaks REFINE, SUB_DIGESTS and PATCH; set only when OPEN had OPEN_REFINE. */
 export const CAP_REFINE = 0x0002;
-export const CAPS_KNOWN = CAP_ZSTD | CAP_REFINE;
+/**
+ * OPEN_OK capability: OPEN_OK's payload ends with a METADATA trailer (push: the destination's
+ * current values of the attributes it will apply; pull: the source's); set only, and always,
+ * when OPEN had OPEN_METADATA.
+ */
+export const CAP_METADATA = 0x0004;
+export const CAPS_KNOWN = CAP_ZSTD | CAP_REFINE | CAP_METADATA;
+
+// §3 METADATA trailer
+
+/** Bytes of a METADATA trailer: u32 attrs, u32 mode, i64 mtime seconds, u32 mtime ns, u32 uid, u32 gid. */
+export const METADATA_SIZE = 28;
+/** METADATA attrs bits: which attributes the trailer carries (the others' fields are 0). */
+export const META_MODE = 0x1;
+export const META_MTIME = 0x2;
+/** Owner and group, together. */
+export const META_OWNER = 0x4;
+export const META_KNOWN = META_MODE | META_MTIME | META_OWNER;
+/** The largest METADATA mode: permission bits, setuid, setgid and sticky (a destination takes only 0o777 of them). */
+export const MAX_META_MODE = 0o7777;
 
 // §4, §5.8 Refinement
 

@@ -29,6 +29,25 @@ export interface OpenMessage {
   /** Fresh random key for the keyed block digests of this session. */
   key: Uint8Array;
   name: string;
+  /**
+   * OPEN_METADATA (absent: not set). Push: the source's attributes the destination is asked
+   * to take (the METADATA trailer). Pull: always `{}` (no trailer): the client asks for the
+   * source's attributes in OPEN_OK.
+   */
+  metadata?: FileAttributes;
+}
+
+/**
+ * A METADATA trailer: each attribute present is one its `attrs` bits name (META_MODE,
+ * META_MTIME, META_OWNER); an absent one is all zeros on the wire.
+ */
+export interface FileAttributes {
+  /** Permission bits, setuid, setgid, sticky: ≤ 0o7777. */
+  mode?: number;
+  /** Modification time in ns since the epoch (negative before 1970). */
+  mtimeNs?: bigint;
+  /** Numeric owner and group. */
+  owner?: { uid: number; gid: number };
 }
 
 /** Server → client: the file is open (and, when writing, locked). */
@@ -41,6 +60,12 @@ export interface OpenOkMessage {
   kind: StoreKind;
   /** CAP_REFINE: both sides refine differing blocks to pages (absent means false). */
   refine?: boolean;
+  /**
+   * CAP_METADATA (absent: not set; set exactly when OPEN had OPEN_METADATA). Push: the
+   * destination's current values of the attributes it will apply (a subset of those OPEN
+   * asked for; none for a block device). Pull: the source's attributes (none for a block device).
+   */
+  metadata?: FileAttributes;
 }
 
 /** Push, client (source) → server (destination): send the digests of a range. */

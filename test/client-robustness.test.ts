@@ -61,7 +61,9 @@ describe("the client against a hostile or broken listener", () => {
           serve: async (conn, socket) => {
             const open = await receiveMessage(conn);
             assert.equal(open?.type, "OPEN");
-            await sendMessage(conn, { type: "OPEN_OK", cookie: open!.cookie, size: 4 * MiB, zstd: false, kind: "file" });
+            // CAP_METADATA answers OPEN_METADATA (granting nothing): a listener of this version.
+            const metadata = open?.type === "OPEN" && open.metadata ? { metadata: {} } : {};
+            await sendMessage(conn, { type: "OPEN_OK", cookie: open!.cookie, size: 4 * MiB, zstd: false, kind: "file", ...metadata });
             silentSince = Date.now();
             for (;;) {
               const m = await receiveMessage(conn);
@@ -120,7 +122,9 @@ describe("the client against a hostile or broken listener", () => {
               const m = await receiveMessage(conn);
               if (m === null) return;
               seen.push(m.type);
-              if (m.type === "OPEN") await sendMessage(conn, { type: "OPEN_OK", cookie: m.cookie, size, zstd: false, kind: "file" });
+              if (m.type === "OPEN") {
+                await sendMessage(conn, { type: "OPEN_OK", cookie: m.cookie, size, zstd: false, kind: "file", ...(m.metadata ? { metadata: {} } : {}) });
+              }
             }
           },
         }, async (fake) => {

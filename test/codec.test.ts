@@ -2,7 +2,17 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { decode, encode, ProtocolError } from "../protocol/codec.ts";
-import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, OPEN_CLIENT_ZSTD, OPEN_COMPRESS_ALWAYS, OPEN_DRY_RUN } from "../protocol/constants.ts";
+import {
+  CAP_METADATA,
+  HEADER_SIZE,
+  MAX_RANGE_BLOCKS,
+  MAX_RECORD,
+  METADATA_SIZE,
+  OPEN_CLIENT_ZSTD,
+  OPEN_COMPRESS_ALWAYS,
+  OPEN_DRY_RUN,
+  OPEN_METADATA,
+} from "../protocol/constants.ts";
 import type { Message } from "../protocol/messages.ts";
 
 const digests = new Uint8Array(5 * 16);
@@ -81,5 +91,73 @@ describe("codec", { timeout: 10_000 }, () => {
     assert.throws(() => decode(patch(open, HEADER_SIZE + 2, [9])), ProtocolError, "unknown mode");
     assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [32])), ProtocolError, "unknown open flag");
     assert.throws(() => decode(open.subarray(0, open.length - 1)), ProtocolError, "truncated name");
+  });
+});
+
+describe("codec: METADATA (OPEN_METADATA, CAP_METADATA)", { timeout: 10_000 }, () => {
+  const open = samples[0] as Extract<Message, { type: "OPEN" }>;
+  const ok = samples[1] as Extract<Message, { type: "OPEN_OK" }>;
+  const mtimeNs = 1577934245_123456789n; // 2020-01-02 03:04:05.123456789 UTC
+  const flagsOf = (rec: Uint8Array) => new DataView(rec.buffer, rec.byteOffset).getUint32(HEADER_SIZE + 8);
+
+  test("a push OPEN carries the source's attributes in a trailer after the name; a pull OPEN only the flag", () => {
+    const plain = encode(open);
+    const push = { ...open, metadata: { mode: 0o4755, mtimeNs, owner: { uid: 1000, gid: 2 ** 32 - 1 } } };
+    const rec = encode(push);
+    assert.equal(rec.length, plain.length + METADATA_SIZE);
+    assert.equal(flagsOf(rec), flagsOf(plain) | OPEN_METADATA);
+    assert.deepEqual(decode(rec), push);
+    for (const metadata of [{}, { mode: 0o640 }, { mtimeNs: -1n }, { mtimeNs: 0n }, { owner: { uid: 0, gid: 0 } }]) {
+      assert.deepEqual(decode(encode({ ...open, metadata })), { ...open, metadata }, JSON.stringify(metadata, (_, v) => typeof v === "bigint" ? String(v) : v));
+    }
+    const pull = { ...open, mode: "pull" as const, metadata: {} };
+    const pullRec = encode(pull);
+    assert.equal(pullRec.length, plain.length, "no trailer in a pull");
+    assert.equal(flagsOf(pullRec) & OPEN_METADATA, OPEN_METADATA);
+    assert.deepEqual(decode(pullRec), pull);
+    assert.throws(() => encode({ ...pull, metadata: { mode: 0o600 } }), RangeError);
+  });
+
+  test("the mtime is exact to the nanosecond, before 1970 too", () => {
+    for (const ns of [mtimeNs, -1n, -1_000_000_000n, -1_500_000_001n, 2n ** 62n, 999_999_999n]) {
+      const m = { ...ok, metadata: { mtimeNs: ns } };
+      assert.deepEqual(decode(encode(m)), m, String(ns));
+    }
+  });
+
+  test("OPEN_OK carries CAP_METADATA and a trailer; without the capability, its exact old length", () => {
+    const plain = encode(ok);
+    const m = { ...ok, metadata: { mode: 0o600, mtimeNs } };
+    const rec = encode(m);
+    assert.equal(rec.length, plain.length + METADATA_SIZE);
+    assert.equal(new DataView(rec.buffer, rec.byteOffset).getUint32(HEADER_SIZE + 8) & CAP_METADATA, CAP_METADATA);
+    assert.deepEqual(decode(rec), m);
+    assert.deepEqual(decode(encode({ ...ok, metadata: {} })), { ...ok, metadata: {} });
+  });
+
+  test("malformed trailers are violations", () => {
+    const push = encode({ ...open, metadata: { mode: 0o640, mtimeNs } });
+    const t = push.length - METADATA_SIZE; // the trailer's offset in the record
+    const okRec = encode({ ...ok, metadata: { mode: 0o640 } });
+    const u = okRec.length - METADATA_SIZE;
+    const bad: [string, Uint8Array][] = [
+      ["unknown attribute bit", patch(push, t + 3, [0x0b])],
+      ["mode above 0o7777", patch(push, t + 4, [0, 0, 0x10, 0])],
+      ["nanoseconds of 10^9", patch(push, t + 16, [0x3b, 0x9a, 0xca, 0x00])],
+      ["an owner without META_OWNER", patch(push, t + 23, [1])],
+      ["a mode without META_MODE", patch(okRec, u + 3, [0])],
+      ["an mtime without META_MTIME", patch(okRec, u + 15, [1])],
+      ["a push OPEN_METADATA without its trailer", push.subarray(0, t).map((b, i) => (i === 27 ? b - METADATA_SIZE : b))],
+      ["OPEN_METADATA flag missing: the trailer is junk after the name", patch(push, HEADER_SIZE + 11, [flagsOf(push) & ~OPEN_METADATA & 0xff])],
+      ["CAP_METADATA without its trailer", okRec.subarray(0, u).map((b, i) => (i === 27 ? b - METADATA_SIZE : b))],
+      ["a trailer without CAP_METADATA", patch(okRec, HEADER_SIZE + 11, [0x01])],
+    ];
+    for (const [what, rec] of bad) assert.throws(() => decode(rec), ProtocolError, what);
+    // A pull OPEN with a trailer is too long.
+    const pull = encode({ ...open, mode: "pull", metadata: {} });
+    const longer = new Uint8Array(pull.length + METADATA_SIZE);
+    longer.set(pull);
+    new DataView(longer.buffer).setUint32(24, pull.length + METADATA_SIZE - HEADER_SIZE);
+    assert.throws(() => decode(longer), ProtocolError, "pull OPEN with a trailer");
   });
 });

@@ -8,6 +8,8 @@ import {
 } from "../../protocol/constants.ts";
 import { COMPRESS_MODES, type CompressMode } from "../engine/compress-policy.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
+import process from "node:process";
+import type { MetadataWanted } from "../session/file-attributes.ts";
 import { UsageError } from "../util/errors.ts";
 import { type ProgressChoice, parseProgress } from "./progress-mode.ts";
 
@@ -25,6 +27,10 @@ export interface EngineFlags {
   quiet?: boolean;
   /** true (`--progress`), the text after `--progress=`, false (`--no-progress`). */
   progress?: string | boolean;
+  /** cac's `--no-times` / `--no-perms` set them false. */
+  times?: boolean;
+  perms?: boolean;
+  owner?: boolean;
 }
 
 export interface EngineOptions {
@@ -43,6 +49,8 @@ export interface EngineOptions {
   /** -q/--quiet: nothing on stdout or stderr but errors (and what --json or --progress ask for). */
   quiet: boolean;
   progress: ProgressChoice;
+  /** What the destination takes from the source: mode (--no-perms), mtime (--no-times), owner (--owner). */
+  metadata: MetadataWanted;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -112,7 +120,17 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     compress: parseCompress(flags.compress),
     quiet: flags.quiet === true,
     progress: parseProgress(flags.progress),
+    metadata: { perms: flags.perms !== false, times: flags.times !== false, owner: flags.owner === true },
   };
+}
+
+/**
+ * --owner where this process writes the destination (pull, sync): only as root; otherwise
+ * dropped, with the note the summary shows.
+ */
+export function ownerIfRoot(w: MetadataWanted): { wanted: MetadataWanted; notes: string[] } {
+  if (!w.owner || process.getuid?.() === 0) return { wanted: w, notes: [] };
+  return { wanted: { ...w, owner: false }, notes: ["owner and group not applied (--owner): ssync is not running as root"] };
 }
 
 /**
@@ -146,6 +164,9 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
       "zstd for the data sent: auto (default: while the link is the bottleneck; never in a local sync), always, never",
     )
     .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)")
+    .option("--no-times", "Leave the destination's modification time as the sync leaves it (default: the source's, to the nanosecond)")
+    .option("--no-perms", "Leave the destination's permission bits alone (default: the source's rwx bits, plus u+rw; never setuid, setgid or sticky)")
+    .option("--owner", "Give the destination the source's numeric owner and group: only when the writing side runs as root, never by a listener")
     .option("--no-refine", "Send whole differing blocks, not only their changed 4 KiB pages (for a listener that predates refinement)")
     .option(
       "--wait <seconds>",

@@ -34,7 +34,7 @@ import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions, type EngineOptions, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
+import { type EngineFlags, engineOptions, type EngineOptions, ownerIfRoot, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
 import { configuredFlags, loadConfig, resolveHost } from "./config-file.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { progressFormat } from "./progress-mode.ts";
@@ -103,6 +103,8 @@ export async function runRemoteSync(
   const remote: Endpoint & { path: string } = { host: target.host, port: target.port, path: options.remote.path };
   const flags = configuredFlags(mode, options.flags, config, target.alias);
   const o: EngineOptions = engineOptions(flags);
+  // A pull writes here: --owner only as root. A push asks the listener, which never grants it.
+  const owner = mode === "pull" ? ownerIfRoot(o.metadata) : { wanted: o.metadata, notes: [] };
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
   const staticKey = await clientKey(flags.key);
@@ -144,6 +146,7 @@ export async function runRemoteSync(
         inplace: o.inplace,
         refine: o.refine,
         compress: o.compress,
+        metadata: owner.wanted,
         pool,
         activity: idle.activity,
         signal,
@@ -161,6 +164,7 @@ export async function runRemoteSync(
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal, say });
     const destinationSizeBefore = store.size;
     const report = await session(o.dryRun, pairCode, "sync");
+    report.metadata?.notes.push(...owner.notes);
     let verified = false;
     if (o.verify && !o.dryRun) {
       const check = await session(true, undefined, "verify");

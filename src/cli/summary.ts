@@ -65,6 +65,10 @@ export interface Summary {
   sourceKind: StorageKind;
   /** What the user should know about this result (BLOCK_DEVICE_SOURCE_WARNING); empty when nothing. */
   warnings: string[];
+  /** File metadata the destination took (a dry run: would take): "mode", "mtime", "owner". */
+  metadataApplied: string[];
+  /** Those of them it did not have already (an identical rerun may still change them). */
+  metadataChanged: string[];
 }
 
 export function summarize(
@@ -84,7 +88,8 @@ export function summarize(
   const sourceKind = push ? r.localKind : r.remoteKind;
   const sizeBefore = push ? r.remoteSizeBefore : names.destinationSizeBefore;
   const differed = r.local.blocksSent > 0 || r.local.bytesZeroed > 0;
-  const identical = sizeBefore === r.size && !differed;
+  // Metadata a rerun fixed (metadataChanged) was a difference too.
+  const identical = sizeBefore === r.size && !differed && (r.metadata?.changed.length ?? 0) === 0;
   // A local sync's two sides talk through memory: it has no wire to report.
   const wire = names.mode === "sync" ? {} : {
     wireBytesSent: r.wire.bytesSent,
@@ -121,7 +126,9 @@ export function summarize(
     sessionRootHash: r.root,
     verified: names.verified,
     sourceKind,
-    warnings: sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : [],
+    warnings: [...(sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : []), ...(r.metadata?.notes ?? [])],
+    metadataApplied: r.metadata?.applied ?? [],
+    metadataChanged: r.metadata?.changed ?? [],
   };
 }
 
@@ -136,6 +143,9 @@ export function formatSummary(s: Summary): string {
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}${onWire}), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
+    ...(s.metadataApplied.length > 0
+      ? [`  metadata  ${s.metadataApplied.join(", ")} (${s.metadataChanged.length > 0 ? `${s.dryRun ? "would change" : "changed"}: ${s.metadataChanged.join(", ")}` : "unchanged"})`]
+      : []),
     ...s.warnings.map((w) => `  warning   ${w}`),
   ];
   return lines.join("\n");

@@ -10,7 +10,7 @@ import { syncLocal } from "../session/local-sync.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import { abortable } from "../util/abortable.ts";
 import { ErrnoError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions } from "./engine-options.ts";
+import { type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
 import { progressFormat } from "./progress-mode.ts";
 import { showProgress } from "./show-progress.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
@@ -27,6 +27,7 @@ export interface SyncHooks {
 
 export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
   const o = engineOptions(flags);
+  const owner = ownerIfRoot(o.metadata);
   const pool = new WorkerPool();
   const progress = new SessionProgress();
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
@@ -34,6 +35,7 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   try {
     const report = await syncLocal(src, dst, {
       ...o,
+      metadata: owner.wanted,
       pool,
       ffi: hooks.ffi,
       log: (m) => o.quiet || console.error(`ssync: ${m}`),
@@ -44,6 +46,7 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
       // The destination is on this machine: its busy lock is no "remote:" error.
       throw isBusy(e) ? busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs) : e;
     }).finally(stopProgress);
+    report.metadata?.notes.push(...owner.notes);
     await hooks.beforeVerify?.();
     let verified = false;
     if (o.verify && !o.dryRun) {

@@ -70,8 +70,27 @@ export interface Libc {
    * statx(fd, "", AT_EMPTY_PATH): size and mtime/ctime in ns, or -errno. Deno's node:fs gives
    * mtime in ms and ctime in whole seconds; this is what notices a source changing.
    */
-  fileTimes(fd: number): { size: bigint; mtimeNs: bigint; ctimeNs: bigint } | number;
+  fileTimes(fd: number): FileTimes | number;
+  /**
+   * futimens(fd, {UTIME_OMIT, mtime}): sets the mtime to the nanosecond, leaves the atime;
+   * 0 or -errno. (node:fs's futimes takes seconds as a double: ~240 ns off in 2020.)
+   */
+  setMtime(fd: number, mtimeNs: bigint): number;
 }
+
+/** statx's size, change times (ns), permission bits and owner. */
+export interface FileTimes {
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+  /** st_mode & 0o7777. */
+  mode: number;
+  uid: number;
+  gid: number;
+}
+
+/** timespec.tv_nsec meaning "leave this time as it is". */
+export const UTIME_OMIT = (1 << 30) - 2;
 
 export interface LibcStatus {
   readonly libc: Libc | null;
@@ -103,6 +122,7 @@ interface RawSymbols {
   close(fd: number): number;
   pread(fd: number, buf: Uint8Array, count: bigint, offset: bigint): bigint | number;
   statx(dirfd: number, path: Uint8Array, flags: number, mask: number, buf: Uint8Array): number;
+  futimens(fd: number, times: Uint8Array): number;
   errno(): number;
 }
 
@@ -117,6 +137,7 @@ function denoSymbols(): RawSymbols {
     close: { parameters: ["i32"], result: "i32" },
     pread: { parameters: ["i32", "buffer", "usize", "i64"], result: "isize" },
     statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+    futimens: { parameters: ["i32", "buffer"], result: "i32" },
     __errno_location: { parameters: [], result: "pointer" },
   };
   let lastError: unknown;
@@ -133,6 +154,7 @@ function denoSymbols(): RawSymbols {
         close: s.close,
         pread: s.pread,
         statx: s.statx,
+        futimens: s.futimens,
         errno: () => new Deno.UnsafePointerView(s.__errno_location()).getInt32(0),
       };
     } catch (e) {
@@ -167,6 +189,7 @@ function nodeSymbols(): RawSymbols {
     close: { arguments: ["i32"], return: "i32" },
     pread: { arguments: ["i32", "pointer", "u64", "i64"], return: "i64" },
     statx: { arguments: ["i32", "pointer", "i32", "u32", "pointer"], return: "i32" },
+    futimens: { arguments: ["i32", "pointer"], return: "i32" },
     __errno_location: { arguments: [], return: "pointer" },
   };
   let lastError: unknown;
@@ -183,6 +206,7 @@ function nodeSymbols(): RawSymbols {
         close: f.close,
         pread: f.pread,
         statx: f.statx,
+        futimens: f.futimens,
         errno: () => ffi.getInt32(f.__errno_location(), 0),
       };
     } catch (e) {
@@ -202,6 +226,8 @@ function bindLibc(raw: RawSymbols): Libc {
   const emptyPath = new Uint8Array(1);
   const statxBuf = new Uint8Array(256);
   const statxView = new DataView(statxBuf.buffer);
+  const times = new BigInt64Array(4);
+  const timesBytes = new Uint8Array(times.buffer);
   const ns = (at: number) => statxView.getBigInt64(at, true) * 1_000_000_000n + BigInt(statxView.getUint32(at + 8, true));
   const rangeIoctl = (fd: number, request: number, { offset, length }: ByteRange) => {
     range[0] = BigInt(offset);
@@ -225,9 +251,27 @@ function bindLibc(raw: RawSymbols): Libc {
       return raw.fallocate(fd, FALLOC_FL_KEEP_SIZE, BigInt(offset), BigInt(length)) < 0 ? -raw.errno() : 0;
     },
     fileTimes(fd) {
-      // struct statx: stx_size at 40, stx_ctime at 96, stx_mtime at 112 ({i64 sec, u32 nsec}).
+      // struct statx: stx_uid at 20, stx_gid at 24, stx_mode at 28 (u16), stx_size at 40,
+      // stx_ctime at 96, stx_mtime at 112 ({i64 sec, u32 nsec}).
       if (raw.statx(fd, emptyPath, AT_EMPTY_PATH, STATX_BASIC_STATS, statxBuf) < 0) return -raw.errno();
-      return { size: statxView.getBigUint64(40, true), mtimeNs: ns(112), ctimeNs: ns(96) };
+      return {
+        size: statxView.getBigUint64(40, true),
+        mtimeNs: ns(112),
+        ctimeNs: ns(96),
+        mode: statxView.getUint16(28, true) & 0o7777,
+        uid: statxView.getUint32(20, true),
+        gid: statxView.getUint32(24, true),
+      };
+    },
+    setMtime(fd, mtimeNs) {
+      // struct timespec[2] {i64 sec, i64 nsec}: atime omitted, mtime floored to whole seconds + ns.
+      let sec = mtimeNs / 1_000_000_000n;
+      if (sec * 1_000_000_000n > mtimeNs) sec -= 1n;
+      times[0] = 0n;
+      times[1] = BigInt(UTIME_OMIT);
+      times[2] = sec;
+      times[3] = mtimeNs - sec * 1_000_000_000n;
+      return raw.futimens(fd, timesBytes) < 0 ? -raw.errno() : 0;
     },
     flock(fd, operation) {
       return raw.flock(fd, operation) < 0 ? -raw.errno() : 0;

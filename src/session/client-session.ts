@@ -23,7 +23,7 @@ import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HASH_KEY_SIZE, HEADER_SIZE, type HashAlgorithm, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
-import type { ServerCounters } from "../../protocol/messages.ts";
+import type { FileAttributes, OpenMessage, OpenOkMessage, ServerCounters } from "../../protocol/messages.ts";
 import { type CompressMode, CompressPolicy } from "../engine/compress-policy.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { planRanges } from "../engine/ranges.ts";
@@ -36,7 +36,7 @@ import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
-import { asError, ErrnoError, MismatchError, RemoteError, SourceChangedError } from "../util/errors.ts";
+import { asError, ErrnoError, IncompleteSyncError, MismatchError, RemoteError, SourceChangedError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { type Activity, ClientConnection } from "./client-connection.ts";
 import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT } from "./session-limits.ts";
@@ -45,6 +45,16 @@ import { startRefine } from "./refine-push.ts";
 import { RefinePolicy } from "../engine/refine-policy.ts";
 import { countReceivedPatch, opMessage, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import type { SessionProgress } from "./session-progress.ts";
+import {
+  attributesOf,
+  BLOCK_DEVICE_METADATA_NOTE,
+  compareAttributes,
+  currentAttributes,
+  type MetadataReport,
+  type MetadataWanted,
+  restrict,
+  wantsAny,
+} from "./file-attributes.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import type { WireCounters } from "./wire-counters.ts";
@@ -75,6 +85,13 @@ export interface SyncOptions {
   refine?: boolean;
   /** Kept up to date for a watcher that polls it (the CLI's progress line): ranges done, counters. */
   progress?: SessionProgress;
+  /**
+   * The attributes the destination takes from the source (OPEN_METADATA, spec §5.9); absent
+   * or none wanted: no flag, the destination's metadata is left alone (and an older listener
+   * can be used). `owner` is asked of a push listener, which never grants it; a pull applies
+   * it (the caller asks only when running as root).
+   */
+  metadata?: MetadataWanted;
 }
 
 /**
@@ -103,6 +120,8 @@ export interface SyncReport {
   wire: WireCounters;
   root: string;
   seconds: number;
+  /** File metadata the destination took; undefined when none was wanted. */
+  metadata?: MetadataReport;
 }
 
 export async function runClient(
@@ -125,8 +144,13 @@ export async function runClient(
     // Before OPEN, whose size is the store's: a file changed since it was opened fails here.
     const watch = options.mode === "push" ? await SourceWatch.start(local) : undefined;
     const askRefine = options.refine !== false && options.blockSize > SUB_BLOCK_SIZE;
-    const ok = await conn.request<"OPEN">({
-      type: "OPEN",
+    const wanted = wantsAny(options.metadata) ? options.metadata : undefined;
+    const notes: string[] = [];
+    // Push: the source's attributes, as stamped; pull: {} asks for the source's. A block device carries none.
+    let askMetadata: FileAttributes | undefined;
+    if (wanted && local.kind !== "file") notes.push(`${options.mode === "push" ? "the source" : "the destination"} is a block device: ${BLOCK_DEVICE_METADATA_NOTE}`);
+    else if (wanted) askMetadata = options.mode === "push" ? attributesOf(watch!.first, wanted) : {};
+    const ok = await openRequest(conn, {
       version: PROTOCOL_VERSION,
       mode: options.mode,
       hash: options.hash,
@@ -139,7 +163,11 @@ export async function runClient(
       size: local.size,
       key,
       name: options.name,
+      ...(askMetadata ? { metadata: askMetadata } : {}),
     });
+    if ((ok.metadata === undefined) !== (askMetadata === undefined)) {
+      throw new ProtocolError(askMetadata ? "OPEN_OK: no CAP_METADATA for OPEN_METADATA" : "OPEN_OK: CAP_METADATA without OPEN_METADATA");
+    }
     if (options.mode === "pull" && ok.size > MAX_PULL_SIZE) {
       throw new ErrnoError(
         "EFBIG",
@@ -177,8 +205,15 @@ export async function runClient(
     if (!options.dryRun && !equalBytes(done.root, mine)) {
       throw new MismatchError("root hash mismatch: the destination does not match the source");
     }
+    let metadata: MetadataReport | undefined;
+    let plan: FileAttributes | undefined;
+    if (wanted) {
+      const m = await metadataOutcome(local, { mode: options.mode, wanted, asked: askMetadata, ok, notes });
+      metadata = m.report;
+      plan = m.plan;
+    }
     // Pull: the source agreed (COMMIT_OK, same root): only now do the changes reach the file.
-    if (options.mode === "pull" && !options.dryRun) await local.commit();
+    if (options.mode === "pull" && !options.dryRun) await local.commit(plan);
     conn.close();
     await conn.done;
     return {
@@ -195,6 +230,7 @@ export async function runClient(
       wire: conn.wire,
       root: Buffer.from(mine).toString("hex"),
       seconds: (performance.now() - started) / 1000,
+      ...(metadata ? { metadata } : {}),
     };
   } catch (e) {
     group.fail(e);
@@ -204,6 +240,48 @@ export async function runClient(
   } finally {
     options.signal?.removeEventListener("abort", onAbort);
   }
+}
+
+/**
+ * OPEN, answered OPEN_OK. A listener that predates OPEN_METADATA closes the connection on the
+ * unknown flag (spec §5.9): with metadata asked, a loss right there says so, and how to go on.
+ */
+async function openRequest(conn: ClientConnection, open: Omit<OpenMessage, "type" | "cookie">): Promise<OpenOkMessage> {
+  try {
+    return await conn.request<"OPEN">({ type: "OPEN", ...open });
+  } catch (e) {
+    if (!(e instanceof IncompleteSyncError) || open.metadata === undefined) throw e;
+    throw new ErrnoError(
+      "EPROTO",
+      `Cannot ${open.mode} ${open.name}: the listener closed the connection when asked to open it with file metadata ` +
+        `(${e.message}); a listener that predates mode and mtime support does that; update it, or pass --no-times --no-perms`,
+      { cause: e },
+    );
+  }
+}
+
+/**
+ * After the ranges: what the destination takes (`plan`, pull only: a push listener applies
+ * what it granted in OPEN_OK itself) and the report. Push: OPEN_OK named what the listener
+ * grants, with the destination's current values; pull: OPEN_OK carried the source's.
+ */
+async function metadataOutcome(
+  local: Storage,
+  o: { mode: "push" | "pull"; wanted: MetadataWanted; asked: FileAttributes | undefined; ok: OpenOkMessage; notes: string[] },
+): Promise<{ report: MetadataReport; plan: FileAttributes | undefined }> {
+  const { notes, ok } = o;
+  const server = ok.metadata;
+  if (o.asked === undefined || server === undefined) return { report: { applied: [], changed: [], notes }, plan: undefined };
+  if (ok.kind !== "file") notes.push(`${o.mode === "push" ? "the destination" : "the source"} is a block device: ${BLOCK_DEVICE_METADATA_NOTE}`);
+  if (o.mode === "push") {
+    if (o.asked.owner && !server.owner && ok.kind === "file") {
+      notes.push("owner and group not applied: a listener never sets them over the network (spec §7)");
+    }
+    return { report: { ...compareAttributes(restrict(o.asked, server), server), notes }, plan: undefined };
+  }
+  const want: FileAttributes = attributesOf({ mode: 0, mtimeNs: 0n, uid: 0, gid: 0, size: 0n, ctimeNs: 0n }, o.wanted);
+  const plan = restrict(server, want);
+  return { report: { ...compareAttributes(plan, await currentAttributes(local)), notes }, plan };
 }
 
 /** Pull: the listener's ERROR ESTALE (its source changed while it was read) is a SourceChangedError. */

@@ -14,6 +14,7 @@ import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
 import { abortable } from "../util/abortable.ts";
 import { runClient, type SyncReport } from "./client-session.ts";
+import type { MetadataWanted } from "./file-attributes.ts";
 import { memoryPair } from "./memory-pair.ts";
 import { serveSession } from "./server-session.ts";
 import type { SessionProgress } from "./session-progress.ts";
@@ -42,6 +43,8 @@ export interface LocalSyncOptions {
   refine?: boolean;
   /** The client's live counters, for a watcher that polls them. */
   progress?: SessionProgress;
+  /** The attributes the destination takes (owner: asked only when running as root). */
+  metadata?: MetadataWanted;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
@@ -52,6 +55,8 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
     const [clientEnd, serverEnd] = memoryPair();
     const server = serveSession(serverEnd, {
       pool: options.pool,
+      // This process writes the destination: its caller asks for the owner only as root.
+      grantOwner: true,
       open: (req) =>
         abortable(
           openDestination(dst, {
@@ -79,6 +84,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         pool: options.pool,
         signal: options.signal,
         progress: options.progress,
+        metadata: options.metadata,
       });
     } finally {
       await server;

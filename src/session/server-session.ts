@@ -24,7 +24,7 @@
  */
 import { decode, encode, ProtocolError } from "../../protocol/codec.ts";
 import { DIGEST_SIZE, HEADER_SIZE, MAX_BLOCK_SIZE, MIN_BLOCK_SIZE, PROTOCOL_VERSION, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
-import type { CommitMessage, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
+import type { CommitMessage, FileAttributes, Message, OpenMessage, ServerCounters } from "../../protocol/messages.ts";
 import { CompressPolicy } from "../engine/compress-policy.ts";
 import { DestinationWriter, digestRange } from "../engine/destination-side.ts";
 import { RootHash } from "../engine/root-hash.ts";
@@ -48,7 +48,9 @@ import { RequestReader } from "./request-reader.ts";
 import { encodeOp, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
 import type { SessionProgress } from "./session-progress.ts";
-import { SourceWatch } from "./source-watch.ts";
+import type { FileStamp } from "../storage/file-stamp.ts";
+import { attributesOf, currentAttributes, restrict } from "./file-attributes.ts";
+import { SourceWatch, stampOf } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import {
   LOOKAHEAD_JOBS,
@@ -99,6 +101,11 @@ export interface ServeOptions {
   memory?: ByteWindow;
   /** Kept up to date for a watcher that polls it (the listener's periodic line). */
   progress?: SessionProgress;
+  /**
+   * Grant META_OWNER to a push that asks for it: only `ssync sync` run as root does; a
+   * listener never sets owner and group over the network (spec §7).
+   */
+  grantOwner?: boolean;
 }
 
 export async function serveSession(channel: RecordChannel, options: ServeOptions): Promise<ServerSessionResult> {
@@ -158,11 +165,13 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     result.name = open.name;
     result.mode = open.mode;
     let originalSize: number;
+    let metadata: SessionMetadata | undefined;
     try {
       const problem = checkOpen(open);
       if (problem) throw new ErrnoError("EINVAL", problem);
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun, inplace: open.inPlace === true });
       originalSize = store.size;
+      if (open.metadata) metadata = await sessionMetadata(store, open.metadata, { mode: open.mode, grantOwner: options.grantOwner === true });
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
       // Not a violation: the answer is ERROR, then the session ends in order.
@@ -185,7 +194,18 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     group = new TaskGroup({ limit: SERVER_TASKS, controller });
     // Refinement (spec §5.8) only when the client offered it: an older client never sees CAP_REFINE.
     const refine = open.refine === true;
-    await io.reply(encode({ type: "OPEN_OK", cookie: open.cookie, size: originalSize, zstd: true, kind: store.kind, ...(refine ? { refine } : {}) }), open.cookie);
+    await io.reply(
+      encode({
+        type: "OPEN_OK",
+        cookie: open.cookie,
+        size: originalSize,
+        zstd: true,
+        kind: store.kind,
+        ...(refine ? { refine } : {}),
+        ...(metadata ? { metadata: metadata.reply } : {}),
+      }),
+      open.cookie,
+    );
     // A push destination counts what it applied; a pull source what it sent.
     options.progress?.begin({
       total: ctx.size,
@@ -195,8 +215,8 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     const claims = new RangeClaims({ blockSize: ctx.blockSize, maxIntervals: MAX_TRACKED_INTERVALS });
     const refines = new RefineRequests(controller.signal);
     const handler = open.mode === "push"
-      ? await destinationHandler(ctx, { open, io, claims, refine, refines, progress: options.progress })
-      : sourceHandler(ctx, { open, io, claims, refine, refines, progress: options.progress });
+      ? await destinationHandler(ctx, { open, io, claims, refine, refines, progress: options.progress, commitMetadata: metadata?.commit })
+      : sourceHandler(ctx, { open, io, claims, refine, refines, progress: options.progress, sourceStamp: metadata?.stamp });
     // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
     const noMoreAnswers = () => refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
     // A refining pull reads ahead, so SUB_DIGESTS never wait behind requests that wait (for
@@ -295,6 +315,37 @@ interface HandlerOptions {
   /** Pull: the REFINEs its streams wait on. */
   refines: RefineRequests;
   progress: SessionProgress | undefined;
+  /** Push: what the destination takes at commit (the attributes granted, the source's values). */
+  commitMetadata?: FileAttributes;
+  /** Pull: the source's stamp its OPEN_OK metadata came from; the SourceWatch starts from it. */
+  sourceStamp?: FileStamp;
+}
+
+interface SessionMetadata {
+  /** OPEN_OK's METADATA. */
+  reply: FileAttributes;
+  commit?: FileAttributes;
+  stamp?: FileStamp;
+}
+
+/**
+ * OPEN_METADATA (spec §5.9). Push: the attributes granted (mode and mtime; owner only with
+ * `grantOwner`), with the destination's current values (zeros for a file that does not exist
+ * yet, a dry run's); pull: the source's, stamped now. A block device: none either way.
+ */
+async function sessionMetadata(
+  store: Storage,
+  asked: FileAttributes,
+  o: { mode: "push" | "pull"; grantOwner: boolean },
+): Promise<SessionMetadata> {
+  if (store.kind !== "file") return { reply: {} };
+  if (o.mode === "pull") {
+    const stamp = await stampOf(store);
+    return { reply: attributesOf(stamp), stamp };
+  }
+  const granted = restrict(asked, { mode: 0, mtimeNs: 0n, ...(o.grantOwner ? { owner: { uid: 0, gid: 0 } } : {}) });
+  const before = await currentAttributes(store) ?? { mode: 0, mtimeNs: 0n, owner: { uid: 0, gid: 0 } };
+  return { reply: restrict(before, granted), commit: granted };
 }
 
 /**
@@ -439,7 +490,7 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
           await ack(m.cookie);
         };
       case "COMMIT":
-        return () => commit(ctx, { root: writer.root, request: m, handler: o, store: dryRun ? undefined : () => ctx.store.commit() });
+        return () => commit(ctx, { root: writer.root, request: m, handler: o, store: dryRun ? undefined : () => ctx.store.commit(o.commitMetadata) });
       case "OPEN":
       case "OPEN_OK":
       case "SIGS_REPLY":
@@ -475,7 +526,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
   const policy = new RefinePolicy();
   // Stamped before any READ_DIFF is read; a failure (the file changed since it was opened)
   // is the first READ_DIFF's ERROR.
-  const watch = observed(SourceWatch.start(ctx.store));
+  const watch = observed(SourceWatch.start(ctx.store, { first: o.sourceStamp }));
   const checkSource = async () => (await watch)?.check();
   const pause = TestPause.fromEnv();
   return async (m) => {

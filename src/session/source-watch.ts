@@ -19,15 +19,11 @@
  * - block devices: their size, mtime and ctime do not follow writes, so they are not
  *   checked at all (`start` returns undefined; the summary says so).
  */
-import { fileStamp } from "../storage/file-stamp.ts";
+import { fileStamp, type FileStamp } from "../storage/file-stamp.ts";
 import type { Storage } from "../storage/storage.ts";
 import { SourceChangedError } from "../util/errors.ts";
 
-interface Stamp {
-  size: bigint;
-  mtimeNs: bigint;
-  ctimeNs: bigint;
-}
+type Stamp = FileStamp;
 
 export class SourceWatch {
   readonly #store: Storage;
@@ -39,15 +35,21 @@ export class SourceWatch {
   }
 
   /**
-   * The first stamp of a regular-file source; undefined for a block device. Throws
-   * SourceChangedError when the file's size is no longer the one the store was opened with.
+   * The first stamp of a regular-file source (`first`, when the caller took it already); undefined
+   * for a block device. Throws SourceChangedError when the file's size is no longer the one
+   * the store was opened with.
    */
-  static async start(store: Storage): Promise<SourceWatch | undefined> {
+  static async start(store: Storage, o: { first?: FileStamp } = {}): Promise<SourceWatch | undefined> {
     if (store.kind !== "file") return undefined;
-    const first = await stampOf(store);
+    const first = o.first ?? await stampOf(store);
     const watch = new SourceWatch(store, first);
     if (first.size !== BigInt(store.size)) throw watch.#changed(`size ${store.size} → ${first.size}`);
     return watch;
+  }
+
+  /** The stamp taken at `start`: its mtime and mode are what the destination takes (file-metadata.ts). */
+  get first(): FileStamp {
+    return this.#first;
   }
 
   /** Throws SourceChangedError when the source is no longer as it was at `start`. */
@@ -63,7 +65,7 @@ export class SourceWatch {
   }
 }
 
-function stampOf(store: Storage): Promise<Stamp> {
+export function stampOf(store: Storage): Promise<Stamp> {
   // deno-lint-ignore require-await -- lend takes a promise-returning use
   return store.lend(async (file) => {
     return fileStamp(file.fd);

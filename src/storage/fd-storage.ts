@@ -12,6 +12,7 @@
  */
 import fs from "node:fs";
 import { type ByteRange, type Libc } from "../platform/libc.ts";
+import { applyMetadata, type FileMetadata, isEmptyMetadata } from "./file-metadata.ts";
 import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
 import { StorageError, storageError } from "./storage-error.ts";
 
@@ -255,9 +256,12 @@ export class FdStorage implements Storage {
     return this.#run("flush", true, () => callback((cb) => fs.fsync(this.#fd, cb)));
   }
 
-  /** In place, committing is making the writes durable. */
-  commit(): Promise<void> {
-    return this.sync();
+  /** In place, committing is setting `metadata` (files only) and making it all durable. */
+  commit(metadata?: FileMetadata): Promise<void> {
+    return this.#run("commit", true, async () => {
+      if (this.kind === "file" && !isEmptyMetadata(metadata)) applyMetadata(this.#fd, metadata!, { libc: this.#libc, path: this.path });
+      await callback((cb) => fs.fsync(this.#fd, cb));
+    });
   }
 
   lend<T>(use: (file: LentFile) => Promise<T>): Promise<T> {

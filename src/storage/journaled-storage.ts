@@ -7,7 +7,7 @@
  *      and size unchanged), so that applying cannot run out of space half-way; the journal's
  *      folder fsynced (its name is on disk);
  *   3. the COMMIT record, fsynced: the commit point;
- *   4. the records applied to the destination, in order; its fsync;
+ *   4. the records applied to the destination, in order; the metadata set; its fsync;
  *   5. the journal removed; its folder fsynced.
  * A crash before 3 leaves the old image (the next writer, or `ssync recover`, removes the
  * journal); from 3 on, the next writer re-applies the journal (storage/recover-journal.ts).
@@ -27,6 +27,7 @@ import process from "node:process";
 import type { Libc } from "../platform/libc.ts";
 import { crashPoint } from "./crash-point.ts";
 import { JournalWriter, RecordType } from "./journal-file.ts";
+import { type FileMetadata, isEmptyMetadata } from "./file-metadata.ts";
 import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
 import { StorageError, storageError } from "./storage-error.ts";
 
@@ -132,13 +133,18 @@ export class JournaledStorage implements Storage {
     if (this.#journal) await this.#record("flush", () => this.#journal!.sync());
   }
 
-  commit(): Promise<void> {
-    return this.#record("commit", () => this.#commit());
+  commit(metadata?: FileMetadata): Promise<void> {
+    return this.#record("commit", () => this.#commit(metadata));
   }
 
-  async #commit(): Promise<void> {
+  async #commit(metadata: FileMetadata | undefined): Promise<void> {
     const journal = this.#journal;
-    if (!journal || this.#state === "applied") return; // nothing changed
+    if (this.#state === "applied") return;
+    if (!journal) {
+      // No data changed: only the metadata, if any (an identical rerun still fixes a wrong mode or mtime).
+      if (!isEmptyMetadata(metadata)) await this.#dest.commit(metadata);
+      return;
+    }
     if (this.#state === "open") {
       await this.#reserve(journal);
       await syncDirectory(this.#init.journalDir); // the journal's name is on disk before its commit point
@@ -147,7 +153,9 @@ export class JournaledStorage implements Storage {
     }
     try {
       await journal.apply(this.#dest, "apply");
-      await this.#dest.sync();
+      // After the last write (which moved the mtime); a crash before it leaves the data
+      // committed and the metadata old: recovery re-applies the journal only, the next sync fixes it.
+      await this.#dest.commit(metadata);
       crashPoint("destination-synced");
       await journal.close();
       fs.unlinkSync(journal.path);

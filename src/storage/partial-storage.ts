@@ -1,6 +1,6 @@
 /**
  * A new destination, written under a hidden name beside its own (`.NAME.ssync-partial`) and
- * renamed over NAME at commit: fsync, rename, fsync of the folder. Until then NAME does not
+ * renamed over NAME at commit: metadata, fsync, rename, fsync of the folder. Until then NAME does not
  * exist, so nobody can read half a file under it; after a crash the partial file stays, and
  * the next sync to NAME resumes from it (only what it lacks is sent).
  *
@@ -12,6 +12,7 @@
 import fs from "node:fs";
 import { crashPoint } from "./crash-point.ts";
 import { syncDirectory } from "./journaled-storage.ts";
+import type { FileMetadata } from "./file-metadata.ts";
 import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
 
@@ -79,10 +80,11 @@ export class PartialStorage implements Storage {
     return this.#dest.sync();
   }
 
-  async commit(): Promise<void> {
+  async commit(metadata?: FileMetadata): Promise<void> {
     if (this.#committed) return;
     const { partialPath, finalPath, dir, stat } = this.#init;
-    await this.#dest.sync();
+    // The metadata before the rename: the name never shows the new data with the wrong mode or mtime.
+    await this.#dest.commit(metadata);
     crashPoint("partial-synced");
     let now: fs.BigIntStats;
     try {

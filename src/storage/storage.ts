@@ -8,6 +8,8 @@
  *   zero detection finds the holes.
  * - Only a store opened for writing accepts write, punchHole, setSize, sync and commit.
  */
+import type { FileMetadata } from "./file-metadata.ts";
+
 export interface Extent {
   readonly offset: number;
   readonly length: number;
@@ -54,8 +56,10 @@ export interface Storage extends AsyncDisposable {
    * journaled store, its journal applied (journaled-storage.ts); a partial file, renamed over
    * its name (partial-storage.ts). Called once, after the sync's roots matched; disposing a
    * store without it leaves the destination's old image (or the partial file, to resume).
+   * `metadata` (file-metadata.ts) is set after the last write and before the fsync that makes
+   * it durable (a partial file: before its rename); a block device ignores it.
    */
-  commit(): Promise<void>;
+  commit(metadata?: FileMetadata): Promise<void>;
   /**
    * Runs `use` with this store's own descriptor, counted like any other operation: the
    * descriptor stays open, so its number cannot name another file, until `use` settles.

@@ -8,6 +8,7 @@
  * `read` and are not in `reads`. `lends` counts them, one per job. Writes and punches
  * always go through this object: the engine has no other way to change the file.
  */
+import type { FileMetadata } from "../../src/storage/file-metadata.ts";
 import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "../../src/storage/storage.ts";
 
 export interface IoRange {
@@ -74,9 +75,9 @@ export class RecordingStorage implements Storage {
     return this.#inner.sync();
   }
 
-  commit(): Promise<void> {
+  commit(metadata?: FileMetadata): Promise<void> {
     this.commits++;
-    return this.#inner.commit();
+    return this.#inner.commit(metadata);
   }
 
   lend<T>(use: (file: LentFile) => Promise<T>): Promise<T> {
