@@ -20,7 +20,7 @@ import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { dial } from "../net/dial.ts";
-import { type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
+import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
 import { readPrivateKey } from "../trust/keys.ts";
@@ -72,13 +72,33 @@ function parseIdleTimeout(text: string | number | undefined): number {
   return n * 1000;
 }
 
+/** What push's and pull's --help say about REMOTE (host-port.ts has the grammar). */
+export const REMOTE_HELP = [
+  `REMOTE is HOST, HOST:PORT, HOST:PORT:PATH or HOST::PATH (port ${DEFAULT_PORT});`,
+  "  the segment after HOST is always the port: write HOST::vm.img, not HOST:vm.img.",
+  "  PATH is relative to the listener's root, or the name of an export.",
+  "  IPv6: [fd00::2]:7070:vm.img. A local file whose name has a colon: ./NAME.",
+].join("\n  ");
+
 /** HOST[:PORT][:PATH] from the command line; a malformed one is a usage error. */
-export function parseRemote(text: string): ReturnType<typeof parseEndpoint> {
+export function parseRemote(text: string): Endpoint {
   try {
     return parseEndpoint(text);
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/**
+ * The LOCAL argument of push or pull, refused when it reads as a remote (the arguments in
+ * the other verb's order): `other` is the verb that takes it first or second.
+ */
+export function checkLocal(local: string, o: { other: "push" | "pull"; remote: string }): void {
+  if (!looksLikeRemote(local)) return;
+  const order = o.other === "pull" ? `ssync pull ${local} ${o.remote}` : `ssync push ${o.remote} ${local}`;
+  throw new UsageError(
+    `Invalid local file "${local}": it reads as a remote (HOST:…); to sync the other way use ${order}; a local file with a colon in its name: ./${local}`,
+  );
 }
 
 async function clientKey(file: string | undefined): Promise<KeyPair> {

@@ -6,8 +6,9 @@
 import { verifyIdentical } from "../engine/verify.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { syncLocal } from "../session/local-sync.ts";
+import { looksLikeRemote } from "../net/host-port.ts";
 import { abortable } from "../util/abortable.ts";
-import { ErrnoError } from "../util/errors.ts";
+import { ErrnoError, UsageError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions } from "./engine-options.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
 import { busyAfterWait, isBusy } from "./wait-while-busy.ts";
@@ -22,6 +23,8 @@ export interface SyncHooks {
 }
 
 export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
+  checkLocalName(src, { what: "source", instead: `ssync pull ${src} ${dst}` });
+  checkLocalName(dst, { what: "destination", instead: `ssync push ${src} ${dst}` });
   const o = engineOptions(flags);
   const pool = new WorkerPool();
   try {
@@ -46,6 +49,15 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   } finally {
     await pool[Symbol.asyncDispose]();
   }
+}
+
+/** `sync` is local only: an argument that reads as HOST:… is refused, never made a file of that name. */
+function checkLocalName(name: string, o: { what: string; instead: string }): void {
+  if (!looksLikeRemote(name)) return;
+  throw new UsageError(
+    `Invalid ${o.what} "${name}": it reads as a remote (HOST:…) and ssync sync is local only; ` +
+      `with a listener use ${o.instead}; a local file with a colon in its name is ./${name}`,
+  );
 }
 
 export function printSummary(s: Summary, flags: { json?: boolean }): void {
