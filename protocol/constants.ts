@@ -119,7 +119,13 @@ export const OPEN_REFINE = 0x0008;
  * (--compress=always), not only while its link is the bottleneck. Ignored otherwise.
  */
 export const OPEN_COMPRESS_ALWAYS = 0x0010;
-export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS;
+/**
+ * OPEN flag, push: the destination may become smaller than it is even where the part cut off
+ * holds data (--allow-shrink); without it such an OPEN is refused with ERROR EPERM. Ignored on pull.
+ */
+export const OPEN_ALLOW_SHRINK = 0x0020;
+export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS |
+  OPEN_ALLOW_SHRINK;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;

@@ -2,7 +2,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { decode, encode, ProtocolError } from "../protocol/codec.ts";
-import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, OPEN_CLIENT_ZSTD, OPEN_COMPRESS_ALWAYS, OPEN_DRY_RUN } from "../protocol/constants.ts";
+import { HEADER_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, OPEN_ALLOW_SHRINK, OPEN_CLIENT_ZSTD, OPEN_COMPRESS_ALWAYS, OPEN_DRY_RUN } from "../protocol/constants.ts";
 import type { Message } from "../protocol/messages.ts";
 
 const digests = new Uint8Array(5 * 16);
@@ -48,6 +48,10 @@ describe("codec", { timeout: 10_000 }, () => {
     const always = encode({ ...open, mode: "pull", clientZstd: true, compressAlways: true });
     assert.equal(new DataView(always.buffer, always.byteOffset).getUint32(HEADER_SIZE + 8), OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_COMPRESS_ALWAYS);
     assert.deepEqual(decode(always), { ...open, mode: "pull", clientZstd: true, compressAlways: true });
+    const shrink = encode({ ...open, allowShrink: true });
+    assert.equal(new DataView(shrink.buffer, shrink.byteOffset).getUint32(HEADER_SIZE + 8), OPEN_DRY_RUN | OPEN_ALLOW_SHRINK);
+    assert.equal(OPEN_ALLOW_SHRINK, 0x0020);
+    assert.deepEqual(decode(shrink), { ...open, allowShrink: true });
   });
 
   test("zero runs are compact: 16384 hole blocks cost a few bytes", () => {

@@ -20,6 +20,7 @@ export interface EngineFlags {
   /** cac's `--no-refine` sets it false. */
   refine?: boolean;
   compress?: string;
+  allowShrink?: boolean;
 }
 
 export interface EngineOptions {
@@ -35,6 +36,8 @@ export interface EngineOptions {
   refine: boolean;
   /** --compress: zstd for DATA: auto (while the link is the bottleneck), never, always. */
   compress: CompressMode;
+  /** --allow-shrink: a destination larger than the source may lose the data past its end. */
+  allowShrink: boolean;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -90,6 +93,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     waitMs: parseWait(flags.wait),
     refine: flags.refine !== false,
     compress: parseCompress(flags.compress),
+    allowShrink: flags.allowShrink === true,
   };
 }
 
@@ -123,6 +127,7 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
       "--compress <when>",
       "zstd for the data sent: auto (default: while the link is the bottleneck; never in a local sync), always, never",
     )
+    .option("--allow-shrink", "Let a destination larger than the source lose the data past the source's end (refused otherwise)")
     .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)")
     .option("--no-refine", "Send whole differing blocks, not only their changed 4 KiB pages (for a listener that predates refinement)")
     .option(

@@ -150,6 +150,7 @@ export async function runRemoteSync(
         inplace: o.inplace,
         refine: o.refine,
         compress: o.compress,
+        allowShrink: o.allowShrink,
         pool,
         activity: idle.activity,
         signal,

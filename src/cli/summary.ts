@@ -12,7 +12,10 @@ export interface Summary {
   source: string;
   destination: string;
   dryRun: boolean;
+  /** The source's size: the destination's after the sync (a block device keeps its own). */
   size: number;
+  /** The destination's size before the sync (0 when it is new); differs from `size` when it grew or shrank. */
+  destinationSizeBefore: number;
   blockSize: number;
   hash: string;
   /** Bytes of the source compared against the destination (its whole size). */
@@ -59,6 +62,8 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
     destination: names.destination,
     dryRun: r.dryRun,
     size: r.size,
+    // A block device keeps its size (the sync covers the source's part of it): no change to report.
+    destinationSizeBefore: (push ? r.remoteKind : r.localKind) === "block-device" ? r.size : r.destinationSizeBefore,
     blockSize: r.blockSize,
     hash: r.hash,
     bytesCompared: r.size,
@@ -86,7 +91,8 @@ export function summarize(r: SyncReport, names: { mode: Summary["mode"]; source:
 
 export function formatSummary(s: Summary): string {
   const verb = s.dryRun ? "would send" : "sent";
-  const changed = s.blocksSent > 0 || s.zeroBytesSent > 0 || s.bytesWritten > 0 || s.holeBytesPunched > 0;
+  const changed = s.blocksSent > 0 || s.zeroBytesSent > 0 || s.bytesWritten > 0 || s.holeBytesPunched > 0 ||
+    s.destinationSizeBefore !== s.size;
   const outcome = s.dryRun ? "compared" : changed ? "now identical" : "already identical";
   const lines = [
     `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.rootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
@@ -95,9 +101,16 @@ export function formatSummary(s: Summary): string {
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}, ${bytes(s.dataBytesOnWire)} on the wire), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
+    ...(s.destinationSizeBefore === s.size ? [] : [`  size      ${sizeChange(s)}`]),
     ...s.warnings.map((w) => `  warning   ${w}`),
   ];
   return lines.join("\n");
+}
+
+/** "destination shrank from 8.0 GiB to 4.0 GiB" and the like. */
+function sizeChange(s: Summary): string {
+  const verb = s.size > s.destinationSizeBefore ? (s.dryRun ? "would grow" : "grew") : s.dryRun ? "would shrink" : "shrank";
+  return `destination ${verb} from ${bytes(s.destinationSizeBefore)} to ${bytes(s.size)}`;
 }
 
 function round(n: number, digits: number): number {

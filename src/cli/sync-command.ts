@@ -8,7 +8,7 @@ import { WorkerPool } from "../engine/worker-pool.ts";
 import { syncLocal } from "../session/local-sync.ts";
 import { looksLikeRemote } from "../net/host-port.ts";
 import { abortable } from "../util/abortable.ts";
-import { ErrnoError, UsageError } from "../util/errors.ts";
+import { ErrnoError, RemoteError, UsageError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions } from "./engine-options.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
 import { busyAfterWait, isBusy } from "./wait-while-busy.ts";
@@ -36,8 +36,10 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
       lockWaitMs: o.waitMs,
       signal: hooks.signal,
     }).catch((e) => {
-      // The destination is on this machine: its busy lock is no "remote:" error.
-      throw isBusy(e) ? busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs) : e;
+      // The destination is on this machine: its refusals are no "remote:" errors (a root
+      // mismatch, EBADMSG, stays one: it maps to exit 3).
+      if (isBusy(e)) throw busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs);
+      throw e instanceof RemoteError && e.code !== "EBADMSG" ? new ErrnoError(e.code, e.message, { cause: e }) : e;
     });
     await hooks.beforeVerify?.();
     let verified = false;

@@ -39,6 +39,8 @@ export interface LocalSyncOptions {
   signal?: AbortSignal;
   /** Refine differing blocks to 4 KiB pages (default true). */
   refine?: boolean;
+  /** The destination may lose data past the source's size (--allow-shrink). */
+  allowShrink?: boolean;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
@@ -73,6 +75,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         inplace: options.inplace,
         refine: options.refine,
         compress: options.compress,
+        allowShrink: options.allowShrink,
         pool: options.pool,
         signal: options.signal,
       });

@@ -2,8 +2,9 @@
  * The server's side of one session: the destination for push, the source for pull.
  *
  * 1. The first record must be OPEN; the file is opened through `open` (which enforces what
- *    the listener allows) and, for push, sized to the source (unless a dry run). A refused
- *    OPEN gets ERROR, then the session ends in order.
+ *    the listener allows) and, for push, sized to the source (unless a dry run; a shrink that
+ *    would drop data only with OPEN_ALLOW_SHRINK, shrink-check.ts). A refused OPEN gets
+ *    ERROR, then the session ends in order.
  * 2. The receive loop checks and dispatches each request in arrival order: its cookie must
  *    not be one still in flight; a range (SIGS, READ_DIFF) must not overlap one claimed
  *    before; DATA, ZERO and RANGE_DONE must name a range that is open (its SIGS_REPLY sent).
@@ -47,6 +48,7 @@ import { RefineRequests } from "./refine-requests.ts";
 import { RequestReader } from "./request-reader.ts";
 import { encodeOp, patchHoldBytes, writeOpOf } from "./refine-wire.ts";
 import { type Hold, SessionMemory } from "./session-memory.ts";
+import { checkShrink } from "./shrink-check.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import {
@@ -160,6 +162,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       if (problem) throw new ErrnoError("EINVAL", problem);
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun, inplace: open.inPlace === true });
       originalSize = store.size;
+      if (open.mode === "push") await checkShrink(store, { size: open.size, allowShrink: open.allowShrink === true, name: open.name, signal: controller.signal });
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
       // Not a violation: the answer is ERROR, then the session ends in order.
