@@ -10,11 +10,11 @@ export function registerPullCommand(cli: CAC, setRun: (run: (signal?: AbortSigna
       .usage(`pull <remote> <local>\n\n  Make LOCAL identical to REMOTE, which must name a file.\n  ${REMOTE_HELP}`),
   ).action((remote: string, local: string, flags: RemoteFlags) => {
     setRun(async (signal) => {
+      checkLocal(local, { other: "push", remote });
       const endpoint = parseRemote(remote);
       if (endpoint.path === undefined) {
         throw new UsageError(`Invalid remote ${remote}: name the file, as HOST:PORT:PATH or HOST::PATH (default port ${DEFAULT_PORT})`);
       }
-      checkLocal(local, { other: "push", remote });
       await runRemoteSync("pull", { local, remote: { ...endpoint, path: endpoint.path }, flags, signal });
     });
   });

@@ -9,8 +9,8 @@ export function registerPushCommand(cli: CAC, setRun: (run: (signal?: AbortSigna
       .usage(`push <local> <remote>\n\n  Make REMOTE identical to LOCAL; PATH defaults to LOCAL's name.\n  ${REMOTE_HELP}`),
   ).action((local: string, remote: string, flags: RemoteFlags) => {
     setRun(async (signal) => {
-      const endpoint = parseRemote(remote);
       checkLocal(local, { other: "pull", remote });
+      const endpoint = parseRemote(remote);
       const path = endpoint.path ?? basename(local);
       await runRemoteSync("push", { local, remote: { ...endpoint, path }, flags, signal });
     });
