@@ -1,4 +1,4 @@
-/** `ssync pull HOST:PORT:REMOTE LOCAL` (or HOST::REMOTE): make LOCAL identical to the listener's REMOTE. */
+/** `ssync pull HOST[:PORT]:REMOTE LOCAL`: make LOCAL identical to the listener's REMOTE. */
 import type { CAC } from "cac";
 import { DEFAULT_PORT } from "../net/host-port.ts";
 import { UsageError } from "../util/errors.ts";
@@ -6,14 +6,14 @@ import { checkLocal, parseRemote, REMOTE_HELP, type RemoteFlags, runRemoteSync, 
 
 export function registerPullCommand(cli: CAC, setRun: (run: (signal?: AbortSignal) => Promise<void>) => void): void {
   withRemoteOptions(
-    cli.command("pull <remote> <local>", "Make LOCAL identical to REMOTE (HOST:PORT:PATH or HOST::PATH)")
+    cli.command("pull <remote> <local>", "Make LOCAL identical to REMOTE (HOST[:PORT]:PATH)")
       .usage(`pull <remote> <local>\n\n  Make LOCAL identical to REMOTE, which must name a file.\n  ${REMOTE_HELP}`),
   ).action((remote: string, local: string, flags: RemoteFlags) => {
     setRun(async (signal) => {
       checkLocal(local, { other: "push", remote });
       const endpoint = parseRemote(remote);
       if (endpoint.path === undefined) {
-        throw new UsageError(`Invalid remote ${remote}: name the file, as HOST:PORT:PATH or HOST::PATH (default port ${DEFAULT_PORT})`);
+        throw new UsageError(`Invalid remote ${remote}: name the file, as HOST:PORT:PATH or HOST:PATH (default port ${DEFAULT_PORT})`);
       }
       await runRemoteSync("pull", { local, remote: { ...endpoint, path: endpoint.path }, flags, signal });
     });

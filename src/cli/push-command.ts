@@ -1,11 +1,11 @@
-/** `ssync push LOCAL HOST[:PORT][:REMOTE]` (HOST::REMOTE at the default port): make the listener's REMOTE identical to LOCAL. */
+/** `ssync push LOCAL HOST[:PORT][:REMOTE]`: make the listener's REMOTE identical to LOCAL. */
 import { basename } from "node:path";
 import type { CAC } from "cac";
 import { checkLocal, parseRemote, REMOTE_HELP, type RemoteFlags, runRemoteSync, withRemoteOptions } from "./remote-sync-command.ts";
 
 export function registerPushCommand(cli: CAC, setRun: (run: (signal?: AbortSignal) => Promise<void>) => void): void {
   withRemoteOptions(
-    cli.command("push <local> <remote>", "Make REMOTE (HOST:PORT:PATH or HOST::PATH; PATH defaults to LOCAL's name) identical to LOCAL")
+    cli.command("push <local> <remote>", "Make REMOTE (HOST[:PORT][:PATH], PATH defaults to LOCAL's name) identical to LOCAL")
       .usage(`push <local> <remote>\n\n  Make REMOTE identical to LOCAL; PATH defaults to LOCAL's name.\n  ${REMOTE_HELP}`),
   ).action((local: string, remote: string, flags: RemoteFlags) => {
     setRun(async (signal) => {

@@ -74,8 +74,9 @@ function parseIdleTimeout(text: string | number | undefined): number {
 
 /** What push's and pull's --help say about REMOTE (host-port.ts has the grammar). */
 export const REMOTE_HELP = [
-  `REMOTE is HOST, HOST:PORT, HOST:PORT:PATH or HOST::PATH (port ${DEFAULT_PORT});`,
-  "  the segment after HOST is always the port: write HOST::vm.img, not HOST:vm.img.",
+  `REMOTE is HOST[:PORT][:PATH] (default port ${DEFAULT_PORT}): HOST:PORT, HOST:PORT:PATH, HOST:PATH.`,
+  "  A mistyped port (HOST:7O71) is refused, never taken for a file name;",
+  "  HOST::PATH names any path at the default port (a file named 7070: HOST::7070).",
   "  PATH is relative to the listener's root, or the name of an export.",
   "  IPv6: [fd00::2]:7070:vm.img. A local file whose name has a colon: ./NAME.",
 ].join("\n  ");

@@ -1,15 +1,17 @@
 /**
- * Network endpoints on the command line. One syntax, HOST[:[PORT][:PATH]]:
+ * Network endpoints on the command line. One syntax, HOST[:PORT][:PATH]:
  *
  *   HOST, HOST:         the default port, no path
  *   HOST:PORT           PORT all digits, 0..65535
  *   HOST:PORT:PATH      PATH is everything after the second colon, colons included
- *   HOST::PATH          the default port
+ *   HOST::PATH          the default port; names any path, one that looks like a port too
+ *   HOST:PATH           the default port, when PATH does not start like a port (below)
  *
  * HOST is a name, an IPv4 address, or an IPv6 address in brackets ([fd00::2]:7070:vm.img).
- * The segment right after HOST is always the port, never a guess between port and path:
- * `HOST:vm.img` and a mistyped `HOST:7O71` are refused with the spelling that was probably
- * meant, never read as a file name (scp's HOST:PATH has no port in it; ours does).
+ * The segment right after HOST is the port when it is all digits, and refused when it is
+ * digits mixed with the letters a typo puts among them (O, o for 0; l, I for 1: `7O71`), with
+ * the spellings that were probably meant; anything else starts a PATH (`backup:vm.img`, as
+ * scp). So a mistyped port is never read as a file name, and every path can be written.
  */
 export const DEFAULT_PORT = 7070;
 
@@ -43,23 +45,27 @@ export function parseEndpoint(spec: string, options: { defaultPort?: number } = 
     rest = colon < 0 ? "" : spec.slice(colon + 1);
   }
   if (host === "" || /[\s\/]/.test(host)) throw new Error(`Invalid address "${spec}": no host name`);
+  const defaultPort = options.defaultPort ?? DEFAULT_PORT;
   const colon = rest.indexOf(":");
-  const portText = colon < 0 ? rest : rest.slice(0, colon);
-  const path = colon < 0 || colon === rest.length - 1 ? undefined : rest.slice(colon + 1);
-  if (portText === "") return { host, port: options.defaultPort ?? DEFAULT_PORT, path, explicitPort: false };
-  if (!/^\d+$/.test(portText)) throw new Error(notAPort(spec, { host: spec.slice(0, spec.length - rest.length - 1), portText, path }));
-  return { host, port: parsePort(portText, spec), path, explicitPort: true };
+  const first = colon < 0 ? rest : rest.slice(0, colon);
+  const after = colon < 0 || colon === rest.length - 1 ? undefined : rest.slice(colon + 1);
+  if (first === "") return { host, port: defaultPort, path: after, explicitPort: false };
+  if (/^\d+$/.test(first)) return { host, port: parsePort(first, spec), path: after, explicitPort: true };
+  if (looksLikePort(first)) throw new Error(notAPort(spec, { host: spec.slice(0, spec.length - rest.length - 1), first, rest }));
+  return { host, port: defaultPort, path: rest, explicitPort: false };
 }
 
-/** The refusal of a segment after HOST that is no port, with the spellings that work. */
-function notAPort(spec: string, o: { host: string; portText: string; path: string | undefined }): string {
-  const { host, portText, path } = o;
-  // Letters that pass for digits in a typo: O for 0, l and I for 1.
-  const digits = portText.replace(/[oO]/g, "0").replace(/[lI]/g, "1");
-  const meant = /^\d{1,5}$/.test(digits) && Number(digits) <= 65535 ? `; did you mean ${digits}?` : "";
-  const file = path === undefined ? portText : `${portText}:${path}`;
-  return `Invalid remote "${spec}": "${portText}" is not a port (digits only${meant}). ` +
-    `To name the file ${file} at the default port write ${host}::${file}, or with a port ${host}:${DEFAULT_PORT}:${file}`;
+/** Digits mixed with letters a typo puts among digits: a port mistyped, not a file name. */
+function looksLikePort(text: string): boolean {
+  return /^[\dOoIl]{1,6}$/.test(text) && /\d/.test(text);
+}
+
+/** The refusal of a mistyped port, with the spellings that work. */
+function notAPort(spec: string, o: { host: string; first: string; rest: string }): string {
+  const digits = o.first.replace(/[Oo]/g, "0").replace(/[Il]/g, "1");
+  const meant = Number(digits) <= 65535 ? `; did you mean ${digits}?` : "";
+  return `Invalid remote "${spec}": "${o.first}" is not a port (digits only${meant}). ` +
+    `To name the file ${o.rest} instead, write ${o.host}::${o.rest} (default port) or ${o.host}:${DEFAULT_PORT}:${o.rest}`;
 }
 
 /**
