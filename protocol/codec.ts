@@ -45,6 +45,7 @@ import {
   type MessageType,
   type Mode,
   ModeCode,
+  OPEN_ALLOW_SHRINK,
   OPEN_CLIENT_ZSTD,
   OPEN_COMPRESS_ALWAYS,
   OPEN_DRY_RUN,
@@ -108,7 +109,7 @@ export function encode(msg: Message): Uint8Array {
         8,
         (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) |
           (msg.refine ? OPEN_REFINE : 0) | (msg.compressAlways ? OPEN_COMPRESS_ALWAYS : 0) |
-          (msg.metadata ? OPEN_METADATA : 0),
+          (msg.allowShrink ? OPEN_ALLOW_SHRINK : 0) | (msg.metadata ? OPEN_METADATA : 0),
       );
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
@@ -373,6 +374,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         ...((openFlags & OPEN_IN_PLACE) !== 0 ? { inPlace: true } : {}),
         ...((openFlags & OPEN_REFINE) !== 0 ? { refine: true } : {}),
         ...((openFlags & OPEN_COMPRESS_ALWAYS) !== 0 ? { compressAlways: true } : {}),
+        ...((openFlags & OPEN_ALLOW_SHRINK) !== 0 ? { allowShrink: true } : {}),
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,

@@ -120,13 +120,18 @@ export const OPEN_REFINE = 0x0008;
  */
 export const OPEN_COMPRESS_ALWAYS = 0x0010;
 /**
+ * OPEN flag, push: the destination may become smaller than it is even where the part cut off
+ * holds data (--allow-shrink); without it such an OPEN is refused with ERROR EPERM. Ignored on pull.
+ */
+export const OPEN_ALLOW_SHRINK = 0x0020;
+/**
  * OPEN flag: file metadata (§3 METADATA). Push: OPEN's payload ends with a METADATA trailer,
  * the source's attributes the destination is asked to take; pull: no trailer, the client asks
  * for the source's attributes in OPEN_OK.
  */
 export const OPEN_METADATA = 0x0040;
 export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS |
-  OPEN_METADATA;
+  OPEN_ALLOW_SHRINK | OPEN_METADATA;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;

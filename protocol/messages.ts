@@ -24,6 +24,8 @@ export interface OpenMessage {
   refine?: boolean;
   /** OPEN_COMPRESS_ALWAYS: pull, with clientZstd: try zstd on every DATA (absent means false). */
   compressAlways?: boolean;
+  /** OPEN_ALLOW_SHRINK: push: the destination may lose data past the source's size (absent means false). */
+  allowShrink?: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */

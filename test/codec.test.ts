@@ -8,6 +8,7 @@ import {
   MAX_RANGE_BLOCKS,
   MAX_RECORD,
   METADATA_SIZE,
+  OPEN_ALLOW_SHRINK,
   OPEN_CLIENT_ZSTD,
   OPEN_COMPRESS_ALWAYS,
   OPEN_DRY_RUN,
@@ -58,6 +59,10 @@ describe("codec", { timeout: 10_000 }, () => {
     const always = encode({ ...open, mode: "pull", clientZstd: true, compressAlways: true });
     assert.equal(new DataView(always.buffer, always.byteOffset).getUint32(HEADER_SIZE + 8), OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_COMPRESS_ALWAYS);
     assert.deepEqual(decode(always), { ...open, mode: "pull", clientZstd: true, compressAlways: true });
+    const shrink = encode({ ...open, dryRun: false, clientZstd: false, allowShrink: true });
+    assert.equal(new DataView(shrink.buffer, shrink.byteOffset).getUint32(HEADER_SIZE + 8), OPEN_ALLOW_SHRINK);
+    assert.equal(OPEN_ALLOW_SHRINK, 0x0020);
+    assert.deepEqual(decode(shrink), { ...open, dryRun: false, clientZstd: false, allowShrink: true });
   });
 
   test("zero runs are compact: 16384 hole blocks cost a few bytes", () => {
@@ -89,7 +94,7 @@ describe("codec", { timeout: 10_000 }, () => {
     for (const [what, rec] of bad) assert.throws(() => decode(rec), ProtocolError, what);
     const open = encode(samples[0]);
     assert.throws(() => decode(patch(open, HEADER_SIZE + 2, [9])), ProtocolError, "unknown mode");
-    assert.throws(() => decode(patch(open, HEADER_SIZE + 11, [32])), ProtocolError, "unknown open flag");
+    assert.throws(() => decode(patch(open, HEADER_SIZE + 8, [0x80])), ProtocolError, "unknown open flag");
     assert.throws(() => decode(open.subarray(0, open.length - 1)), ProtocolError, "truncated name");
   });
 });

@@ -1,7 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { newPairingCode, normalizePairingCode, PAIRING_CODE_LENGTH, PairingOffer, pairingKey } from "../src/trust/pairing-code.ts";
-import { formatEndpoint, parseEndpoint } from "../src/net/host-port.ts";
 import { createHash } from "node:crypto";
 import { PAIRING_PSK_LABEL } from "../protocol/constants.ts";
 
@@ -58,18 +57,4 @@ test("a pairing offer is single use and expires", T, () => {
   now += 600_000;
   assert.equal(later.key, undefined);
   assert.equal(later.consume(), false);
-});
-
-test("endpoints: HOST[:PORT][:PATH], IPv6 in brackets", T, () => {
-  assert.deepEqual(parseEndpoint("backup"), { host: "backup", port: 7070, path: undefined });
-  assert.deepEqual(parseEndpoint("backup:7000"), { host: "backup", port: 7000, path: undefined });
-  assert.deepEqual(parseEndpoint("backup:vm/a.img"), { host: "backup", port: 7070, path: "vm/a.img" });
-  assert.deepEqual(parseEndpoint("backup:7000:vm/a.img"), { host: "backup", port: 7000, path: "vm/a.img" });
-  assert.deepEqual(parseEndpoint("[::1]:7000:a:b"), { host: "::1", port: 7000, path: "a:b" });
-  assert.deepEqual(parseEndpoint("[fe80::1]"), { host: "fe80::1", port: 7070, path: undefined });
-  assert.deepEqual(parseEndpoint("[::1]:x.img"), { host: "::1", port: 7070, path: "x.img" });
-  assert.throws(() => parseEndpoint("[::1"), /missing "\]"/);
-  assert.throws(() => parseEndpoint("h:70000:x"), /Invalid port/);
-  assert.throws(() => parseEndpoint(":7000"), /no host/);
-  assert.equal(formatEndpoint({ host: "::1", port: 1 }), "[::1]:1");
 });

@@ -188,6 +188,7 @@ function report(mode: "push" | "pull", localKind: SyncReport["localKind"], remot
     localKind,
     remoteKind,
     remoteSizeBefore: SIZE,
+    destinationSizeBefore: SIZE,
     local: new SideStats(),
     remote: { bytesRead: 0, holeBytesSkipped: 0, bytesWritten: 0, bytesPunched: 0 },
     wire: new WireCounters(),

@@ -205,8 +205,12 @@ for (const mode of MODES) {
         await first[Symbol.asyncDispose]();
         await first[Symbol.asyncDispose](); // idempotent
         assert.ok(!fs.existsSync(lockFilePath(file)), "no lock file is left behind");
-        await using again = await openDestination(file, { inplace: true, create: false, ffi: mode.ffi });
-        assert.equal(again.size, 0);
+        // Created in place and never written: removed (a failed run leaves no empty file).
+        assert.ok(!fs.existsSync(file), "the empty file first created is left behind");
+        await using again = await openDestination(file, { inplace: true, create: true, ffi: mode.ffi });
+        await again.write(new Uint8Array([1]), 0);
+        await again[Symbol.asyncDispose]();
+        assert.equal(fs.statSync(file).size, 1, "a file written to stays, uncommitted (in place: torn until a rerun)");
       });
     });
 

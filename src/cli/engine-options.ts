@@ -31,6 +31,7 @@ export interface EngineFlags {
   times?: boolean;
   perms?: boolean;
   owner?: boolean;
+  allowShrink?: boolean;
 }
 
 export interface EngineOptions {
@@ -51,6 +52,8 @@ export interface EngineOptions {
   progress: ProgressChoice;
   /** What the destination takes from the source: mode (--no-perms), mtime (--no-times), owner (--owner). */
   metadata: MetadataWanted;
+  /** --allow-shrink: a destination larger than the source may lose the data past its end. */
+  allowShrink: boolean;
 }
 
 const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2 };
@@ -121,6 +124,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     quiet: flags.quiet === true,
     progress: parseProgress(flags.progress),
     metadata: { perms: flags.perms !== false, times: flags.times !== false, owner: flags.owner === true },
+    allowShrink: flags.allowShrink === true,
   };
 }
 
@@ -163,6 +167,7 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
       "--compress <when>",
       "zstd for the data sent: auto (default: while the link is the bottleneck; never in a local sync), always, never",
     )
+    .option("--allow-shrink", "Let a destination larger than the source lose the data past the source's end (refused otherwise)")
     .option("--inplace", "Write the destination in place: faster, but an interrupted sync leaves it torn (no journal)")
     .option("--no-times", "Leave the destination's modification time as the sync leaves it (default: the source's, to the nanosecond)")
     .option("--no-perms", "Leave the destination's permission bits alone (default: the source's rwx bits, plus u+rw; never setuid, setgid or sticky)")

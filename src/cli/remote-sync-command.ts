@@ -21,7 +21,7 @@ import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { dial } from "../net/dial.ts";
-import { DEFAULT_PORT, type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
+import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
 import { readPrivateKey } from "../trust/keys.ts";
@@ -73,17 +73,35 @@ export interface RemoteTarget {
   path: string | undefined;
 }
 
-/** No port on the command line: parseEndpoint's default, made impossible so that it shows. */
-const NO_PORT = -1;
+/** What push's and pull's --help say about REMOTE (host-port.ts has the grammar). */
+export const REMOTE_HELP = [
+  `REMOTE is HOST[:PORT][:PATH] (default port ${DEFAULT_PORT}): HOST:PORT, HOST:PORT:PATH, HOST:PATH.`,
+  "  A mistyped port (HOST:7O71) is refused, never taken for a file name;",
+  "  HOST::PATH names any path at the default port (a file named 7070: HOST::7070).",
+  "  PATH is relative to the listener's root, or the name of an export.",
+  "  IPv6: [fd00::2]:7070:vm.img. A local file whose name has a colon: ./NAME.",
+].join("\n  ");
 
 /** HOST[:PORT][:PATH] from the command line; a malformed one is a usage error. */
 export function parseRemote(text: string): RemoteTarget {
   try {
-    const e = parseEndpoint(text, { defaultPort: NO_PORT });
-    return { host: e.host, port: e.port === NO_PORT ? undefined : e.port, path: e.path };
+    const e = parseEndpoint(text);
+    return { host: e.host, port: e.explicitPort ? e.port : undefined, path: e.path };
   } catch (e) {
     throw new UsageError((e as Error).message);
   }
+}
+
+/**
+ * The LOCAL argument of push or pull, refused when it reads as a remote (the arguments in
+ * the other verb's order): `other` is the verb that takes it first or second.
+ */
+export function checkLocal(local: string, o: { other: "push" | "pull"; remote: string }): void {
+  if (!looksLikeRemote(local)) return;
+  const order = o.other === "pull" ? `ssync pull ${local} ${o.remote}` : `ssync push ${o.remote} ${local}`;
+  throw new UsageError(
+    `Invalid local file "${local}": it reads as a remote (HOST:…); to sync the other way use ${order}; a local file with a colon in its name: ./${local}`,
+  );
 }
 
 async function clientKey(file: string | undefined): Promise<KeyPair> {
@@ -147,6 +165,7 @@ export async function runRemoteSync(
         refine: o.refine,
         compress: o.compress,
         metadata: owner.wanted,
+        allowShrink: o.allowShrink,
         pool,
         activity: idle.activity,
         signal,
@@ -162,7 +181,6 @@ export async function runRemoteSync(
 
   try {
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal, say });
-    const destinationSizeBefore = store.size;
     const report = await session(o.dryRun, pairCode, "sync");
     report.metadata?.notes.push(...owner.notes);
     let verified = false;
@@ -178,7 +196,7 @@ export async function runRemoteSync(
     }
     const summary = mode === "push"
       ? summarize(report, { mode, source: local, destination: remoteName, verified })
-      : summarize(report, { mode, source: remoteName, destination: local, verified, destinationSizeBefore });
+      : summarize(report, { mode, source: remoteName, destination: local, verified });
     printSummary(summary, o);
   } finally {
     await store?.[Symbol.asyncDispose]();

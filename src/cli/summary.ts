@@ -27,7 +27,10 @@ export interface Summary {
   identical: boolean;
   /** This run changed the destination (never in a dry run). */
   changed: boolean;
+  /** The source's size: the destination's after the sync (a block device keeps its own). */
   size: number;
+  /** The destination's size before the sync (0 when it is new); differs from `size` when it grew or shrank. */
+  destinationSizeBefore: number;
   blockSize: number;
   hash: string;
   /** Bytes of the source compared against the destination (its whole size). */
@@ -78,15 +81,14 @@ export function summarize(
     source: string;
     destination: string;
     verified: boolean;
-    /** A pull's local destination: its size before the sync (a push has it from OPEN_OK). */
-    destinationSizeBefore?: number;
   },
 ): Summary {
   const push = r.mode === "push";
   const src = push ? r.local : r.remote;
   const dst = push ? r.remote : r.local;
   const sourceKind = push ? r.localKind : r.remoteKind;
-  const sizeBefore = push ? r.remoteSizeBefore : names.destinationSizeBefore;
+  // A block device keeps its size (the sync covers the source's part of it): no change to report.
+  const sizeBefore = (push ? r.remoteKind : r.localKind) === "block-device" ? r.size : r.destinationSizeBefore;
   const differed = r.local.blocksSent > 0 || r.local.bytesZeroed > 0;
   // Metadata a rerun fixed (metadataChanged) was a difference too.
   const identical = sizeBefore === r.size && !differed && (r.metadata?.changed.length ?? 0) === 0;
@@ -106,6 +108,7 @@ export function summarize(
     identical,
     changed: !r.dryRun && !identical,
     size: r.size,
+    destinationSizeBefore: sizeBefore,
     blockSize: r.blockSize,
     hash: r.hash,
     bytesCompared: r.size,
@@ -143,12 +146,19 @@ export function formatSummary(s: Summary): string {
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}${onWire}), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
+    ...(s.destinationSizeBefore === s.size ? [] : [`  size      ${sizeChange(s)}`]),
     ...(s.metadataApplied.length > 0
       ? [`  metadata  ${s.metadataApplied.join(", ")} (${s.metadataChanged.length > 0 ? `${s.dryRun ? "would change" : "changed"}: ${s.metadataChanged.join(", ")}` : "unchanged"})`]
       : []),
     ...s.warnings.map((w) => `  warning   ${w}`),
   ];
   return lines.join("\n");
+}
+
+/** "destination shrank from 8.0 GiB to 4.0 GiB" and the like. */
+function sizeChange(s: Summary): string {
+  const verb = s.size > s.destinationSizeBefore ? (s.dryRun ? "would grow" : "grew") : s.dryRun ? "would shrink" : "shrank";
+  return `destination ${verb} from ${bytes(s.destinationSizeBefore)} to ${bytes(s.size)}`;
 }
 
 function round(n: number, digits: number): number {

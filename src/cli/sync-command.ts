@@ -7,9 +7,10 @@ import process from "node:process";
 import { verifyIdentical } from "../engine/verify.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { syncLocal } from "../session/local-sync.ts";
+import { looksLikeRemote } from "../net/host-port.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import { abortable } from "../util/abortable.ts";
-import { ErrnoError } from "../util/errors.ts";
+import { ErrnoError, RemoteError, UsageError } from "../util/errors.ts";
 import { type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
 import { progressFormat } from "./progress-mode.ts";
 import { showProgress } from "./show-progress.ts";
@@ -26,6 +27,8 @@ export interface SyncHooks {
 }
 
 export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
+  checkLocalName(src, { what: "source", instead: `ssync pull ${src} ${dst}` });
+  checkLocalName(dst, { what: "destination", instead: `ssync push ${src} ${dst}` });
   const o = engineOptions(flags);
   const owner = ownerIfRoot(o.metadata);
   const pool = new WorkerPool();
@@ -43,8 +46,10 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
       signal: hooks.signal,
       progress,
     }).catch((e) => {
-      // The destination is on this machine: its busy lock is no "remote:" error.
-      throw isBusy(e) ? busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs) : e;
+      // The destination is on this machine: its refusals are no "remote:" errors (a root
+      // mismatch, EBADMSG, stays one: it maps to exit 3).
+      if (isBusy(e)) throw busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs);
+      throw e instanceof RemoteError && e.code !== "EBADMSG" ? new ErrnoError(e.code, e.message, { cause: e }) : e;
     }).finally(stopProgress);
     report.metadata?.notes.push(...owner.notes);
     await hooks.beforeVerify?.();
@@ -57,6 +62,15 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   } finally {
     await pool[Symbol.asyncDispose]();
   }
+}
+
+/** `sync` is local only: an argument that reads as HOST:… is refused, never made a file of that name. */
+function checkLocalName(name: string, o: { what: string; instead: string }): void {
+  if (!looksLikeRemote(name)) return;
+  throw new UsageError(
+    `Invalid ${o.what} "${name}": it reads as a remote (HOST:…) and ssync sync is local only; ` +
+      `with a listener use ${o.instead}; a local file with a colon in its name is ./${name}`,
+  );
 }
 
 /** --quiet prints no summary for people; --json's object is still printed (a script asked for it). */

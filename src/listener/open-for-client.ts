@@ -10,7 +10,8 @@
  *    directory opened with O_NOFOLLOW|O_DIRECTORY through /proc/self/fd/<parent>/<name>, so
  *    no symbolic link is ever followed and a component swapped during the walk cannot move
  *    the walk outside the root. The last component is opened O_NOFOLLOW|O_NONBLOCK (or
- *    created O_CREAT|O_EXCL, which never follows links) and checked to be a regular file.
+ *    created O_CREAT|O_EXCL, which never follows links, never in a kernel filesystem such
+ *    as /dev or /proc) and checked to be a regular file.
  *    A file with more than one hard link is never written (its other name may be outside).
  * 5. Storage adopts that very descriptor (a writer's is reopened O_RDWR relative to the
  *    pinned parent and must be the same inode): nothing is opened by name afterwards, and
@@ -26,6 +27,7 @@ import { Buffer } from "node:buffer";
 import fs from "node:fs";
 import { MAX_NAME_LENGTH } from "../../protocol/constants.ts";
 import { EmptyStorage } from "../storage/empty-storage.ts";
+import { kernelFilesystemOf } from "../storage/kernel-filesystem.ts";
 import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd, journaledDestination, openDestination, partialDestination } from "../storage/open-destination.ts";
 import { checkReadable } from "../storage/recover-journal.ts";
@@ -184,6 +186,8 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     const at = `${parent}/${base}`;
     const writes = req.mode === "push" && !req.dryRun;
     const waitMs = policy.lockWaitMs ?? 0;
+    /** This open made the file (in place): the store removes it if the session writes nothing. */
+    let created = false;
     try {
       file = fs.openSync(at, C.O_RDONLY | C.O_NOFOLLOW | C.O_NONBLOCK);
     } catch (e) {
@@ -195,9 +199,11 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         // again: a symbolic link put there meanwhile would be followed out of the root.
         return new EmptyStorage(req.name);
       }
+      refuseKernelFolder(req, dirs[dirs.length - 1]);
       if (!req.inplace) return await openPartial(req, { parent, base, at, dirs, waitMs });
       try {
         file = fs.openSync(at, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+        created = true;
       } catch (e2) {
         if ((e2 as { code?: string }).code !== "EEXIST") throw walkError(e2, req.name, base, at);
         // Another writer created it meanwhile: open it like any existing file.
@@ -225,7 +231,15 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
     const dir = dirs.pop()!;
     const fd = file;
     file = undefined;
-    const dest = await lockedStore(fd, st, { name: req.name, readOnly: !writes, lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`), waitMs, journalPath, dir });
+    const dest = await lockedStore(fd, st, {
+      name: req.name,
+      readOnly: !writes,
+      lockFile: lockFilePath(`/proc/self/fd/${dir}/${base}`),
+      waitMs,
+      journalPath,
+      dir,
+      createdAt: created ? `/proc/self/fd/${dir}/${base}` : undefined,
+    });
     if (!writes) return dest;
     if (!sameFile(at, st)) {
       await dest[Symbol.asyncDispose]();
@@ -246,13 +260,24 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
 }
 
 /**
+ * The admin chose the root, yet a folder under it on a kernel filesystem (a mount of /dev or
+ * /proc) never gets a new file: a missing name there is a device or entry that does not exist.
+ */
+function refuseKernelFolder(req: ClientOpen, dir: number): void {
+  const k = kernelFilesystemOf(fs.fstatSync(dir, { bigint: true }).dev);
+  if (k) {
+    throw refuse("EACCES", `Cannot create ${req.name}: its folder is on ${k.mountPoint} (${k.type}), a kernel filesystem, where the listener never creates a file`);
+  }
+}
+
+/**
  * Storage over the checked descriptor, locked (a writer) and owning the pinned parent `dir`,
  * which it closes when released (also when locking fails).
  */
 async function lockedStore(
   fd: number,
   st: fs.BigIntStats,
-  o: { name: string; readOnly: boolean; lockFile: string; waitMs: number; journalPath?: string; dir: number },
+  o: { name: string; readOnly: boolean; lockFile: string; waitMs: number; journalPath?: string; dir: number; createdAt?: string },
 ) {
   try {
     return await destinationFromFd({ fd, kind: "file", stat: st }, {
@@ -261,6 +286,7 @@ async function lockedStore(
       lockFile: o.lockFile,
       lockWaitMs: o.waitMs,
       journalPath: o.journalPath,
+      createdAt: o.createdAt,
       onRelease: () => closeQuietly(o.dir),
     });
   } catch (e) {

@@ -55,6 +55,7 @@ import {
   restrict,
   wantsAny,
 } from "./file-attributes.ts";
+import { checkShrink } from "./shrink-check.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import type { WireCounters } from "./wire-counters.ts";
@@ -92,6 +93,11 @@ export interface SyncOptions {
    * it (the caller asks only when running as root).
    */
   metadata?: MetadataWanted;
+  /**
+   * The destination may become smaller where the part cut off holds data (--allow-shrink):
+   * push asks the server (OPEN_ALLOW_SHRINK), pull checks its own destination (shrink-check.ts).
+   */
+  allowShrink?: boolean;
 }
 
 /**
@@ -113,6 +119,8 @@ export interface SyncReport {
   /** The server's file: its kind and size before the sync. */
   remoteKind: StorageKind;
   remoteSizeBefore: number;
+  /** The destination's size before the sync (push: the server's; pull: ours; 0 when new). */
+  destinationSizeBefore: number;
   /** Counters of the client's own side. */
   local: SideStats;
   /** Counters the server reported in COMMIT_OK. */
@@ -160,6 +168,7 @@ export async function runClient(
       inPlace: options.inplace === true,
       ...(askRefine ? { refine: true } : {}),
       ...(options.mode === "pull" && compress === "always" ? { compressAlways: true } : {}),
+      ...(options.mode === "push" && options.allowShrink ? { allowShrink: true } : {}),
       size: local.size,
       key,
       name: options.name,
@@ -177,6 +186,8 @@ export async function runClient(
     if (ok.refine && !askRefine) throw new ProtocolError("OPEN_OK: CAP_REFINE without OPEN_REFINE");
     const refine = ok.refine === true;
     const size = options.mode === "push" ? local.size : ok.size;
+    const destinationSizeBefore = options.mode === "push" ? ok.size : local.size;
+    if (options.mode === "pull") await checkShrink(local, { size, allowShrink: options.allowShrink === true, name: local.path, signal: group.signal });
     if (options.mode === "pull" && !options.dryRun && local.size !== size) await local.setSize(size);
     const ctx: SideContext = {
       pool: options.pool,
@@ -225,6 +236,7 @@ export async function runClient(
       localKind: local.kind,
       remoteKind: ok.kind,
       remoteSizeBefore: ok.size,
+      destinationSizeBefore,
       local: stats,
       remote: done.counters,
       wire: conn.wire,

@@ -45,6 +45,8 @@ export interface LocalSyncOptions {
   progress?: SessionProgress;
   /** The attributes the destination takes (owner: asked only when running as root). */
   metadata?: MetadataWanted;
+  /** The destination may lose data past the source's size (--allow-shrink). */
+  allowShrink?: boolean;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
@@ -81,6 +83,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
         inplace: options.inplace,
         refine: options.refine,
         compress: options.compress,
+        allowShrink: options.allowShrink,
         pool: options.pool,
         signal: options.signal,
         progress: options.progress,

@@ -2,8 +2,9 @@
  * The server's side of one session: the destination for push, the source for pull.
  *
  * 1. The first record must be OPEN; the file is opened through `open` (which enforces what
- *    the listener allows) and, for push, sized to the source (unless a dry run). A refused
- *    OPEN gets ERROR, then the session ends in order.
+ *    the listener allows) and, for push, sized to the source (unless a dry run; a shrink that
+ *    would drop data only with OPEN_ALLOW_SHRINK, shrink-check.ts). A refused OPEN gets
+ *    ERROR, then the session ends in order.
  * 2. The receive loop checks and dispatches each request in arrival order: its cookie must
  *    not be one still in flight; a range (SIGS, READ_DIFF) must not overlap one claimed
  *    before; DATA, ZERO and RANGE_DONE must name a range that is open (its SIGS_REPLY sent).
@@ -51,6 +52,7 @@ import type { SessionProgress } from "./session-progress.ts";
 import type { FileStamp } from "../storage/file-stamp.ts";
 import { attributesOf, currentAttributes, restrict } from "./file-attributes.ts";
 import { SourceWatch, stampOf } from "./source-watch.ts";
+import { checkShrink } from "./shrink-check.ts";
 import { TestPause } from "./test-pause.ts";
 import {
   LOOKAHEAD_JOBS,
@@ -171,6 +173,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       if (problem) throw new ErrnoError("EINVAL", problem);
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun, inplace: open.inPlace === true });
       originalSize = store.size;
+      if (open.mode === "push") await checkShrink(store, { size: open.size, allowShrink: open.allowShrink === true, name: open.name, signal: controller.signal });
       if (open.metadata) metadata = await sessionMetadata(store, open.metadata, { mode: open.mode, grantOwner: options.grantOwner === true });
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {

@@ -9,6 +9,8 @@
  * - With `libc` null (portable path): dataExtents returns the whole range as one extent and
  *   punchHole writes zeros; both are still correct, only slower and less sparse.
  * - Block devices never change size; `size` stays the device size.
+ * - A store that created its file in place (`createdAt`) and is disposed without a commit and
+ *   without a write removes it: a refused or failed run leaves no empty file behind.
  */
 import fs from "node:fs";
 import { type ByteRange, type Libc } from "../platform/libc.ts";
@@ -49,6 +51,8 @@ export interface FdStorageInit {
   readonly libc: Libc | null;
   /** Releases the lock; called once, after the descriptor is closed. */
   readonly release?: () => void;
+  /** This store created the file (an in-place write), named so: removed when disposed unwritten and uncommitted. */
+  readonly createdAt?: string;
 }
 
 function pread(fd: number, buf: Uint8Array, position: number): Promise<number> {
@@ -75,6 +79,9 @@ export class FdStorage implements Storage {
   readonly #libc: Libc | null;
   readonly #release: (() => void) | undefined;
   readonly #lent: LentFile;
+  readonly #createdAt: string | undefined;
+  #written = false;
+  #committed = false;
   #size: number;
   #inflight = 0;
   #idle: (() => void) | null = null;
@@ -93,6 +100,7 @@ export class FdStorage implements Storage {
     this.#libc = init.libc;
     this.#release = init.release;
     this.#lent = Object.freeze({ fd: init.fd, dev: init.stat.dev, ino: init.stat.ino, path: init.path });
+    this.#createdAt = init.createdAt;
   }
 
   get size(): number {
@@ -155,6 +163,7 @@ export class FdStorage implements Storage {
   }
 
   write(buf: Uint8Array, position: number): Promise<void> {
+    this.#written = true;
     return this.#run("write", true, () => this.#writeAll(buf, position));
   }
 
@@ -257,11 +266,12 @@ export class FdStorage implements Storage {
   }
 
   /** In place, committing is setting `metadata` (files only) and making it all durable. */
-  commit(metadata?: FileMetadata): Promise<void> {
-    return this.#run("commit", true, async () => {
+  async commit(metadata?: FileMetadata): Promise<void> {
+    await this.#run("commit", true, async () => {
       if (this.kind === "file" && !isEmptyMetadata(metadata)) applyMetadata(this.#fd, metadata!, { libc: this.#libc, path: this.path });
       await callback((cb) => fs.fsync(this.#fd, cb));
     });
+    this.#committed = true;
   }
 
   lend<T>(use: (file: LentFile) => Promise<T>): Promise<T> {
@@ -286,10 +296,21 @@ export class FdStorage implements Storage {
     }
   }
 
+  /** Unlinks `path` while it still names this store's file (never a file put there since). */
+  #removeCreated(path: string): void {
+    try {
+      const now = fs.lstatSync(path, { bigint: true });
+      if (now.dev === this.#lent.dev && now.ino === this.#lent.ino) fs.unlinkSync(path);
+    } catch {
+      // Gone already, or not ours to remove.
+    }
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     this.#closing ??= (async () => {
       if (this.#inflight > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
       try {
+        if (this.#createdAt !== undefined && !this.#written && !this.#committed) this.#removeCreated(this.#createdAt);
         fs.closeSync(this.#fd);
       } finally {
         this.#release?.();

@@ -1,10 +1,12 @@
 /**
  * Opens the file or block device to write to.
  *
- * 1. Refuse a directory, a missing parent directory, or a missing file unless `create`;
+ * 1. Refuse a directory, a missing parent directory, or a missing file unless `create`; never
+ *    create one in a kernel filesystem (/dev, /proc, /sys: kernel-filesystem.ts);
  * 2. open: an existing destination as itself; a missing one as its partial file
  *    (`.NAME.ssync-partial` beside it, created or resumed; work-files.ts), or, `inplace`, as
- *    an empty regular file at its name (its size is set later by setSize);
+ *    an empty regular file at its name (its size is set later by setSize), removed again if
+ *    the run ends without writing to it;
  * 3. lock, writers only: regular files flock(LOCK_EX|LOCK_NB) on the descriptor, block
  *    devices an O_EXCL claim; without FFI a pid lock file (`<path>.ssync-lock`; for block
  *    devices Node uses the O_EXCL claim and Deno a lock file in the temp directory). A lock
@@ -36,6 +38,7 @@ import { EmptyStorage } from "./empty-storage.ts";
 import { FdStorage } from "./fd-storage.ts";
 import { readJournalHeader } from "./journal-file.ts";
 import { JournaledStorage } from "./journaled-storage.ts";
+import { refuseNewFileIn } from "./kernel-filesystem.ts";
 import { acquireLockFile, lockFilePath } from "./lock-file.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
 import { PartialStorage } from "./partial-storage.ts";
@@ -101,8 +104,20 @@ async function openOnce(path: string, options: OpenDestinationOptions): Promise<
     if (!options.create) throw storageError("open", path, { code: "ENOENT" });
     if (readOnly) return new EmptyStorage(path);
     if (options.inplace) {
-      const opened = openFd(path, { action: "create", flags: C.O_RDWR | C.O_CREAT, mode: options.mode ?? 0o600 });
-      return await destinationFromFd(opened, { ...common, path, readOnly: false });
+      let opened: OpenedFd;
+      try {
+        opened = openFd(path, { action: "create", flags: C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, mode: options.mode ?? 0o600 });
+      } catch (e) {
+        if ((e as { code?: string }).code === "EEXIST") return undefined; // made meanwhile: open it as existing
+        throw e;
+      }
+      // Ours: removed again if the run fails before writing to it (fd-storage.ts).
+      const dest = await destinationFromFd(opened, { ...common, path, readOnly: false, createdAt: path });
+      if (!sameFile(path, opened.stat)) {
+        await dest[Symbol.asyncDispose]();
+        return undefined;
+      }
+      return dest;
     }
     const partialPath = workFileBeside(path, "partial");
     let created = true;
@@ -227,6 +242,8 @@ export interface DestinationFromFdOptions {
   readonly journalPath?: string;
   /** Called once when the store is released (after its descriptor is closed and unlocked). */
   readonly onRelease?: () => void;
+  /** The store created the file in place, named so: see FdStorageInit.createdAt. */
+  readonly createdAt?: string;
 }
 
 /**
@@ -264,7 +281,7 @@ export async function destinationFromFd(opened: OpenedFd, options: DestinationFr
     const size = kind === "file"
       ? Number(stat.size)
       : blockDeviceSize(fd, { libc, rdev: stat.rdev });
-    return new FdStorage({ path, kind, fd, stat, size, writable: !readOnly, libc, release });
+    return new FdStorage({ path, kind, fd, stat, size, writable: !readOnly, libc, release, createdAt: options.createdAt });
   } catch (e) {
     fs.closeSync(fd);
     release();
@@ -272,11 +289,12 @@ export async function destinationFromFd(opened: OpenedFd, options: DestinationFr
   }
 }
 
+/** A missing destination's folder: it exists, is a directory, and is no kernel filesystem (/dev, /proc, /sys). */
 function checkParent(path: string): void {
   const parent = nodePath.dirname(nodePath.resolve(path));
-  let st: fs.Stats;
+  let st: fs.BigIntStats;
   try {
-    st = fs.statSync(parent);
+    st = fs.statSync(parent, { bigint: true });
   } catch (e) {
     const code = (e as { code?: string }).code ?? "EIO";
     const reason = code === "ENOENT" ? `directory ${parent} does not exist` : undefined;
@@ -285,6 +303,7 @@ function checkParent(path: string): void {
   if (!st.isDirectory()) {
     throw storageError("create", path, { code: "ENOTDIR", reason: `${parent} is not a directory` });
   }
+  refuseNewFileIn(path, st.dev);
 }
 
 /** "busy", naming the holder when its journal says who it is, and how long we waited. */
