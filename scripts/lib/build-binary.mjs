@@ -13,6 +13,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import { checkoutCommit } from "../../src/cli/checkout-commit.ts";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const args = process.argv.slice(2);
@@ -90,6 +91,7 @@ const bundle = await esbuild.build({
   define: {
     "import.meta.main": "false",
     SSYNC_SCAN_WORKER_SOURCE: JSON.stringify(workerSource),
+    SSYNC_BUILD_COMMIT: JSON.stringify(checkoutCommit(new URL("../..", import.meta.url)) ?? "unknown"),
   },
   // CommonJS dependencies call require(); an ESM bundle has none of its own.
   banner: {
