@@ -1,6 +1,7 @@
 /** The end-of-sync summary: one JSON object (--json) or a few lines for people. */
 import type { SyncReport } from "../session/client-session.ts";
 import type { StorageKind } from "../storage/storage.ts";
+import { formatBytes as bytes } from "../util/format-bytes.ts";
 
 /** Said when the source is a block device: nothing tells whether it changed while it was read. */
 export const BLOCK_DEVICE_SOURCE_WARNING =
@@ -103,15 +104,4 @@ export function formatSummary(s: Summary): string {
 function round(n: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
-}
-
-export function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
 }
