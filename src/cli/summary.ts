@@ -1,7 +1,7 @@
 /** The end-of-sync summary: one JSON object (--json) or a few lines for people. */
 import type { SyncReport } from "../session/client-session.ts";
 import type { StorageKind } from "../storage/storage.ts";
-import { formatBytes as bytes } from "../util/format-bytes.ts";
+import { formatBytes } from "../util/format-bytes.ts";
 
 /** Said when the source is a block device: nothing tells whether it changed while it was read. */
 export const BLOCK_DEVICE_SOURCE_WARNING =
@@ -105,3 +105,6 @@ function round(n: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
 }
+
+/** Byte counts for people; the listener's log uses the same (util/format-bytes.ts). */
+export const bytes = formatBytes;
