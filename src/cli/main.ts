@@ -25,8 +25,7 @@ import { registerListenCommand } from "./listen-command.ts";
 import { registerPushCommand } from "./push-command.ts";
 import { registerPullCommand } from "./pull-command.ts";
 import { registerRecoverCommand } from "./recover-command.ts";
-
-const VERSION = "0.1.0";
+import { versionText } from "./version.ts";
 
 /** The commands that sync, and so run under an Interrupt. */
 const CLIENT_COMMANDS = new Set(["sync", "push", "pull"]);
@@ -62,11 +61,15 @@ export async function main(argv: string[]): Promise<number> {
   registerRecoverCommand(cli, (r) => (run = r));
 
   cli.help((sections) => helpSections(sections, CLIENT_COMMANDS.has(cli.matchedCommandName ?? "") || !cli.matchedCommand));
-  cli.version(VERSION);
+  cli.option("-V, --version", "Print the version, the runtime and the commit it was built from");
   try {
     try {
       cli.parse(["ssync", "ssync", ...attachProgressValue(argv)], { run: false });
-      if (cli.options.help || cli.options.version) return EXIT_OK;
+      if (cli.options.help) return EXIT_OK;
+      if (cli.options.version) {
+        console.log(versionText());
+        return EXIT_OK;
+      }
       if (!cli.matchedCommand) throw unknownCommand(cli, argv);
       await cli.runMatchedCommand();
     } catch (e) {

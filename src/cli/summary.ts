@@ -7,6 +7,7 @@
  */
 import type { SyncReport } from "../session/client-session.ts";
 import type { StorageKind } from "../storage/storage.ts";
+import { formatBytes } from "../util/format-bytes.ts";
 
 /** Said when the source is a block device: nothing tells whether it changed while it was read. */
 export const BLOCK_DEVICE_SOURCE_WARNING =
@@ -166,13 +167,5 @@ function round(n: number, digits: number): number {
   return Math.round(n * f) / f;
 }
 
-export function bytes(n: number): string {
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let i = 0;
-  let v = n;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return i === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : 1)} ${units[i]}`;
-}
+/** Byte counts for people; the listener's log uses the same (util/format-bytes.ts). */
+export const bytes = formatBytes;

@@ -14,9 +14,12 @@
  *    A session admitted gives its address's token back.
  * 4. session (serveSession) with the open policy of open-for-client.ts, an idle timeout and
  *    the listener's shared memory budget;
- * 5. one log line per session: peer, key fingerprint, mode, path, bytes, result (the first
- *    ERROR it sent, when it failed: the real cause, not what followed); while it runs, a
- *    progress line every progressIntervalMs (progress-log.ts).
+ * 5. one log line per session: peer, key fingerprint, mode, path, bytes, time, result (the
+ *    first ERROR it sent, when it failed: the real cause, not what followed); with a verbose
+ *    log also a line when a key is authenticated and when its session opens a path; while
+ *    it runs, a progress line every progressIntervalMs (progress-log.ts).
+ *
+ * Every line goes through one Log (log.ts): levels, text or json, escaped controls.
  *
  * Invariants: nothing a client does can throw out of a connection's handler; every socket
  * has an error listener from the moment it is accepted; each handler runs inside
@@ -43,9 +46,11 @@ import { fingerprint, formatPublicKey } from "../trust/keys.ts";
 import type { PairingOffer } from "../trust/pairing-code.ts";
 import { ByteWindow } from "../util/byte-window.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
+import { formatBytes } from "../util/format-bytes.ts";
 import { addressPrefixes } from "./address-prefixes.ts";
 import { type ConnectionContext, connectionContext } from "./connection-context.ts";
 import { HandshakeSlots } from "./handshake-slots.ts";
+import type { Log, LogFields, LogLevel } from "./log.ts";
 import {
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_MAX_HANDSHAKES,
@@ -78,8 +83,10 @@ export interface ListenerOptions {
   authorizedKeysFile: string;
   pairing?: PairingOffer;
   pool: WorkerPool;
-  /** One line per event (stderr in the CLI). */
-  log?: (line: string) => void;
+  /** Where events go (stderr in the CLI); none: nowhere. */
+  log?: Log;
+  /** authorized_keys as read at start: what the first SIGHUP compares with (default: read it now). */
+  authorizedKeys?: readonly AuthorizedKey[];
   /** The whole handshake, acceptance included (default HANDSHAKE_TIMEOUT_MS). */
   handshakeTimeoutMs?: number;
   /** The preamble and handshake message 1 (default FIRST_MESSAGE_TIMEOUT_MS, never above the whole). */
@@ -132,10 +139,13 @@ export class Listener implements AsyncDisposable {
   #stopNow: (() => void) | undefined;
   /** authorized_keys warnings already logged (per connection they are logged once). */
   #warned = new Set<string>();
+  /** authorized_keys as last read on SIGHUP (or at start), by fingerprint: what the next one reports changed. */
+  #keys: Map<string, string>;
 
-  private constructor(server: Server, options: ListenerOptions) {
+  private constructor(server: Server, options: ListenerOptions, keys: readonly AuthorizedKey[]) {
     this.#server = server;
     this.#options = options;
+    this.#keys = keyMap(keys);
     const address = server.address() as { address: string; port: number };
     this.host = address.address;
     this.port = address.port;
@@ -149,7 +159,7 @@ export class Listener implements AsyncDisposable {
       burst: options.handshakeBurst ?? HANDSHAKE_BURST,
       refillPerSecond: options.handshakeRefillPerSecond ?? HANDSHAKE_REFILL_PER_SECOND,
     });
-    this.#refusals = new RefusalLog((line) => this.#log(line), {
+    this.#refusals = new RefusalLog((line) => this.#log(line, {}, "warn"), {
       perWindow: options.refusalLinesPerSecond ?? REFUSAL_LINES_PER_SECOND,
     });
     this.#memory = new ByteWindow(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
@@ -157,7 +167,7 @@ export class Listener implements AsyncDisposable {
       socket.on("error", () => {});
       const context: ConnectionContext = { peer: peerOf(socket) };
       const handled = connectionContext.run(context, () => this.#handle(socket, context))
-        .catch((e) => this.#log(`${context.peer} internal error: ${(e as Error)?.stack ?? e}`));
+        .catch((e) => this.#log(`${context.peer} internal error: ${(e as Error)?.stack ?? e}`, { peer: context.peer }, "error"));
       this.#active.add(handled);
       handled.finally(() => this.#active.delete(handled));
     });
@@ -165,6 +175,7 @@ export class Listener implements AsyncDisposable {
 
   /** Binds and starts serving; rejects when the address cannot be bound. */
   static async start(options: ListenerOptions): Promise<Listener> {
+    const keys = options.authorizedKeys ?? await readAuthorizedKeys(options.authorizedKeysFile).catch(() => []);
     const server = createServer();
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
@@ -174,7 +185,7 @@ export class Listener implements AsyncDisposable {
       });
     });
     server.on("error", () => {}); // accept errors (EMFILE...) must not crash the process
-    return new Listener(server, options);
+    return new Listener(server, options, keys);
   }
 
   get address(): string {
@@ -186,17 +197,37 @@ export class Listener implements AsyncDisposable {
     return { handshakes: this.#slots.size, sessions: this.#sessions.size };
   }
 
-  /** Client-chosen text (names, error messages naming them) is escaped: one event, one line. */
-  #log(line: string): void {
-    this.#options.log?.(`${new Date().toISOString()} ${escapeControls(line)}`);
+  /** One event (info unless said); the Log escapes client-chosen text: one event, one line. */
+  #log(message: string, fields?: LogFields, level: LogLevel = "info"): void {
+    this.#options.log?.event(level, message, fields);
   }
 
-  /** Reads authorized_keys now (SIGHUP), logging every warning again; returns the keys' count. */
+  /**
+   * Reads authorized_keys now (SIGHUP), logging every warning again, then what changed since
+   * the last read: one line per key added, removed or with other options (by fingerprint).
+   * Returns the keys' count.
+   */
   async rereadAuthorizedKeys(): Promise<number> {
     this.#warned.clear();
     const file = this.#options.authorizedKeysFile;
-    const keys = await readAuthorizedKeys(file, { warn: (m) => this.#log(m) });
-    this.#log(`re-read ${keys.length} key${keys.length === 1 ? "" : "s"} from ${file}`);
+    const keys = await readAuthorizedKeys(file, { warn: (m) => this.#log(m, { file }, "warn") });
+    const now = keyMap(keys);
+    const changes: [string, "added" | "removed" | "changed", string][] = [];
+    for (const [key, options] of now) {
+      if (!this.#keys.has(key)) changes.push([key, "added", options]);
+      else if (this.#keys.get(key) !== options) changes.push([key, "changed", options]);
+    }
+    for (const [key, options] of this.#keys) if (!now.has(key)) changes.push([key, "removed", options]);
+    this.#keys = now;
+    const count = (what: string) => changes.filter((c) => c[1] === what).length;
+    this.#log(
+      `re-read ${keys.length} key${keys.length === 1 ? "" : "s"} from ${file}: ` +
+        (changes.length === 0 ? "no change" : `${count("added")} added, ${count("removed")} removed, ${count("changed")} changed`),
+      { file, keys: keys.length, added: count("added"), removed: count("removed"), changed: count("changed") },
+    );
+    for (const [key, change, options] of changes) {
+      this.#log(`authorized key ${change}: ${key}${options ? ` (${options})` : ""}`, { key, change, file });
+    }
     return keys.length;
   }
 
@@ -207,7 +238,7 @@ export class Listener implements AsyncDisposable {
         if (this.#warned.has(m)) return;
         if (this.#warned.size >= 1000) this.#warned.clear();
         this.#warned.add(m);
-        this.#log(m);
+        this.#log(m, { file: this.#options.authorizedKeysFile }, "warn");
       },
     });
   }
@@ -253,13 +284,15 @@ export class Listener implements AsyncDisposable {
               this.#log(
                 `${peer} pairing refused: key ${fingerprint(remoteStatic)} is listed in ${this.#options.authorizedKeysFile} ` +
                   `on lines that were skipped (see the warnings); fix them, then pair again`,
+                { peer, key: fingerprint(remoteStatic), file: this.#options.authorizedKeysFile },
+                "warn",
               );
               return false;
             }
             if (!pairing?.consume()) return false;
             // A key listed already keeps its options (read-only, path=) for this session too.
             if (entry === undefined) await this.#addPairedKey(remoteStatic, peer);
-            else this.#log(`${peer} paired: key ${fingerprint(remoteStatic)} was listed already, with its options`);
+            else this.#log(`${peer} paired: key ${fingerprint(remoteStatic)} was listed already, with its options`, { peer, key: fingerprint(remoteStatic) });
             entry ??= { publicKey: remoteStatic, readOnly: false, pathPrefix: null, comment: "" };
             return true;
           },
@@ -271,6 +304,7 @@ export class Listener implements AsyncDisposable {
       }
       const key = fingerprint(conn.remoteStatic);
       context.key = key;
+      this.#log(`${peer} key ${key}: authenticated${conn.paired ? " (paired)" : ""}`, { peer, key, paired: conn.paired }, "debug");
       const busy = this.#sessionRefusal(key);
       if (busy !== undefined) {
         this.#refusals.refused(key, `${peer} key ${key} refused: ${busy}`);
@@ -315,6 +349,7 @@ export class Listener implements AsyncDisposable {
     this.#sessions.add(running);
     this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
     let request: ClientOpen | undefined;
+    const started = Date.now();
     const progress = new SessionProgress();
     const stopProgress = logProgressEvery(progress, {
       intervalMs: this.#options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
@@ -330,6 +365,7 @@ export class Listener implements AsyncDisposable {
         open: (req) => {
           request = req;
           context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(req.name)}`;
+          this.#log(`${peer} key ${key}: open ${context.request}${req.inplace ? " in place" : ""}`, { peer, key, mode: req.mode, file: req.name, dryRun: req.dryRun }, "debug");
           return openForClient(req, {
             root: this.#options.root,
             exports: this.#options.exports ?? new Map(),
@@ -338,7 +374,7 @@ export class Listener implements AsyncDisposable {
             pathPrefix: entry.pathPrefix,
             journalDir: this.#options.journalDir,
             lockWaitMs: this.#options.lockWaitMs ?? LOCK_WAIT_MS,
-            log: (message) => this.#log(`${peer} key ${key}: ${message}`),
+            log: (message) => this.#log(`${peer} key ${key}: ${message}`, { peer, key, file: req.name }),
           });
         },
       });
@@ -351,9 +387,29 @@ export class Listener implements AsyncDisposable {
         outcome = `failed: ${firstError.code} ${firstError.message}`;
         if (result.error && result.error.message !== firstError.message) outcome += `; then ${result.error.message}`;
       } else outcome = result.error ? `failed: ${result.error.message}` : "ended before commit";
+      const seconds = Math.round((Date.now() - started) / 100) / 10;
       this.#log(
-        `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${s.bytesRead} B, wrote ${s.bytesWritten} B, ` +
-          `holes ${s.bytesPunched} B, wire in ${result.wire.bytesReceived} B out ${result.wire.bytesSent} B: ${outcome}`,
+        `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${formatBytes(s.bytesRead)}, wrote ${formatBytes(s.bytesWritten)}, ` +
+          `holes ${formatBytes(s.bytesPunched)}, wire in ${formatBytes(result.wire.bytesReceived)} out ${formatBytes(result.wire.bytesSent)}, ` +
+          `${seconds} s: ${outcome}`,
+        {
+          peer,
+          key,
+          paired: conn.paired,
+          mode: request?.mode,
+          file: request?.name,
+          dryRun: request?.dryRun,
+          bytesRead: s.bytesRead,
+          bytesWritten: s.bytesWritten,
+          holeBytesPunched: s.bytesPunched,
+          wireBytesIn: result.wire.bytesReceived,
+          wireBytesOut: result.wire.bytesSent,
+          seconds,
+          ok: result.committed,
+          error: result.committed ? undefined : firstError?.code,
+          outcome,
+        },
+        result.committed ? "info" : "warn",
       );
     } finally {
       stopProgress();
@@ -373,7 +429,9 @@ export class Listener implements AsyncDisposable {
     const separator = text.length > 0 && !text.endsWith("\n") ? "\n" : "";
     const comment = `paired ${new Date().toISOString().slice(0, 10)} from ${peer}`;
     await fs.appendFile(file, separator + formatPublicKey(publicKey, { comment }) + "\n", { mode: 0o600 });
-    this.#log(`${peer} paired: key ${fingerprint(publicKey)} added to ${file}`);
+    // Logged here, not again by the next SIGHUP.
+    this.#keys.set(fingerprint(publicKey), keyOptions({ publicKey, readOnly: false, pathPrefix: null, comment }));
+    this.#log(`${peer} paired: key ${fingerprint(publicKey)} added to ${file}`, { peer, key: fingerprint(publicKey), file });
   }
 
   /**
@@ -425,9 +483,19 @@ export class Listener implements AsyncDisposable {
   }
 }
 
-/** Control, line-separator and bidi-override characters as \uXXXX, so a log line cannot be forged. */
-function escapeControls(text: string): string {
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
+/** Fingerprint → what SIGHUP compares: the key's options and comment ("" when none); the first line of a key counts. */
+function keyMap(keys: readonly AuthorizedKey[]): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const k of keys) {
+    const key = fingerprint(k.publicKey);
+    if (!map.has(key)) map.set(key, keyOptions(k));
+  }
+  return map;
+}
+
+function keyOptions(k: AuthorizedKey): string {
+  const options = [k.readOnly ? "read-only" : "", k.pathPrefix !== null ? `path=${k.pathPrefix}` : ""].filter((o) => o !== "");
+  return [...options, k.comment ? JSON.stringify(k.comment) : ""].filter((o) => o !== "").join(", ");
 }
 
 function peerOf(socket: Socket): string {

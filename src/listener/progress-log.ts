@@ -5,6 +5,7 @@
  */
 import { clearInterval, setInterval } from "node:timers";
 import type { SessionProgress } from "../session/session-progress.ts";
+import { formatBytes } from "../util/format-bytes.ts";
 
 /** `ssync listen --progress-interval`'s default. */
 export const DEFAULT_PROGRESS_INTERVAL_MS = 60_000;
@@ -27,8 +28,8 @@ export function logProgressEvery(
     last = { at: now, compared: s.bytesCompared };
     const percent = s.bytesTotal > 0 ? Math.floor((s.bytesCompared / s.bytesTotal) * 100) : 100;
     o.log(
-      `${o.describe()}: in progress: compared ${s.bytesCompared} of ${s.bytesTotal} B (${percent}%), ` +
-        `${(rate / 1e6).toFixed(1)} MB/s, changed ${s.bytesChanged} B, wire in ${s.wireBytesReceived} B out ${s.wireBytesSent} B`,
+      `${o.describe()}: in progress: compared ${formatBytes(s.bytesCompared)} of ${formatBytes(s.bytesTotal)} (${percent}%), ` +
+        `${(rate / 1e6).toFixed(1)} MB/s, changed ${formatBytes(s.bytesChanged)}, wire in ${formatBytes(s.wireBytesReceived)} out ${formatBytes(s.wireBytesSent)}`,
     );
   }, o.intervalMs);
   timer.unref();

@@ -17,6 +17,8 @@ export interface Platform {
   readonly ffiReason: string;
   /** zlib.zstd* from the runtime rather than @bokuweb/zstd-wasm. */
   readonly nativeZstd: boolean;
+  /** A single binary (Node SEA, deno compile) rather than source run by a runtime. */
+  readonly singleBinary: boolean;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -28,4 +30,14 @@ export const platform: Platform = Object.freeze({
   ffi: libcStatus.libc !== null,
   ffiReason: libcStatus.reason,
   nativeZstd: zstdStatus.native,
+  singleBinary: Deno ? Deno.build?.standalone === true : isSea(),
 });
+
+function isSea(): boolean {
+  try {
+    // deno-lint-ignore no-explicit-any
+    return (process as any).getBuiltinModule?.("node:sea")?.isSea?.() === true;
+  } catch {
+    return false;
+  }
+}

@@ -14,6 +14,7 @@ import { dial } from "../../src/net/dial.ts";
 import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
 import { formatPublicKey, writePrivateKey } from "../../src/trust/keys.ts";
 import { Listener, type ListenerOptions } from "../../src/listener/listener.ts";
+import { Log } from "../../src/listener/log.ts";
 import type { RecordChannel } from "../../src/net/record-channel.ts";
 import { joinRecord } from "../../src/util/record-parts.ts";
 import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
@@ -59,7 +60,7 @@ export async function startListener(
     port: 0,
     hostKey,
     authorizedKeysFile: authorizedKeys,
-    log: (line) => logs.push(line),
+    log: new Log({ write: (line) => logs.push(line) }),
     ...options,
     root: fs.realpathSync(root),
   });
