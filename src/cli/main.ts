@@ -142,7 +142,8 @@ function helpSections(sections: HelpSection[], exitCodes: boolean): HelpSection[
   } catch (e) {
     folder = `<config> (unknown: ${(e as Error).message})`;
   }
-  const named = sections.map((s) => ({ ...s, body: s.body.replaceAll("<config>", folder) }));
+  // cac appends "(default: true)" to every --no-X option: noise, each says its default itself.
+  const named = sections.map((s) => ({ ...s, body: s.body.replaceAll("<config>", folder).replaceAll(" (default: true)", "") }));
   named.push({
     title: "Config folder",
     body: `  ${folder} ($XDG_CONFIG_HOME/ssync, else ~/.config/ssync): keys, known_hosts, ` +
