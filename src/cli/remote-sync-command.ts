@@ -3,7 +3,8 @@
  * 1. load our key, open the local file (push: source; pull: destination, created when
  *    missing);
  * 2. dial the listener (host-key policy, optional pairing), run the client session under
- *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout); a
+ *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout) and
+ *    --bwlimit (one token bucket per direction for the whole command, verify included); a
  *    listener that answers busy is tried again for --wait seconds (wait-while-busy.ts);
  * 3. --verify: a second session, dry run, fresh hash key: it must find nothing to send;
  * 4. print the summary.
@@ -23,6 +24,8 @@ import { dial } from "../net/dial.ts";
 import { type Endpoint, formatEndpoint, parseEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
+import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
+import { TokenBucket } from "../net/token-bucket.ts";
 import { readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
 import type { KeyPair } from "../noise/x25519.ts";
@@ -32,6 +35,7 @@ import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
+import { parseBwlimit } from "./bwlimit.ts";
 import { type EngineFlags, engineOptions, type EngineOptions, withEngineOptions } from "./engine-options.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { formatSummary, summarize } from "./summary.ts";
@@ -44,6 +48,7 @@ export interface RemoteFlags extends EngineFlags {
   pair?: string;
   knownHosts?: string;
   idleTimeout?: string | number;
+  bwlimit?: string | number;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -57,6 +62,10 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option(
       "--idle-timeout <seconds>",
       `Give up when the listener owes us a reply and sends nothing for this many seconds (default ${DEFAULT_IDLE_TIMEOUT_MS / 1000}, the listener's own)`,
+    )
+    .option(
+      "--bwlimit <rate>",
+      "Limit the data on the wire to RATE bytes per second each way, such as 50M (K, M, G: 1024-based; at least 64K; 0: no limit)",
     ));
 }
 
@@ -94,6 +103,10 @@ export async function runRemoteSync(
   const { local, remote, flags, signal } = options;
   const o: EngineOptions = engineOptions(flags);
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
+  const bwlimit = parseBwlimit(flags.bwlimit);
+  const buckets = bwlimit === undefined
+    ? undefined
+    : { send: new TokenBucket({ bytesPerSecond: bwlimit }), receive: new TokenBucket({ bytesPerSecond: bwlimit }) };
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
   const staticKey = await clientKey(flags.key);
   const knownHostsFile = flags.knownHosts ?? join(configDir(), "known_hosts");
@@ -120,7 +133,8 @@ export async function runRemoteSync(
         // Bytes the kernel took from us: a slow reader still counts as progress.
         sendProgress: () => socket.bytesWritten - socket.writableLength,
       });
-      const channel = new IncompleteOnLossChannel(idle, { peer });
+      const limited = buckets === undefined ? idle : new RateLimitedChannel(idle, { ...buckets, activity: idle.activity });
+      const channel = new IncompleteOnLossChannel(limited, { peer });
       return await runClient(channel, store!, {
         mode,
         name: remote.path,
