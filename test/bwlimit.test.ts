@@ -12,7 +12,7 @@
  *    at 20M, push then pull, takes at least 9 s and stays under the limit on the wire; a
  *    record that waits 4 s for a 64K limit does not trip --idle-timeout 1, either way; a push
  *    under a limit compresses ("auto": the limit backs the queue up); `ssync sync` refuses
- *    --bwlimit (no wire).
+ *    --bwlimit (no wire); `ssync listen --bwlimit` limits all its sessions together.
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
@@ -202,6 +202,25 @@ describe("--bwlimit", () => {
       assert.equal(local.code, 2, local.stderr);
       assert.match(local.stderr, /bwlimit/);
       assert.ok(!fs.existsSync(path.join(dir, "copy.img")));
+    });
+  });
+
+  test("ssync listen --bwlimit 8M is the total of its sessions: two 32 MiB pushes at once take ≥ 7.2 s; a pull ≥ 3.6 s", { timeout: 90_000 }, async () => {
+    await withCliSetup({ listenArgs: ["--bwlimit", "8M"], pinHostKey: true }, async ({ dir, client, root, remote }) => {
+      const files = ["a.img", "b.img"].map((name) => path.join(dir, name));
+      for (const file of files) writeData(file, 32 * MiB, "random");
+      const started = performance.now();
+      const pushes = await Promise.all(files.map((file) => runCli(["push", "--json", file, remote], { config: client })));
+      const both = (performance.now() - started) / 1000;
+      for (const r of pushes) assert.equal(r.code, 0, r.stderr);
+      // 64 MiB at 8 MiB/s: 8 s in all (a limit per session would let them through in 4 s).
+      assert.ok(both >= 7.2, `two pushes in ${both} s`);
+      const back = path.join(dir, "back.img");
+      const pull = await runCli(["pull", "--json", `${remote}:a.img`, back], { config: client });
+      assert.equal(pull.code, 0, pull.stderr);
+      assert.ok(Number(summaryOf(pull.stdout).seconds) >= 3.6, pull.stdout);
+      for (const file of files) assert.equal(fileHash(path.join(root, path.basename(file))), fileHash(file));
+      assert.equal(fileHash(back), fileHash(files[0]));
     });
   });
 

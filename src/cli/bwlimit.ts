@@ -11,7 +11,8 @@ const UNITS: Record<string, number> = { "": 1, k: 1024, m: 1024 ** 2, g: 1024 **
 
 /**
  * The lowest limit: a record passes whole, so the largest one (MAX_RECORD, 1 MiB) takes
- * 16 s at 64K, well inside the listener's idle timeout (60 s) that waits for it.
+ * 16 s at 64K, well inside the idle timeout (60 s by default) of the peer that waits for it
+ * (the listener's for a push, the client's for a listener's limit).
  */
 export const MIN_BWLIMIT = 64 * 1024;
 /** The highest: far beyond any link (a typo'd unit, not a limit). */
@@ -28,8 +29,8 @@ export function parseBwlimit(text: string | number | undefined): number | undefi
   }
   if (n < MIN_BWLIMIT) {
     throw new UsageError(
-      `Invalid --bwlimit ${text}: the lowest limit is 64K (${MIN_BWLIMIT} bytes/s; a ${MAX_RECORD >> 20} MiB record must cross ` +
-        `within the listener's idle timeout); units are bytes per second with K, M or G, such as 50M`,
+      `Invalid --bwlimit ${text}: the lowest limit is 64K (${MIN_BWLIMIT} bytes/s: a ${MAX_RECORD >> 20} MiB record must cross ` +
+        `well within the idle timeout); units are bytes per second with K, M or G, such as 50M`,
     );
   }
   return n;

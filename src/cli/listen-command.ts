@@ -28,6 +28,7 @@ import { DEFAULT_SHUTDOWN_GRACE_MS } from "../listener/listener-limits.ts";
 import { PairingOffer } from "../trust/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../noise/x25519.ts";
 import { UsageError } from "../util/errors.ts";
+import { parseBwlimit } from "./bwlimit.ts";
 import { kebabBooleans } from "./engine-options.ts";
 import { readAuthorizedKeys } from "../trust/authorized-keys.ts";
 
@@ -40,6 +41,7 @@ interface ListenFlags {
   authorizedKeys?: string;
   pair?: boolean;
   shutdownGrace?: string | number;
+  bwlimit?: string | number;
 }
 
 export const HOST_KEY_FILE = "host_key";
@@ -156,7 +158,8 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
     .option("--key <file>", `Host private key (default: <config>/${HOST_KEY_FILE}, made on first start)`)
     .option("--authorized-keys <file>", "Client keys allowed in (default: <config>/authorized_keys)")
     .option("--pair", "Print a one-time pairing code (10 minutes) that lets one new client in")
-    .option("--shutdown-grace <seconds>", `On SIGTERM/SIGINT, time running sessions get to end (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})`))
+    .option("--shutdown-grace <seconds>", `On SIGTERM/SIGINT, time running sessions get to end (default ${DEFAULT_SHUTDOWN_GRACE_MS / 1000})`)
+    .option("--bwlimit <rate>", "Limit the data on the wire to RATE bytes per second each way, all sessions together, such as 50M (K, M, G: 1024-based)"))
     .action((flags: ListenFlags) => {
       setRun(async () => {
         if (!flags.root) throw new UsageError("ssync listen needs --root DIR");
@@ -174,6 +177,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
           throw new UsageError((e as Error).message);
         }
         const graceMs = parseGrace(flags.shutdownGrace);
+        const bwlimit = parseBwlimit(flags.bwlimit);
         const { host, port } = parseBind(flags.bind);
         const key = await hostKey(flags.key);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
@@ -205,6 +209,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
             pairing,
             pool,
             log,
+            bwlimit,
           });
           const address = formatEndpoint({ host: listener.host.replace(/^::ffff:/, ""), port: listener.port });
           console.log(`ssync listening on ${address} host key ${fingerprint(key.publicKey)}`);
