@@ -1,5 +1,6 @@
 import { RECORD_WORD_SIZE, TAG_SIZE } from "../../protocol/constants.ts";
 import { type RecordParts, recordLength } from "../util/record-parts.ts";
+import { DEFAULT_MAX_UNSENT_BYTES } from "./noise-record-channel.ts";
 import type { RecordChannel } from "./record-channel.ts";
 import type { TokenBucket } from "./token-bucket.ts";
 
@@ -26,8 +27,11 @@ export const RECORD_OVERHEAD = RECORD_WORD_SIZE + TAG_SIZE;
  * clock does not run meanwhile; while records wait to be sent, `activity` is begun, so a
  * peer that has nothing to answer yet (our request still waits here) is not idle either.
  *
- * sendBacklog(): at least 1 while a record waits here (sends wait for the limit, which is
- * the link now), else the inner channel's: CompressPolicy compresses while limited.
+ * sendBacklog(): the inner channel's plus the bytes waiting here, counted as the encrypted
+ * channel counts its unsent bytes (fractions of DEFAULT_MAX_UNSENT_BYTES): CompressPolicy sees
+ * the limit as it would see a link of that rate. Link-bound, the session's window fills this
+ * queue (fill ≥ 1: compress, harder while it stays full); CPU-bound, it stays short and the
+ * policy backs off.
  * close(reason) rejects the records waiting here; close() and dispose hand them to the inner
  * channel first (an orderly end sends everything; it is never throttled).
  */
@@ -38,6 +42,7 @@ export class RateLimitedChannel implements RecordChannel {
   #activity: { begin(): void; end(): void } | undefined;
 
   #queue: { record: RecordParts; bytes: number; resolve: () => void; reject: (e: Error) => void }[] = [];
+  #queuedBytes = 0;
   #sendTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set by close(reason): later sends reject with it. */
   #failure: Error | undefined;
@@ -68,6 +73,7 @@ export class RateLimitedChannel implements RecordChannel {
     }
     return new Promise((resolve, reject) => {
       this.#queue.push({ record, bytes, resolve, reject });
+      this.#queuedBytes += bytes;
       if (this.#queue.length === 1) {
         this.#activity?.begin();
         this.#arm();
@@ -85,6 +91,7 @@ export class RateLimitedChannel implements RecordChannel {
     const bucket = this.#send!;
     while (this.#queue.length > 0 && bucket.waitMs() === 0) {
       const s = this.#queue.shift()!;
+      this.#queuedBytes -= s.bytes;
       bucket.take(s.bytes);
       this.#inner.send(s.record).then(s.resolve, s.reject);
     }
@@ -97,6 +104,7 @@ export class RateLimitedChannel implements RecordChannel {
     clearTimeout(this.#sendTimer);
     this.#sendTimer = undefined;
     if (this.#queue.length === 0) return;
+    this.#queuedBytes = 0;
     for (const s of this.#queue.splice(0)) this.#inner.send(s.record).then(s.resolve, s.reject);
     this.#activity?.end();
   }
@@ -134,6 +142,7 @@ export class RateLimitedChannel implements RecordChannel {
       clearTimeout(this.#sendTimer);
       this.#sendTimer = undefined;
       if (this.#queue.length > 0) {
+        this.#queuedBytes = 0;
         for (const s of this.#queue.splice(0)) s.reject(reason);
         this.#activity?.end();
       }
@@ -143,8 +152,7 @@ export class RateLimitedChannel implements RecordChannel {
   }
 
   sendBacklog(): number {
-    const inner = this.#inner.sendBacklog?.() ?? 0;
-    return this.#queue.length > 0 ? Math.max(1, inner) : inner;
+    return (this.#inner.sendBacklog?.() ?? 0) + this.#queuedBytes / DEFAULT_MAX_UNSENT_BYTES;
   }
 
   [Symbol.asyncDispose](): Promise<void> {
