@@ -70,7 +70,7 @@ export function printTable(rows, { refs }) {
 export function verdict(name, value, target, detail, unit = "×") {
   if (!Number.isFinite(value)) return { name, line: `  ${"n/a".padEnd(5)} ${name}: not measured (its case, row or baseline did not run: see --cases, --rows and "skipped" above)`, pass: null };
   const pass = value <= target;
-  const v = unit === "%" ? `${value.toFixed(4)}%` : unit === "MiB" ? `${value.toFixed(0)} MiB` : `${value.toFixed(2)}×`;
-  const t = unit === "%" ? `${target}%` : unit === "MiB" ? `${target} MiB` : `${target}×`;
+  const v = unit === "%" ? `${value.toFixed(4)}%` : unit === "MiB" ? `${value.toFixed(0)} MiB` : `${value.toFixed(unit === "" ? 3 : 2)}${unit}`;
+  const t = unit === "%" ? `${target}%` : unit === "MiB" ? `${target} MiB` : `${target}${unit}`;
   return { name, line: `  ${(pass ? "PASS" : "FAIL").padEnd(5)} ${name}: ${v} (target ≤ ${t}; ${detail})`, pass };
 }

@@ -7,10 +7,11 @@
 //    each an old version (the destination) and a new one with 1% of its 64 KiB data blocks
 //    changed the ways a guest does. The bytes that really differ are counted page by page.
 // 2. Cases: first copy (VM-like, destination absent), incremental (VM-like), sparse (64 GiB
-//    incremental). Each case's rows — ssync per runtime and the baselines — run in turn, N
+//    incremental); the first copy also as a push at --bwlimit (row "bwlimit", default 20M). Each case's rows — ssync per runtime and the baselines — run in turn, N
 //    rounds (A B C A B C …: drift on a shared machine falls on all alike); before every run the
 //    destination is reset, the page cache dropped and the runtime's own code read back.
-// 3. Printed: a table of medians and the acceptance ratios with their targets.
+// 3. Printed: a table of medians and the acceptance ratios with their targets; the rate the
+//    --bwlimit push achieved on the wire and its ratio to the limit (issue 10: within 10%).
 import { spawnSync } from "node:child_process";
 import fs from "node:fs";
 import os from "node:os";
@@ -18,13 +19,13 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { BLOCK, changeImage, copyImage, diffPages, GiB, layoutShares, MiB, vmLayout, writeImage, zstdBytes } from "./bench-images.mjs";
 import { linkRate, makeLink, makeTrust, startListener } from "./bench-net.mjs";
-import { dropCaches, GNU_TIME, have, killAll, run, runAll } from "./bench-proc.mjs";
+import { dropCaches, GNU_TIME, have, killAll, median, run, runAll } from "./bench-proc.mjs";
 import { fmtMiB, fmtS, medians, printTable, verdict } from "./bench-report.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const NODE = process.execPath;
 const CASES = ["first", "incremental", "sparse"];
-const ROWS = ["local", "push", "pull", "link"];
+const ROWS = ["local", "push", "pull", "link", "bwlimit"];
 
 const USAGE = `usage: scripts/bench [options]
   --runtimes LIST   comma-separated: deno (scripts/ssync, from source), binary (--binary),
@@ -37,13 +38,16 @@ const USAGE = `usage: scripts/bench [options]
   --scale F         multiply every size (default 1: 4 GiB/2 GiB VM-like, 64 GiB/1 GiB sparse);
                     e.g. 0.125 for a quick check
   --rate RATE       the shaped link's rate, tc syntax (default 1gbit)
+  --bwlimit RATE    the limit of the "bwlimit" row (a first-copy push over loopback),
+                    ssync's syntax: K, M, G are 1024-based (default 20M: well below what
+                    a 2-core machine pushes unlimited, ~50 MiB/s, so that the limit binds)
   --seed S          image seed (default 9)
   --dir DIR         where the images go (default the system temp dir)
   --no-rsync        skip the rsync baseline (slow: it reads both whole files)
   --keep            keep the temporary folder (debugging)`;
 
 function parseArgs(argv) {
-  const o = { runtimes: null, binary: path.join(root, "dist/ssync"), cases: CASES, rows: ROWS, runs: 3, scale: 1, rate: "1gbit", seed: "9", dir: os.tmpdir(), rsync: true, keep: false };
+  const o = { runtimes: null, binary: path.join(root, "dist/ssync"), cases: CASES, rows: ROWS, runs: 3, scale: 1, rate: "1gbit", bwlimit: "20M", seed: "9", dir: os.tmpdir(), rsync: true, keep: false };
   for (let i = 0; i < argv.length; i++) {
     const [flag, inline] = argv[i].split(/=(.*)/s, 2);
     const value = () => {
@@ -63,6 +67,7 @@ function parseArgs(argv) {
     else if (flag === "--runs") o.runs = Number(value());
     else if (flag === "--scale") o.scale = Number(value());
     else if (flag === "--rate") o.rate = value();
+    else if (flag === "--bwlimit") o.bwlimit = value();
     else if (flag === "--seed") o.seed = value();
     else if (flag === "--dir") o.dir = path.resolve(value());
     else if (flag === "--no-rsync") o.rsync = false;
@@ -74,6 +79,8 @@ function parseArgs(argv) {
   }
   if (!(Number.isInteger(o.runs) && o.runs >= 1 && o.runs <= 50)) fail("--runs must be an integer from 1 to 50");
   if (!(o.scale > 0 && o.scale <= 4)) fail("--scale must be in (0, 4]");
+  o.bwlimitBytes = bwlimitBytes(o.bwlimit);
+  if (!(o.bwlimitBytes > 0)) fail(`--bwlimit ${o.bwlimit}: use a rate such as 50M (K, M, G: 1024-based)`);
   o.runtimes ??= fs.existsSync(o.binary) ? ["deno", "binary"] : ["deno"];
   o.runtimes = o.runtimes.map((spec) => {
     if (spec === "deno") return { name: "deno", cmd: [path.join(root, "scripts/ssync")] };
@@ -86,6 +93,12 @@ function parseArgs(argv) {
     return { name: m[1], cmd: [path.resolve(m[2])] };
   });
   return o;
+}
+
+/** --bwlimit's value in bytes per second, as ssync reads it (src/cli/bwlimit.ts); NaN if not one. */
+function bwlimitBytes(text) {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmg]?)(?:i?b)?(?:\/s)?$/i.exec(String(text).trim());
+  return m ? Math.floor(Number(m[1]) * 1024 ** " kmg".indexOf(m[2].toLowerCase() || " ")) : NaN;
 }
 
 function fail(msg) {
@@ -195,7 +208,7 @@ async function ssyncJson(rt, args, { env, netns } = {}) {
  * ssync rows of one case for runtime `rt`: `src` (a file in the work folder, which the listener
  * serves), `dst` the destination's name there; `reset` prepares the destination before a run.
  */
-function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false }) {
+function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false, bwlimit = false }) {
   const rows = [];
   // After each run: the changed blocks of the destination now hold the source's bytes (a cheap
   // check besides ssync's own root-hash comparison).
@@ -242,6 +255,9 @@ function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false
       },
       run: (ctx) => remote(ctx, (to) => ["pull", "--json", "--accept-new", `${to}:${src}`, f(local)], { env: trust.clientEnv }),
     });
+  }
+  if (bwlimit && opts.rows.includes("bwlimit")) {
+    rows.push({ kind: "ssync", mode: "push", bwlimit: true, runtime: rt.name, label: `ssync push --bwlimit ${opts.bwlimit}, loopback (${rt.name})`, warm, check: check(f(dst)), prepare: withListener(null, "127.0.0.1"), run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", "--bwlimit", opts.bwlimit, f(src), `${to}:${dst}`], { env: trust.clientEnv }) });
   }
   if (onLink && link) {
     rows.push({ kind: "ssync", mode: "push", link: true, runtime: rt.name, label: `ssync push, ${opts.rate} link (${rt.name})`, warm, check: check(f(dst)), prepare: withListener(link.a, link.hostA), run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", f(src), `${to}:${dst}`], { env: trust.clientEnv, netns: link.b }) });
@@ -322,7 +338,7 @@ if (wantVM) {
     if (tools.qemuImg) {
       rows.push(baseline("qemu-img convert -S 64k -O raw SRC DST; sync DST", "qemu", [shCmd(`qemu-img convert -S 64k -O raw ${q(f("vm-new.img"))} ${q(out)} && sync ${q(out)}`)], { prepare: () => rmImage(out) }));
     }
-    for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "vm-new.img", dst: "vm-dst.img", reset: absent, link: true }));
+    for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "vm-new.img", dst: "vm-dst.img", reset: absent, link: true, bwlimit: true }));
     allRows.push(...(await measureCase("first copy", rows)));
     rmImage(out);
     rmImage(f("vm-dst.img"));
@@ -406,15 +422,15 @@ for (const rt of opts.runtimes) {
   const ss = (kase, pred) => find(kase, (r) => r.kind === "ssync" && r.runtime === rt.name && pred(r));
   const lines = [];
   const ratio = (a, b) => sec(a) / sec(b);
-  const incrPush = ss("incremental 1%", (r) => r.mode === "push" && !r.link);
+  const incrPush = ss("incremental 1%", (r) => r.mode === "push" && !r.link && !r.bwlimit);
   lines.push(verdict("incremental push ÷ both sides' extent reads", ratio(incrPush, base("incremental 1%", "bothRead")), 1.5, `${fmtS(sec(incrPush))} s vs ${fmtS(sec(base("incremental 1%", "bothRead")))} s`));
-  const spPush = ss(SPARSE_CASE, (r) => r.mode === "push");
+  const spPush = ss(SPARSE_CASE, (r) => r.mode === "push" && !r.bwlimit);
   lines.push(verdict(`${fmtMiB(SPARSE.apparent)} sparse push ÷ source extent read`, ratio(spPush, base(SPARSE_CASE, "srcRead")), 1.5, `${fmtS(sec(spPush))} s vs ${fmtS(sec(base(SPARSE_CASE, "srcRead")))} s`));
-  const firstPush = ss("first copy", (r) => r.mode === "push" && !r.link);
+  const firstPush = ss("first copy", (r) => r.mode === "push" && !r.link && !r.bwlimit);
   lines.push(verdict("first copy push ÷ nbdcopy SRC DST", ratio(firstPush, base("first copy", "nbdcopy")), 1.3, `${fmtS(sec(firstPush))} s vs ${fmtS(sec(base("first copy", "nbdcopy")))} s`));
   for (const kase of ["first copy", "incremental 1%", SPARSE_CASE]) {
     const local = ss(kase, (r) => r.mode === "local" && !r.inplace);
-    const push = ss(kase, (r) => r.mode === "push" && !r.link);
+    const push = ss(kase, (r) => r.mode === "push" && !r.link && !r.bwlimit);
     if (local || push) lines.push(verdict(`${kase}: local sync ÷ push`, ratio(local, push), 1.0, `${fmtS(sec(local))} s vs ${fmtS(sec(push))} s`));
   }
   const linkFirst = ss("first copy", (r) => r.link);
@@ -442,6 +458,21 @@ for (const rt of opts.runtimes) {
   const journaled = ss("incremental 1%", (r) => r.mode === "local" && !r.inplace);
   const inPlace = ss("incremental 1%", (r) => r.inplace);
   if (inPlace) lines.push(verdict("(not issue 9) the journal's cost: incremental sync ÷ sync --inplace", ratio(journaled, inPlace), 1.1, `${fmtS(sec(journaled))} s vs ${fmtS(sec(inPlace))} s`));
+  const limited = ss("first copy", (r) => r.bwlimit);
+  if (limited) {
+    // The rate on the wire: bytes the client sent ÷ ssync's own seconds (start-up excluded).
+    const m = medians(limited);
+    const rate = median(limited.results.map((r) => r.summary.wireBytesSent / r.summary.seconds));
+    const off = Math.abs(rate / opts.bwlimitBytes - 1);
+    lines.push(verdict(
+      `(issue 10) first copy push at --bwlimit ${opts.bwlimit}: |achieved ÷ limit − 1|`,
+      off,
+      0.1,
+      `${(rate / MiB).toFixed(1)} MiB/s = ${(rate / 1e6).toFixed(1)} MB/s on the wire, ${(rate / opts.bwlimitBytes).toFixed(3)}× the limit of ` +
+        `${(opts.bwlimitBytes / MiB).toFixed(1)} MiB/s; DATA ${fmtMiB(m.dataBytes)}, ${fmtMiB(m.dataOnWire)} of it on the wire (zstd under the limit)`,
+      "",
+    ));
+  }
   console.log(` ${rt.name}:`);
   for (const l of lines) {
     console.log(l.line);

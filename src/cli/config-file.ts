@@ -31,6 +31,7 @@ import { parsePort } from "../net/host-port.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { readTrustFile } from "../trust/trust-file.ts";
 import { ConfigError } from "../util/errors.ts";
+import { parseBwlimit } from "./bwlimit.ts";
 import { didYouMean } from "./did-you-mean.ts";
 import { parseBlockSize, parseCompress, parseHash, parseIdleTimeout, parseWait } from "./engine-options.ts";
 
@@ -60,8 +61,7 @@ const OPTION_KEYS: Record<string, OptionKey> = {
   wait: { flag: "wait", commands: ALL, parse: checked(parseWait) },
   verify: { flag: "verify", commands: ALL, parse: (text) => yesNo(text, "verify") },
   "idle-timeout": { flag: "idleTimeout", commands: REMOTE, parse: checked(parseIdleTimeout) },
-  // Checked by --bwlimit's own parser when the command runs.
-  bwlimit: { flag: "bwlimit", commands: REMOTE, parse: (text) => text },
+  bwlimit: { flag: "bwlimit", commands: REMOTE, parse: checked(parseBwlimit) },
 };
 
 const HOST_KEYS = ["address", "port", "host-key", "key"] as const;

@@ -33,6 +33,7 @@ import { DEFAULT_PROGRESS_INTERVAL_MS } from "../listener/progress-log.ts";
 import { PairingOffer } from "../trust/pairing-code.ts";
 import { generateKeyPair, type KeyPair } from "../noise/x25519.ts";
 import { UsageError } from "../util/errors.ts";
+import { parseBwlimit } from "./bwlimit.ts";
 import { kebabBooleans } from "./engine-options.ts";
 import { readAuthorizedKeys } from "../trust/authorized-keys.ts";
 import { Log, LOG_FORMATS, type LogFormat, stderrIsJournal } from "../listener/log.ts";
@@ -49,6 +50,7 @@ interface ListenFlags {
   progressInterval?: string | number;
   verbose?: boolean;
   logFormat?: string;
+  bwlimit?: string | number;
 }
 
 export const HOST_KEY_FILE = "host_key";
@@ -187,7 +189,8 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
       `Log a progress line for each running session this often (default ${DEFAULT_PROGRESS_INTERVAL_MS / 1000}; 0: never)`,
     )
     .option("-v, --verbose", "Also log each authenticated connection and the path its session opens")
-    .option("--log-format <format>", "text (default) or json: one object per line (time, level, message, fields)"))
+    .option("--log-format <format>", "text (default) or json: one object per line (time, level, message, fields)")
+    .option("--bwlimit <rate>", "Limit the data on the wire to RATE bytes per second each way, all sessions together, such as 50M (K, M, G: 1024-based)"))
     .example("  ssync listen --root /srv/images --pair     # prints its host key and a one-time pairing code")
     .example("  ssync listen --root /srv/images --export vm=/dev/vg0/vm --read-only")
     .action((flags: ListenFlags) => {
@@ -214,6 +217,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
         }
         const graceMs = parseGrace(flags.shutdownGrace);
         const progressIntervalMs = parseProgressInterval(flags.progressInterval);
+        const bwlimit = parseBwlimit(flags.bwlimit);
         const { host, port } = parseBind(flags.bind);
         const key = await hostKey(flags.key, log);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
@@ -249,6 +253,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
             log,
             progressIntervalMs,
             authorizedKeys: keys,
+            bwlimit,
           });
           const address = formatEndpoint({ host: listener.host.replace(/^::ffff:/, ""), port: listener.port });
           console.log(`ssync listening on ${address} host key ${fingerprint(key.publicKey)}`);

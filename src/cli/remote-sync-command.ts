@@ -3,7 +3,8 @@
  * 1. load our key, open the local file (push: source; pull: destination, created when
  *    missing);
  * 2. dial the listener (host-key policy, optional pairing), run the client session under
- *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout); a
+ *    the idle timeout (the listener's, DEFAULT_IDLE_TIMEOUT_MS, or --idle-timeout) and
+ *    --bwlimit (one token bucket per direction for the whole command, verify included); a
  *    listener that answers busy is tried again for --wait seconds (wait-while-busy.ts);
  * 3. --verify: a second session, dry run, fresh hash key: it must find nothing to send;
  * 4. print the summary.
@@ -24,6 +25,8 @@ import { dial } from "../net/dial.ts";
 import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
+import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
+import { TokenBucket } from "../net/token-bucket.ts";
 import { readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
 import type { KeyPair } from "../noise/x25519.ts";
@@ -34,6 +37,7 @@ import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
+import { parseBwlimit } from "./bwlimit.ts";
 import { type EngineFlags, engineOptions, type EngineOptions, ownerIfRoot, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
 import { configuredFlags, loadConfig, resolveHost } from "./config-file.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
@@ -50,6 +54,7 @@ export interface RemoteFlags extends EngineFlags {
   pair?: string;
   knownHosts?: string;
   idleTimeout?: string | number;
+  bwlimit?: string | number;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -63,6 +68,10 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option(
       "--idle-timeout <seconds>",
       `Give up when the listener owes us a reply and sends nothing for this many seconds (default ${DEFAULT_IDLE_TIMEOUT_MS / 1000}, the listener's own)`,
+    )
+    .option(
+      "--bwlimit <rate>",
+      "Limit the data on the wire to RATE bytes per second each way, such as 50M (K, M, G: 1024-based; at least 64K; 0: no limit)",
     ));
 }
 
@@ -124,6 +133,10 @@ export async function runRemoteSync(
   // A pull writes here: --owner only as root. A push asks the listener, which never grants it.
   const owner = mode === "pull" ? ownerIfRoot(o.metadata) : { wanted: o.metadata, notes: [] };
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
+  const bwlimit = parseBwlimit(flags.bwlimit);
+  const buckets = bwlimit === undefined
+    ? undefined
+    : { send: new TokenBucket({ bytesPerSecond: bwlimit }), receive: new TokenBucket({ bytesPerSecond: bwlimit }) };
   const pairCode = flags.pair === undefined ? undefined : normalizePairingCode(String(flags.pair));
   const staticKey = await clientKey(flags.key);
   const knownHostsFile = flags.knownHosts ?? join(configDir(), "known_hosts");
@@ -152,7 +165,8 @@ export async function runRemoteSync(
         // Bytes the kernel took from us: a slow reader still counts as progress.
         sendProgress: () => socket.bytesWritten - socket.writableLength,
       });
-      const channel = new IncompleteOnLossChannel(idle, { peer });
+      const limited = buckets === undefined ? idle : new RateLimitedChannel(idle, { ...buckets, activity: idle.activity });
+      const channel = new IncompleteOnLossChannel(limited, { peer });
       const progress = new SessionProgress();
       const stopProgress = showProgress(progress, { format, local: false, phase, signal });
       return await runClient(channel, store!, {

@@ -31,6 +31,8 @@ import { dirname } from "node:path";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { formatEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
+import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
+import { TokenBucket } from "../net/token-bucket.ts";
 import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 import { serveSession } from "../session/server-session.ts";
@@ -114,6 +116,8 @@ export interface ListenerOptions {
   lockWaitMs?: number;
   /** A progress line per running session this often (default DEFAULT_PROGRESS_INTERVAL_MS; 0: never). */
   progressIntervalMs?: number;
+  /** --bwlimit: bytes per second of wire data, each way, all sessions together (default: none). */
+  bwlimit?: number;
 }
 
 
@@ -132,6 +136,8 @@ export class Listener implements AsyncDisposable {
   #buckets: TokenBuckets;
   #refusals: RefusalLog;
   #memory: ByteWindow;
+  /** The --bwlimit buckets every session's channel shares, one per direction. */
+  #bandwidth: { send: TokenBucket; receive: TokenBucket } | undefined;
   #sessions = new Set<RunningSession>();
   #sessionsOf = new Map<string, number>();
   #active = new Set<Promise<void>>();
@@ -163,6 +169,10 @@ export class Listener implements AsyncDisposable {
       perWindow: options.refusalLinesPerSecond ?? REFUSAL_LINES_PER_SECOND,
     });
     this.#memory = new ByteWindow(options.memoryBudgetBytes ?? DEFAULT_MEMORY_BUDGET_BYTES);
+    const rate = options.bwlimit;
+    this.#bandwidth = rate === undefined
+      ? undefined
+      : { send: new TokenBucket({ bytesPerSecond: rate }), receive: new TokenBucket({ bytesPerSecond: rate }) };
     server.on("connection", (socket: Socket) => {
       socket.on("error", () => {});
       const context: ConnectionContext = { peer: peerOf(socket) };
@@ -344,8 +354,9 @@ export class Listener implements AsyncDisposable {
       // Bytes the kernel took from us: a slow reader still counts as progress.
       sendProgress: () => socket.bytesWritten - socket.writableLength,
     });
-    const sent = watchSentErrors(idle);
-    const running: RunningSession = { stop: (reason) => idle.close(reason) };
+    const limited = this.#bandwidth === undefined ? idle : new RateLimitedChannel(idle, { ...this.#bandwidth, activity: idle.activity });
+    const sent = watchSentErrors(limited);
+    const running: RunningSession = { stop: (reason) => limited.close(reason) };
     this.#sessions.add(running);
     this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
     let request: ClientOpen | undefined;
