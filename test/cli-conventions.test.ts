@@ -67,6 +67,8 @@ describe("ssync command-line conventions", () => {
       const push = await runCli(["push", "--help"], { config: dir });
       assert.ok(push.stdout.includes(`default: ${folder}/id_ssync`), "the key's default path, in full");
       assert.match(push.stdout, /-n, --dry-run/);
+      assert.match(push.stdout, /-v, --verbose/);
+      assert.doesNotMatch(push.stdout, /\(default: true\)/, "cac's noise after --no-X options is gone");
       assert.match(push.stdout, /Exit codes:\n {2}0 {2}success\n {2}1 .*\n {2}2 .*\n {2}3 .*\n {2}4 .*\n {2}5 /);
     });
   });
@@ -93,6 +95,24 @@ describe("ssync command-line conventions", () => {
       const junk = await runCli(["keygen", "-l", path.join(dir, "junk")], { config: dir });
       assert.equal(junk.code, 1);
       assert.match(junk.stderr, /Cannot read key .*junk: neither an ssync private key nor a public key/);
+    });
+  });
+
+  test("-v/--verbose says where, with which host key and settings; -V is the version; -q wins over -v", T, async () => {
+    await withCliSetup({ pinHostKey: true }, async ({ dir, client, remote, listener }) => {
+      const src = path.join(dir, "v.img");
+      makeSparseFile(src, { size: MiB, chunks: [{ offset: 0, length: 4096 }] });
+      const r = await runCli(["push", "-v", "--bwlimit", "10M", src, `${remote}:v.img`], { config: client });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stderr, new RegExp(`^ssync: connected to ${remote.replace(/\./g, "\\.")}: host key ${listener.fingerprint.replace(/\+/g, "\\+")}$`, "m"));
+      assert.match(r.stderr, /^ssync: push .*v\.img -> .*:v\.img: block size 64 KiB, hash poly1305, compress auto, refine on, journaled, bwlimit 10\.0 MiB\/s$/m);
+      const quiet = await runCli(["push", "-v", "-q", src, `${remote}:v.img`], { config: client });
+      assert.equal(quiet.code, 0, quiet.stderr);
+      assert.equal(quiet.stderr + quiet.stdout, "", "-q: nothing, -v or not");
+      const local = await runCli(["sync", "--verbose", src, path.join(dir, "w.img")], { config: client });
+      assert.match(local.stderr, /^ssync: sync .* -> .*w\.img: block size 64 KiB/m);
+      const version = await runCli(["-V"], { config: client });
+      assert.match(version.stdout, /^ssync \d+\.\d+\.\d+ \(/);
     });
   });
 

@@ -25,6 +25,7 @@ export interface EngineFlags {
   refine?: boolean;
   compress?: string;
   quiet?: boolean;
+  verbose?: boolean;
   /** true (`--progress`), the text after `--progress=`, false (`--no-progress`). */
   progress?: string | boolean;
   /** cac's `--no-times` / `--no-perms` set them false. */
@@ -49,6 +50,8 @@ export interface EngineOptions {
   compress: CompressMode;
   /** -q/--quiet: nothing on stdout or stderr but errors (and what --json or --progress ask for). */
   quiet: boolean;
+  /** -v/--verbose: also say, on stderr, what is being done (where, with which key and settings). */
+  verbose: boolean;
   progress: ProgressChoice;
   /** What the destination takes from the source: mode (--no-perms), mtime (--no-times), owner (--owner). */
   metadata: MetadataWanted;
@@ -122,6 +125,7 @@ export function engineOptions(flags: EngineFlags): EngineOptions {
     refine: flags.refine !== false,
     compress: parseCompress(flags.compress),
     quiet: flags.quiet === true,
+    verbose: flags.verbose === true && flags.quiet !== true,
     progress: parseProgress(flags.progress),
     metadata: { perms: flags.perms !== false, times: flags.times !== false, owner: flags.owner === true },
     allowShrink: flags.allowShrink === true,
@@ -177,9 +181,23 @@ export function withEngineOptions<T extends { option: (...a: any[]) => T }>(cmd:
       "--wait <seconds>",
       `When another ssync is writing the destination, wait this long for it to finish (default ${DEFAULT_WAIT_S}; 0: do not wait)`,
     )
+    .option("-v, --verbose", "Also say what is being done: the address and host key, the session's settings")
     .option("-q, --quiet", "Print nothing but errors: no summary (unless --json), no warnings, no progress (unless --progress)")
     .option(
       "--progress [=json]",
       "A live progress line on stderr (default on a terminal); --progress=json: one NDJSON event per second on stderr",
     ));
+}
+
+/** The session's settings, for -v/--verbose: one line. */
+export function describeSettings(o: EngineOptions, extra: string[] = []): string {
+  return [
+    `block size ${o.blockSize / 1024} KiB`,
+    `hash ${o.hash}`,
+    `compress ${o.compress}`,
+    `refine ${o.refine ? "on" : "off"}`,
+    o.inplace ? "in place" : "journaled",
+    ...(o.dryRun ? ["dry run"] : []),
+    ...extra,
+  ].join(", ");
 }

@@ -27,7 +27,7 @@ import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
 import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
 import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
 import { TokenBucket } from "../net/token-bucket.ts";
-import { readPrivateKey } from "../trust/keys.ts";
+import { fingerprint, readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 import { runClient, type SyncReport } from "../session/client-session.ts";
@@ -37,8 +37,9 @@ import { openSource } from "../storage/open-source.ts";
 import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
+import { formatBytes } from "../util/format-bytes.ts";
 import { parseBwlimit } from "./bwlimit.ts";
-import { type EngineFlags, engineOptions, type EngineOptions, ownerIfRoot, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
+import { describeSettings, type EngineFlags, engineOptions, type EngineOptions, ownerIfRoot, parseIdleTimeout, withEngineOptions } from "./engine-options.ts";
 import { configuredFlags, loadConfig, resolveHost } from "./config-file.ts";
 import { DEFAULT_CLIENT_KEY } from "./keygen-command.ts";
 import { progressFormat } from "./progress-mode.ts";
@@ -145,6 +146,8 @@ export async function runRemoteSync(
   const pool = new WorkerPool();
   let store: Storage | undefined;
   const say = (line: string) => o.quiet || console.error(line);
+  const detail = (line: string) => o.verbose && console.error(`ssync: ${line}`);
+  if (target.alias) detail(`host alias ${target.alias.name}: ${peer}`);
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
 
   const connect = async (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> => {
@@ -159,6 +162,7 @@ export async function runRemoteSync(
       warn: (message) => say(`ssync: warning: ${message}`),
     }), signal, { discard: (late) => late[Symbol.asyncDispose]() });
     try {
+      detail(`connected to ${peer}: host key ${fingerprint(conn.remoteStatic)}`);
       const socket = conn.channel.socket;
       const idle = new IdleTimeoutChannel(conn.channel, {
         timeoutMs: idleTimeoutMs,
@@ -195,6 +199,10 @@ export async function runRemoteSync(
 
   try {
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal, say });
+    detail(
+      `${mode} ${mode === "push" ? `${local} -> ${remoteName}` : `${remoteName} -> ${local}`}: ` +
+        describeSettings(o, bwlimit === undefined ? [] : [`bwlimit ${formatBytes(bwlimit)}/s`]),
+    );
     const report = await session(o.dryRun, pairCode, "sync");
     report.metadata?.notes.push(...owner.notes);
     let verified = false;

@@ -11,7 +11,7 @@ import { looksLikeRemote } from "../net/host-port.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import { abortable } from "../util/abortable.ts";
 import { ErrnoError, RemoteError, UsageError } from "../util/errors.ts";
-import { type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
+import { describeSettings, type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
 import { progressFormat } from "./progress-mode.ts";
 import { showProgress } from "./show-progress.ts";
 import { formatSummary, type Summary, summarize } from "./summary.ts";
@@ -35,6 +35,7 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   const progress = new SessionProgress();
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
   const stopProgress = showProgress(progress, { format, local: true, phase: "sync", signal: hooks.signal });
+  if (o.verbose) console.error(`ssync: sync ${src} -> ${dst}: ${describeSettings(o)}`);
   try {
     const report = await syncLocal(src, dst, {
       ...o,
