@@ -20,6 +20,7 @@ import { withCliSetup } from "./helpers/cli-setup.ts";
 import { finished, REPO, runCli, spawnCli, SSYNC, startCliListener, waitFor } from "./helpers/network.ts";
 import { SlowRelay } from "./helpers/slow-relay.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import type { ProgressEvent } from "../src/cli/progress-json.ts";
 
 const run = promisify(execFile);
 const MiB = 1 << 20;
@@ -33,20 +34,6 @@ function makeImage(file: string, o: { size: number; dataMiB: number }): void {
 function tmuxMissing(): string | false {
   const r = spawnSync("tmux", ["-V"], { encoding: "utf8" });
   return r.status === 0 ? false : "tmux is not installed: cannot drive a terminal (apt-get install tmux)";
-}
-
-interface ProgressEvent {
-  event: string;
-  schema: number;
-  phase: string;
-  bytesCompared: number;
-  bytesTotal: number;
-  bytesChanged: number;
-  wireBytesSent?: number;
-  rate: number;
-  etaSeconds: number | null;
-  elapsedSeconds: number;
-  final: boolean;
 }
 
 /** Every stderr line is an event; per phase, bytesCompared never decreases and the last one is final at the total. */

@@ -15,11 +15,11 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import process from "node:process";
-import type { ChildProcess } from "node:child_process";
 import { openForClient } from "../src/listener/open-for-client.ts";
 import { type CliSetup, type CliSetupOptions, withCliSetup } from "./helpers/cli-setup.ts";
 import { finished, runCli, spawnCli, waitFor } from "./helpers/network.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { paused } from "./helpers/paused.ts";
 
 const MiB = 1024 ** 2;
 const T = { timeout: 120_000 };
@@ -148,17 +148,6 @@ describe("3: no new file in /dev, /proc or /sys", () => {
     });
   });
 });
-
-/** Resolves once `file` exists (the pause hook's), false if `child` exits first; bounded. */
-async function paused(file: string, child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (child.exitCode !== null || child.signalCode !== null) return false;
-    if (Date.now() > end) throw new Error(`the sync did not pause within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}
 
 /**
  * Runs `args` with the pause hook (test-pause.ts) holding the source side after its first

@@ -17,10 +17,10 @@ import { type ChildProcess, spawn } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
-import type { KeyPair } from "../src/noise/x25519.ts";
 import { fingerprint } from "../src/trust/keys.ts";
 import { authorize, type CliListener, clientSync, holdAtSend, makeKey, SSYNC, startCliListener, waitFor } from "./helpers/network.ts";
-import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { fileHash, makeSparseFile } from "./helpers/sparse.ts";
+import { type ListenerSetup, serverOf, withListenerSetup } from "./helpers/listener-setup.ts";
 
 const T = { timeout: 60_000 };
 const MiB = 1 << 20;
@@ -32,32 +32,6 @@ before(() => {
 after(async () => {
   await pool[Symbol.asyncDispose]();
 });
-
-interface Setup {
-  dir: string;
-  config: string;
-  root: string;
-  authorizedKeys: string;
-  key: KeyPair;
-  knownHosts: string;
-}
-
-async function withSetup(body: (s: Setup) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const config = path.join(dir, "config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(path.join(config, "ssync"), { recursive: true });
-    fs.mkdirSync(root);
-    const authorizedKeys = path.join(config, "ssync", "authorized_keys");
-    const key = await makeKey(path.join(dir, "client_key"));
-    authorize(authorizedKeys, key);
-    await body({ dir, config, root, authorizedKeys, key, knownHosts: path.join(dir, "known_hosts") });
-  });
-}
-
-function serverOf(listener: { port: number }) {
-  return { listener: { port: listener.port, address: `127.0.0.1:${listener.port}` } };
-}
 
 /** A 4 MiB image with 1.5 MiB of data: its push writes 1.5 MiB. */
 function image(dir: string): string {
@@ -85,7 +59,7 @@ function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
 const sessionLine = (log: string, name: string) => log.split("\n").find((l) => l.includes(`push "${name}"`) && /: (ok|failed)/.test(l));
 
 test("one stream: stdout holds only the listening line; log lines on stderr with their time, byte counts in human units", T, async () => {
-  await withSetup(async ({ dir, config, root, key, knownHosts }) => {
+  await withListenerSetup(async ({ dir, config, root, key, knownHosts }) => {
     const listener = await startCliListener(["--root", root], { config });
     try {
       const src = image(dir);
@@ -106,7 +80,7 @@ test("one stream: stdout holds only the listening line; log lines on stderr with
 });
 
 test("--log-format json -v: one object per line with time, level, message and the event's fields", T, async () => {
-  await withSetup(async ({ dir, config, root, authorizedKeys, key, knownHosts }) => {
+  await withListenerSetup(async ({ dir, config, root, authorizedKeys, key, knownHosts }) => {
     fs.appendFileSync(authorizedKeys, "ssync-x25519 not-a-key oops\n");
     fs.chmodSync(authorizedKeys, 0o600); // Deno's append may widen the mode
     const listener = await startCliListener(["--root", root, "--log-format", "json", "-v"], { config });
@@ -151,7 +125,7 @@ test("--log-format json -v: one object per line with time, level, message and th
  * device and inode) until `during` resolves, then SIGTERM; returns what it wrote there.
  */
 async function listenWithStderrFile(
-  s: Setup,
+  s: ListenerSetup,
   errFile: string,
   env: (st: fs.Stats) => Record<string, string>,
   during: (port: number) => Promise<void>,
@@ -186,7 +160,7 @@ async function listenWithStderrFile(
 }
 
 test("under journald (JOURNAL_STREAM names stderr): no own time, a syslog priority per line; another stream's value changes nothing", T, async () => {
-  await withSetup(async (s) => {
+  await withListenerSetup(async (s) => {
     fs.appendFileSync(s.authorizedKeys, "ssync-x25519 not-a-key oops\n");
     fs.chmodSync(s.authorizedKeys, 0o600);
     const errFile = path.join(s.dir, "stderr.log");
@@ -209,7 +183,7 @@ test("under journald (JOURNAL_STREAM names stderr): no own time, a syslog priori
 });
 
 test("SIGHUP logs each key added, removed or changed, by fingerprint; then no change", T, async () => {
-  await withSetup(async ({ dir, config, root, authorizedKeys, key: a }) => {
+  await withListenerSetup(async ({ dir, config, root, authorizedKeys, key: a }) => {
     const b = await makeKey(path.join(dir, "b_key"));
     const c = await makeKey(path.join(dir, "c_key"));
     authorize(authorizedKeys, b);
@@ -236,7 +210,7 @@ test("SIGHUP logs each key added, removed or changed, by fingerprint; then no ch
 });
 
 test("a second SIGTERM during the grace cuts the running session at once; exit 0; a rerun completes the file", T, async () => {
-  await withSetup(async ({ dir, config, root, key, knownHosts }) => {
+  await withListenerSetup(async ({ dir, config, root, key, knownHosts }) => {
     const listener = await startCliListener(["--root", root, "--shutdown-grace", "60"], { config });
     const src = path.join(dir, "src.img");
     makeSparseFile(src, { size: 16 * MiB, chunks: [{ offset: 0, length: 8 * MiB, seed: 7 }] });

@@ -14,7 +14,6 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import type { ChildProcess } from "node:child_process";
 import { summarize, formatSummary } from "../src/cli/summary.ts";
 import { exitCodeOf } from "../src/cli/exit-code.ts";
 import { SourceWatch } from "../src/session/source-watch.ts";
@@ -27,6 +26,7 @@ import { type CliSetup, type CliSetupOptions, withCliSetup } from "./helpers/cli
 import { finished, runCli, spawnCli } from "./helpers/network.ts";
 import { loopDeviceUnavailableReason, withLoopDevice } from "./helpers/loop-device.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { paused } from "./helpers/paused.ts";
 
 const MiB = 1024 ** 2;
 const SIZE = 64 * MiB;
@@ -71,17 +71,6 @@ const pauseFileOf = (dir: string): string => path.join(dir, "paused");
 
 /** A client key made in this process and authorized; the listener pauses its pull sources. */
 const SETUP: CliSetupOptions = { keygen: false, env: (dir) => ({ SSYNC_TEST_PAUSE_FILE: pauseFileOf(dir) }) };
-
-/** Resolves true once `file` exists, false if `child` exits first; bounded. */
-async function paused(file: string, child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (!fs.existsSync(file)) {
-    if (child.exitCode !== null || child.signalCode !== null) return false;
-    if (Date.now() > end) throw new Error(`the sync did not pause within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-  return true;
-}
 
 /**
  * Runs one sync of `mode` with the pause hook; during the pause applies `change` (if any) to

@@ -16,10 +16,10 @@ import fs from "node:fs";
 import path from "node:path";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { dial } from "../../src/net/dial.ts";
-import type { KeyPair } from "../../src/noise/x25519.ts";
 import { IncompleteSyncError } from "../../src/util/errors.ts";
 import { NOBODY, nobodyUnavailableReason } from "../helpers/as-nobody.ts";
-import { fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
+import { fileHash, makeSparseFile } from "../helpers/sparse.ts";
+import { serverOf, withListenerSetup } from "../helpers/listener-setup.ts";
 import { authorize, type CliListener, clientSync, holdAtSend, makeKey, runCli, SSYNC, startCliListener, waitFor } from "../helpers/network.ts";
 
 const T = { timeout: 60_000 };
@@ -31,32 +31,6 @@ before(() => {
 after(async () => {
   await pool[Symbol.asyncDispose]();
 });
-
-interface Setup {
-  dir: string;
-  config: string;
-  root: string;
-  authorizedKeys: string;
-  key: KeyPair;
-  knownHosts: string;
-}
-
-async function withSetup(body: (s: Setup) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const config = path.join(dir, "config");
-    const root = path.join(dir, "root");
-    fs.mkdirSync(path.join(config, "ssync"), { recursive: true });
-    fs.mkdirSync(root);
-    const authorizedKeys = path.join(config, "ssync", "authorized_keys");
-    const key = await makeKey(path.join(dir, "client_key"));
-    authorize(authorizedKeys, key);
-    await body({ dir, config, root, authorizedKeys, key, knownHosts: path.join(dir, "known_hosts") });
-  });
-}
-
-function serverOf(listener: CliListener) {
-  return { listener: { port: listener.port, address: `127.0.0.1:${listener.port}` } };
-}
 
 /**
  * Sends a signal by pid: Deno's ChildProcess.kill() sends only its first signal and then
@@ -79,7 +53,7 @@ function exitOf(listener: CliListener, ms: number): Promise<number | null> {
 }
 
 test("every --export is checked at start: missing, a folder, unreadable refuse to start, naming it and why", T, async (t) => {
-  await withSetup(async ({ dir, config, root }) => {
+  await withListenerSetup(async ({ dir, config, root }) => {
     const file = path.join(dir, "disk.img");
     fs.writeFileSync(file, "");
     const cases: [string, RegExp][] = [
@@ -115,7 +89,7 @@ test("every --export is checked at start: missing, a folder, unreadable refuse t
 });
 
 test("SIGHUP re-reads authorized_keys and says so; a bad line is named; the listener keeps serving", T, async () => {
-  await withSetup(async ({ dir, config, root, authorizedKeys, knownHosts }) => {
+  await withListenerSetup(async ({ dir, config, root, authorizedKeys, knownHosts }) => {
     const listener = await startCliListener(["--root", root], { config });
     try {
       const later = await makeKey(path.join(dir, "later_key"));
@@ -138,7 +112,7 @@ test("SIGHUP re-reads authorized_keys and says so; a bad line is named; the list
 });
 
 test("SIGTERM: no new connections; a running session finishes within the grace; exit 0 with a log line", T, async () => {
-  await withSetup(async ({ dir, config, root, key, knownHosts }) => {
+  await withListenerSetup(async ({ dir, config, root, key, knownHosts }) => {
     const listener = await startCliListener(["--root", root, "--shutdown-grace", "20"], { config });
     try {
       const src = path.join(dir, "src.img");
@@ -167,7 +141,7 @@ test("SIGTERM: no new connections; a running session finishes within the grace; 
 });
 
 test("a session still running when the grace ends is cut; the listener exits 0; a rerun completes the file", T, async () => {
-  await withSetup(async ({ dir, config, root, key, knownHosts }) => {
+  await withListenerSetup(async ({ dir, config, root, key, knownHosts }) => {
     const listener = await startCliListener(["--root", root, "--shutdown-grace", "0.5"], { config });
     const src = path.join(dir, "src.img");
     makeSparseFile(src, { size: 16 * MiB, chunks: [{ offset: 0, length: 8 * MiB, seed: 6 }] });
