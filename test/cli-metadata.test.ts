@@ -13,11 +13,13 @@
  *    without the flag (an older client) still syncs and leaves metadata alone. The listener
  *    runs in this process, so this checks the ns mtime on the test's own runtime (Deno, Node).
  * 5. The writer's umask bounds the mode, new and existing files: a listener under umask 077
- *    makes 0600 of a 0644 source; a pull under umask 022 makes 0755 of a listener's 0777. An
- *    exported regular file keeps its own mode and mtime: a listener grants no metadata there.
+ *    makes 0600 of a 0644 source, and so does `ssync sync`; a pull under umask 022 makes 0755
+ *    of a listener's 0777. An exported regular file keeps its own mode and mtime: a listener
+ *    grants no metadata there.
  *
  * The expectations assume the tests' umask is 022 (a 0640 source stays 0640); section 5 sets
  * the umask of the processes it starts.
+ *
  * Modes and times are read with stat(1) (%.9Y: Deno's node:fs rounds mtimes to ms).
  */
 import { describe, test } from "node:test";
@@ -407,6 +409,14 @@ describe("the writer's umask and exports", () => {
       const p = await cli("pull", `${s.remote}:srv.img`, local);
       assert.deepEqual([p.blocksSent, p.metadataChanged], [0, ["mode", "mtime"]]);
       assert.deepEqual([meta(local).mode, meta(local).mtime], ["755", MTIME], "pull, existing");
+
+      // `ssync sync` under umask 077: the same rule, and its report knows it (one process writes).
+      const copy = path.join(s.dir, "copy.img");
+      const sync = async () => json(await runCli(["sync", "--json", src, copy], { config: s.client, umask: 0o077 }));
+      stamp(src, { mode: 0o644 });
+      await sync();
+      assert.equal(meta(copy).mode, "600", "sync new");
+      assert.deepEqual((await sync()).metadataChanged, [], "0644 under umask 077 is 0600: nothing to change");
     });
   });
 
