@@ -12,6 +12,13 @@
  * 4. A raw client: a setuid/setgid mode and an owner it sends are never applied; an OPEN
  *    without the flag (an older client) still syncs and leaves metadata alone. The listener
  *    runs in this process, so this checks the ns mtime on the test's own runtime (Deno, Node).
+ * 5. The writer's umask bounds the mode, new and existing files: a listener under umask 077
+ *    makes 0600 of a 0644 source, and so does `ssync sync`; a pull under umask 022 makes 0755
+ *    of a listener's 0777. An exported regular file keeps its own mode and mtime: a listener
+ *    grants no metadata there.
+ *
+ * The expectations assume the tests' umask is 022 (a 0640 source stays 0640); section 5 sets
+ * the umask of the processes it starts.
  *
  * Modes and times are read with stat(1) (%.9Y: Deno's node:fs rounds mtimes to ms).
  */
@@ -28,7 +35,7 @@ import { RootHash } from "../src/engine/root-hash.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { generateKeyPair } from "../src/noise/x25519.ts";
 import { type CliSetup, makeCliPair, withCliSetup } from "./helpers/cli-setup.ts";
-import { authorize, runCli, startListener } from "./helpers/network.ts";
+import { authorize, runCli, startCliListener, startListener } from "./helpers/network.ts";
 import { startFakeListener } from "./helpers/fake-listener.ts";
 import { nextMessage, openMessage, rawConnect } from "./helpers/raw-client.ts";
 import { loopDeviceUnavailableReason, withLoopDevice } from "./helpers/loop-device.ts";
@@ -338,7 +345,8 @@ describe("a raw client: metadata the listener takes", () => {
         assert.equal(r.done?.type, "COMMIT_OK", JSON.stringify(r.done));
         assert.equal(r.ok?.type === "OPEN_OK" && r.ok.metadata?.owner, undefined, "owner not granted");
         const made = meta(path.join(server.root, "new.img"));
-        assert.deepEqual([made.mode, made.mtime], ["777", MTIME], "no setuid, setgid or sticky; the mtime to the ns");
+        // This process's umask (022 where the tests run) takes go+w from the 0777 left.
+        assert.deepEqual([made.mode, made.mtime], ["755", MTIME], "no setuid, setgid or sticky, nor what the umask masks; the mtime to the ns");
         assert.equal(made.uid, process.getuid?.() ?? made.uid, "the listener's own user keeps the file");
 
         // An existing file and an older client's OPEN (no OPEN_METADATA): nothing but the data changes.
@@ -362,6 +370,85 @@ describe("a raw client: metadata the listener takes", () => {
       } finally {
         await server.listener.close();
         await pool[Symbol.asyncDispose]();
+      }
+    });
+  });
+});
+
+describe("the writer's umask and exports", () => {
+  test("a listener under umask 077 gives 0600 for a 0644 source, new and existing; a pull under umask 022 gives 0755 for 0777", T, async () => {
+    await withCliSetup({ pinHostKey: true, umask: 0o077 }, async (s: CliSetup) => {
+      const cli = async (...args: string[]) => json(await runCli([args[0], "--json", ...args.slice(1)], { config: s.client, umask: 0o022 }));
+      const src = path.join(s.dir, "src.img");
+      const remoteFile = path.join(s.root, "vm.img");
+      writeImage(src, 1);
+      stamp(src, { mode: 0o644 });
+      await cli("push", src, `${s.remote}:vm.img`);
+      assert.deepEqual([meta(remoteFile).mode, meta(remoteFile).mtime], ["600", MTIME], "new file: the listener's umask 077 takes go+r");
+
+      // Existing, data changed, and existing, data identical: the umask bounds both.
+      writeImage(src, 2);
+      stamp(src, { mode: 0o644 });
+      stamp(remoteFile, { mode: 0o640, mtime: OLD });
+      const r = await cli("push", src, `${s.remote}:vm.img`);
+      assert.ok((r.blocksSent as number) > 0);
+      assert.deepEqual([meta(remoteFile).mode, meta(remoteFile).mtime], ["600", MTIME], "existing file, updated");
+      stamp(src, { mode: 0o777 });
+      stamp(remoteFile, { mode: 0o644, mtime: OLD });
+      assert.equal((await cli("push", src, `${s.remote}:vm.img`)).blocksSent, 0);
+      assert.deepEqual([meta(remoteFile).mode, meta(remoteFile).mtime], ["700", MTIME], "existing file, identical: 0777 gives 0700");
+
+      // Pull: the client writes, under its own umask 022; the listener's 0777 is no order.
+      const served = path.join(s.root, "srv.img");
+      const local = path.join(s.dir, "pulled.img");
+      writeImage(served, 5);
+      stamp(served, { mode: 0o777 });
+      await cli("pull", `${s.remote}:srv.img`, local);
+      assert.deepEqual([meta(local).mode, meta(local).mtime], ["755", MTIME], "pull new");
+      stamp(local, { mode: 0o600, mtime: OLD });
+      const p = await cli("pull", `${s.remote}:srv.img`, local);
+      assert.deepEqual([p.blocksSent, p.metadataChanged], [0, ["mode", "mtime"]]);
+      assert.deepEqual([meta(local).mode, meta(local).mtime], ["755", MTIME], "pull, existing");
+
+      // `ssync sync` under umask 077: the same rule, and its report knows it (one process writes).
+      const copy = path.join(s.dir, "copy.img");
+      const sync = async () => json(await runCli(["sync", "--json", src, copy], { config: s.client, umask: 0o077 }));
+      stamp(src, { mode: 0o644 });
+      await sync();
+      assert.equal(meta(copy).mode, "600", "sync new");
+      assert.deepEqual((await sync()).metadataChanged, [], "0644 under umask 077 is 0600: nothing to change");
+    });
+  });
+
+  test("an exported regular file keeps its mode and mtime after a push with metadata; the summary says so", T, async () => {
+    await withTempDir(async (dir) => {
+      const pair = await makeCliPair(dir, { keygen: false });
+      const exported = path.join(dir, "libvirt-vm.img"); // outside the root: the admin named it
+      const src = path.join(dir, "src.img");
+      writeImage(exported, 1);
+      stamp(exported, { mode: 0o600, mtime: OLD });
+      writeImage(src, 1);
+      stamp(src, { mode: 0o644 });
+      const listener = await startCliListener(["--root", pair.root, "--export", `vm=${exported}`], { config: pair.server });
+      try {
+        const push = async () => json(await runCli(["push", "--json", "--accept-new", src, `127.0.0.1:${listener.port}:vm`], { config: pair.client }));
+        // Identical data: only metadata would change, and none does.
+        let r = await push();
+        assert.equal(r.blocksSent, 0);
+        assert.deepEqual([r.metadataApplied, r.metadataChanged], [[], []]);
+        assert.ok((r.warnings as string[]).some((w) => /mode and mtime not applied: .*an export keeps/.test(w)), String(r.warnings));
+        assert.deepEqual([meta(exported).mode, meta(exported).mtime], ["600", OLD], "identical push");
+
+        // Changed data: the mode stays, the mtime is the write's, not the source's.
+        writeImage(src, 2);
+        stamp(src, { mode: 0o644 });
+        r = await push();
+        assert.ok((r.blocksSent as number) > 0);
+        assert.equal(meta(exported).mode, "600", "updated export");
+        assert.notEqual(meta(exported).mtime, MTIME);
+        assert.notEqual(meta(exported).mtime, OLD);
+      } finally {
+        await listener.stop();
       }
     });
   });

@@ -373,6 +373,7 @@ export class Listener implements AsyncDisposable {
         activity: idle.activity,
         memory: this.#memory,
         progress,
+        exported: (name) => this.#options.exports?.has(name) === true,
         open: (req) => {
           request = req;
           context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(req.name)}`;

@@ -50,6 +50,7 @@ import {
   BLOCK_DEVICE_METADATA_NOTE,
   compareAttributes,
   currentAttributes,
+  EXPORT_METADATA_NOTE,
   type MetadataReport,
   type MetadataWanted,
   restrict,
@@ -289,6 +290,8 @@ async function metadataOutcome(
     if (o.asked.owner && !server.owner && ok.kind === "file") {
       notes.push("owner and group not applied: a listener never sets them over the network (spec §7)");
     }
+    const kept = (o.asked.mode !== undefined && server.mode === undefined) || (o.asked.mtimeNs !== undefined && server.mtimeNs === undefined);
+    if (kept && ok.kind === "file") notes.push(EXPORT_METADATA_NOTE);
     return { report: { ...compareAttributes(restrict(o.asked, server), server), notes }, plan: undefined };
   }
   const want: FileAttributes = attributesOf({ mode: 0, mtimeNs: 0n, uid: 0, gid: 0, size: 0n, ctimeNs: 0n }, o.wanted);

@@ -4,9 +4,12 @@
  *
  * Invariants:
  * - Only regular files carry or take metadata; a block device on either side takes and gives
- *   none (a note says so).
- * - A source's mode travels whole (≤ 0o7777); only the destination masks it
- *   (storage/file-metadata.ts destinationMode), so a hostile peer's setuid bit is never applied.
+ *   none (a note says so), and neither does a listener's export (its admin named the path: its
+ *   mode and mtime are the admin's).
+ * - A source's mode travels whole (≤ 0o7777); only the destination masks it, with its own
+ *   umask (storage/file-metadata.ts destinationMode), so a hostile peer's setuid bit or o+w is
+ *   never applied. A push's report of a changed mode assumes the listener's umask is this
+ *   process's (exact for `ssync sync`): OPEN_OK carries the destination's mode, not its umask.
  * - The mtime is the one the source had when it was stamped for the sync (SourceWatch): a
  *   source that changes later fails the sync anyway.
  */
@@ -89,3 +92,5 @@ export function compareAttributes(source: FileAttributes, before: FileAttributes
 }
 
 export const BLOCK_DEVICE_METADATA_NOTE = "a block device's mode, times and owner are never touched";
+
+export const EXPORT_METADATA_NOTE = "mode and mtime not applied: the listener grants none for this file (an export keeps the ones its admin gave it)";

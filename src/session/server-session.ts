@@ -108,6 +108,12 @@ export interface ServeOptions {
    * listener never sets owner and group over the network (spec §7).
    */
   grantOwner?: boolean;
+  /**
+   * True for a name that opens one of the listener's exports (matched as open-for-client.ts
+   * matches it): a push to it grants no metadata, whatever the client asks (spec §5.9): the
+   * admin named that path, and its mode and mtime are the admin's.
+   */
+  exported?: (name: string) => boolean;
 }
 
 export async function serveSession(channel: RecordChannel, options: ServeOptions): Promise<ServerSessionResult> {
@@ -174,7 +180,13 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun, inplace: open.inPlace === true });
       originalSize = store.size;
       if (open.mode === "push") await checkShrink(store, { size: open.size, allowShrink: open.allowShrink === true, name: open.name, signal: controller.signal });
-      if (open.metadata) metadata = await sessionMetadata(store, open.metadata, { mode: open.mode, grantOwner: options.grantOwner === true });
+      if (open.metadata) {
+        metadata = await sessionMetadata(store, open.metadata, {
+          mode: open.mode,
+          grantOwner: options.grantOwner === true,
+          exported: options.exported?.(open.name) === true,
+        });
+      }
       if (open.mode === "push" && !open.dryRun && store.size !== open.size) await store.setSize(open.size);
     } catch (e) {
       // Not a violation: the answer is ERROR, then the session ends in order.
@@ -333,19 +345,21 @@ interface SessionMetadata {
 
 /**
  * OPEN_METADATA (spec §5.9). Push: the attributes granted (mode and mtime; owner only with
- * `grantOwner`), with the destination's current values (zeros for a file that does not exist
- * yet, a dry run's); pull: the source's, stamped now. A block device: none either way.
+ * `grantOwner`; none to an export), with the destination's current values (zeros for a file
+ * that does not exist yet, a dry run's); pull: the source's, stamped now. A block device: none
+ * either way.
  */
 async function sessionMetadata(
   store: Storage,
   asked: FileAttributes,
-  o: { mode: "push" | "pull"; grantOwner: boolean },
+  o: { mode: "push" | "pull"; grantOwner: boolean; exported: boolean },
 ): Promise<SessionMetadata> {
   if (store.kind !== "file") return { reply: {} };
   if (o.mode === "pull") {
     const stamp = await stampOf(store);
     return { reply: attributesOf(stamp), stamp };
   }
+  if (o.exported) return { reply: {} };
   const granted = restrict(asked, { mode: 0, mtimeNs: 0n, ...(o.grantOwner ? { owner: { uid: 0, gid: 0 } } : {}) });
   const before = await currentAttributes(store) ?? { mode: 0, mtimeNs: 0n, owner: { uid: 0, gid: 0 } };
   return { reply: restrict(before, granted), commit: granted };

@@ -3,9 +3,11 @@
  * (to the nanosecond), owner and group. Applied on the store's own descriptor, never by name.
  *
  * Invariants:
- * - A destination's mode is the source's permission bits with u+rw added
- *   (`destinationMode`): setuid, setgid and sticky are never applied, whoever sent them, and
- *   the user who writes the file can always open it again for the next sync.
+ * - A destination's mode is the source's permission bits masked by this process's umask, with
+ *   u+rw added (`destinationMode`), for a new file and an existing one alike: the writer's umask
+ *   (a service's UMask=0077) bounds what a peer can grant (rsync's rule for new files without
+ *   -p); setuid, setgid and sticky are never applied, whoever sent them; and the user who
+ *   writes the file can always open it again for the next sync.
  * - The mtime is exact with FFI (futimens); without it, node:fs's futimes takes seconds as a
  *   double (off by up to a few hundred ns for today's dates on Node; Deno keeps milliseconds).
  * - Block devices are never touched: their node's mode and times are not the image's.
@@ -13,6 +15,7 @@
  */
 import fs from "node:fs";
 import type { Libc } from "../platform/libc.ts";
+import { processUmask } from "../platform/process-umask.ts";
 import { fileStamp } from "./file-stamp.ts";
 import { storageError } from "./storage-error.ts";
 
@@ -25,9 +28,9 @@ export interface FileMetadata {
   readonly owner?: { readonly uid: number; readonly gid: number };
 }
 
-/** The mode a destination gets for a source's `mode`: its rwx bits, plus u+rw. */
+/** The mode a destination gets for a source's `mode`: its rwx bits the umask leaves, plus u+rw. */
 export function destinationMode(mode: number): number {
-  return (mode & 0o777) | 0o600;
+  return (mode & 0o777 & ~processUmask) | 0o600;
 }
 
 /** True when `m` sets nothing. */

@@ -71,6 +71,8 @@ export interface CliSetupOptions extends Pick<CliPairOptions, "keygen" | "author
   listenArgs?: string[];
   /** The listener's extra environment, given the temporary folder. */
   env?: (dir: string) => Record<string, string>;
+  /** The listener's umask (default: the test's). */
+  umask?: number;
   /**
    * Pins the listener's host key in the client's known_hosts by a first push (of a 1 MiB
    * dir/first.img to first.img, with --accept-new), so later commands need no --accept-new.
@@ -85,6 +87,7 @@ export async function withCliSetup(options: CliSetupOptions, body: (s: CliSetup)
     const listener = await startCliListener(["--root", pair.root, ...(options.listenArgs ?? [])], {
       config: pair.server,
       env: options.env?.(dir),
+      umask: options.umask,
     });
     try {
       const remote = `127.0.0.1:${listener.port}`;

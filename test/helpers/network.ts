@@ -129,13 +129,17 @@ export interface CliResult {
 }
 
 /** Runs `scripts/ssync ARGS` to completion with its own XDG_CONFIG_HOME. */
-export function runCli(args: string[], options: { config: string; cwd?: string; timeoutMs?: number }): Promise<CliResult> {
+export function runCli(args: string[], options: { config: string; cwd?: string; timeoutMs?: number; umask?: number }): Promise<CliResult> {
   const child = spawnCli(args, options);
   return finished(child, options.timeoutMs ?? 60_000);
 }
 
-export function spawnCli(args: string[], options: { config: string; cwd?: string; env?: Record<string, string> }): ChildProcess {
-  return spawn(SSYNC, args, {
+/** `umask`: the process runs with that umask (set by sh, which then execs ssync: same pid). */
+export function spawnCli(args: string[], options: { config: string; cwd?: string; env?: Record<string, string>; umask?: number }): ChildProcess {
+  const [file, argv] = options.umask === undefined
+    ? [SSYNC, args]
+    : ["sh", ["-c", `umask ${options.umask.toString(8).padStart(3, "0")} && exec "$0" "$@"`, SSYNC, ...args]];
+  return spawn(file, argv, {
     cwd: options.cwd,
     env: { ...process.env, XDG_CONFIG_HOME: options.config, SSYNC_WORKERS: "2", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -172,7 +176,7 @@ export interface CliListener {
 /** `ssync listen --bind 127.0.0.1:0 ARGS` as a child; resolves once it printed its port. */
 export function startCliListener(
   args: string[],
-  options: { config: string; cwd?: string; env?: Record<string, string> },
+  options: { config: string; cwd?: string; env?: Record<string, string>; umask?: number },
 ): Promise<CliListener> {
   const child = spawnCli(["listen", "--bind", "127.0.0.1:0", ...args], options);
   let out = "";
