@@ -356,7 +356,17 @@ export class Listener implements AsyncDisposable {
     });
     const limited = this.#bandwidth === undefined ? idle : new RateLimitedChannel(idle, { ...this.#bandwidth, activity: idle.activity });
     const sent = watchSentErrors(limited);
-    const running: RunningSession = { stop: (reason) => limited.close(reason) };
+    // The session ends now once the client is gone or the listener stops it (serveSession).
+    const ended = new AbortController();
+    const gone = () => ended.abort(new Error("the client closed the connection"));
+    if (socket.destroyed) gone();
+    else socket.once("close", gone);
+    const running: RunningSession = {
+      stop: (reason) => {
+        ended.abort(reason);
+        limited.close(reason);
+      },
+    };
     this.#sessions.add(running);
     this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
     let request: ClientOpen | undefined;
@@ -373,6 +383,7 @@ export class Listener implements AsyncDisposable {
         activity: idle.activity,
         memory: this.#memory,
         progress,
+        signal: ended.signal,
         open: (req) => {
           request = req;
           context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;
@@ -423,6 +434,7 @@ export class Listener implements AsyncDisposable {
         result.committed ? "info" : "warn",
       );
     } finally {
+      socket.off("close", gone);
       stopProgress();
       this.#sessions.delete(running);
       const left = this.#sessionsOf.get(key)! - 1;
