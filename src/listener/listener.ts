@@ -52,7 +52,7 @@ import { formatBytes } from "../util/format-bytes.ts";
 import { addressPrefixes } from "./address-prefixes.ts";
 import { type ConnectionContext, connectionContext } from "./connection-context.ts";
 import { HandshakeSlots } from "./handshake-slots.ts";
-import { clip, type Log, PEER_TEXT_CHARS, type LogFields, type LogLevel } from "./log.ts";
+import { clip, type Log, type LogFields, type LogLevel, PEER_TEXT_CHARS } from "./log.ts";
 import {
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_MAX_HANDSHAKES,
