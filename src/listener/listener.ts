@@ -381,9 +381,9 @@ export class Listener implements AsyncDisposable {
       const result = await serveSession(sent.channel, {
         pool: this.#options.pool,
         activity: idle.activity,
+        signal: ended.signal,
         memory: this.#memory,
         progress,
-        signal: ended.signal,
         open: (req) => {
           request = req;
           context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;

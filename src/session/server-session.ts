@@ -98,6 +98,12 @@ export interface ServeOptions {
   pool: WorkerPool;
   activity?: SessionActivity;
   /**
+   * Aborted when the session must end now: the peer is gone, or the listener stops the
+   * session. Watched while OPEN is handled (the open, the shrink check), when nothing waits on
+   * the channel to see it end; from OPEN_OK on, the channel's end stops the session itself.
+   */
+  signal?: AbortSignal;
+  /**
    * The listener's memory budget, shared by all its sessions: a session holds bytes of it for
    * job results waiting to be sent and for DATA waiting to be written, and gives them back.
    */
@@ -109,12 +115,6 @@ export interface ServeOptions {
    * listener never sets owner and group over the network (spec §7).
    */
   grantOwner?: boolean;
-  /**
-   * Aborted when the session must end now: the peer is gone, or the listener stops the
-   * session. Watched while OPEN is handled (the open, the shrink check), when nothing waits on
-   * the channel to see it end; from OPEN_OK on, the channel's end stops the session itself.
-   */
-  signal?: AbortSignal;
 }
 
 export async function serveSession(channel: RecordChannel, options: ServeOptions): Promise<ServerSessionResult> {
