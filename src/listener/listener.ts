@@ -52,7 +52,7 @@ import { formatBytes } from "../util/format-bytes.ts";
 import { addressPrefixes } from "./address-prefixes.ts";
 import { type ConnectionContext, connectionContext } from "./connection-context.ts";
 import { HandshakeSlots } from "./handshake-slots.ts";
-import type { Log, LogFields, LogLevel } from "./log.ts";
+import { clip, type Log, type LogFields, type LogLevel, PEER_TEXT_CHARS } from "./log.ts";
 import {
   DEFAULT_IDLE_TIMEOUT_MS,
   DEFAULT_MAX_HANDSHAKES,
@@ -356,7 +356,17 @@ export class Listener implements AsyncDisposable {
     });
     const limited = this.#bandwidth === undefined ? idle : new RateLimitedChannel(idle, { ...this.#bandwidth, activity: idle.activity });
     const sent = watchSentErrors(limited);
-    const running: RunningSession = { stop: (reason) => limited.close(reason) };
+    // The session ends now once the client is gone or the listener stops it (serveSession).
+    const ended = new AbortController();
+    const gone = () => ended.abort(new Error("the client closed the connection"));
+    if (socket.destroyed) gone();
+    else socket.once("close", gone);
+    const running: RunningSession = {
+      stop: (reason) => {
+        ended.abort(reason);
+        limited.close(reason);
+      },
+    };
     this.#sessions.add(running);
     this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
     let request: ClientOpen | undefined;
@@ -371,13 +381,14 @@ export class Listener implements AsyncDisposable {
       const result = await serveSession(sent.channel, {
         pool: this.#options.pool,
         activity: idle.activity,
+        signal: ended.signal,
         memory: this.#memory,
         progress,
         exported: (name) => this.#options.exports?.has(name) === true,
         open: (req) => {
           request = req;
-          context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(req.name)}`;
-          this.#log(`${peer} key ${key}: open ${context.request}${req.inplace ? " in place" : ""}`, { peer, key, mode: req.mode, file: req.name, dryRun: req.dryRun }, "debug");
+          context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;
+          this.#log(`${peer} key ${key}: open ${context.request}${req.inplace ? " in place" : ""}`, { peer, key, mode: req.mode, file: clip(req.name), dryRun: req.dryRun }, "debug");
           return openForClient(req, {
             root: this.#options.root,
             exports: this.#options.exports ?? new Map(),
@@ -386,7 +397,7 @@ export class Listener implements AsyncDisposable {
             pathPrefix: entry.pathPrefix,
             journalDir: this.#options.journalDir,
             lockWaitMs: this.#options.lockWaitMs ?? LOCK_WAIT_MS,
-            log: (message) => this.#log(`${peer} key ${key}: ${message}`, { peer, key, file: req.name }),
+            log: (message) => this.#log(`${peer} key ${key}: ${clipName(message, req.name)}`, { peer, key, file: clip(req.name) }),
           });
         },
       });
@@ -396,9 +407,9 @@ export class Listener implements AsyncDisposable {
       let outcome: string;
       if (result.committed) outcome = "ok";
       else if (firstError !== undefined) {
-        outcome = `failed: ${firstError.code} ${firstError.message}`;
-        if (result.error && result.error.message !== firstError.message) outcome += `; then ${result.error.message}`;
-      } else outcome = result.error ? `failed: ${result.error.message}` : "ended before commit";
+        outcome = `failed: ${firstError.code} ${clipName(firstError.message, request?.name)}`;
+        if (result.error && result.error.message !== firstError.message) outcome += `; then ${clipName(result.error.message, request?.name)}`;
+      } else outcome = result.error ? `failed: ${clipName(result.error.message, request?.name)}` : "ended before commit";
       const seconds = Math.round((Date.now() - started) / 100) / 10;
       this.#log(
         `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${formatBytes(s.bytesRead)}, wrote ${formatBytes(s.bytesWritten)}, ` +
@@ -409,7 +420,7 @@ export class Listener implements AsyncDisposable {
           key,
           paired: conn.paired,
           mode: request?.mode,
-          file: request?.name,
+          file: request && clip(request.name),
           dryRun: request?.dryRun,
           bytesRead: s.bytesRead,
           bytesWritten: s.bytesWritten,
@@ -424,6 +435,7 @@ export class Listener implements AsyncDisposable {
         result.committed ? "info" : "warn",
       );
     } finally {
+      socket.off("close", gone);
       stopProgress();
       this.#sessions.delete(running);
       const left = this.#sessionsOf.get(key)! - 1;
@@ -513,4 +525,14 @@ function keyOptions(k: AuthorizedKey): string {
 function peerOf(socket: Socket): string {
   const host = socket.remoteAddress ?? "?";
   return formatEndpoint({ host: host.replace(/^::ffff:/, ""), port: socket.remotePort ?? 0 });
+}
+
+/**
+ * A message about the client's file as the log shows it: the name (chosen by the client, up to
+ * 4096 bytes) clipped wherever it appears, the whole clipped to a few names' length.
+ */
+function clipName(message: string, name: string | undefined): string {
+  const short = name === undefined ? name : clip(name);
+  const text = short === undefined || short === name ? message : message.split(name!).join(short);
+  return clip(text, 3 * PEER_TEXT_CHARS);
 }

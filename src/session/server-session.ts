@@ -4,7 +4,8 @@
  * 1. The first record must be OPEN; the file is opened through `open` (which enforces what
  *    the listener allows) and, for push, sized to the source (unless a dry run; a shrink that
  *    would drop data only with OPEN_ALLOW_SHRINK, shrink-check.ts). A refused OPEN gets
- *    ERROR, then the session ends in order.
+ *    ERROR, then the session ends in order. Until OPEN is answered, `signal` (the peer gone,
+ *    the listener stopping) aborts the session: nothing reads the channel then to see it end.
  * 2. The receive loop checks and dispatches each request in arrival order: its cookie must
  *    not be one still in flight; a range (SIGS, READ_DIFF) must not overlap one claimed
  *    before; DATA, ZERO and RANGE_DONE must name a range that is open (its SIGS_REPLY sent).
@@ -97,6 +98,12 @@ export interface ServeOptions {
   pool: WorkerPool;
   activity?: SessionActivity;
   /**
+   * Aborted when the session must end now: the peer is gone, or the listener stops the
+   * session. Watched while OPEN is handled (the open, the shrink check), when nothing waits on
+   * the channel to see it end; from OPEN_OK on, the channel's end stops the session itself.
+   */
+  signal?: AbortSignal;
+  /**
    * The listener's memory budget, shared by all its sessions: a session holds bytes of it for
    * job results waiting to be sent and for DATA waiting to be written, and gives them back.
    */
@@ -174,6 +181,9 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     result.mode = open.mode;
     let originalSize: number;
     let metadata: SessionMetadata | undefined;
+    const stopped = () => controller.abort(asError(options.signal!.reason));
+    if (options.signal?.aborted) stopped();
+    options.signal?.addEventListener("abort", stopped, { once: true });
     try {
       const problem = checkOpen(open);
       if (problem) throw new ErrnoError("EINVAL", problem);
@@ -194,6 +204,8 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       await io.reply(encode({ type: "ERROR", cookie: open.cookie, code: errorName(e), message: publicMessage(e) }), open.cookie);
       channel.close();
       return result;
+    } finally {
+      options.signal?.removeEventListener("abort", stopped);
     }
     const ctx: SideContext = {
       pool: options.pool,
