@@ -24,7 +24,7 @@ export interface Summary {
   source: string;
   destination: string;
   dryRun: boolean;
-  /** The destination was already identical to the source before this run (same size, nothing differed). */
+  /** The destination was already identical to the source before this run (same size, nothing differed, no metadata to fix). */
   identical: boolean;
   /** This run changed the destination (never in a dry run). */
   changed: boolean;
