@@ -33,10 +33,12 @@ export interface TreeSyncOptions extends Omit<LocalSyncOptions, "progress" | "so
   /** --checksum: compare every file, no quick check. */
   checksum: boolean;
   progress?: TreeProgress;
-  /** Told, as it happens, each entry skipped or kept and why, each file that failed. */
+  /** Told, as it happens, each entry skipped or kept and why. */
   note?: (path: string, note: string) => void;
+  /** Told, as it happens, each file that failed. */
+  failed?: (path: string, error: unknown) => void;
   /** After a file's sync committed (--verify runs here); a throw fails that file. */
-  afterFile?: (src: string, dst: string) => Promise<void>;
+  afterFile?: (src: string, dst: string) => Promise<unknown>;
 }
 
 export type FileOutcome = "synced" | "quick-check" | "failed";
@@ -116,7 +118,7 @@ export async function syncTree(src: string, dst: string, o: TreeSyncOptions): Pr
     const result = parentBroken !== undefined
       ? { path: e.path, size, outcome: "failed" as const, error: parentBroken }
       : await syncOne(e, { src: nodePath.join(src, e.path), dst: to, dstRoot: dst, size, o });
-    if (result.outcome === "failed") o.note?.(e.path, (result.error as Error)?.message ?? String(result.error));
+    if (result.outcome === "failed") o.failed?.(e.path, result.error);
     report.files.push(result);
     o.progress?.fileDone(size);
   }
