@@ -78,9 +78,15 @@ export async function runFolderSyncCommand(
   const o = engineOptions(flags);
   const owner = ownerIfRoot(o.metadata);
   const say = (m: string) => o.quiet || console.error(`ssync: ${m}`);
+  let srcMode: number;
+  try {
+    srcMode = fs.statSync(src).mode;
+  } catch (e) {
+    throw storageError("read the folder", src, { cause: e });
+  }
   if (isFolder(dst) === undefined && !o.dryRun) {
     try {
-      fs.mkdirSync(dst, { mode: (fs.statSync(src).mode & 0o777) | 0o700 });
+      fs.mkdirSync(dst, { mode: (srcMode & 0o777) | 0o700 });
     } catch (e) {
       throw storageError("create the folder", dst, { cause: e });
     }

@@ -147,7 +147,7 @@ async function syncOne(
   const wanted = { perms: o.metadata?.perms === true, owner: o.metadata?.owner === true };
   if (!o.checksum && quickCheckSame(e.at, c.dst, wanted)) return { ...base, outcome: "quick-check" };
   // A dry run makes no folder: a file in one still to make would be new, all of it.
-  if (o.dryRun && e.path.includes("/") && !folderExists(c.dstRoot, e.path.slice(0, e.path.lastIndexOf("/")))) {
+  if (o.dryRun && !folderExists(c.dstRoot, e.path.includes("/") ? e.path.slice(0, e.path.lastIndexOf("/")) : "")) {
     return { ...base, outcome: "synced" };
   }
   const progress = new SessionProgress();

@@ -38,10 +38,15 @@ export function ensureFolder(root: string, path: string, o: { mode: number }): v
   }
 }
 
-/** Whether `root/path` is a folder (no component a link), without making anything. */
+/** Whether `root/path` is a folder (no component below root a link; "" is root itself), without making anything. */
 export function folderExists(root: string, path: string): boolean {
   let at = root;
-  for (const name of path.split("/")) {
+  try {
+    if (!fs.statSync(root).isDirectory()) return false;
+  } catch {
+    return false;
+  }
+  for (const name of path === "" ? [] : path.split("/")) {
     at = nodePath.join(at, name);
     try {
       if (!fs.lstatSync(at).isDirectory()) return false;
