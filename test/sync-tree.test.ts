@@ -120,6 +120,10 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
       for (const p of [...TREE.map(([p]) => p).filter((p) => !p.includes("gone")), "new1.img", "a/new2.img"]) assertSame(src, dst, p);
       assert.ok(fs.existsSync(path.join(dst, "gone1.img")) && fs.existsSync(path.join(dst, "c/gone2.img")), "no --delete: kept");
 
+      // A file absent from the source with a journal beside it: a sync into it is under way or was cut off.
+      fs.writeFileSync(path.join(dst, "c/busy.img"), "busy");
+      fs.writeFileSync(path.join(dst, "c/.busy.img.ssync-journal"), "not ours to touch");
+
       const dry = await sync(dir, ["-n", "--delete", "--exclude", "*.tmp", `${src}/`, `${dst}/`]);
       assert.equal(dry.code, 0, dry.stderr);
       assert.deepEqual([...(dry.o.deleted as string[])].sort(), ["c/gone2.img", "gone1.img", "only-here/", "only-here/sub/", "only-here/sub/x"]);
@@ -132,6 +136,9 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
       assert.equal(fs.existsSync(path.join(dst, "only-here")), false, "a folder the source lacks: removed once empty");
       assert.equal(fs.readFileSync(path.join(dst, "keep.tmp"), "utf8"), "mine", "excluded: not deleted");
       assert.equal((del.o.counts as Record<string, number>).synced, 0);
+      assert.equal(fs.readFileSync(path.join(dst, "c/.busy.img.ssync-journal"), "utf8"), "not ours to touch", "work files never deleted");
+      assert.equal(fs.readFileSync(path.join(dst, "c/busy.img"), "utf8"), "busy", "a file with a journal beside it: kept");
+      assert.match(JSON.stringify(del.o.kept), /c\/busy\.img.*journal/);
     });
   });
 
@@ -152,11 +159,19 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
       fs.writeFileSync(path.join(src, "evil/planted.img"), "planted");
       fs.mkdirSync(dst);
       fs.symlinkSync(outside, path.join(dst, "evil"));
+      fs.symlinkSync(outside, path.join(dst, "escape2")); // absent from the source: --delete removes the link only
+      const device = spawnSync("mknod", [path.join(src, "loop-node"), "b", "7", "250"]).status === 0;
       const atime = fs.statSync(path.join(outside, "secret.img")).atimeMs;
-      const r = await sync(dir, [`${src}/`, `${dst}/`]);
+      const r = await sync(dir, ["--delete", "--progress=json", `${src}/`, `${dst}/`]);
       assert.equal(r.code, 1, r.stderr);
       const skipped = (r.o.skipped as { path: string; kind: string }[]).map((s) => `${s.path}:${s.kind}`).sort();
-      assert.deepEqual(skipped, ["escape:symlink", "link.img:symlink", "pipe:fifo"]);
+      assert.deepEqual(skipped, ["escape:symlink", "link.img:symlink", ...(device ? ["loop-node:block-device"] : []), "pipe:fifo"]);
+      assert.equal(fs.existsSync(path.join(dst, "escape2")), false, "the link itself removed");
+      assert.equal(fs.existsSync(path.join(dst, "loop-node")), false);
+      const events = r.stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l));
+      const last = events.at(-1);
+      assert.equal(last?.final, true, r.stderr);
+      assert.deepEqual([last.filesDone, last.filesTotal], [2, 2], "progress counts the whole set");
       assert.match(r.stderr, /escape: a symbolic link: skipped/);
       assert.equal(r.files.get("real/a.img")!.outcome, "synced");
       assert.equal(r.files.get("evil/planted.img")!.outcome, "failed");
