@@ -10,7 +10,7 @@ import fs from "node:fs";
 import path from "node:path";
 import process from "node:process";
 import { NOBODY, nobodyUnavailableReason } from "./helpers/as-nobody.ts";
-import { runCli, SSYNC } from "./helpers/network.ts";
+import { finished, runCli, spawnCli, SSYNC } from "./helpers/network.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 
 const KiB = 1024;
@@ -205,6 +205,32 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
       assert.equal(fs.readFileSync(path.join(dst, "s/b.img"), "utf8"), "s/b.img");
       assert.equal(fs.existsSync(path.join(dst, "locked.img")), false);
       assert.match(r.stderr, /locked\.img: Cannot open .*permission denied/);
+    });
+  });
+
+  test("Ctrl-C ends the whole run (exit 4); a rerun completes it and leaves no work file", async () => {
+    await withTempDir(async (dir) => {
+      const src = path.join(dir, "src");
+      const dst = path.join(dir, "dst");
+      fs.mkdirSync(src);
+      for (let i = 0; i < 300; i++) makeSparseFile(path.join(src, `f${String(i).padStart(3, "0")}.img`), { size: 8 * KiB, chunks: [{ offset: 0, length: 4 * KiB, seed: i }] });
+      const child = spawnCli(["sync", "--progress=json", `${src}/`, `${dst}/`], { config: path.join(dir, "config") });
+      let stderr = "";
+      let sent = false;
+      child.stderr!.on("data", (c) => {
+        stderr += c;
+        if (sent) return; // a second SIGINT would exit at once (interrupt.ts)
+        const ev = stderr.split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l)).at(-1);
+        if (ev && ev.filesDone >= 1 && ev.filesDone < ev.filesTotal) sent = process.kill(child.pid!, "SIGINT"); // not child.kill(): under Deno the child's end would read as that signal
+      });
+      const r = await finished(child, 120_000);
+      assert.equal(r.code, 4, stderr);
+      assert.ok(fs.readdirSync(dst).length < 300, "stopped before the end");
+      const again = await sync(dir, [`${src}/`, `${dst}/`]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.ok((again.o.counts as Record<string, number>).quickCheck >= 1, "the files done before are not read again");
+      assert.deepEqual(fs.readdirSync(dst).filter((n) => n.includes("ssync")), []);
+      for (const n of fs.readdirSync(src)) assert.equal(fileHash(path.join(dst, n)), fileHash(path.join(src, n)), n);
     });
   });
 
