@@ -238,7 +238,8 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
     await withTempDir(async (dir) => {
       const d = path.join(dir, "d");
       const f = path.join(dir, "f.img");
-      fs.mkdirSync(d);
+      fs.mkdirSync(path.join(d, "sub"), { recursive: true });
+      fs.writeFileSync(path.join(d, "sub/a.img"), "a");
       fs.writeFileSync(f, "x");
       const config = path.join(dir, "config");
       for (const [args, re] of [
@@ -247,12 +248,17 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
         [[f, `${d}/`], /Cannot sync the file .* it is a directory/],
         [[`${d}/`, `${f}`], /Cannot sync the folder .* it is a file/],
         [["--delete", f, path.join(dir, "g.img")], /--delete is for a folder sync only/],
+        [[`${d}/`, `${d}/sub/new/`], /one is inside the other/],
+        [["--delete", `${d}/sub/`, `${d}/`], /one is inside the other/],
+        [[`${d}/`, `${dir}/./d/`], /the same folder/],
       ] as [string[], RegExp][]) {
         const r = await runCli(["sync", ...args], { config });
         assert.equal(r.code, 2, `${args}: ${r.stderr}`);
         assert.match(r.stderr, re);
       }
       assert.equal(fs.existsSync(path.join(dir, "e")), false);
+      assert.equal(fs.readFileSync(path.join(d, "sub/a.img"), "utf8"), "a");
+      assert.equal(fs.existsSync(path.join(d, "sub/new")), false);
     });
   });
 });

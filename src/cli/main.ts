@@ -44,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
   };
 
   withEngineOptions(
-    cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
+    cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices; folders as SRC/ DST/)"),
   ).option("--include <glob>", "Folder sync: sync the paths it matches even when an --exclude matches (repeatable; see README)")
     .option("--exclude <glob>", "Folder sync: leave out the paths it matches, relative to SRC/ (repeatable; `*.tmp`, `cache/`, `vms/**`)")
     .option("--delete", "Folder sync: remove what DST/ holds and SRC/ does not (not excluded paths); with -n, list it")

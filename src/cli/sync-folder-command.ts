@@ -65,6 +65,37 @@ export function isFolderSync(src: string, dst: string, flags: FolderFlags): bool
   return false;
 }
 
+/** The real path of `p`, or of its parent joined with its name when it does not exist yet. */
+function realPath(p: string): string {
+  try {
+    return fs.realpathSync(p);
+  } catch {
+    return nodePath.join(fs.realpathSync(nodePath.dirname(nodePath.resolve(p))), nodePath.basename(p));
+  }
+}
+
+/**
+ * SRC and DST must be apart: a DST inside SRC would be walked as source while it is filled,
+ * and --delete into a DST that holds SRC would remove the source.
+ */
+function refuseNested(src: string, dst: string): void {
+  let s: string;
+  let d: string;
+  try {
+    s = fs.realpathSync(src);
+    d = realPath(dst);
+  } catch {
+    return; // a missing name: the walk or mkdir says so
+  }
+  const inside = (a: string, b: string) => {
+    const rel = nodePath.relative(a, b);
+    return rel === "" || (!rel.startsWith("..") && !nodePath.isAbsolute(rel));
+  };
+  if (inside(s, d) || inside(d, s)) {
+    throw new UsageError(`Cannot sync the folder ${src} into ${dst}: ${s === d ? "they are the same folder" : "one is inside the other"}`);
+  }
+}
+
 function list(v: string | string[] | undefined): string[] {
   return v === undefined ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
 }
@@ -84,6 +115,7 @@ export async function runFolderSyncCommand(
   } catch (e) {
     throw storageError("read the folder", src, { cause: e });
   }
+  refuseNested(src, dst);
   if (isFolder(dst) === undefined && !o.dryRun) {
     try {
       fs.mkdirSync(dst, { mode: (srcMode & 0o777) | 0o700 });
