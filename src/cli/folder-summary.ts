@@ -49,9 +49,11 @@ export interface FolderSummary {
   deleted: string[];
   /** Absent from the source, kept, and why. */
   kept: { path: string; note: string }[];
+  /** What the user should know about the whole run (e.g. --owner not applied); empty when nothing. */
+  warnings: string[];
 }
 
-export function summarizeFolder(r: TreeReport, names: { source: string; destination: string; verified: boolean }): { summary: FolderSummary; failure?: FilesFailedError } {
+export function summarizeFolder(r: TreeReport, names: { source: string; destination: string; verified: boolean; warnings: string[] }): { summary: FolderSummary; failure?: FilesFailedError } {
   const files = r.files.map((f): FolderFileSummary => {
     const zero = { sourceBytesRead: 0, destinationBytesRead: 0, blocksSent: 0, dataBytesSent: 0, zeroBytesSent: 0, bytesWritten: 0, holeBytesPunched: 0 };
     if (f.outcome === "failed") {
@@ -108,6 +110,7 @@ export function summarizeFolder(r: TreeReport, names: { source: string; destinat
     skipped: r.skipped,
     deleted: r.deleted.map((d) => d.kind === "folder" ? `${d.path}/` : d.path),
     kept: r.kept,
+    warnings: names.warnings,
   };
   return { summary, failure };
 }
@@ -125,5 +128,6 @@ export function formatFolderSummary(s: FolderSummary): string {
     ...(s.deleted.length > 0 || s.kept.length > 0 ? [`  ${(dry ? "would delete" : "deleted").padEnd(9)} ${s.deleted.length}${s.kept.length > 0 ? ` (${s.kept.length} kept)` : ""}`] : []),
     ...(dry ? s.deleted.map((d) => `    ${d}`) : []),
     ...s.files.filter((f) => f.error).map((f) => `  failed    ${f.path}: ${f.error!.message}`),
+    ...s.warnings.map((w) => `  warning   ${w}`),
   ].join("\n");
 }

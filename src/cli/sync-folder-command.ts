@@ -128,7 +128,6 @@ export async function runFolderSyncCommand(
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
   const stopProgress = showProgress(progress, { format, local: true, phase: "sync", signal: hooks.signal });
   if (o.verbose) console.error(`ssync: sync folder ${src} -> ${dst}: ${describeSettings(o)}`);
-  owner.notes.forEach(say);
   try {
     const report = await syncTree(src, dst, {
       ...o,
@@ -149,7 +148,7 @@ export async function runFolderSyncCommand(
         : undefined,
     }).finally(stopProgress);
     for (const f of report.files) if (f.error !== undefined) (f as { error: unknown }).error = localSyncError(f.error, o.waitMs);
-    return summarizeFolder(report, { source: src, destination: dst, verified: o.verify && !o.dryRun });
+    return summarizeFolder(report, { source: src, destination: dst, verified: o.verify && !o.dryRun, warnings: owner.notes });
   } finally {
     await pool[Symbol.asyncDispose]();
   }
