@@ -20,7 +20,7 @@ import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { fingerprint } from "../src/trust/keys.ts";
 import { authorize, type CliListener, clientSync, holdAtSend, makeKey, SSYNC, startCliListener, waitFor } from "./helpers/network.ts";
 import { fileHash, makeSparseFile } from "./helpers/sparse.ts";
-import { type ListenerSetup, serverOf, withListenerSetup } from "./helpers/listener-setup.ts";
+import { exitOf, type ListenerSetup, serverOf, withListenerSetup } from "./helpers/listener-setup.ts";
 
 const T = { timeout: 60_000 };
 const MiB = 1 << 20;
@@ -45,16 +45,6 @@ function signal(child: ChildProcess, sig: NodeJS.Signals): void {
   process.kill(child.pid!, sig);
 }
 
-function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
-  return new Promise((resolve, reject) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
-    const timer = setTimeout(() => reject(new Error(`ssync listen did not exit within ${ms} ms`)), ms);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
-}
 
 const sessionLine = (log: string, name: string) => log.split("\n").find((l) => l.includes(`push "${name}"`) && /: (ok|failed)/.test(l));
 

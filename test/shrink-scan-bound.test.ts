@@ -13,7 +13,6 @@
  */
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import process from "node:process";
@@ -23,7 +22,7 @@ import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { SHRINK_SCAN_BYTES } from "../src/session/shrink-check.ts";
 import { generateKeyPair } from "../src/noise/x25519.ts";
 import { authorize, startCliListener, startListener, waitFor } from "./helpers/network.ts";
-import { withListenerSetup } from "./helpers/listener-setup.ts";
+import { exitOf, withListenerSetup } from "./helpers/listener-setup.ts";
 import { nextMessage, openMessage, rawConnect } from "./helpers/raw-client.ts";
 import { withTempDir } from "./helpers/sparse.ts";
 
@@ -106,16 +105,6 @@ async function noFfiListener(
   return await startCliListener(["--root", s.root, "--shutdown-grace", "60"], { config: s.config, env: { SSYNC_NO_FFI: "1", ...env } });
 }
 
-function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
-  return new Promise((resolve, reject) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
-    const timer = setTimeout(() => reject(new Error(`ssync listen did not exit within ${ms} ms`)), ms);
-    child.once("exit", (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
-}
 
 const sessionEnd = (log: string) => log.split("\n").find((l) => /push \(dry run\) "sparse\.img": read .*: (ok|failed)/.test(l));
 

@@ -2,6 +2,7 @@
  * The folders and key a CLI listener test starts from: a config folder holding
  * authorized_keys with one client key in it, an empty root, and where the client pins hosts.
  */
+import type { ChildProcess } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import type { KeyPair } from "../../src/noise/x25519.ts";
@@ -33,4 +34,16 @@ export async function withListenerSetup(body: (s: ListenerSetup) => Promise<void
 /** What clientSync needs to reach a listener on 127.0.0.1. */
 export function serverOf(listener: { port: number }) {
   return { listener: { port: listener.port, address: `127.0.0.1:${listener.port}` } };
+}
+
+/** Resolves with the exit code of `child` (an `ssync listen`), rejects after `ms`. */
+export function exitOf(child: ChildProcess, ms: number): Promise<number | null> {
+  return new Promise((resolve, reject) => {
+    if (child.exitCode !== null) return resolve(child.exitCode);
+    const timer = setTimeout(() => reject(new Error(`ssync listen did not exit within ${ms} ms`)), ms);
+    child.once("exit", (code) => {
+      clearTimeout(timer);
+      resolve(code);
+    });
+  });
 }
