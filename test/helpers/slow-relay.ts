@@ -4,11 +4,15 @@
  * backs up). Bytes pass unchanged and in order.
  *
  * Pacing: after each chunk read from one side, that side is paused until the chunk's time at
- * `bytesPerSecond` has passed (since the direction's first byte), and while the other side's
- * socket is past its high-water mark. So the relay holds at most a chunk per direction, and
- * the kernel buffers in front of it fill up as on a slow link.
+ * `bytesPerSecond` has passed, and while the other side's socket is past its high-water mark.
+ * So the relay holds at most a chunk per direction, and the kernel buffers in front of it fill
+ * up as on a slow link. Idle time earns at most BURST_MS of credit: a direction quiet for a
+ * while (the handshake, then hashing before the first DATA) does not then pass a burst at
+ * full speed.
  */
 import { connect, createServer, type Server, type Socket } from "node:net";
+
+const BURST_MS = 20;
 
 export interface SlowRelayOptions {
   /** Client → listener rate. */
@@ -55,8 +59,8 @@ export class SlowRelay implements AsyncDisposable {
   }
 
   #pipe(from: Socket, to: Socket, o: { rate: number; count: (n: number) => void }): void {
-    let started: number | undefined;
-    let carried = 0;
+    /** When the bytes carried so far are due to have passed, at the rate. */
+    let due = -Infinity;
     let waits = 0; // reasons `from` is paused: a pacing delay, a full `to`
     const hold = () => {
       if (waits++ === 0) from.pause();
@@ -65,20 +69,20 @@ export class SlowRelay implements AsyncDisposable {
       if (--waits === 0 && !from.destroyed) from.resume();
     };
     from.on("data", (chunk: Buffer) => {
-      started ??= performance.now();
-      carried += chunk.length;
+      const now = performance.now();
+      due = Math.max(due, now - BURST_MS) + (chunk.length / o.rate) * 1000;
       o.count(chunk.length);
       if (!to.write(chunk)) {
         hold();
         to.once("drain", letGo);
       }
-      const due = started + (carried / o.rate) * 1000 - performance.now();
-      if (Number.isFinite(due) && due > 1) {
+      const wait = due - now;
+      if (Number.isFinite(wait) && wait > 1) {
         hold();
         const timer = setTimeout(() => {
           this.#timers.delete(timer);
           letGo();
-        }, due);
+        }, wait);
         this.#timers.add(timer);
       }
     });
