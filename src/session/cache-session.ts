@@ -22,8 +22,7 @@
  * `peer` knows.
  */
 import { DIGEST_SIZE, type HashAlgorithm } from "../../protocol/constants.ts";
-import { libc } from "../platform/libc.ts";
-import { type CacheEntry, type CacheWriter, identityOf, sameIdentity, type SignatureCache } from "../storage/signature-cache.ts";
+import { type CacheEntry, type CacheWriter, identityOf, preciseTimes, sameIdentity, type SignatureCache } from "../storage/signature-cache.ts";
 import type { Storage } from "../storage/storage.ts";
 import { equalBytes } from "../util/equal-bytes.ts";
 
@@ -37,8 +36,6 @@ export interface CachePolicy {
 /** The default --cache-max-age: a week. */
 export const DEFAULT_CACHE_MAX_AGE_MS = 7 * 24 * 3600 * 1000;
 
-/** Deno's node:fs rounds ctime to whole seconds: without statx (FFI) there, no identity is trusted. */
-const preciseTimes = libc !== null || !("Deno" in globalThis);
 
 export interface CacheBegin {
   /** The resolved path the entry is kept under. */

@@ -30,6 +30,7 @@ import { open as openFile, type FileHandle } from "node:fs/promises";
 import nodePath from "node:path";
 import process from "node:process";
 import { DIGEST_SIZE, HASH_KEY_SIZE, HashCode, type HashAlgorithm } from "../../protocol/constants.ts";
+import { libc } from "../platform/libc.ts";
 import { fileStamp } from "./file-stamp.ts";
 import { syncDirectory } from "./journaled-storage.ts";
 import type { Storage } from "./storage.ts";
@@ -64,6 +65,9 @@ export interface EntryHeader {
   readonly blocks: number;
   readonly path: string;
 }
+
+/** Deno's node:fs rounds ctime to whole seconds: without statx (FFI) there, no identity is trusted. */
+export const preciseTimes: boolean = libc !== null || !("Deno" in globalThis);
 
 /** The identity of the file behind `store` now: its descriptor's device and inode, size and times (ns). */
 export function identityOf(store: Storage): Promise<FileIdentity> {
