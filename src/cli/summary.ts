@@ -146,7 +146,7 @@ export function formatSummary(s: Summary): string {
   const lines = [
     `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.sessionRootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
     `  compared  ${bytes(s.bytesCompared)} in ${s.seconds} s (${s.throughputMBps} MB/s)`,
-    `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}`,
+    `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}${s.destinationCacheUsed ? " (it answered from its signature cache)" : ""}`,
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}${onWire}), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
