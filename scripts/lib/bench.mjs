@@ -282,7 +282,7 @@ function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false
       prepare: async () => {
         const ctx = await withListener(null, "127.0.0.1")();
         const primed = await ssyncJson(rt, ["push", "--json", "--accept-new", f(primeCache), `${ctx.listener.remote}:${dst}`], { env: trust.clientEnv });
-        if (primed.summary.identical !== true) throw new Error("priming the cache row: the destination was not the old image");
+        if (primed.summary.blocksSent !== 0 || primed.summary.zeroBytesSent !== 0) throw new Error("priming the cache row: the destination was not the old image");
         return ctx;
       },
       run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", f(src), `${to}:${dst}`], { env: trust.clientEnv }),
