@@ -178,6 +178,25 @@ function touchStamp(ns: bigint): string {
 }
 
 describe("signature cache", () => {
+  test("codec: OPEN_CACHE_KEY and CAP_CACHE_KEY with its 32-byte key after any METADATA trailer, exact lengths", () => {
+    const key = new Uint8Array(32).map((_, i) => i + 1);
+    const ok: OpenOkMessage = { type: "OPEN_OK", cookie: 7, size: 4096, zstd: true, kind: "file", metadata: { mode: 0o644 }, cacheKey: key };
+    const rec = encode(ok);
+    assert.deepEqual(decode(rec), ok);
+    assert.equal(rec.length, 32 + 13 + 28 + 32);
+    const bare = encode({ type: "OPEN_OK", cookie: 7, size: 4096, zstd: true, kind: "file" });
+    assert.equal(decode(bare).type === "OPEN_OK" && (decode(bare) as OpenOkMessage).cacheKey, undefined);
+    // The capability without its key (the payload 32 bytes short): a violation.
+    const cut = rec.slice(0, rec.length - 32);
+    new DataView(cut.buffer).setUint32(24, cut.length - 32);
+    assert.throws(() => decode(cut), /OPEN_OK/);
+    const open = encode({
+      type: "OPEN", cookie: 1, version: 1, mode: "push", hash: "poly1305", blockSize: BLOCK, dryRun: false, clientZstd: true,
+      cacheKey: true, size: 1, key, name: "vm.img",
+    });
+    assert.equal((decode(open) as { cacheKey?: boolean }).cacheKey, true);
+  });
+
   test("a second push of an image with 1% changed reads nothing at the destination and is identical; so is the third", { timeout: 60_000 }, async () => {
     await withFixture(async (f) => {
       const first = await push(f);
