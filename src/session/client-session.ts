@@ -306,11 +306,10 @@ async function openRequest(conn: ClientConnection, open: Omit<OpenMessage, "type
     return await conn.request<"OPEN">({ type: "OPEN", ...open });
   } catch (e) {
     if (!(e instanceof IncompleteSyncError) || (open.metadata === undefined && !open.cacheKey)) throw e;
+    // A loss right at OPEN is still a loss (a rerun may complete it); the hint covers an older listener.
     if (open.metadata === undefined) {
-      throw new ErrnoError(
-        "EPROTO",
-        `Cannot ${open.mode} ${open.name}: the listener closed the connection when offered its signature cache's key ` +
-          `(${e.message}); a listener that predates the signature cache does that; update it, or pass --no-cache`,
+      throw new IncompleteSyncError(
+        `${e.message}; if the listener predates the signature cache (it closes the connection on OPEN_CACHE_KEY), update it or pass --no-cache`,
         { cause: e },
       );
     }
