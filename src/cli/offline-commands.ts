@@ -18,7 +18,7 @@
 import fs from "node:fs";
 import { join } from "node:path";
 import type { CAC } from "cac";
-import { decodeUpdateHeader, encodeUpdateHeader, UPDATE_HEADER_SIZE } from "../../protocol/offline-format.ts";
+import { decodeUpdateHeader, encodeUpdateHeader, OfflineFormatError, UPDATE_HEADER_SIZE } from "../../protocol/offline-format.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { ChunkOpener, ChunkSealer, ephemeralKeyPair, recipientKey, senderKey } from "../noise/sealed-stream.ts";
 import type { KeyPair } from "../noise/x25519.ts";
@@ -176,6 +176,8 @@ async function diffCommand(
   const input = SequentialReader.open(sigPath);
   try {
     return await diffFrom(input, src, sigPath, { out, sender, flags, signal });
+  } catch (e) {
+    throw e instanceof OfflineFormatError ? new OfflineFormatError(`Cannot read signature ${sigPath}: ${e.message}; no update was written`, { cause: e }) : e;
   } finally {
     await input[Symbol.asyncDispose]();
   }
@@ -247,6 +249,8 @@ async function applyCommand(update: string, dst: string, flags: { key?: string; 
   const input = SequentialReader.open(update);
   try {
     return await applyFrom(input, update, dst, { flags, lockWaitMs, signal });
+  } catch (e) {
+    throw e instanceof OfflineFormatError ? new OfflineFormatError(`Cannot apply ${update}: ${e.message}; ${dst} is unchanged`, { cause: e }) : e;
   } finally {
     await input[Symbol.asyncDispose]();
   }

@@ -67,7 +67,7 @@ export class SignatureReader {
     try {
       return decodeRuns(runs, rangeBlocks(k, h.size, h.blockSize), `signature range ${k}`);
     } catch (e) {
-      if (e instanceof ProtocolError) throw new OfflineFormatError(`${this.#in.path}: ${e.message}`);
+      if (e instanceof ProtocolError) throw new OfflineFormatError(e.message);
       throw e;
     }
   }
@@ -76,8 +76,8 @@ export class SignatureReader {
   async finish(): Promise<Uint8Array> {
     const root = await this.#take(DIGEST_SIZE, "its trailer");
     const sum = await this.#in.need(SIGNATURE_TRAILER_SIZE - DIGEST_SIZE, "its trailer");
-    if (!equalBytes(new Uint8Array(this.#sum.digest()), sum)) throw new OfflineFormatError(`${this.#in.path} is damaged: its checksum does not match`);
-    if (!(await this.#in.atEnd())) throw new OfflineFormatError(`${this.#in.path} goes on after its trailer`);
+    if (!equalBytes(new Uint8Array(this.#sum.digest()), sum)) throw new OfflineFormatError("it is damaged: its checksum does not match");
+    if (!(await this.#in.atEnd())) throw new OfflineFormatError("it goes on after its trailer");
     return root;
   }
 

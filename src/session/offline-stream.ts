@@ -76,14 +76,14 @@ export class SealedReader {
   /** True once the last chunk is consumed; then the file must end too. */
   async atEnd(): Promise<boolean> {
     if (this.#at < this.#plain.length || !this.#opener.ended) return false;
-    if (!(await this.#in.atEnd())) throw new OfflineFormatError(`${this.#in.path} goes on after its last chunk`);
+    if (!(await this.#in.atEnd())) throw new OfflineFormatError("it goes on after its last chunk");
     return true;
   }
 
   async #next(what: string): Promise<void> {
-    if (this.#opener.ended) throw new OfflineFormatError(`${this.#in.path}: ${what} runs past the last chunk`);
+    if (this.#opener.ended) throw new OfflineFormatError(`${what} runs past the last chunk`);
     const w = await this.#in.readExact(CHUNK_WORD_SIZE, "a chunk");
-    if (w === null) throw new OfflineFormatError(`${this.#in.path} ends before its last chunk: the file is truncated`);
+    if (w === null) throw new OfflineFormatError("it ends before its last chunk: the file is truncated");
     const word = new DataView(w.buffer).getUint32(0);
     const { length } = decodeChunkWord(word);
     const body = await this.#in.need(length, "a chunk");

@@ -104,7 +104,7 @@ export class SequentialReader implements AsyncDisposable {
 }
 
 function truncated(path: string, what: string): Error {
-  return new OfflineFormatError(`${path} ends inside ${what}: the file is truncated`);
+  return new OfflineFormatError(`it ends inside ${what}: the file is truncated (${path})`);
 }
 
 export class SequentialWriter implements AsyncDisposable {
