@@ -167,6 +167,8 @@ describe("offline: signature → diff → apply", () => {
       assert.equal(await contentHash(dst), await contentHash(src), "byte-identical");
       assert.ok(allocatedBytesOf(dst) <= srcAllocated + 64 * KiB, `sparse: ${allocatedBytesOf(dst)} allocated, the source ${srcAllocated}`);
       assert.equal(a.bytesRead, s.bytesRead, "the destination is read once, along its extents");
+      assert.equal(a.bytesWritten, d.bytesSent, "only the differing blocks are written");
+      assert.equal(a.bytesPunched, 2 * MiB, "the ZERO range is punched, not written");
       assert.ok(!fs.existsSync(journalBeside(dst)), "no journal left");
 
       const again = ok(await apply(m, update, dst), "apply again");
