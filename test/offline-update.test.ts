@@ -7,7 +7,8 @@
  *    read once along its extents, a dry run that changes nothing, a rerun that finds it applied.
  * 2. Refusals, each leaving the destination byte-identical and no journal: a flipped byte in
  *    the clear header, in the first, a middle and the last chunk, in a chunk word and in the
- *    last tag; truncations; an update sealed for another machine's key; one made against an
+ *    last tag; chunks swapped, dropped or spliced in from another update; bytes after the end;
+ *    truncations; an update sealed for another machine's key; one made against an
  *    older state of the destination; one from a sender not in authorized_keys (and one that
  *    is read-only there); a diff whose signature's key is not trusted.
  * 3. kill -9 during apply (SSYNC_TEST_CRASH, src/storage/crash-point.ts), before and after
@@ -15,6 +16,7 @@
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 import { execFileSync } from "node:child_process";
 import crypto from "node:crypto";
 import fs from "node:fs";
@@ -236,7 +238,17 @@ describe("offline: refusals leave the destination untouched", () => {
       const size = fs.statSync(u.update).size;
       const middle = chunks[Math.floor(chunks.length / 2)];
       const last = chunks.at(-1)!;
-      const cases: { name: string; flip?: number; mask?: number; cut?: number; code: number; error: RegExp }[] = [
+      // A second update of the same change, sealed anew (another ephemeral key): its chunks must not splice in.
+      const second = path.join(m.dir, "second.ssync");
+      ok(await diff(m, u.src, u.sig, second), "a second diff");
+      const other = fs.readFileSync(second);
+      assert.deepEqual(chunkOffsets(second), chunks, "both updates cut their chunks alike");
+      const chunk = (b: Buffer, k: number) => b.subarray(chunks[k], chunks[k + 1]);
+      const cases: { name: string; flip?: number; mask?: number; cut?: number; edit?: (b: Buffer) => Buffer; code: number; error: RegExp }[] = [
+        { name: "two chunks swapped", edit: (b) => Buffer.concat([b.subarray(0, chunks[1]), chunk(b, 2), chunk(b, 1), b.subarray(chunks[3])]), code: 1, error: /chunk 1 fails to authenticate/ },
+        { name: "a chunk of another update spliced in", edit: (b) => Buffer.concat([b.subarray(0, chunks[1]), chunk(other, 1), b.subarray(chunks[2])]), code: 1, error: /chunk 1 fails to authenticate/ },
+        { name: "a chunk dropped", edit: (b) => Buffer.concat([b.subarray(0, chunks[1]), b.subarray(chunks[2])]), code: 1, error: /chunk 1 fails to authenticate/ },
+        { name: "bytes after the last chunk", edit: (b) => Buffer.concat([b, Buffer.from([0])]), code: 1, error: /after its last chunk/ },
         { name: "magic", flip: 0, code: 1, error: /not an ssync update/ },
         { name: "recipient key", flip: 12 + 5, code: 5, error: /sealed for/ },
         { name: "sender key", flip: 44 + 5, code: 5, error: /not in/ },
@@ -258,7 +270,7 @@ describe("offline: refusals leave the destination untouched", () => {
         copySparse(u.dst, dst);
         const b = fs.readFileSync(u.update);
         if (c.flip !== undefined) b[c.flip] ^= c.mask ?? 0x01;
-        fs.writeFileSync(bad, c.cut !== undefined ? b.subarray(0, c.cut) : b);
+        fs.writeFileSync(bad, c.edit ? c.edit(b) : c.cut !== undefined ? b.subarray(0, c.cut) : b);
         const r = await apply(m, bad, dst);
         assert.equal(r.code, c.code, `${c.name}: exit ${r.code}: ${r.stderr}`);
         assert.match(r.stderr, c.error, `${c.name}: ${r.stderr}`);
