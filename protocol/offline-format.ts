@@ -195,9 +195,10 @@ export function decodeChunkWord(word: number): { last: boolean; length: number }
   return { last: (word & CHUNK_LAST_FLAG) !== 0, length };
 }
 
-export function encodeRecord(r: UpdateRecord): Uint8Array {
+/** A record as its header and its payload (DATA's is the caller's bytes, not copied). */
+export function encodeRecordParts(r: UpdateRecord): [Uint8Array, Uint8Array] {
   const payload = r.type === "INFO" ? encodeInfo(r.info) : r.type === "DATA" ? r.payload : r.type === "END" ? new Uint8Array([...r.rootBefore, ...r.rootAfter]) : new Uint8Array(0);
-  const out = new Uint8Array(UPDATE_RECORD_HEADER_SIZE + payload.length);
+  const out = new Uint8Array(UPDATE_RECORD_HEADER_SIZE);
   const v = view(out);
   out[0] = UpdateRecordCode[r.type];
   out[1] = r.type === "DATA" && r.zstd ? UPDATE_FLAG_ZSTD : 0;
@@ -216,8 +217,7 @@ export function encodeRecord(r: UpdateRecord): Uint8Array {
     default:
       throw new TypeError(`unknown record ${(r satisfies never as UpdateRecord).type}`);
   }
-  out.set(payload, UPDATE_RECORD_HEADER_SIZE);
-  return out;
+  return [out, payload];
 }
 
 /** A record header: what follows it is `payloadLength` bytes (checked ≤ MAX_DATA_LENGTH here, before the caller reads them). */

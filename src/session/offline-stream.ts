@@ -8,7 +8,7 @@
  * whatever the file's size; a record's length is checked before its payload is read; a
  * reader is at its end only after the chunk marked last, at the end of the file.
  */
-import { CHUNK_WORD_SIZE, decodeChunkWord, decodeRecord, decodeRecordHead, encodeRecord, OfflineFormatError, UPDATE_CHUNK_SIZE, UPDATE_RECORD_HEADER_SIZE, type UpdateRecord } from "../../protocol/offline-format.ts";
+import { CHUNK_WORD_SIZE, decodeChunkWord, decodeRecord, decodeRecordHead, encodeRecordParts, OfflineFormatError, UPDATE_CHUNK_SIZE, UPDATE_RECORD_HEADER_SIZE, type UpdateRecord } from "../../protocol/offline-format.ts";
 import type { ChunkOpener, ChunkSealer } from "../noise/sealed-stream.ts";
 import type { SequentialReader, SequentialWriter } from "../storage/offline-file.ts";
 
@@ -24,7 +24,9 @@ export class SealedWriter {
   }
 
   async record(r: UpdateRecord): Promise<void> {
-    await this.#push(encodeRecord(r));
+    const [head, payload] = encodeRecordParts(r);
+    await this.#push(head);
+    await this.#push(payload);
   }
 
   /** Seals what is buffered as the last chunk (the END record is in it: never empty). */
