@@ -13,6 +13,7 @@
  * a new code may be added, an existing one never changes meaning).
  */
 import { ProtocolError } from "../../protocol/codec.ts";
+import { OfflineFormatError } from "../../protocol/offline-format.ts";
 import {
   AuthenticationError,
   ConfigError,
@@ -78,8 +79,8 @@ const ERRNO_CODES: Record<string, string> = {
 
 /**
  * The stable error.code of --json: usage, config, auth, mismatch, source-changed,
- * interrupted, connection-lost, protocol, busy, not-found, permission, read-only, no-space,
- * too-large, network, io, failed. Consistent with exitCodeOf (each code has one exit code).
+ * interrupted, connection-lost, protocol, corrupt (an offline file: damaged, forged,
+ * truncated), busy, not-found, permission, read-only, no-space, too-large, network, io, failed. Consistent with exitCodeOf (each code has one exit code).
  */
 export function errorCodeOf(e: unknown): string {
   if (e instanceof ConfigError) return "config";
@@ -91,6 +92,7 @@ export function errorCodeOf(e: unknown): string {
   if (e instanceof InterruptedError) return "interrupted";
   if (e instanceof IncompleteSyncError) return "connection-lost";
   if (e instanceof ProtocolError) return "protocol";
+  if (e instanceof OfflineFormatError) return "corrupt";
   if (e instanceof ErrnoError) return ERRNO_CODES[e.code] ?? "io";
   return "failed";
 }

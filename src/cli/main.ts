@@ -22,13 +22,14 @@ import { printSummary, runSyncCommand } from "./sync-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerKnownHostsCommand } from "./known-hosts-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
+import { OFFLINE_COMMANDS, registerOfflineCommands } from "./offline-commands.ts";
 import { registerPushCommand } from "./push-command.ts";
 import { registerPullCommand } from "./pull-command.ts";
 import { registerRecoverCommand } from "./recover-command.ts";
 import { versionText } from "./version.ts";
 
 /** The commands that sync, and so run under an Interrupt. */
-const CLIENT_COMMANDS = new Set(["sync", "push", "pull"]);
+const CLIENT_COMMANDS = new Set(["sync", "push", "pull", ...OFFLINE_COMMANDS]);
 
 export async function main(argv: string[]): Promise<number> {
   const cli = cac("ssync");
@@ -59,6 +60,7 @@ export async function main(argv: string[]): Promise<number> {
   registerPushCommand(cli, (r) => (run = r));
   registerPullCommand(cli, (r) => (run = r));
   registerRecoverCommand(cli, (r) => (run = r));
+  registerOfflineCommands(cli, (r) => (run = r));
 
   cli.help((sections) => helpSections(sections, CLIENT_COMMANDS.has(cli.matchedCommandName ?? "") || !cli.matchedCommand));
   cli.option("-V, --version", "Print the version, the runtime and the commit it was built from");
