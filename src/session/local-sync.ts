@@ -47,10 +47,12 @@ export interface LocalSyncOptions {
   metadata?: MetadataWanted;
   /** The destination may lose data past the source's size (--allow-shrink). */
   allowShrink?: boolean;
+  /** The source as a folder walk found it: opened only if it is still that file (open-source.ts). */
+  sourceIdentity?: { dev: bigint; ino: bigint };
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
-  const source = await abortable(openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs }), options.signal, {
+  const source = await abortable(openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs, identity: options.sourceIdentity }), options.signal, {
     discard: (late) => late[Symbol.asyncDispose](),
   });
   try {
