@@ -61,7 +61,7 @@ export async function main(argv: string[]): Promise<number> {
           printSummary(await runSyncCommand(src, dst, configured, { signal }), configured);
           return;
         }
-        const { summary, failure } = await runFolderSyncCommand(src, dst, configured, { signal });
+        const { summary, failure } = await runFolderSyncCommand(src, dst, configured, { signal, argv });
         printFolderSummary(summary, configured);
         if (failure) throw failure;
       };

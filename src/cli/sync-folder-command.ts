@@ -15,8 +15,10 @@ import { TreeProgress } from "../session/tree-progress.ts";
 import { syncTree } from "../session/tree-sync.ts";
 import { storageError } from "../storage/storage-error.ts";
 import { abortable } from "../util/abortable.ts";
-import { UsageError } from "../util/errors.ts";
-import { PathFilter } from "../util/path-filter.ts";
+import { ErrnoError, UsageError } from "../util/errors.ts";
+import { filterRules, PathFilter } from "../util/path-filter.ts";
+import { openForClient, type OpenPolicy } from "../listener/open-for-client.ts";
+import type { OpenRequest } from "../session/server-session.ts";
 import { describeSettings, type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
 import { describeError } from "./exit-code.ts";
 import { type FolderSummary, formatFolderSummary, summarizeFolder } from "./folder-summary.ts";
@@ -65,35 +67,83 @@ export function isFolderSync(src: string, dst: string, flags: FolderFlags): bool
   return false;
 }
 
-/** The real path of `p`, or of its parent joined with its name when it does not exist yet. */
-function realPath(p: string): string {
+/** The device and inode of the folder `path` and of every folder above it, by ".." (not by name). */
+function folderChain(path: string): { dev: bigint; ino: bigint }[] {
+  const C = fs.constants;
+  const chain: { dev: bigint; ino: bigint }[] = [];
+  let fd = fs.openSync(path, C.O_RDONLY | C.O_DIRECTORY);
   try {
-    return fs.realpathSync(p);
-  } catch {
-    return nodePath.join(fs.realpathSync(nodePath.dirname(nodePath.resolve(p))), nodePath.basename(p));
+    for (;;) {
+      const st = fs.fstatSync(fd, { bigint: true });
+      chain.push({ dev: st.dev, ino: st.ino });
+      const up = fs.openSync(`/proc/self/fd/${fd}/..`, C.O_RDONLY | C.O_DIRECTORY);
+      const upSt = fs.fstatSync(up, { bigint: true });
+      fs.closeSync(fd);
+      fd = up;
+      if (upSt.dev === st.dev && upSt.ino === st.ino) return chain; // "/" is its own parent
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The folder chain of `p`, or of its nearest existing folder when it does not exist yet. */
+function chainOf(p: string): { dev: bigint; ino: bigint }[] {
+  for (let at = nodePath.resolve(p);; at = nodePath.dirname(at)) {
+    try {
+      return folderChain(at);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "ENOENT" || at === "/") throw e;
+    }
   }
 }
 
 /**
  * SRC and DST must be apart: a DST inside SRC would be walked as source while it is filled,
- * and --delete into a DST that holds SRC would remove the source.
+ * and --delete into a DST that holds SRC would remove the source. Decided by device and inode
+ * of the folders above each (whatever names, links, bind mounts or ".." lead there); a
+ * bind mount of one inside the other is refused by the walks (tree-walk.ts `forbidden`).
  */
 function refuseNested(src: string, dst: string): void {
-  let s: string;
-  let d: string;
-  try {
-    s = fs.realpathSync(src);
-    d = realPath(dst);
-  } catch {
-    return; // a missing name: the walk or mkdir says so
+  const s = chainOf(src);
+  const d = chainOf(dst);
+  const same = (a: { dev: bigint; ino: bigint }, b: { dev: bigint; ino: bigint }) => a.dev === b.dev && a.ino === b.ino;
+  const dstExists = isFolder(dst) === true;
+  if (dstExists && same(s[0], d[0])) throw new UsageError(`Cannot sync the folder ${src} into ${dst}: they are the same folder`);
+  if (d.some((x) => same(x, s[0])) || (dstExists && s.some((x) => same(x, d[0])))) {
+    throw new UsageError(`Cannot sync the folder ${src} into ${dst}: one is inside the other`);
   }
-  const inside = (a: string, b: string) => {
-    const rel = nodePath.relative(a, b);
-    return rel === "" || (!rel.startsWith("..") && !nodePath.isAbsolute(rel));
+}
+
+/**
+ * A file of the tree opened as a listener opens a client's path under its root (the same open
+ * policy: no link followed, nothing outside the root, a multiply linked file never written),
+ * its messages told in a folder sync's words.
+ */
+function treeOpener(roots: { src: string; dst: string }, o: { lockWaitMs: number; log: (m: string) => void }) {
+  const policy = (root: string): OpenPolicy => ({
+    root: fs.realpathSync(root),
+    exports: new Map(),
+    listenerReadOnly: false,
+    keyReadOnly: false,
+    pathPrefix: null,
+    lockWaitMs: o.lockWaitMs,
+    log: o.log,
+  });
+  const source = policy(roots.src);
+  let destination: OpenPolicy | undefined;
+  return async (side: "source" | "destination", req: OpenRequest) => {
+    const p = side === "source" ? source : (destination ??= policy(roots.dst));
+    try {
+      return await openForClient(req, p);
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      if (typeof err.message !== "string") throw e;
+      const shown = side === "source" ? roots.src : roots.dst;
+      const message = err.message.replaceAll("the listener's root", `the folder ${shown}`).replaceAll("the listener", "a folder sync");
+      throw err.code ? new ErrnoError(err.code, message, { cause: e }) : new Error(message, { cause: e });
+    }
   };
-  if (inside(s, d) || inside(d, s)) {
-    throw new UsageError(`Cannot sync the folder ${src} into ${dst}: ${s === d ? "they are the same folder" : "one is inside the other"}`);
-  }
 }
 
 function list(v: string | string[] | undefined): string[] {
@@ -104,7 +154,7 @@ export async function runFolderSyncCommand(
   src: string,
   dst: string,
   flags: FolderFlags,
-  hooks: SyncHooks = {},
+  hooks: SyncHooks & { argv?: readonly string[] } = {},
 ): Promise<{ summary: FolderSummary; failure?: Error }> {
   const o = engineOptions(flags);
   const owner = ownerIfRoot(o.metadata);
@@ -130,6 +180,7 @@ export async function runFolderSyncCommand(
   if (o.verbose) console.error(`ssync: sync folder ${src} -> ${dst}: ${describeSettings(o)}`);
   try {
     const report = await syncTree(src, dst, {
+      open: treeOpener({ src, dst }, { lockWaitMs: o.waitMs, log: say }),
       ...o,
       metadata: owner.wanted,
       pool,
@@ -138,13 +189,13 @@ export async function runFolderSyncCommand(
       lockWaitMs: o.waitMs,
       signal: hooks.signal,
       progress,
-      filter: new PathFilter({ include: list(flags.include), exclude: list(flags.exclude) }),
+      filter: new PathFilter(filterRules(hooks.argv ?? [], { include: list(flags.include), exclude: list(flags.exclude) })),
       delete: flags.delete === true,
       checksum: flags.checksum === true,
       note: (path, note) => say(`${path}: ${note}`),
       failed: (path, e) => console.error(`ssync: ${path}: ${describeError(localSyncError(e, o.waitMs))}`),
       afterFile: o.verify && !o.dryRun
-        ? (s, d) => abortable(verifyIdentical(s, d, { ffi: hooks.ffi }), hooks.signal)
+        ? (p) => abortable(verifyIdentical(nodePath.join(src, p), nodePath.join(dst, p), { ffi: hooks.ffi }), hooks.signal)
         : undefined,
     }).finally(stopProgress);
     for (const f of report.files) if (f.error !== undefined) (f as { error: unknown }).error = localSyncError(f.error, o.waitMs);

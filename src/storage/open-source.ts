@@ -5,7 +5,6 @@ import { blockDeviceSize } from "./block-device-size.ts";
 import { FdStorage } from "./fd-storage.ts";
 import { openFd, type OpenedFd } from "./open-fd.ts";
 import { checkReadable } from "./recover-journal.ts";
-import { storageError } from "./storage-error.ts";
 import { journalOf } from "./work-files.ts";
 
 export interface OpenSourceOptions {
@@ -15,11 +14,6 @@ export interface OpenSourceOptions {
   readonly lockWaitMs?: number;
   /** Where block devices' journals are (default: the state folder). */
   readonly journalDir?: string;
-  /**
-   * The file a walk found (its lstat's device and inode): opened O_NOFOLLOW and refused
-   * unless it is still that file, so a link or a folder swapped in since leads nowhere else.
-   */
-  readonly identity?: { readonly dev: bigint; readonly ino: bigint };
 }
 
 /**
@@ -31,12 +25,7 @@ export async function openSource(
   path: string,
   options: OpenSourceOptions = {},
 ): Promise<FdStorage> {
-  const id = options.identity;
-  const opened = openFd(path, { action: "open", flags: fs.constants.O_RDONLY | (id ? fs.constants.O_NOFOLLOW : 0) });
-  if (id && (opened.stat.dev !== id.dev || opened.stat.ino !== id.ino)) {
-    fs.closeSync(opened.fd);
-    throw storageError("open", path, { code: "EAGAIN", reason: "it was replaced since the folder was listed" });
-  }
+  const opened = openFd(path, { action: "open", flags: fs.constants.O_RDONLY });
   const store = sourceFromFd(opened, { ...options, path });
   try {
     const journal = journalOf(path, { kind: store.kind, rdev: opened.stat.rdev, journalDir: options.journalDir });

@@ -1,70 +1,145 @@
 /**
- * --include / --exclude for a folder sync: globs (node:path matchesGlob, on Node and Deno
- * alike) against paths relative to the synced folder, "/"-separated.
+ * --include / --exclude of a folder sync: rules in the order given, matched against paths
+ * relative to the synced folder ("/"-separated), rsync's way:
  *
- * The rule (order-independent, unlike rsync's first match):
- * - a path is excluded when some --exclude matches it or one of its folders, and no --include
- *   matches it or one of its folders; an --include always wins over an --exclude;
- * - a pattern without a "/" is matched against each name along the path (`*.tmp` matches
- *   a/b.tmp, `cache` matches the folder a/cache and all below it); a pattern with a "/" is
- *   matched against the path from the top (`vms/*.img`; a leading "/" is ignored); a pattern
- *   ending in "/" matches folders only (`tmp/` excludes every folder named tmp, not a file).
- * - `**` crosses folders (`vms/**` = everything under vms).
+ * 1. the FIRST rule that matches an entry decides (an --include keeps it, an --exclude leaves
+ *    it out); no rule matches: kept. So `--include 'keep.tmp' --exclude '*.tmp'` keeps
+ *    keep.tmp, and the reverse order excludes it too;
+ * 2. an excluded folder is not entered: nothing below it is synced, listed or deleted, whatever
+ *    a later rule says (to keep only *.img at any depth: `--include '*\/' --include '*.img'
+ *    --exclude '*'`);
+ * 3. a pattern without "/" (a trailing "/" aside) is matched against the entry's name, at any
+ *    depth (`*.tmp` matches a/b.tmp); a pattern with a "/" is matched against the whole path
+ *    from the top (`vms/*.img` matches vms/a.img, not x/vms/a.img; a leading "/" only says
+ *    so); a pattern ending in "/" matches folders only (`tmp/`);
+ * 4. globs (compileGlob): `*` any run of characters but "/", `?` one character but "/",
+ *    `[abc]`, `[a-z]`, `[!a-z]` / `[^a-z]` a class (never "/"), `**` any run including "/"
+ *    (`**\/` also none: `**\/cache` matches cache at the top), `\` quotes the next character.
+ *    Names starting with "." are matched like any other (no hidden-file exception, as rsync).
  */
-import nodePath from "node:path";
+import { UsageError } from "./errors.ts";
 
-interface Pattern {
-  readonly glob: string;
-  /** Matched against each name (no "/" in it) instead of each leading part of the path. */
-  readonly byName: boolean;
+export interface FilterRule {
+  readonly type: "include" | "exclude";
+  readonly pattern: string;
+}
+
+interface Rule {
+  readonly include: boolean;
+  readonly regex: RegExp;
+  /** Matched against the whole path, not the name. */
+  readonly byPath: boolean;
   readonly foldersOnly: boolean;
 }
 
-function parse(text: string): Pattern {
-  const foldersOnly = text.endsWith("/");
-  const glob = text.replace(/^\/+/, "").replace(/\/+$/, "");
-  return { glob, byName: !glob.includes("/"), foldersOnly };
+const SPECIAL = /[.*+?^${}()|[\]\\/]/g;
+
+/** The regular expression of a glob (the rules above), anchored at both ends. */
+export function compileGlob(glob: string): RegExp {
+  let out = "";
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === "\\" && i + 1 < glob.length) {
+      out += glob[++i].replace(SPECIAL, "\\$&");
+    } else if (c === "*" && glob[i + 1] === "*") {
+      const start = i === 0 || glob[i - 1] === "/";
+      i++;
+      while (glob[i + 1] === "*") i++;
+      if (start && glob[i + 1] === "/") {
+        out += "(?:.*/)?";
+        i++;
+      } else {
+        out += ".*";
+      }
+    } else if (c === "*") {
+      out += "[^/]*";
+    } else if (c === "?") {
+      out += "[^/]";
+    } else if (c === "[") {
+      const cls = charClass(glob, i);
+      if (cls === undefined) out += "\\[";
+      else {
+        out += cls.regex;
+        i = cls.end;
+      }
+    } else {
+      out += c.replace(SPECIAL, "\\$&");
+    }
+  }
+  return new RegExp(`^${out}$`, "s");
+}
+
+/** The class opened at `glob[at]` ("["): its regex and the index of its "]", or undefined when unclosed. */
+function charClass(glob: string, at: number): { regex: string; end: number } | undefined {
+  let i = at + 1;
+  const negated = glob[i] === "!" || glob[i] === "^";
+  if (negated) i++;
+  let body = "";
+  let first = true;
+  for (; i < glob.length; i++) {
+    const c = glob[i];
+    if (c === "]" && !first) return { regex: negated ? `[^/${body}]` : `(?!/)[${body}]`, end: i };
+    first = false;
+    if (c === "\\" && i + 1 < glob.length) body += "\\" + glob[++i];
+    else if (c === "-") body += "-";
+    else body += c.replace(/[\]\\^[]/g, "\\$&");
+  }
+  return undefined;
+}
+
+function compile(r: FilterRule): Rule {
+  if (r.pattern === "" || r.pattern === "/") throw new UsageError(`--${r.type} needs a pattern (got ${JSON.stringify(r.pattern)})`);
+  const foldersOnly = r.pattern.endsWith("/");
+  const anchored = r.pattern.startsWith("/");
+  const glob = r.pattern.replace(/^\/+/, "").replace(/\/+$/, "");
+  return { include: r.type === "include", regex: compileGlob(glob), byPath: anchored || glob.includes("/"), foldersOnly };
 }
 
 export class PathFilter {
-  readonly #include: Pattern[];
-  readonly #exclude: Pattern[];
+  readonly #rules: Rule[];
 
-  constructor(o: { include?: readonly string[]; exclude?: readonly string[] } = {}) {
-    this.#include = (o.include ?? []).filter((p) => p !== "").map(parse);
-    this.#exclude = (o.exclude ?? []).filter((p) => p !== "").map(parse);
+  constructor(rules: readonly FilterRule[] = []) {
+    this.#rules = rules.map(compile);
   }
 
-  /** No pattern at all: nothing is excluded. */
+  /** No rule at all: nothing is excluded. */
   get empty(): boolean {
-    return this.#include.length === 0 && this.#exclude.length === 0;
-  }
-
-  /** Whether `path` (a file, or a folder when `folder`) is left out of the sync. */
-  excludes(path: string, o: { folder?: boolean } = {}): boolean {
-    return matchesAny(this.#exclude, path, o.folder === true) && !matchesAny(this.#include, path, o.folder === true);
+    return this.#rules.length === 0;
   }
 
   /**
-   * Whether nothing under the folder `path` can be synced, so the walk need not enter it:
-   * only when it is excluded and no --include could bring back something below it.
+   * Whether the entry at `path` (a folder when `folder`) is left out: the first matching rule
+   * decides. Its folders are not looked at: an excluded folder is never entered (rule 2).
    */
-  prunes(folder: string): boolean {
-    return this.#include.length === 0 && this.excludes(folder, { folder: true });
+  excludes(path: string, o: { folder?: boolean } = {}): boolean {
+    const name = path.slice(path.lastIndexOf("/") + 1);
+    for (const r of this.#rules) {
+      if (r.foldersOnly && o.folder !== true) continue;
+      if (r.regex.test(r.byPath ? path : name)) return !r.include;
+    }
+    return false;
   }
 }
 
-/** Some pattern matches `path` itself or one of the folders leading to it. */
-function matchesAny(patterns: readonly Pattern[], path: string, isFolder: boolean): boolean {
-  if (patterns.length === 0) return false;
-  const names = path.split("/");
-  for (let i = 0; i < names.length; i++) {
-    const folder = i < names.length - 1 || isFolder;
-    const lead = names.slice(0, i + 1).join("/");
-    for (const p of patterns) {
-      if (p.foldersOnly && !folder) continue;
-      if (nodePath.posix.matchesGlob(p.byName ? names[i] : lead, p.glob)) return true;
+/**
+ * The rules of a command line in their order (cac keeps --include and --exclude apart):
+ * `argv` is scanned for them; the values cac parsed must be those, else (a config file's,
+ * say) they follow as includes, then excludes.
+ */
+export function filterRules(argv: readonly string[], parsed: { include: readonly string[]; exclude: readonly string[] }): FilterRule[] {
+  const rules: FilterRule[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--") break;
+    for (const type of ["include", "exclude"] as const) {
+      if (a === `--${type}` && i + 1 < argv.length) rules.push({ type, pattern: argv[++i] });
+      else if (a.startsWith(`--${type}=`)) rules.push({ type, pattern: a.slice(type.length + 3) });
     }
   }
-  return false;
+  const same = (type: FilterRule["type"], want: readonly string[]) => {
+    const got = rules.filter((r) => r.type === type).map((r) => r.pattern);
+    return got.length === want.length && got.every((p, i) => p === want[i]);
+  };
+  if (same("include", parsed.include) && same("exclude", parsed.exclude)) return rules;
+  return [...parsed.include.map((pattern) => ({ type: "include" as const, pattern })), ...parsed.exclude.map((pattern) => ({ type: "exclude" as const, pattern }))];
 }
