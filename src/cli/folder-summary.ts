@@ -66,6 +66,9 @@ export interface FolderSummary {
   bytesWritten: number;
   holeBytesPunched: number;
   seconds: number;
+  /** --verify was asked (and this is no dry run). */
+  verifyRequested: boolean;
+  /** Every file of the set re-read and found equal (a quick-check file is not read: then false). */
   verified: boolean;
   files: FolderFileSummary[];
   skipped: { path: string; kind: string; note: string }[];
@@ -139,6 +142,7 @@ export function summarizeFolder(r: TreeReport, names: { source: string; destinat
     bytesWritten: sum("bytesWritten"),
     holeBytesPunched: sum("holeBytesPunched"),
     seconds: Math.round(r.seconds * 1000) / 1000,
+    verifyRequested: names.verified,
     // Every file of the set re-read and equal; a quick-check file is not read, so never verified.
     verified: names.verified && failure === undefined && verifiedCount === files.length,
     files,
@@ -158,7 +162,7 @@ export function formatFolderSummary(s: FolderSummary): string {
   return [
     `${dry ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${c.files} files, ${c.synced} ${dry ? "would change" : "synced"}, ${c.identical} identical, ` +
     `${c.quickCheck} skipped by the quick check (size and mtime), ${c.failed} failed` +
-    (s.verified || c.verified > 0 ? `; ${c.verified} verified${c.quickCheck > 0 ? ` (the ${c.quickCheck} skipped by the quick check were not read, so not verified)` : ""}` : ""),
+    (s.verifyRequested ? `; ${c.verified} verified${c.quickCheck > 0 ? ` (the ${c.quickCheck} skipped by the quick check were not read, so not verified)` : ""}` : ""),
     `  compared  ${bytes(s.bytesCompared)} in ${s.seconds} s`,
     `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}`,
     `  ${(dry ? "would send" : "sent").padEnd(9)} ${bytes(s.dataBytesSent)}; wrote ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,
