@@ -10,6 +10,7 @@
  */
 import process from "node:process";
 import { cac } from "cac";
+import { MAX_TREE_ENTRIES } from "../storage/tree-entry.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { FilesFailedError, UsageError } from "../util/errors.ts";
 import { configuredFlags, loadConfig } from "./config-file.ts";
@@ -45,12 +46,13 @@ export async function main(argv: string[]): Promise<number> {
 
   withEngineOptions(
     cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices; folders as SRC/ DST/)"),
-  ).option("--include <glob>", "Folder sync: sync the paths it matches even when an --exclude matches (repeatable; see README)")
-    .option("--exclude <glob>", "Folder sync: leave out the paths it matches, relative to SRC/ (repeatable; `*.tmp`, `cache/`, `vms/**`)")
-    .option("--delete", "Folder sync: remove what DST/ holds and SRC/ does not (not excluded paths); with -n, list it")
+  ).option("--include <glob>", "Folder sync: keep the paths it matches (repeatable; with --exclude, the first matching rule wins, as rsync; see README)")
+    .option("--exclude <glob>", "Folder sync: leave out the paths it matches, relative to SRC/; an excluded folder is not entered (repeatable; `*.tmp`, `cache/`, `vms/**`)")
+    .option("--delete", "Folder sync: remove what DST/ holds and SRC/ does not (not excluded paths), only if no file failed; with -n, list it")
     .option("--checksum", "Folder sync: compare every file, even those whose size and mtime match (no quick check)")
     .example("  ssync sync vm.img /backup/vm.img        # first copy and incremental sync alike")
     .example("  ssync sync --delete /var/lib/libvirt/images/ /mnt/backup/images/   # a folder: both names end with /")
+    .example(`  (a folder sync lists at most ${MAX_TREE_ENTRIES} entries a side; links are never followed on either side)`)
     .example("  ssync sync -n --json vm.img /backup/vm.img")
     .example("  ssync sync --verify /dev/vg0/vm /dev/vg1/vm-copy")
     .action((src: string, dst: string, flags: FolderFlags) => {
