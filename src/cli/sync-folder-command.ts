@@ -193,7 +193,7 @@ export async function runFolderSyncCommand(
       delete: flags.delete === true,
       checksum: flags.checksum === true,
       note: (path, note) => say(`${path}: ${note}`),
-      failed: (path, e) => console.error(`ssync: ${path}: ${describeError(localSyncError(e, o.waitMs))}`),
+      failed: (path, e, how) => console.error(`ssync: ${path}: ${describeError(how?.removal ? e : localSyncError(e, o.waitMs))}`),
       afterFile: o.verify && !o.dryRun
         ? (p) => abortable(verifyIdentical(nodePath.join(src, p), nodePath.join(dst, p), { ffi: hooks.ffi }), hooks.signal)
         : undefined,

@@ -46,8 +46,8 @@ export interface TreeSyncOptions extends Omit<LocalSyncOptions, "progress" | "op
   progress?: TreeProgress;
   /** Told, as it happens, each entry skipped or kept and why. */
   note?: (path: string, note: string) => void;
-  /** Told, as it happens, each file that failed (a removal too). */
-  failed?: (path: string, error: unknown) => void;
+  /** Told, as it happens, each file that failed (a folder not made, a removal: `removal`). */
+  failed?: (path: string, error: unknown, o?: { removal?: boolean }) => void;
   /** After a file's sync committed (--verify runs here); a throw fails that file. */
   afterFile?: (path: string) => Promise<unknown>;
   /** Default MAX_TREE_ENTRIES per side. */
@@ -253,7 +253,7 @@ async function remove(dst: string, removals: readonly TreeAction[], c: { o: Tree
       }
     } catch (error) {
       c.report.deleteFailures.push({ path: a.path, error });
-      c.o.failed?.(a.path, error);
+      c.o.failed?.(a.path, error, { removal: true });
     }
   }
 }
