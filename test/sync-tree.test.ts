@@ -524,6 +524,9 @@ describe("ssync sync SRC/ DST/: what the review found", { timeout: 300_000 }, ()
       assert.deepEqual([...r.files.keys()].sort(), ["a.img", "d/e.img", "keep.tmp"]);
       assert.equal(fs.existsSync(path.join(dst, "cache")), false, "an excluded folder is not made");
       assert.equal((r.o.counts as Record<string, number>).excluded, 3, "x.tmp, .hidden.tmp, cache/");
+      const reversed = await sync(dir, ["--exclude", "*.tmp", "--include", "keep.tmp", `${src}/`, `${path.join(dir, "dst2")}/`]);
+      assert.equal(reversed.code, 0, reversed.stderr);
+      assert.equal(reversed.files.has("keep.tmp"), false, "the first match wins: the later --include comes too late");
     });
   });
 
