@@ -178,9 +178,10 @@ export async function runFolderSyncCommand(
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
   const stopProgress = showProgress(progress, { format, local: true, phase: "sync", signal: hooks.signal });
   if (o.verbose) console.error(`ssync: sync folder ${src} -> ${dst}: ${describeSettings(o)}`);
+  const open = treeOpener({ src, dst }, { lockWaitMs: o.waitMs, log: say });
   try {
     const report = await syncTree(src, dst, {
-      open: treeOpener({ src, dst }, { lockWaitMs: o.waitMs, log: say }),
+      open,
       ...o,
       metadata: owner.wanted,
       pool,
@@ -195,7 +196,12 @@ export async function runFolderSyncCommand(
       note: (path, note) => say(`${path}: ${note}`),
       failed: (path, e, how) => console.error(`ssync: ${path}: ${describeError(how?.removal ? e : localSyncError(e, o.waitMs))}`),
       afterFile: o.verify && !o.dryRun
-        ? (p) => abortable(verifyIdentical(nodePath.join(src, p), nodePath.join(dst, p), { ffi: hooks.ffi }), hooks.signal)
+        ? (p) => {
+          // Both re-read as they were written: through descriptors pinned from the roots.
+          const [a, b] = [nodePath.join(src, p), nodePath.join(dst, p)];
+          const read = (name: string) => open(name === a ? "source" : "destination", { name: p, mode: "pull", dryRun: true, inplace: false });
+          return abortable(verifyIdentical(a, b, { ffi: hooks.ffi, open: read }), hooks.signal);
+        }
         : undefined,
     }).finally(stopProgress);
     for (const f of report.files) if (f.error !== undefined) (f as { error: unknown }).error = localSyncError(f.error, o.waitMs);
