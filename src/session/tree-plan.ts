@@ -18,6 +18,10 @@
  *    below it is removed too. Nothing is removed below a folder the source could not list or
  *    has as something else than a folder.
  *
+ * Both lists must be in pre-order (each folder before its contents; tree-walk.ts's order, and
+ * LIST's), each path once. Entries without the local fields (mode, owner, pending: a list that
+ * crossed the wire) are planned without them: no attribute check, no pending check.
+ *
  * Invariants: an entry with an `error` is never taken for absent; "delete"/"rmdir" name only
  * destination entries absent from the source, not excluded, with every folder above them
  * either present in both as readable folders or absent from the source itself; the executor
