@@ -9,6 +9,10 @@
  *      rerunning the same command completes it
  *   5  authentication: unknown or changed host key, key not authorized, pairing refused
  *
+ * A folder sync in which some files failed (FilesFailedError) exits with the most serious of
+ * its files' codes, in the order of FILE_CODE_ORDER: 3 (a file does not match or changed while
+ * read) before 1 (could not sync) before 4 (interrupted: a rerun completes it).
+ *
  * With --json, errorCodeOf() names the failure in one word that scripts can match on (stable:
  * a new code may be added, an existing one never changes meaning).
  */
@@ -18,6 +22,7 @@ import {
   AuthenticationError,
   ConfigError,
   ErrnoError,
+  FilesFailedError,
   IncompleteSyncError,
   InterruptedError,
   MismatchError,
@@ -36,7 +41,14 @@ export const EXIT_AUTH = 5;
 /** What an interrupted client tells the user, alone (a signal) or after the cause (a loss). */
 export const INTERRUPTED_ADVICE = "interrupted: rerun the same command to complete it";
 
+/** A folder sync's files' exit codes, most serious first. */
+const FILE_CODE_ORDER = [EXIT_AUTH, EXIT_MISMATCH, EXIT_FAILED, EXIT_INCOMPLETE];
+
 export function exitCodeOf(e: unknown): number {
+  if (e instanceof FilesFailedError) {
+    const codes = new Set(e.errors.map(exitCodeOf));
+    return FILE_CODE_ORDER.find((c) => codes.has(c)) ?? EXIT_FAILED;
+  }
   // cac throws CACError for an unknown option or a missing argument.
   if (e instanceof UsageError || (e as Error)?.name === "CACError") return EXIT_USAGE;
   if (e instanceof AuthenticationError) return EXIT_AUTH;
@@ -80,9 +92,12 @@ const ERRNO_CODES: Record<string, string> = {
 /**
  * The stable error.code of --json: usage, config, auth, mismatch, source-changed,
  * interrupted, connection-lost, protocol, corrupt (an offline file: damaged, forged,
- * truncated), busy, not-found, permission, read-only, no-space, too-large, network, io, failed. Consistent with exitCodeOf (each code has one exit code).
+ * truncated), busy, not-found, permission, read-only, no-space, too-large, network, io, failed,
+ * files-failed (a folder sync: its summary lists each file's code). Consistent with exitCodeOf
+ * (each code has one exit code).
  */
 export function errorCodeOf(e: unknown): string {
+  if (e instanceof FilesFailedError) return "files-failed";
   if (e instanceof ConfigError) return "config";
   if (e instanceof UsageError || (e as Error)?.name === "CACError") return "usage";
   if (e instanceof AuthenticationError) return "auth";
