@@ -139,6 +139,7 @@ export function describeError(e: unknown): string {
 
 /** Control characters (a peer's text included) are shown escaped, never sent to the terminal. */
 function printable(text: string): string {
+  // deno-lint-ignore no-control-regex
   return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) =>
     `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }
