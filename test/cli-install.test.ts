@@ -40,7 +40,7 @@ function env(dir: string, pathList: string, extra: Record<string, string> = {}):
 const VERSION_LINE = new RegExp(`^ssync ${PKG.version.replaceAll(".", "\\.")} \\((deno|node) (\\d+)\\.[\\d.]+, commit (\\S+)\\)\\n$`);
 
 test("a symbolic link to scripts/ssync on PATH (relative, then absolute) and npx ssync in the checkout run it", T, async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     fs.mkdirSync(path.join(dir, "bin"));
     fs.mkdirSync(path.join(dir, "home"));
     fs.symlinkSync(path.join(REPO, "scripts/ssync"), path.join(dir, "real-link"));
@@ -71,7 +71,7 @@ interface Installed {
   bin: string;
 }
 
-async function withGlobalInstall(dir: string): Promise<Installed> {
+function withGlobalInstall(dir: string): Installed {
   const packed = run("npm", ["pack", "--pack-destination", dir, "--silent"], { cwd: REPO, timeoutMs: 60_000 });
   assert.equal(packed.code, 0, packed.stderr);
   const tarball = path.join(dir, packed.stdout.trim().split("\n").at(-1)!);
@@ -119,7 +119,7 @@ test("npm install -g into a temporary prefix: ssync --version and a push between
   const why = registryUnavailable();
   if (why) return t.skip(why);
   await withTempDir(async (dir) => {
-    const { bin } = await withGlobalInstall(dir);
+    const { bin } = withGlobalInstall(dir);
     fs.mkdirSync(path.join(dir, "home"));
     // Nothing but the prefix and the system's PATH (whose node, if any, is not used).
     const e = env(dir, `${bin}:${SYSTEM_PATH}`);
@@ -154,7 +154,7 @@ test("npm install -g into a temporary prefix: ssync --version and a push between
 });
 
 test("a checkout without its Deno runs with a Node ≥ 22.18 on PATH, and with none says what it needs", T, async () => {
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     // A copy of the source without node_modules/.bin/deno: its dependencies linked one by one.
     const copy = path.join(dir, "checkout");
     for (const part of ["src", "protocol", "scripts", "package.json", "deno.json"]) fs.cpSync(path.join(REPO, part), path.join(copy, part), { recursive: true });

@@ -62,6 +62,7 @@ describe("lent descriptors", () => {
       makeSparseFile(file, { size: MiB, chunks: [{ offset: 0, length: MiB }] });
       const store = await openSource(file);
       try {
+        // deno-lint-ignore require-await
         await store.lend(async (lent) => {
           const forged = { ...lent, ino: lent.ino + 1n };
           assert.throws(() => readLent(forged, new Uint8Array(4096), 0), /names another file/);

@@ -23,6 +23,7 @@ import { nextMessage, openMessage, rawConnect } from "./helpers/raw-client.ts";
 import { withTempDir } from "./helpers/sparse.ts";
 
 const T = { timeout: 60_000 };
+// deno-lint-ignore no-control-regex
 const RAW_CONTROL = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 
 function checkLines(lines: string[], format: LogFormat): void {

@@ -24,7 +24,7 @@ import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { type RecordedSync, recordedSync } from "./helpers/recorded-sync.ts";
 import type { IoRange } from "./helpers/recording-storage.ts";
 import { referenceSync } from "./helpers/reference-sync.ts";
-import { type DataChunk, fileHash, makeSparseFile, patternBytes, withTempDir } from "./helpers/sparse.ts";
+import { bytesHash, type DataChunk, fileHash, makeSparseFile, patternBytes, withTempDir } from "./helpers/sparse.ts";
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -130,9 +130,6 @@ function blocksOf(r: { offset: number; length: number }, bs: number): number[] {
   return out;
 }
 
-function sha256(bytes: Uint8Array): string {
-  return crypto.createHash("sha256").update(bytes).digest("hex");
-}
 
 /** Merged, ascending [start, end) intervals of the ranges. */
 function merged(list: readonly IoRange[]): [number, number][] {
@@ -148,7 +145,7 @@ function merged(list: readonly IoRange[]): [number, number][] {
 function check(r: RecordedSync, ref: ReturnType<typeof referenceSync>, o: { c: Case; dst: string; oldSize: number; old: Uint8Array; refine: boolean }): void {
   const bs = o.c.blockSize;
   const size = ref.bytes.length;
-  assert.equal(fileHash(o.dst), sha256(ref.bytes), "final bytes differ from the reference's");
+  assert.equal(fileHash(o.dst), bytesHash(ref.bytes), "final bytes differ from the reference's");
   // Source → destination: sent in a push, received in a pull.
   const dir = o.c.mode === "push" ? "sent" : "received";
   const carried = [...r.wire.ofType(dir, "DATA"), ...r.wire.ofType(dir, "PATCH")];
@@ -222,7 +219,7 @@ describe("engine against the sequential reference", { timeout: 60_000 }, () => {
           const oldSize = fs.existsSync(dst) ? fs.statSync(dst).size : 0;
           const old = fs.existsSync(dst) ? new Uint8Array(fs.readFileSync(dst)) : new Uint8Array(0);
           const ref = referenceSync(src, dst, c.blockSize);
-          assert.equal(sha256(ref.bytes), fileHash(src), "the reference itself ends with the source's bytes");
+          assert.equal(bytesHash(ref.bytes), fileHash(src), "the reference itself ends with the source's bytes");
           const r = await recordedSync(src, dst, { mode: c.mode, blockSize: c.blockSize, pool: pools[c.workers], ffi: c.ffi, refine });
           check(r, ref, { c, dst, oldSize, old, refine });
         } catch (e) {

@@ -58,7 +58,7 @@ const one = (s: Map<string, string[]>, key: string) => s.get(key)?.at(-1);
 test("systemd-analyze verify accepts the units without a warning", T, async (t) => {
   const why = missing();
   if (why) return t.skip(why);
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     const files = unitsIn(dir);
     const r = spawnSync("systemd-analyze", ["verify", ...files], { encoding: "utf8", timeout: 30_000 });
     assert.equal(r.status, 0, r.stderr);
@@ -84,7 +84,7 @@ test("the services are hardened: exposure at most 2.0; the listener's unit has w
 
   const why = missing();
   if (why) return t.skip(why);
-  await withTempDir(async (dir) => {
+  await withTempDir((dir) => {
     for (const file of unitsIn(dir).filter((f) => f.endsWith(".service"))) {
       const r = spawnSync("systemd-analyze", ["security", "--offline=yes", "--threshold=20", "--no-pager", file], { encoding: "utf8", timeout: 30_000 });
       const level = /Overall exposure level for \S+: ([\d.]+)/.exec(r.stdout)?.[1];

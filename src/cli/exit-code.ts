@@ -9,14 +9,20 @@
  *      rerunning the same command completes it
  *   5  authentication: unknown or changed host key, key not authorized, pairing refused
  *
+ * A folder sync in which some files failed (FilesFailedError) exits with the most serious of
+ * its files' codes, in the order of FILE_CODE_ORDER: 3 (a file does not match or changed while
+ * read) before 1 (could not sync) before 4 (interrupted: a rerun completes it).
+ *
  * With --json, errorCodeOf() names the failure in one word that scripts can match on (stable:
  * a new code may be added, an existing one never changes meaning).
  */
 import { ProtocolError } from "../../protocol/codec.ts";
+import { OfflineFormatError } from "../../protocol/offline-format.ts";
 import {
   AuthenticationError,
   ConfigError,
   ErrnoError,
+  FilesFailedError,
   IncompleteSyncError,
   InterruptedError,
   MismatchError,
@@ -35,7 +41,14 @@ export const EXIT_AUTH = 5;
 /** What an interrupted client tells the user, alone (a signal) or after the cause (a loss). */
 export const INTERRUPTED_ADVICE = "interrupted: rerun the same command to complete it";
 
+/** A folder sync's files' exit codes, most serious first. */
+const FILE_CODE_ORDER = [EXIT_AUTH, EXIT_MISMATCH, EXIT_FAILED, EXIT_INCOMPLETE];
+
 export function exitCodeOf(e: unknown): number {
+  if (e instanceof FilesFailedError) {
+    const codes = new Set(e.errors.map(exitCodeOf));
+    return FILE_CODE_ORDER.find((c) => codes.has(c)) ?? EXIT_FAILED;
+  }
   // cac throws CACError for an unknown option or a missing argument.
   if (e instanceof UsageError || (e as Error)?.name === "CACError") return EXIT_USAGE;
   if (e instanceof AuthenticationError) return EXIT_AUTH;
@@ -78,10 +91,13 @@ const ERRNO_CODES: Record<string, string> = {
 
 /**
  * The stable error.code of --json: usage, config, auth, mismatch, source-changed,
- * interrupted, connection-lost, protocol, busy, not-found, permission, read-only, no-space,
- * too-large, network, io, failed. Consistent with exitCodeOf (each code has one exit code).
+ * interrupted, connection-lost, protocol, corrupt (an offline file: damaged, forged,
+ * truncated), busy, not-found, permission, read-only, no-space, too-large, network, io, failed,
+ * files-failed (a folder sync: its summary lists each file's code). Consistent with exitCodeOf
+ * (each code has one exit code).
  */
 export function errorCodeOf(e: unknown): string {
+  if (e instanceof FilesFailedError) return "files-failed";
   if (e instanceof ConfigError) return "config";
   if (e instanceof UsageError || (e as Error)?.name === "CACError") return "usage";
   if (e instanceof AuthenticationError) return "auth";
@@ -91,6 +107,7 @@ export function errorCodeOf(e: unknown): string {
   if (e instanceof InterruptedError) return "interrupted";
   if (e instanceof IncompleteSyncError) return "connection-lost";
   if (e instanceof ProtocolError) return "protocol";
+  if (e instanceof OfflineFormatError) return "corrupt";
   if (e instanceof ErrnoError) return ERRNO_CODES[e.code] ?? "io";
   return "failed";
 }
@@ -122,6 +139,7 @@ export function describeError(e: unknown): string {
 
 /** Control characters (a peer's text included) are shown escaped, never sent to the terminal. */
 function printable(text: string): string {
+  // deno-lint-ignore no-control-regex
   return text.replace(/[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) =>
     `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
 }

@@ -10,25 +10,28 @@
  */
 import process from "node:process";
 import { cac } from "cac";
+import { MAX_TREE_ENTRIES } from "../storage/tree-entry.ts";
 import { configDir } from "../trust/config-dir.ts";
-import { UsageError } from "../util/errors.ts";
+import { FilesFailedError, UsageError } from "../util/errors.ts";
 import { configuredFlags, loadConfig } from "./config-file.ts";
 import { didYouMean } from "./did-you-mean.ts";
-import { type EngineFlags, withEngineOptions } from "./engine-options.ts";
+import { withEngineOptions } from "./engine-options.ts";
 import { describeError, errorObject, EXIT_CODES, EXIT_OK, exitCodeOf } from "./exit-code.ts";
 import { Interrupt } from "./interrupt.ts";
 import { attachProgressValue } from "./progress-mode.ts";
-import { printSummary, runSyncCommand } from "./sync-command.ts";
+import { checkLocalNames, printSummary, runSyncCommand } from "./sync-command.ts";
+import { type FolderFlags, isFolderSync, printFolderSummary, runFolderSyncCommand } from "./sync-folder-command.ts";
 import { registerKeygenCommand } from "./keygen-command.ts";
 import { registerKnownHostsCommand } from "./known-hosts-command.ts";
 import { registerListenCommand } from "./listen-command.ts";
+import { OFFLINE_COMMANDS, registerOfflineCommands } from "./offline-commands.ts";
 import { registerPushCommand } from "./push-command.ts";
 import { registerPullCommand } from "./pull-command.ts";
 import { registerRecoverCommand } from "./recover-command.ts";
 import { versionText } from "./version.ts";
 
 /** The commands that sync, and so run under an Interrupt. */
-const CLIENT_COMMANDS = new Set(["sync", "push", "pull"]);
+const CLIENT_COMMANDS = new Set(["sync", "push", "pull", ...OFFLINE_COMMANDS]);
 
 export async function main(argv: string[]): Promise<number> {
   const cli = cac("ssync");
@@ -38,18 +41,32 @@ export async function main(argv: string[]): Promise<number> {
   const json = wantsJson(argv);
   const report = (error: unknown) => {
     console.error(`ssync: ${describeError(error)}`);
-    if (json) console.log(JSON.stringify(errorObject(error)));
+    // A folder sync's summary, printed already, is its one object (it lists each failure).
+    if (json && !(error instanceof FilesFailedError)) console.log(JSON.stringify(errorObject(error)));
   };
 
   withEngineOptions(
-    cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices)"),
-  ).example("  ssync sync vm.img /backup/vm.img        # first copy and incremental sync alike")
+    cli.command("sync <src> <dst>", "Make DST byte-identical to SRC on this machine (files or block devices; folders as SRC/ DST/)"),
+  ).option("--include <glob>", "Folder sync: keep the paths it matches (repeatable; with --exclude, the first matching rule wins, as rsync; see README)")
+    .option("--exclude <glob>", "Folder sync: leave out the paths it matches, relative to SRC/; an excluded folder is not entered (repeatable; `*.tmp`, `cache/`, `vms/**`)")
+    .option("--delete", "Folder sync: remove what DST/ holds and SRC/ does not (not excluded paths), only if no file failed; with -n, list it")
+    .option("--checksum", "Folder sync: compare every file, even those whose size and mtime match (no quick check)")
+    .example("  ssync sync vm.img /backup/vm.img        # first copy and incremental sync alike")
+    .example("  ssync sync --delete /var/lib/libvirt/images/ /mnt/backup/images/   # a folder: both names end with /")
+    .example(`  (a folder sync lists at most ${MAX_TREE_ENTRIES} entries a side; links are never followed on either side)`)
     .example("  ssync sync -n --json vm.img /backup/vm.img")
     .example("  ssync sync --verify /dev/vg0/vm /dev/vg1/vm-copy")
-    .action((src: string, dst: string, flags: EngineFlags) => {
+    .action((src: string, dst: string, flags: FolderFlags) => {
       run = async (signal) => {
-        const configured = configuredFlags("sync", flags, await loadConfig());
-        printSummary(await runSyncCommand(src, dst, configured, { signal }), configured);
+        const configured = configuredFlags("sync", flags, await loadConfig()) as FolderFlags;
+        checkLocalNames(src, dst);
+        if (!isFolderSync(src, dst, configured)) {
+          printSummary(await runSyncCommand(src, dst, configured, { signal }), configured);
+          return;
+        }
+        const { summary, failure } = await runFolderSyncCommand(src, dst, configured, { signal, argv });
+        printFolderSummary(summary, configured);
+        if (failure) throw failure;
       };
     });
 
@@ -59,6 +76,7 @@ export async function main(argv: string[]): Promise<number> {
   registerPushCommand(cli, (r) => (run = r));
   registerPullCommand(cli, (r) => (run = r));
   registerRecoverCommand(cli, (r) => (run = r));
+  registerOfflineCommands(cli, (r) => (run = r));
 
   cli.help((sections) => helpSections(sections, CLIENT_COMMANDS.has(cli.matchedCommandName ?? "") || !cli.matchedCommand));
   cli.option("-V, --version", "Print the version, the runtime and the commit it was built from");

@@ -7,7 +7,7 @@
  *    "final":bool}
  *
  * wireBytesSent is absent for a local sync; rate is bytes compared per second; etaSeconds is
- * null while the rate is 0.
+ * null while the rate is 0. A folder sync adds "filesDone" and "filesTotal".
  */
 import type { Reading } from "./progress-meter.ts";
 
@@ -24,6 +24,8 @@ export interface ProgressEvent {
   rate: number;
   etaSeconds: number | null;
   elapsedSeconds: number;
+  filesDone?: number;
+  filesTotal?: number;
   final: boolean;
 }
 
@@ -39,6 +41,7 @@ export function progressEvent(r: Reading, o: { local: boolean; phase: "sync" | "
     rate: Math.round(r.rate),
     etaSeconds: r.etaSeconds === undefined ? null : Math.round(r.etaSeconds * 10) / 10,
     elapsedSeconds: Math.round(r.elapsedSeconds * 1000) / 1000,
+    ...(r.filesTotal === undefined ? {} : { filesDone: r.filesDone ?? 0, filesTotal: r.filesTotal }),
     final: o.final,
   };
 }

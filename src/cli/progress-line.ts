@@ -10,6 +10,7 @@ import { bytes } from "./summary.ts";
 export function formatProgressLine(r: Reading, o: { local: boolean; phase: "sync" | "verify" }): string {
   const percent = r.bytesTotal > 0 ? Math.floor((r.bytesCompared / r.bytesTotal) * 100) : 100;
   const parts = [
+    ...(r.filesTotal === undefined ? [] : [`${r.filesDone ?? 0}/${r.filesTotal} files`]),
     `${o.phase === "verify" ? "verifying " : ""}${bytes(r.bytesCompared)} / ${bytes(r.bytesTotal)} (${percent}%)`,
     `${bytes(Math.round(r.rate))}/s`,
     `ETA ${r.etaSeconds === undefined ? "--:--" : clock(r.etaSeconds)}`,

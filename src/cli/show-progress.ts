@@ -8,7 +8,7 @@
  */
 import process from "node:process";
 import { clearInterval, setInterval } from "node:timers";
-import type { SessionProgress } from "../session/session-progress.ts";
+import type { ProgressSource } from "../session/session-progress.ts";
 import { progressEvent } from "./progress-json.ts";
 import { formatProgressLine, ProgressLine } from "./progress-line.ts";
 import { ProgressMeter } from "./progress-meter.ts";
@@ -25,7 +25,7 @@ export interface ShowProgressOptions {
   signal?: AbortSignal;
 }
 
-export function showProgress(progress: SessionProgress, o: ShowProgressOptions): () => void {
+export function showProgress(progress: ProgressSource, o: ShowProgressOptions): () => void {
   if (o.format === undefined) return () => {};
   const meter = new ProgressMeter();
   const shape = { local: o.local, phase: o.phase };

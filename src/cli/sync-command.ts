@@ -26,9 +26,14 @@ export interface SyncHooks {
   signal?: AbortSignal;
 }
 
-export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
+/** Refuses a HOST:… name (see checkLocalName), before anything looks at the disk. */
+export function checkLocalNames(src: string, dst: string): void {
   checkLocalName(src, { what: "source", instead: `ssync pull ${src} ${dst}` });
   checkLocalName(dst, { what: "destination", instead: `ssync push ${src} ${dst}` });
+}
+
+export async function runSyncCommand(src: string, dst: string, flags: EngineFlags, hooks: SyncHooks = {}): Promise<Summary> {
+  checkLocalNames(src, dst);
   const o = engineOptions(flags);
   const owner = ownerIfRoot(o.metadata);
   const pool = new WorkerPool();
@@ -47,10 +52,7 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
       signal: hooks.signal,
       progress,
     }).catch((e) => {
-      // The destination is on this machine: its refusals are no "remote:" errors (a root
-      // mismatch, EBADMSG, stays one: it maps to exit 3).
-      if (isBusy(e)) throw busyAfterWait(new ErrnoError("EBUSY", e.message), o.waitMs);
-      throw e instanceof RemoteError && e.code !== "EBADMSG" ? new ErrnoError(e.code, e.message, { cause: e }) : e;
+      throw localSyncError(e, o.waitMs);
     }).finally(stopProgress);
     report.metadata?.notes.push(...owner.notes);
     await hooks.beforeVerify?.();
@@ -63,6 +65,15 @@ export async function runSyncCommand(src: string, dst: string, flags: EngineFlag
   } finally {
     await pool[Symbol.asyncDispose]();
   }
+}
+
+/**
+ * A local sync's failure as the user reads it: the destination is on this machine, so its
+ * refusals are no "remote:" errors (a root mismatch, EBADMSG, stays one: it maps to exit 3).
+ */
+export function localSyncError(e: unknown, waitMs: number): unknown {
+  if (isBusy(e)) return busyAfterWait(new ErrnoError("EBUSY", (e as Error).message), waitMs);
+  return e instanceof RemoteError && e.code !== "EBADMSG" ? new ErrnoError(e.code, e.message, { cause: e }) : e;
 }
 
 /** `sync` is local only: an argument that reads as HOST:… is refused, never made a file of that name. */

@@ -91,6 +91,7 @@ export class ReadAhead {
   adviseNow(): void {
     const pieces = this.#ready.splice(0);
     if (pieces.length === 0 || this.#off) return;
+    // deno-lint-ignore require-await
     void this.#store.lend(async (file) => {
       if (!giveAdvice(file, pieces, this.#libc)) this.#off = true;
     }).catch(() => {

@@ -5,7 +5,7 @@
  */
 import { Buffer } from "node:buffer";
 import { openSource } from "../storage/open-source.ts";
-import type { Extent } from "../storage/storage.ts";
+import type { Extent, Storage } from "../storage/storage.ts";
 import { MismatchError } from "../util/errors.ts";
 
 const CHUNK = 1 << 20;
@@ -15,10 +15,12 @@ export interface VerifyResult {
   bytesRead: number;
 }
 
-export async function verifyIdentical(a: string, b: string, options: { ffi?: boolean } = {}): Promise<VerifyResult> {
-  const sa = await openSource(a, options);
+/** `open` opens `a` and `b` for reading instead of by name (a folder sync: never through a link). */
+export async function verifyIdentical(a: string, b: string, options: { ffi?: boolean; open?: (name: string) => Promise<Storage> } = {}): Promise<VerifyResult> {
+  const open = options.open ?? ((name: string) => openSource(name, options));
+  const sa = await open(a);
   try {
-    const sb = await openSource(b, options);
+    const sb = await open(b);
     try {
       if (sa.size !== sb.size) throw new MismatchError(`Verify failed: ${a} has ${sa.size} bytes but ${b} has ${sb.size}`);
       const union = mergeExtents([...(await sa.dataExtents(0, sa.size)), ...(await sb.dataExtents(0, sb.size))]);

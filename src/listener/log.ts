@@ -132,6 +132,7 @@ export function stderrIsJournal(env: Record<string, string | undefined> = proces
 }
 
 /** The characters escaped as \uXXXX: control, line-separator and bidi-override characters. */
+// deno-lint-ignore no-control-regex
 const ESCAPED = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 
 /** Control, line-separator and bidi-override characters as \uXXXX, so a log line cannot be forged. */

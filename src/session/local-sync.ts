@@ -12,11 +12,12 @@ import type { CompressMode } from "../engine/compress-policy.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
+import type { Storage } from "../storage/storage.ts";
 import { abortable } from "../util/abortable.ts";
 import { runClient, type SyncReport } from "./client-session.ts";
 import type { MetadataWanted } from "./file-attributes.ts";
 import { memoryPair } from "./memory-pair.ts";
-import { serveSession } from "./server-session.ts";
+import { type OpenRequest, serveSession } from "./server-session.ts";
 import type { SessionProgress } from "./session-progress.ts";
 
 export interface LocalSyncOptions {
@@ -47,10 +48,17 @@ export interface LocalSyncOptions {
   metadata?: MetadataWanted;
   /** The destination may lose data past the source's size (--allow-shrink). */
   allowShrink?: boolean;
+  /**
+   * How to open the two files instead of by their names (a folder sync: through descriptors
+   * pinned from its roots, never through a link); `src` and `dst` then only name them.
+   */
+  openSource?: () => Promise<Storage>;
+  openDestination?: (req: OpenRequest) => Promise<Storage>;
 }
 
 export async function syncLocal(src: string, dst: string, options: LocalSyncOptions): Promise<SyncReport> {
-  const source = await abortable(openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs }), options.signal, {
+  const opened = options.openSource?.() ?? openSource(src, { ffi: options.ffi, lockWaitMs: options.lockWaitMs });
+  const source = await abortable(opened, options.signal, {
     discard: (late) => late[Symbol.asyncDispose](),
   });
   try {
@@ -61,7 +69,7 @@ export async function syncLocal(src: string, dst: string, options: LocalSyncOpti
       grantOwner: true,
       open: (req) =>
         abortable(
-          openDestination(dst, {
+          options.openDestination?.(req) ?? openDestination(dst, {
             create: true,
             readOnly: req.dryRun,
             ffi: options.ffi,

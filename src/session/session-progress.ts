@@ -19,6 +19,15 @@ export interface ProgressSnapshot {
   wireBytesReceived: number;
   /** Since the session was made. */
   elapsedSeconds: number;
+  /** A folder sync (tree-progress.ts): files done (synced, skipped or failed) and to do. */
+  filesDone?: number;
+  filesTotal?: number;
+}
+
+/** What a progress watcher polls: a SessionProgress, or a folder sync's TreeProgress. */
+export interface ProgressSource {
+  readonly open: boolean;
+  snapshot(): ProgressSnapshot;
 }
 
 export class SessionProgress {

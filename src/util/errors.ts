@@ -91,6 +91,20 @@ export class InterruptedError extends Error {
   }
 }
 
+/**
+ * Some files of a folder sync failed (the others went on): the summary, printed already, lists
+ * each; the exit code is the most serious of theirs (cli/exit-code.ts).
+ */
+export class FilesFailedError extends Error {
+  override name = "FilesFailedError";
+  /** Each failed file's error. */
+  readonly errors: readonly unknown[];
+  constructor(errors: readonly unknown[], o: { files: number }) {
+    super(`${errors.length} of ${o.files} files could not be synced (see above)`);
+    this.errors = errors;
+  }
+}
+
 /** The ERROR code for an error: its errno name when the protocol has it, else the nearest. */
 export function errorName(e: unknown): ErrorName {
   const code = (e as { code?: unknown })?.code;

@@ -9,6 +9,9 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { libc } from "../../src/platform/libc.ts";
+
+const ENXIO = 6;
 
 export interface DataChunk {
   readonly offset: number;
@@ -74,23 +77,69 @@ export function makeSparseFile(
   }
 }
 
-/** SHA-256 (hex) of the whole file, read in 1 MiB pieces. */
+const HASH_CHUNK = 1 << 20;
+
+/**
+ * A content hash that holes do not change: SHA-256 over (u64 index ‖ bytes) of every
+ * HASH_CHUNK-sized piece that is not all zeros, then u64 size. Two files (or a file and
+ * `bytesHash` of a buffer) hash equal exactly when their bytes are equal, however their zeros
+ * are stored. Pieces wholly inside holes are not read (SEEK_DATA, where FFI works), so a
+ * multi-GiB sparse image costs the reading of its data only.
+ */
 export function fileHash(file: string): string {
   const h = crypto.createHash("sha256");
   const fd = fs.openSync(file, "r");
   try {
-    const buf = new Uint8Array(1 << 20);
-    for (let pos = 0;;) {
-      const n = fs.readSync(fd, buf, 0, buf.length, pos);
+    // A block device (st_size 0) is read to its end: no holes to skip there.
+    const device = fs.fstatSync(fd).isBlockDevice();
+    const size = device ? Number.MAX_SAFE_INTEGER : fs.fstatSync(fd).size;
+    const buf = new Uint8Array(HASH_CHUNK);
+    let end = 0;
+    for (let at = 0; at < size;) {
+      const data = device ? at : nextData(fd, at, size);
+      if (data >= size) break;
+      at = data - (data % HASH_CHUNK);
+      const n = fs.readSync(fd, buf, 0, Math.min(HASH_CHUNK, size - at), at);
       if (n === 0) break;
-      h.update(buf.subarray(0, n));
-      pos += n;
+      hashPiece(h, at / HASH_CHUNK, buf.subarray(0, n));
+      at += n;
+      end = at;
     }
+    h.update(u64(device ? end : size));
   } finally {
     fs.closeSync(fd);
   }
   return h.digest("hex");
 }
+
+/** fileHash's hash of `bytes` as a file's contents. */
+export function bytesHash(bytes: Uint8Array): string {
+  const h = crypto.createHash("sha256");
+  for (let at = 0; at < bytes.length; at += HASH_CHUNK) hashPiece(h, at / HASH_CHUNK, bytes.subarray(at, at + HASH_CHUNK));
+  h.update(u64(bytes.length));
+  return h.digest("hex");
+}
+
+function hashPiece(h: crypto.Hash, index: number, piece: Uint8Array): void {
+  if (isZero(piece)) return;
+  h.update(u64(index));
+  h.update(piece);
+}
+
+function u64(n: number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(n));
+  return b;
+}
+
+/** The first data offset ≥ at (size when none); `at` itself where holes cannot be found. */
+function nextData(fd: number, at: number, size: number): number {
+  if (libc === null) return at;
+  const r = libc.seekData(fd, at);
+  if (r === -ENXIO) return size;
+  return r < 0 ? at : r;
+}
+
 
 /** Bytes actually allocated on disk (st_blocks × 512). */
 export function allocatedBytesOf(file: string): number {
@@ -111,6 +160,11 @@ export function readRange(file: string, options: { offset: number; length: numbe
 
 /** True when every byte is zero. */
 export function isZero(buf: Uint8Array): boolean {
-  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
+  const head = (4 - (buf.byteOffset % 4)) % 4;
+  if (buf.length < head + 4) return buf.every((b) => b === 0);
+  for (let i = 0; i < head; i++) if (buf[i] !== 0) return false;
+  const words = new Uint32Array(buf.buffer, buf.byteOffset + head, (buf.length - head) >> 2);
+  for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  for (let i = head + words.length * 4; i < buf.length; i++) if (buf[i] !== 0) return false;
   return true;
 }

@@ -127,6 +127,7 @@ test("client-chosen names cannot forge lines in the listener's log", T, async ()
         await conn[Symbol.asyncDispose]().catch(() => {});
       }
       await waitFor(() => server.logs.some((l) => l.includes("nope")), { timeoutMs: 5000, what: "the log line" });
+      // deno-lint-ignore no-control-regex
       for (const line of server.logs) assert.doesNotMatch(line, /[\x00-\x1f\x7f]/, JSON.stringify(line));
     } finally {
       await server.listener.close();

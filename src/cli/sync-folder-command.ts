@@ -1,0 +1,218 @@
+/**
+ * `ssync sync SRC/ DST/`: the folder form of `ssync sync` (session/tree-sync.ts), and the rule
+ * that tells it from the file form.
+ *
+ * Both names of a folder sync end with "/" (rsync's "the contents of SRC into DST"); a folder
+ * named without it, a file onto a folder and a folder onto a file are usage errors. DST is made
+ * when missing (its parent must exist), with SRC's rwx bits masked by the umask, plus u+rwx.
+ */
+import fs from "node:fs";
+import nodePath from "node:path";
+import process from "node:process";
+import { verifyIdentical } from "../engine/verify.ts";
+import { WorkerPool } from "../engine/worker-pool.ts";
+import { TreeProgress } from "../session/tree-progress.ts";
+import { syncTree } from "../session/tree-sync.ts";
+import { storageError } from "../storage/storage-error.ts";
+import { abortable } from "../util/abortable.ts";
+import { ErrnoError, UsageError } from "../util/errors.ts";
+import { filterRules, PathFilter } from "../util/path-filter.ts";
+import { openForClient, type OpenPolicy } from "../listener/open-for-client.ts";
+import type { OpenRequest } from "../session/server-session.ts";
+import { describeSettings, type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
+import { describeError } from "./exit-code.ts";
+import { type FolderSummary, formatFolderSummary, summarizeFolder } from "./folder-summary.ts";
+import { progressFormat } from "./progress-mode.ts";
+import { showProgress } from "./show-progress.ts";
+import { localSyncError, type SyncHooks } from "./sync-command.ts";
+
+export interface FolderFlags extends EngineFlags {
+  include?: string | string[];
+  exclude?: string | string[];
+  delete?: boolean;
+  checksum?: boolean;
+}
+
+function isFolder(path: string): boolean | undefined {
+  try {
+    return fs.statSync(path).isDirectory();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `ssync sync SRC DST` is a folder sync; throws the usage error when the two forms are mixed. */
+export function isFolderSync(src: string, dst: string, flags: FolderFlags): boolean {
+  const srcSlash = src.endsWith("/");
+  const dstSlash = dst.endsWith("/");
+  const srcFolder = isFolder(src);
+  const dstFolder = isFolder(dst);
+  const folderOnly = ["include", "exclude", "delete", "checksum"].filter((k) => {
+    const v = flags[k as keyof FolderFlags];
+    return v !== undefined && v !== false && !(Array.isArray(v) && v.length === 0);
+  });
+  if (srcFolder === true || srcSlash) {
+    if (srcFolder === true && !srcSlash) {
+      throw new UsageError(`${src} is a folder: to sync what it holds into ${dst}, end both names with a slash: ssync sync ${src}/ ${dst.replace(/\/*$/, "/")}`);
+    }
+    if (srcFolder === false) throw new UsageError(`${src} ends with a slash but is not a folder`);
+    if (dstFolder === false) throw new UsageError(`Cannot sync the folder ${src} onto ${dst}: it is a file; name a folder, ending with a slash`);
+    if (!dstSlash) throw new UsageError(`A folder sync names both folders with a trailing slash: ssync sync ${src} ${dst}/`);
+    return true;
+  }
+  if (dstSlash || dstFolder === true) {
+    throw new UsageError(`Cannot sync the file ${src} onto ${dst}: it is a directory; name the destination file (${nodePath.join(dst, nodePath.basename(src))})`);
+  }
+  if (folderOnly.length > 0) throw new UsageError(`--${folderOnly[0]} is for a folder sync only (ssync sync SRC/ DST/)`);
+  return false;
+}
+
+/** The device and inode of the folder `path` and of every folder above it, by ".." (not by name). */
+function folderChain(path: string): { dev: bigint; ino: bigint }[] {
+  const C = fs.constants;
+  const chain: { dev: bigint; ino: bigint }[] = [];
+  let fd = fs.openSync(path, C.O_RDONLY | C.O_DIRECTORY);
+  try {
+    for (;;) {
+      const st = fs.fstatSync(fd, { bigint: true });
+      chain.push({ dev: st.dev, ino: st.ino });
+      const up = fs.openSync(`/proc/self/fd/${fd}/..`, C.O_RDONLY | C.O_DIRECTORY);
+      const upSt = fs.fstatSync(up, { bigint: true });
+      fs.closeSync(fd);
+      fd = up;
+      if (upSt.dev === st.dev && upSt.ino === st.ino) return chain; // "/" is its own parent
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** The folder chain of `p`, or of its nearest existing folder when it does not exist yet. */
+function chainOf(p: string): { dev: bigint; ino: bigint }[] {
+  for (let at = nodePath.resolve(p);; at = nodePath.dirname(at)) {
+    try {
+      return folderChain(at);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "ENOENT" || at === "/") throw e;
+    }
+  }
+}
+
+/**
+ * SRC and DST must be apart: a DST inside SRC would be walked as source while it is filled,
+ * and --delete into a DST that holds SRC would remove the source. Decided by device and inode
+ * of the folders above each (whatever names, links, bind mounts or ".." lead there); a
+ * bind mount of one inside the other is refused by the walks (tree-walk.ts `forbidden`).
+ */
+function refuseNested(src: string, dst: string): void {
+  const s = chainOf(src);
+  const d = chainOf(dst);
+  const same = (a: { dev: bigint; ino: bigint }, b: { dev: bigint; ino: bigint }) => a.dev === b.dev && a.ino === b.ino;
+  const dstExists = isFolder(dst) === true;
+  if (dstExists && same(s[0], d[0])) throw new UsageError(`Cannot sync the folder ${src} into ${dst}: they are the same folder`);
+  if (d.some((x) => same(x, s[0])) || (dstExists && s.some((x) => same(x, d[0])))) {
+    throw new UsageError(`Cannot sync the folder ${src} into ${dst}: one is inside the other`);
+  }
+}
+
+/**
+ * A file of the tree opened as a listener opens a client's path under its root (the same open
+ * policy: no link followed, nothing outside the root, a multiply linked file never written),
+ * its messages told in a folder sync's words.
+ */
+function treeOpener(roots: { src: string; dst: string }, o: { lockWaitMs: number; log: (m: string) => void }) {
+  const policy = (root: string): OpenPolicy => ({
+    root: fs.realpathSync(root),
+    exports: new Map(),
+    listenerReadOnly: false,
+    keyReadOnly: false,
+    pathPrefix: null,
+    lockWaitMs: o.lockWaitMs,
+    log: o.log,
+  });
+  const source = policy(roots.src);
+  let destination: OpenPolicy | undefined;
+  return async (side: "source" | "destination", req: OpenRequest) => {
+    const p = side === "source" ? source : (destination ??= policy(roots.dst));
+    try {
+      return await openForClient(req, p);
+    } catch (e) {
+      const err = e as { code?: string; message?: string };
+      if (typeof err.message !== "string") throw e;
+      const shown = side === "source" ? roots.src : roots.dst;
+      const message = err.message.replaceAll("the listener's root", `the folder ${shown}`).replaceAll("the listener", "a folder sync");
+      throw err.code ? new ErrnoError(err.code, message, { cause: e }) : new Error(message, { cause: e });
+    }
+  };
+}
+
+function list(v: string | string[] | undefined): string[] {
+  return v === undefined ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
+}
+
+export async function runFolderSyncCommand(
+  src: string,
+  dst: string,
+  flags: FolderFlags,
+  hooks: SyncHooks & { argv?: readonly string[] } = {},
+): Promise<{ summary: FolderSummary; failure?: Error }> {
+  const o = engineOptions(flags);
+  const owner = ownerIfRoot(o.metadata);
+  const say = (m: string) => o.quiet || console.error(`ssync: ${m}`);
+  let srcMode: number;
+  try {
+    srcMode = fs.statSync(src).mode;
+  } catch (e) {
+    throw storageError("read the folder", src, { cause: e });
+  }
+  refuseNested(src, dst);
+  if (isFolder(dst) === undefined && !o.dryRun) {
+    try {
+      fs.mkdirSync(dst, { mode: (srcMode & 0o777) | 0o700 });
+    } catch (e) {
+      throw storageError("create the folder", dst, { cause: e });
+    }
+  }
+  const pool = new WorkerPool();
+  const progress = new TreeProgress();
+  const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
+  const stopProgress = showProgress(progress, { format, local: true, phase: "sync", signal: hooks.signal });
+  if (o.verbose) console.error(`ssync: sync folder ${src} -> ${dst}: ${describeSettings(o)}`);
+  const open = treeOpener({ src, dst }, { lockWaitMs: o.waitMs, log: say });
+  try {
+    const report = await syncTree(src, dst, {
+      open,
+      ...o,
+      metadata: owner.wanted,
+      pool,
+      ffi: hooks.ffi,
+      log: say,
+      lockWaitMs: o.waitMs,
+      signal: hooks.signal,
+      progress,
+      filter: new PathFilter(filterRules(hooks.argv ?? [], { include: list(flags.include), exclude: list(flags.exclude) })),
+      delete: flags.delete === true,
+      checksum: flags.checksum === true,
+      note: (path, note) => say(`${path}: ${note}`),
+      failed: (path, e, how) => console.error(`ssync: ${path}: ${describeError(how?.removal ? e : localSyncError(e, o.waitMs))}`),
+      afterFile: o.verify && !o.dryRun
+        ? (p) => {
+          // Both re-read as they were written: through descriptors pinned from the roots.
+          const [a, b] = [nodePath.join(src, p), nodePath.join(dst, p)];
+          const read = (name: string) => open(name === a ? "source" : "destination", { name: p, mode: "pull", dryRun: true, inplace: false });
+          return abortable(verifyIdentical(a, b, { ffi: hooks.ffi, open: read }), hooks.signal);
+        }
+        : undefined,
+    }).finally(stopProgress);
+    for (const f of report.files) if (f.error !== undefined) (f as { error: unknown }).error = localSyncError(f.error, o.waitMs);
+    return summarizeFolder(report, { source: src, destination: dst, verified: o.verify && !o.dryRun, warnings: owner.notes });
+  } finally {
+    await pool[Symbol.asyncDispose]();
+  }
+}
+
+/** --quiet prints no summary for people; --json's object is still printed. */
+export function printFolderSummary(s: FolderSummary, flags: { json?: boolean; quiet?: boolean }): void {
+  if (flags.quiet && !flags.json) return;
+  console.log(flags.json ? JSON.stringify(s) : formatFolderSummary(s));
+}
