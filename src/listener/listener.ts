@@ -27,7 +27,7 @@
  */
 import { promises as fs } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { formatEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
@@ -35,6 +35,7 @@ import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
 import { TokenBucket } from "../net/token-bucket.ts";
 import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
+import type { CachePolicy } from "../session/cache-session.ts";
 import { serveSession } from "../session/server-session.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import {
@@ -118,6 +119,11 @@ export interface ListenerOptions {
   progressIntervalMs?: number;
   /** --bwlimit: bytes per second of wire data, each way, all sessions together (default: none). */
   bwlimit?: number;
+  /**
+   * The signature cache of push destinations (spec §5.10), in the listener's state folder
+   * (beside its host key); absent: none is kept (every push reads the destination in full).
+   */
+  cache?: CachePolicy;
 }
 
 
@@ -385,6 +391,17 @@ export class Listener implements AsyncDisposable {
         memory: this.#memory,
         progress,
         exported: (name) => this.#options.exports?.has(name) === true,
+        ...(this.#options.cache
+          ? {
+            cache: {
+              policy: this.#options.cache,
+              // The file as open-for-client.ts resolves the name: an export's path, else under the root.
+              path: (name: string) => this.#options.exports?.get(name) ?? join(this.#options.root, name),
+              peer: conn.remoteStatic,
+              warn: (message: string) => this.#log(`${peer} key ${key}: ${message}`, { peer, key }, "warn"),
+            },
+          }
+          : {}),
         open: (req) => {
           request = req;
           context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;
@@ -412,7 +429,8 @@ export class Listener implements AsyncDisposable {
       } else outcome = result.error ? `failed: ${clipName(result.error.message, request?.name)}` : "ended before commit";
       const seconds = Math.round((Date.now() - started) / 100) / 10;
       this.#log(
-        `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${formatBytes(s.bytesRead)}, wrote ${formatBytes(s.bytesWritten)}, ` +
+        `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${formatBytes(s.bytesRead)}, ` +
+          `${s.bytesFromCache > 0 ? `digests of ${formatBytes(s.bytesFromCache)} from the signature cache, ` : ""}wrote ${formatBytes(s.bytesWritten)}, ` +
           `holes ${formatBytes(s.bytesPunched)}, wire in ${formatBytes(result.wire.bytesReceived)} out ${formatBytes(result.wire.bytesSent)}, ` +
           `${seconds} s: ${outcome}`,
         {
@@ -423,6 +441,7 @@ export class Listener implements AsyncDisposable {
           file: request && clip(request.name),
           dryRun: request?.dryRun,
           bytesRead: s.bytesRead,
+          bytesFromCache: s.bytesFromCache,
           bytesWritten: s.bytesWritten,
           holeBytesPunched: s.bytesPunched,
           wireBytesIn: result.wire.bytesReceived,
