@@ -3,7 +3,7 @@
  * mode "sync", `folder: true`, a `files` array with each file's result, whole-run fields), or
  * a few lines for people. `ok` is false and `exitCode` non-zero when a file failed.
  */
-import type { TreeReport } from "../session/tree-sync.ts";
+import type { TreeReport } from "../session/tree-execute.ts";
 import { errorCodeOf, exitCodeOf } from "./exit-code.ts";
 import { describeError } from "./exit-code.ts";
 import { FilesFailedError } from "../util/errors.ts";
