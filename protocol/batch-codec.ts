@@ -307,4 +307,3 @@ function unreachable(x: never): never {
   throw new Error(`unhandled ${JSON.stringify(x)}`);
 }
 
-export { BATCH_VERSION };
