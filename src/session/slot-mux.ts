@@ -166,7 +166,7 @@ export class SlotMux {
     if (channel === undefined) {
       if (this.#options.onStart === undefined) throw new ProtocolError(`a record on slot ${slot}, where no session was opened`);
       if (messageCode(message) !== MessageCode.OPEN) throw new ProtocolError(`a session on slot ${slot} must begin with OPEN`);
-      channel = new SlotChannel(this, slot);
+      channel = new SlotChannel(this, slot, { started: true });
       this.#slots.set(slot, channel);
       channel.take(message);
       this.#options.onStart(slot, channel);
@@ -189,13 +189,16 @@ export class SlotChannel implements RecordChannel {
   #weEnded = false;
   #peerEnded = false;
   #failure: Error | undefined;
+  /** A record of this session crossed the wire (the peer's OPEN, or our first send): only then is there a slot to end. */
+  #started: boolean;
   #freed!: () => void;
   /** Resolves once both sides ended the slot (or the connection failed): it may carry a new session. */
   readonly freed: Promise<void>;
 
-  constructor(mux: SlotMux, slot: number) {
+  constructor(mux: SlotMux, slot: number, o: { started?: boolean } = {}) {
     this.#mux = mux;
     this.slot = slot;
+    this.#started = o.started === true || slot === CONTROL_SLOT;
     this.freed = new Promise((resolve) => this.#freed = resolve);
   }
 
@@ -211,6 +214,7 @@ export class SlotChannel implements RecordChannel {
   send(record: RecordParts): Promise<void> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#weEnded) return Promise.reject(new Error(`Cannot send on slot ${this.slot}: its session has ended`));
+    this.#started = true;
     return this.#mux.sendOn(this.slot, record);
   }
 
@@ -246,7 +250,9 @@ export class SlotChannel implements RecordChannel {
     }
     if (this.#weEnded || this.#failure) return;
     this.#weEnded = true;
-    this.#mux.sendEnd(this.slot);
+    // A session that never sent anything never took the slot: the peer has nothing to end.
+    if (this.#started) this.#mux.sendEnd(this.slot);
+    else this.#peerEnded = true;
     this.#dropQueue();
     this.#wake(null);
     this.#maybeFree();
