@@ -289,3 +289,22 @@ test("slot violations close the connection; the next client is served, a v1 clie
     }
   });
 });
+
+test("a batch that sends nothing is closed by the idle timeout", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool, idleTimeoutMs: 400 });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    try {
+      const { conn } = await rawBatch(server, key, dir);
+      const started = Date.now();
+      assert.equal(await nextRecord(conn), null);
+      const waited = Date.now() - started;
+      assert.ok(waited >= 300 && waited < 10_000, `closed after ${waited} ms`);
+      await conn[Symbol.asyncDispose]().catch(() => {});
+      await stillServes(server, key, dir);
+    } finally {
+      await server.listener.close();
+    }
+  });
+});

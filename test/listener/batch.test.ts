@@ -200,6 +200,25 @@ test("one failing file does not stop the others; pushes and pulls started togeth
   });
 });
 
+test("a listener at its session caps answers BATCH with EBUSY; a batch is one session of them", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool, maxSessionsPerKey: 1 });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    try {
+      const first = await batchTo(server, key, dir, 8);
+      assert.equal(first.slots, 8);
+      assert.equal(server.listener.load.sessions, 1);
+      await assert.rejects(batchTo(server, key, dir), (e: Error & { code?: string }) => e.name === "RemoteError" && e.code === "EBUSY");
+      await first.close();
+      const second = await batchTo(server, key, dir);
+      await second.close();
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
 test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what they name", T, async () => {
   await withTempDir(async (dir) => {
     const server = await startListener(dir, { pool });
