@@ -88,13 +88,9 @@ export class BatchClient implements AsyncDisposable {
       );
     let reply: Uint8Array | null;
     try {
+      // Nothing begun yet: the idle clock runs while the listener owes BATCH_OK.
       await channel.send(encodeBatch({ type: "BATCH", cookie: 0, version: BATCH_VERSION, slots: wanted }));
-      o.activity?.end(); // the listener owes BATCH_OK
-      try {
-        reply = await channel.receive();
-      } finally {
-        o.activity?.begin();
-      }
+      reply = await channel.receive();
     } catch (e) {
       channel.close(asError(e));
       throw predates(e);
@@ -112,6 +108,7 @@ export class BatchClient implements AsyncDisposable {
       if (ok.type !== "BATCH_OK") throw new ProtocolError(`${ok.type} from the listener`);
       if (ok.slots > wanted || ok.slots > MAX_SLOTS) throw new ProtocolError(`BATCH_OK grants ${ok.slots} slots; ${wanted} were asked for`);
       const mux = new SlotMux(channel, { granted: ok.slots, maxSlotBytes: DEFAULT_MAX_UNREAD_BYTES });
+      o.activity?.begin(); // nothing waits for the listener now (#wait counts what does)
       return new BatchClient(mux, o);
     } catch (e) {
       if (e instanceof RemoteError) channel.close();

@@ -17,6 +17,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { createServer, type Socket } from "node:net";
 import path from "node:path";
+import { encodeBatch } from "../../protocol/batch-codec.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { acceptSecure } from "../../src/net/secure-connection.ts";
@@ -214,6 +215,59 @@ test("a listener at its session caps answers BATCH with EBUSY; a batch is one se
       const second = await batchTo(server, key, dir);
       await second.close();
     } finally {
+      await server.listener.close();
+    }
+  });
+});
+
+test("the client's idle timeout: a quiet batch between files is not idle, a listener that owes a reply and is silent is", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    const hostKey = generateKeyPair();
+    // A listener that grants a batch, then never answers anything.
+    const sockets = new Set<Socket>();
+    const mute = createServer(async (socket) => {
+      sockets.add(socket);
+      socket.on("error", () => {});
+      try {
+        const conn = await acceptSecure(socket, { staticKey: hostKey, authorize: () => true, timeoutMs: 5000 });
+        await conn.channel.receive();
+        await conn.channel.send(encodeBatch({ type: "BATCH_OK", cookie: 0, slots: 1 }));
+      } catch {
+        socket.destroy();
+      }
+    });
+    await new Promise<void>((resolve) => mute.listen(0, "127.0.0.1", resolve));
+    try {
+      const quiet = await dialBatch({
+        host: "127.0.0.1",
+        port: server.listener.port,
+        staticKey: key,
+        knownHostsFile: path.join(dir, "known_hosts"),
+        acceptNew: true,
+        idleTimeoutMs: 300,
+      });
+      await new Promise((resolve) => setTimeout(resolve, 900));
+      assert.equal(quiet.failure, undefined);
+      assert.deepEqual(await quiet.list(""), []);
+      await quiet.close();
+      const silent = await dialBatch({
+        host: "127.0.0.1",
+        port: (mute.address() as { port: number }).port,
+        staticKey: key,
+        knownHostsFile: path.join(dir, "known_hosts"),
+        acceptNew: true,
+        idleTimeoutMs: 300,
+      });
+      const started = Date.now();
+      await assert.rejects(silent.list(""), /idle timeout|sent nothing/);
+      assert.ok(Date.now() - started < 5000);
+      await silent[Symbol.asyncDispose]();
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => mute.close(() => resolve()));
       await server.listener.close();
     }
   });
