@@ -21,11 +21,8 @@ import { join } from "node:path";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
-import { dial } from "../net/dial.ts";
+import { openClientChannel } from "../net/client-channel.ts";
 import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
-import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
-import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
-import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
 import { TokenBucket } from "../net/token-bucket.ts";
 import { fingerprint, readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
@@ -151,7 +148,7 @@ export async function runRemoteSync(
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
 
   const connect = async (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> => {
-    const conn = await abortable(dial({
+    const client = await openClientChannel({
       host: remote.host,
       port: remote.port,
       staticKey,
@@ -160,17 +157,13 @@ export async function runRemoteSync(
       hostKey: flags.hostKey,
       pairCode: pair,
       warn: (message) => say(`ssync: warning: ${message}`),
-    }), signal, { discard: (late) => late[Symbol.asyncDispose]() });
+      idleTimeoutMs,
+      buckets,
+      signal,
+    });
     try {
-      detail(`connected to ${peer}: host key ${fingerprint(conn.remoteStatic)}`);
-      const socket = conn.channel.socket;
-      const idle = new IdleTimeoutChannel(conn.channel, {
-        timeoutMs: idleTimeoutMs,
-        // Bytes the kernel took from us: a slow reader still counts as progress.
-        sendProgress: () => socket.bytesWritten - socket.writableLength,
-      });
-      const limited = buckets === undefined ? idle : new RateLimitedChannel(idle, { ...buckets, activity: idle.activity });
-      const channel = new IncompleteOnLossChannel(limited, { peer });
+      detail(`connected to ${peer}: host key ${fingerprint(client.conn.remoteStatic)}`);
+      const { channel, activity } = client;
       const progress = new SessionProgress();
       const stopProgress = showProgress(progress, { format, local: false, phase, signal });
       return await runClient(channel, store!, {
@@ -185,12 +178,12 @@ export async function runRemoteSync(
         metadata: owner.wanted,
         allowShrink: o.allowShrink,
         pool,
-        activity: idle.activity,
+        activity,
         signal,
         progress,
       }).finally(stopProgress);
     } finally {
-      await conn[Symbol.asyncDispose]().catch(() => {});
+      await client[Symbol.asyncDispose]();
     }
   };
   // A pairing code is used once: a try after a busy answer is already paired.

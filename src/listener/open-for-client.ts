@@ -84,7 +84,8 @@ export function clientPathComponents(name: string): string[] {
   return parts;
 }
 
-function underPrefix(parts: string[], prefix: string): boolean {
+/** True when the path's components lie under the key's prefix (the prefix itself included). */
+export function underPrefix(parts: string[], prefix: string): boolean {
   const want = prefix.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.length < want.length) return false;
   if (want.length === 0) return true;
@@ -116,7 +117,7 @@ function renamed(e: unknown, from: string, name: string): Error {
   return error;
 }
 
-function closeQuietly(fd: number | undefined): void {
+export function closeQuietly(fd: number | undefined): void {
   if (fd === undefined) return;
   try {
     fs.closeSync(fd);
@@ -133,7 +134,8 @@ function isSymlink(at: string): boolean {
   }
 }
 
-function walkError(e: unknown, name: string, part: string, at: string): Error {
+/** A failed step of the walk from the root, as the refusal the client reads. */
+export function walkError(e: unknown, name: string, part: string, at: string): Error {
   const code = (e as { code?: string }).code;
   if (code === "ELOOP" || isSymlink(at)) return refuse("EACCES", `Cannot open ${name}: ${part} is a symbolic link, which the listener does not follow`);
   if (code === "ENOTDIR") return refuse("ENOENT", `Cannot open ${name}: ${part} is not a directory`);
@@ -263,7 +265,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
  * The admin chose the root, yet a folder under it on a kernel filesystem (a mount of /dev or
  * /proc) never gets a new file: a missing name there is a device or entry that does not exist.
  */
-function refuseKernelFolder(req: ClientOpen, dir: number): void {
+export function refuseKernelFolder(req: { name: string }, dir: number): void {
   const k = kernelFilesystemOf(fs.fstatSync(dir, { bigint: true }).dev);
   if (k) {
     throw refuse("EACCES", `Cannot create ${req.name}: its folder is on ${k.mountPoint} (${k.type}), a kernel filesystem, where the listener never creates a file`);
@@ -295,7 +297,7 @@ async function lockedStore(
 }
 
 /** `at` still names the file `stat` describes. */
-function sameFile(at: string, stat: fs.BigIntStats): boolean {
+export function sameFile(at: string, stat: fs.BigIntStats): boolean {
   try {
     const now = fs.lstatSync(at, { bigint: true });
     return now.dev === stat.dev && now.ino === stat.ino;
