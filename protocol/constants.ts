@@ -228,5 +228,6 @@ export type BatchMessageType = keyof typeof BatchMessageCode;
 export const FLAG_LAST = 0x0001;
 
 /** LIST_ENTRIES entry kinds. */
-export const EntryKindCode = { file: 1, folder: 2, symlink: 3, "block-device": 4, other: 5 } as const;
+/** LIST entry kinds; `unlisted` (6): a folder the listener could not walk (nothing below it is listed). */
+export const EntryKindCode = { file: 1, folder: 2, symlink: 3, "block-device": 4, other: 5, unlisted: 6 } as const;
 export type EntryKind = keyof typeof EntryKindCode;

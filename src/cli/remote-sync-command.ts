@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
-import { openClientChannel } from "../net/client-channel.ts";
+import { type ClientChannelOptions, openClientChannel } from "../net/client-channel.ts";
 import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
 import { TokenBucket } from "../net/token-bucket.ts";
 import { fingerprint, readPrivateKey } from "../trust/keys.ts";
@@ -117,11 +117,28 @@ async function clientKey(file: string | undefined): Promise<KeyPair> {
   return await readPrivateKey(path);
 }
 
-export async function runRemoteSync(
+/** What push and pull, of a file or a folder, make of the command line before they dial. */
+export interface RemoteContext {
+  remote: Endpoint & { path: string };
+  /** The listener as messages name it ("backup:7070"). */
+  peer: string;
+  flags: RemoteFlags;
+  o: EngineOptions;
+  /** The attributes wanted and the notes about them (--owner only as root, on a pull). */
+  owner: { wanted: EngineOptions["metadata"]; notes: string[] };
+  bwlimit: number | undefined;
+  /** The dial and channel options, less the pairing code (used by a first try only). */
+  channel: Omit<ClientChannelOptions, "pairCode">;
+  pairCode: string | undefined;
+  say: (line: string) => void;
+  detail: (line: string) => void;
+  format: ReturnType<typeof progressFormat>;
+}
+
+export async function remoteContext(
   mode: "push" | "pull",
-  options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
-): Promise<void> {
-  const { local, signal } = options;
+  options: { remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
+): Promise<RemoteContext> {
   // An alias names the address and port (a port on the command line wins) and adds options.
   const config = await loadConfig();
   const target = resolveHost(config, { host: options.remote.host, explicitPort: options.remote.port, defaultPort: DEFAULT_PORT });
@@ -139,28 +156,37 @@ export async function runRemoteSync(
   const staticKey = await clientKey(flags.key);
   const knownHostsFile = flags.knownHosts ?? join(configDir(), "known_hosts");
   const peer = formatEndpoint(remote);
-  const remoteName = `${peer}:${remote.path}`;
-  const pool = new WorkerPool();
-  let store: Storage | undefined;
   const say = (line: string) => o.quiet || console.error(line);
   const detail = (line: string) => o.verbose && console.error(`ssync: ${line}`);
   if (target.alias) detail(`host alias ${target.alias.name}: ${peer}`);
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
+  const channel: Omit<ClientChannelOptions, "pairCode"> = {
+    host: remote.host,
+    port: remote.port,
+    staticKey,
+    knownHostsFile,
+    acceptNew: flags.acceptNew === true,
+    hostKey: flags.hostKey,
+    warn: (message) => say(`ssync: warning: ${message}`),
+    idleTimeoutMs,
+    buckets,
+    signal: options.signal,
+  };
+  return { remote, peer, flags, o, owner, bwlimit, channel, pairCode, say, detail, format };
+}
+
+export async function runRemoteSync(
+  mode: "push" | "pull",
+  options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
+): Promise<void> {
+  const { local, signal } = options;
+  const { remote, peer, o, owner, bwlimit, channel: channelOptions, pairCode, say, detail, format } = await remoteContext(mode, options);
+  const remoteName = `${peer}:${remote.path}`;
+  const pool = new WorkerPool();
+  let store: Storage | undefined;
 
   const connect = async (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> => {
-    const client = await openClientChannel({
-      host: remote.host,
-      port: remote.port,
-      staticKey,
-      knownHostsFile,
-      acceptNew: flags.acceptNew === true,
-      hostKey: flags.hostKey,
-      pairCode: pair,
-      warn: (message) => say(`ssync: warning: ${message}`),
-      idleTimeoutMs,
-      buckets,
-      signal,
-    });
+    const client = await openClientChannel({ ...channelOptions, pairCode: pair });
     try {
       detail(`connected to ${peer}: host key ${fingerprint(client.conn.remoteStatic)}`);
       const { channel, activity } = client;

@@ -18,7 +18,7 @@
  *    journal, and unlinks it only while the name still is the inode it locked.
  * 4. LIST walks depth first, a folder before what it holds, never into a symbolic link (each
  *    subfolder is opened O_NOFOLLOW|O_DIRECTORY from its parent's descriptor: one swapped for
- *    a link is skipped), yielding one entry at a time (memory bounded by the depth, at most
+ *    a link, or one that cannot be opened, is listed as "unlisted"), yielding one entry at a time (memory bounded by the depth, at most
  *    MAX_LIST_DEPTH folders open); work files are not listed; more than `maxEntries` entries
  *    is ERROR EFBIG. A name that is not valid UTF-8 cannot be named on the wire: skipped.
  */
@@ -149,20 +149,25 @@ export async function* listTree(
       if (Buffer.byteLength(rel) > MAX_NAME_LENGTH) throw refuse("EINVAL", `Cannot list ${shown}: ${rel.slice(0, 64)}… is longer than ${MAX_NAME_LENGTH} bytes`);
       if (++count > maxEntries) throw refuse("EFBIG", `Cannot list ${shown}: it holds more than ${maxEntries} entries`);
       const kind = kindOf(st);
-      yield { kind, size: kind === "file" ? Number(st.size) : 0, mtimeNs: st.mtimeNs, name: rel };
-      if (kind !== "folder") continue;
+      if (kind !== "folder") {
+        yield { kind, size: kind === "file" ? Number(st.size) : 0, mtimeNs: st.mtimeNs, name: rel };
+        continue;
+      }
       if (stack.length >= MAX_LIST_DEPTH) throw refuse("EINVAL", `Cannot list ${shown}: ${rel} is more than ${MAX_LIST_DEPTH} folders deep`);
-      let fd: number;
+      // A folder that cannot be walked (unreadable, or swapped for a link since lstat) is
+      // "unlisted": never taken for an empty one, so nothing below it is deleted anywhere.
+      let fd: number | undefined;
+      let dir: fs.Dir | undefined;
       try {
         fd = fs.openSync(at, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
+        dir = await fs.promises.opendir(`/proc/self/fd/${fd}`);
       } catch {
-        continue; // swapped for a link or removed since lstat: not walked
+        if (fd !== undefined) closeQuietly(fd);
+        yield { kind: "unlisted", size: 0, mtimeNs: st.mtimeNs, name: rel };
+        continue;
       }
-      try {
-        stack.push({ fd, dir: await fs.promises.opendir(`/proc/self/fd/${fd}`), prefix: rel + "/" });
-      } catch {
-        closeQuietly(fd);
-      }
+      stack.push({ fd, dir, prefix: rel + "/" });
+      yield { kind, size: 0, mtimeNs: st.mtimeNs, name: rel };
     }
   } finally {
     for (const level of stack) {

@@ -50,7 +50,11 @@ function identity(path: string): { dev: bigint; ino: bigint } | undefined {
   }
 }
 
-async function list(root: string, o: { other?: { dev: bigint; ino: bigint }; otherName: string; t: TreeSyncOptions; report: TreeReport }): Promise<TreeEntry[]> {
+/** Step 1 for one local tree: its entries; what the walk left out goes to the report's skipped. */
+export async function listLocalTree(
+  root: string,
+  o: { other?: { dev: bigint; ino: bigint }; otherName: string; t: Pick<TreeSyncOptions, "signal" | "maxEntries" | "filter" | "note">; report: TreeReport },
+): Promise<TreeEntry[]> {
   const entries: TreeEntry[] = [];
   const counters: WalkCounters = { entries: 0, undecodable: 0 };
   const walk = walkTree(root, {
@@ -75,8 +79,8 @@ export async function syncTree(src: string, dst: string, o: TreeSyncOptions): Pr
   const report = emptyTreeReport(o.dryRun);
   const srcId = identity(src);
   const dstId = identity(dst);
-  const source = await list(src, { other: dstId, otherName: `the destination ${dst}`, t: o, report });
-  const destination = dstId === undefined ? [] : await list(dst, { other: srcId, otherName: `the source ${src}`, t: o, report });
+  const source = await listLocalTree(src, { other: dstId, otherName: `the destination ${dst}`, t: o, report });
+  const destination = dstId === undefined ? [] : await listLocalTree(dst, { other: srcId, otherName: `the source ${src}`, t: o, report });
   const plan = planTree(source, destination, {
     checksum: o.checksum,
     delete: o.delete,
