@@ -13,6 +13,7 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
+import { MAX_SLOTS } from "../../protocol/constants.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import type { BatchClient } from "../session/batch-client.ts";
 import { dialBatch } from "../session/dial-batch.ts";
@@ -127,7 +128,8 @@ export async function runRemoteFolderSync(
   const open = folderOpener(local, { lockWaitMs: o.waitMs, log: (m) => say(`ssync: ${m}`) });
   let batch: BatchClient | undefined;
   try {
-    batch = await retryWhileBusy((n) => dialBatch({ ...ctx.channel, pairCode: n === 0 ? ctx.pairCode : undefined }), { waitMs: o.waitMs, signal });
+    // As many slots as a listener grants: small files overlap their round trips and fsyncs.
+    batch = await retryWhileBusy((n) => dialBatch({ ...ctx.channel, pairCode: n === 0 ? ctx.pairCode : undefined, slots: MAX_SLOTS }), { waitMs: o.waitMs, signal });
     const b = batch;
     const stopProgress = showProgress(progress, { format: ctx.format, local: false, phase: "sync", signal });
     const remoteName = (p: string) => (folder === "" ? p : `${folder}/${p}`);
