@@ -12,6 +12,7 @@
  * kept as sent), so two implementations agree on what each record means.
  */
 import {
+  CAP_CACHE_KEY,
   CAP_METADATA,
   CAP_REFINE,
   CAP_ZSTD,
@@ -51,6 +52,7 @@ import {
   OPEN_DRY_RUN,
   OPEN_FLAGS_KNOWN,
   OPEN_IN_PLACE,
+  OPEN_CACHE_KEY,
   OPEN_METADATA,
   OPEN_REFINE,
   RUN_DIGESTS,
@@ -109,7 +111,7 @@ export function encode(msg: Message): Uint8Array {
         8,
         (msg.dryRun ? OPEN_DRY_RUN : 0) | (msg.clientZstd ? OPEN_CLIENT_ZSTD : 0) | (msg.inPlace ? OPEN_IN_PLACE : 0) |
           (msg.refine ? OPEN_REFINE : 0) | (msg.compressAlways ? OPEN_COMPRESS_ALWAYS : 0) |
-          (msg.allowShrink ? OPEN_ALLOW_SHRINK : 0) | (msg.metadata ? OPEN_METADATA : 0),
+          (msg.allowShrink ? OPEN_ALLOW_SHRINK : 0) | (msg.metadata ? OPEN_METADATA : 0) | (msg.cacheKey ? OPEN_CACHE_KEY : 0),
       );
       setU64(v, 12, msg.size);
       p.set(msg.key, 20);
@@ -119,12 +121,18 @@ export function encode(msg: Message): Uint8Array {
       return record(msg, { payload: p });
     }
     case "OPEN_OK": {
-      const p = new Uint8Array(OPEN_OK_SIZE + (msg.metadata ? METADATA_SIZE : 0));
+      const meta = msg.metadata ? METADATA_SIZE : 0;
+      if (msg.cacheKey && msg.cacheKey.length !== HASH_KEY_SIZE) throw new RangeError(`OPEN_OK: a cache key of ${msg.cacheKey.length} bytes`);
+      const p = new Uint8Array(OPEN_OK_SIZE + meta + (msg.cacheKey ? HASH_KEY_SIZE : 0));
       const v = view(p);
       setU64(v, 0, msg.size);
-      v.setUint32(8, (msg.zstd ? CAP_ZSTD : 0) | (msg.refine ? CAP_REFINE : 0) | (msg.metadata ? CAP_METADATA : 0));
+      v.setUint32(
+        8,
+        (msg.zstd ? CAP_ZSTD : 0) | (msg.refine ? CAP_REFINE : 0) | (msg.metadata ? CAP_METADATA : 0) | (msg.cacheKey ? CAP_CACHE_KEY : 0),
+      );
       v.setUint8(12, KindCode[msg.kind]);
       if (msg.metadata) encodeMetadata(msg.metadata, p.subarray(OPEN_OK_SIZE));
+      if (msg.cacheKey) p.set(msg.cacheKey, OPEN_OK_SIZE + meta);
       return record(msg, { payload: p });
     }
     case "SIGS":
@@ -375,6 +383,7 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         ...((openFlags & OPEN_REFINE) !== 0 ? { refine: true } : {}),
         ...((openFlags & OPEN_COMPRESS_ALWAYS) !== 0 ? { compressAlways: true } : {}),
         ...((openFlags & OPEN_ALLOW_SHRINK) !== 0 ? { allowShrink: true } : {}),
+        ...((openFlags & OPEN_CACHE_KEY) !== 0 ? { cacheKey: true } : {}),
         size: getU64(v, 12, type),
         key: p.slice(20, 20 + HASH_KEY_SIZE),
         name,
@@ -388,7 +397,9 @@ function decodeBody(h: Header, p: Uint8Array): Message {
       const caps = v.getUint32(8);
       if ((caps & ~CAPS_KNOWN) !== 0) throw new ProtocolError(`OPEN_OK: unknown capabilities ${caps}`);
       const withMetadata = (caps & CAP_METADATA) !== 0;
-      expectLength(type, p, OPEN_OK_SIZE + (withMetadata ? METADATA_SIZE : 0));
+      const withCacheKey = (caps & CAP_CACHE_KEY) !== 0;
+      const meta = withMetadata ? METADATA_SIZE : 0;
+      expectLength(type, p, OPEN_OK_SIZE + meta + (withCacheKey ? HASH_KEY_SIZE : 0));
       return {
         type,
         cookie,
@@ -396,7 +407,8 @@ function decodeBody(h: Header, p: Uint8Array): Message {
         zstd: (caps & CAP_ZSTD) !== 0,
         kind: lookup(kindByCode, v.getUint8(12), "OPEN_OK kind") as StoreKind,
         ...((caps & CAP_REFINE) !== 0 ? { refine: true } : {}),
-        ...(withMetadata ? { metadata: decodeMetadata(p.subarray(OPEN_OK_SIZE), type) } : {}),
+        ...(withMetadata ? { metadata: decodeMetadata(p.subarray(OPEN_OK_SIZE, OPEN_OK_SIZE + meta), type) } : {}),
+        ...(withCacheKey ? { cacheKey: p.slice(OPEN_OK_SIZE + meta) } : {}),
       };
     }
     case "SIGS":

@@ -130,8 +130,13 @@ export const OPEN_ALLOW_SHRINK = 0x0020;
  * for the source's attributes in OPEN_OK.
  */
 export const OPEN_METADATA = 0x0040;
+/**
+ * OPEN flag, push (ignored on pull and in a dry run): the client takes the hash key of the
+ * destination's signature cache (§5.10) for this session, if the server answers CAP_CACHE_KEY.
+ */
+export const OPEN_CACHE_KEY = 0x0080;
 export const OPEN_FLAGS_KNOWN = OPEN_DRY_RUN | OPEN_CLIENT_ZSTD | OPEN_IN_PLACE | OPEN_REFINE | OPEN_COMPRESS_ALWAYS |
-  OPEN_ALLOW_SHRINK | OPEN_METADATA;
+  OPEN_ALLOW_SHRINK | OPEN_METADATA | OPEN_CACHE_KEY;
 
 /** OPEN_OK capability bits. */
 export const CAP_ZSTD = 0x0001;
@@ -143,7 +148,13 @@ export const CAP_REFINE = 0x0002;
  * when OPEN had OPEN_METADATA.
  */
 export const CAP_METADATA = 0x0004;
-export const CAPS_KNOWN = CAP_ZSTD | CAP_REFINE | CAP_METADATA;
+/**
+ * OPEN_OK capability, push, only to an OPEN with OPEN_CACHE_KEY: the destination answers SIGS
+ * from its signature cache (§5.10); OPEN_OK's payload ends with the cache's hash key
+ * (HASH_KEY_SIZE bytes, after any METADATA trailer), which both sides use instead of OPEN's.
+ */
+export const CAP_CACHE_KEY = 0x0008;
+export const CAPS_KNOWN = CAP_ZSTD | CAP_REFINE | CAP_METADATA | CAP_CACHE_KEY;
 
 // §3 METADATA trailer
 

@@ -26,6 +26,8 @@ export interface OpenMessage {
   compressAlways?: boolean;
   /** OPEN_ALLOW_SHRINK: push: the destination may lose data past the source's size (absent means false). */
   allowShrink?: boolean;
+  /** OPEN_CACHE_KEY: push: the client takes the destination's cached hash key if offered (absent means false). */
+  cacheKey?: boolean;
   /** Push: the source size (the final size). Pull: the client's current destination size. */
   size: number;
   /** Fresh random key for the keyed block digests of this session. */
@@ -68,6 +70,11 @@ export interface OpenOkMessage {
    * asked for; none for a block device). Pull: the source's attributes (none for a block device).
    */
   metadata?: FileAttributes;
+  /**
+   * CAP_CACHE_KEY (push, only to OPEN_CACHE_KEY): the hash key of the destination's signature
+   * cache (§5.10); both sides hash under it for this session instead of OPEN's key.
+   */
+  cacheKey?: Uint8Array;
 }
 
 /** Push, client (source) → server (destination): send the digests of a range. */

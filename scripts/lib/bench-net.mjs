@@ -26,7 +26,8 @@ export async function makeTrust(ssync, dir) {
   fs.copyFileSync(`${clientKey}.pub`, authorizedKeys);
   fs.chmodSync(authorizedKeys, 0o600);
   return {
-    clientEnv: { ...process.env, XDG_CONFIG_HOME: client },
+    // A pull's signature cache goes to the client's state folder: this one, not the machine's.
+    clientEnv: { ...process.env, XDG_CONFIG_HOME: client, XDG_STATE_HOME: path.join(dir, "client-state") },
     serverEnv: { ...process.env, XDG_CONFIG_HOME: server },
     hostKey,
     authorizedKeys,

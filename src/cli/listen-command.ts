@@ -23,6 +23,8 @@ import type { CAC } from "cac";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { recoverTree } from "../storage/recover-tree.ts";
 import { configDir } from "../trust/config-dir.ts";
+import { SignatureCache } from "../storage/signature-cache.ts";
+import { CACHE_MAX_AGE_HELP, listenerCacheDir, parseCacheMaxAge } from "./cache-options.ts";
 import { DEFAULT_PORT, formatEndpoint, parsePort } from "../net/host-port.ts";
 import { fingerprint, readPrivateKey, writePrivateKey } from "../trust/keys.ts";
 import { Listener } from "../listener/listener.ts";
@@ -51,6 +53,10 @@ interface ListenFlags {
   verbose?: boolean;
   logFormat?: string;
   bwlimit?: string | number;
+  /** cac's `--no-cache` sets it false. */
+  cache?: boolean;
+  cacheMaxAge?: string | number;
+  cacheDir?: string;
 }
 
 export const HOST_KEY_FILE = "host_key";
@@ -76,9 +82,13 @@ function parseExports(value: string | string[] | undefined): Map<string, string>
   return map;
 }
 
+function hostKeyPath(file: string | undefined): string {
+  return file ?? join(configDir(), HOST_KEY_FILE);
+}
+
 async function hostKey(file: string | undefined, log: Log): Promise<KeyPair> {
   if (file !== undefined) return await readPrivateKey(file);
-  const path = join(configDir(), HOST_KEY_FILE);
+  const path = hostKeyPath(undefined);
   if (!fs.existsSync(path)) {
     await writePrivateKey(path, generateKeyPair(), { comment: "ssync host key" });
     log.info(`created host key ${path}`, { file: path });
@@ -190,7 +200,10 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
     )
     .option("-v, --verbose", "Also log each authenticated connection and the path its session opens")
     .option("--log-format <format>", "text (default) or json: one object per line (time, level, message, fields)")
-    .option("--bwlimit <rate>", "Limit the data on the wire to RATE bytes per second each way, all sessions together, such as 50M (K, M, G: 1024-based)"))
+    .option("--bwlimit <rate>", "Limit the data on the wire to RATE bytes per second each way, all sessions together, such as 50M (K, M, G: 1024-based)")
+    .option("--cache-max-age <age>", CACHE_MAX_AGE_HELP)
+    .option("--cache-dir <dir>", "Where push destinations' signature caches go (default: <folder of the host key>/signatures)")
+    .option("--no-cache", "Keep no signature cache: every push reads its destination in full"))
     .example("  ssync listen --root /srv/images --pair     # prints its host key and a one-time pairing code")
     .example("  ssync listen --root /srv/images --export vm=/dev/vg0/vm --read-only")
     .action((flags: ListenFlags) => {
@@ -218,6 +231,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
         const graceMs = parseGrace(flags.shutdownGrace);
         const progressIntervalMs = parseProgressInterval(flags.progressInterval);
         const bwlimit = parseBwlimit(flags.bwlimit);
+        const cacheMaxAge = parseCacheMaxAge(flags.cacheMaxAge);
         const { host, port } = parseBind(flags.bind);
         const key = await hostKey(flags.key, log);
         const authorizedKeysFile = flags.authorizedKeys ?? join(configDir(), "authorized_keys");
@@ -254,6 +268,9 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
             progressIntervalMs,
             authorizedKeys: keys,
             bwlimit,
+            ...(flags.cache === false ? {} : {
+              cache: { cache: new SignatureCache(flags.cacheDir ?? listenerCacheDir(hostKeyPath(flags.key))), maxAgeMs: cacheMaxAge },
+            }),
           });
           const address = formatEndpoint({ host: listener.host.replace(/^::ffff:/, ""), port: listener.port });
           console.log(`ssync listening on ${address} host key ${fingerprint(key.publicKey)}`);

@@ -146,6 +146,7 @@ export async function runRemoteFolderSync(
       compress: o.compress,
       metadata: owner.wanted,
       allowShrink: o.allowShrink,
+      cacheKey: ctx.useCache,
       pool,
       signal,
       progress,

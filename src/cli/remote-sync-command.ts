@@ -17,7 +17,9 @@
  */
 import fs from "node:fs";
 import process from "node:process";
-import { join } from "node:path";
+import nodePath, { join } from "node:path";
+import { SignatureCache } from "../storage/signature-cache.ts";
+import { CACHE_MAX_AGE_HELP, clientCacheDir, parseCacheMaxAge } from "./cache-options.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
@@ -53,6 +55,9 @@ export interface RemoteFlags extends EngineFlags {
   knownHosts?: string;
   idleTimeout?: string | number;
   bwlimit?: string | number;
+  /** cac's `--no-cache` sets it false. */
+  cache?: boolean;
+  cacheMaxAge?: string | number;
 }
 
 // deno-lint-ignore no-explicit-any
@@ -70,7 +75,9 @@ export function withRemoteOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option(
       "--bwlimit <rate>",
       "Limit the data on the wire to RATE bytes per second each way, such as 50M (K, M, G: 1024-based; at least 64K; 0: no limit)",
-    ));
+    )
+    .option("--no-cache", "Do not use the destination's signature cache (push: the listener reads its file in full; pull: ours is read, none kept)")
+    .option("--cache-max-age <age>", `pull: ${CACHE_MAX_AGE_HELP} (a push's listener has its own)`));
 }
 
 /** A remote as the command line gave it: `port` undefined when it named none. */
@@ -133,6 +140,10 @@ export interface RemoteContext {
   say: (line: string) => void;
   detail: (line: string) => void;
   format: ReturnType<typeof progressFormat>;
+  /** --cache-max-age (a pull's own cache), in ms. */
+  cacheMaxAge: number;
+  /** false with --no-cache. */
+  useCache: boolean;
 }
 
 export async function remoteContext(
@@ -149,6 +160,11 @@ export async function remoteContext(
   const owner = mode === "pull" ? ownerIfRoot(o.metadata) : { wanted: o.metadata, notes: [] };
   const idleTimeoutMs = parseIdleTimeout(flags.idleTimeout);
   const bwlimit = parseBwlimit(flags.bwlimit);
+  if (mode === "push" && flags.cacheMaxAge !== undefined) {
+    throw new UsageError("Invalid --cache-max-age for a push: the listener's cache follows its own (ssync listen --cache-max-age)");
+  }
+  const cacheMaxAge = parseCacheMaxAge(flags.cacheMaxAge);
+  const useCache = flags.cache !== false;
   const buckets = bwlimit === undefined
     ? undefined
     : { send: new TokenBucket({ bytesPerSecond: bwlimit }), receive: new TokenBucket({ bytesPerSecond: bwlimit }) };
@@ -172,7 +188,7 @@ export async function remoteContext(
     buckets,
     signal: options.signal,
   };
-  return { remote, peer, flags, o, owner, bwlimit, channel, pairCode, say, detail, format };
+  return { remote, peer, flags, o, owner, bwlimit, channel, pairCode, say, detail, format, cacheMaxAge, useCache };
 }
 
 export async function runRemoteSync(
@@ -180,7 +196,7 @@ export async function runRemoteSync(
   options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
 ): Promise<void> {
   const { local, signal } = options;
-  const { remote, peer, o, owner, bwlimit, channel: channelOptions, pairCode, say, detail, format } = await remoteContext(mode, options);
+  const { remote, peer, o, owner, bwlimit, channel: channelOptions, pairCode, say, detail, format, cacheMaxAge, useCache } = await remoteContext(mode, options);
   const remoteName = `${peer}:${remote.path}`;
   const pool = new WorkerPool();
   let store: Storage | undefined;
@@ -203,6 +219,19 @@ export async function runRemoteSync(
         compress: o.compress,
         metadata: owner.wanted,
         allowShrink: o.allowShrink,
+        cacheKey: useCache,
+        // A pull's own cache; with --no-cache its entry is still dropped, as the sync changes the file.
+        ...(mode === "pull" && !dryRun
+          ? {
+            cache: {
+              policy: { cache: new SignatureCache(clientCacheDir()), maxAgeMs: cacheMaxAge },
+              path: cachePathOf(local),
+              peer: client.conn.remoteStatic,
+              warn: (message: string) => say(`ssync: warning: ${message}`),
+              use: useCache,
+            },
+          }
+          : {}),
         pool,
         activity,
         signal,
@@ -242,6 +271,16 @@ export async function runRemoteSync(
   } finally {
     await store?.[Symbol.asyncDispose]();
     await pool[Symbol.asyncDispose]();
+  }
+}
+
+/** The path a pull's cache entry is kept under: the destination's folder resolved, its own name as given. */
+function cachePathOf(local: string): string {
+  const abs = nodePath.resolve(local);
+  try {
+    return nodePath.join(fs.realpathSync(nodePath.dirname(abs)), nodePath.basename(abs));
+  } catch {
+    return abs;
   }
 }
 

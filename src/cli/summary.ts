@@ -59,11 +59,13 @@ export interface Summary {
   /** bytesCompared per second, in MB/s (10^6). */
   throughputMBps: number;
   /**
-   * The root hash both sides compared, keyed with a random key of this session: it differs on
-   * every run, even for the same image, and identifies nothing across runs (compare
-   * `identical`, or the images themselves, instead).
+   * The root hash both sides compared, keyed with the session's hash key: a random one, or the
+   * destination's cached one (`destinationCacheUsed`), which repeats while its cache lives; it
+   * identifies nothing across runs (compare `identical`, or the images themselves, instead).
    */
   sessionRootHash: string;
+  /** The destination answered from its signature cache (spec §5.10): it read none of its file to compare. */
+  destinationCacheUsed: boolean;
   verified: boolean;
   /** A file source is checked for changes during the sync (exit 3); a block device cannot be. */
   sourceKind: StorageKind;
@@ -128,6 +130,7 @@ export function summarize(
     seconds: round(r.seconds, 3),
     throughputMBps: round(r.size / Math.max(r.seconds, 1e-6) / 1e6, 1),
     sessionRootHash: r.root,
+    destinationCacheUsed: r.cacheUsed === true,
     verified: names.verified,
     sourceKind,
     warnings: [...(sourceKind === "block-device" ? [BLOCK_DEVICE_SOURCE_WARNING] : []), ...(r.metadata?.notes ?? [])],
@@ -143,7 +146,7 @@ export function formatSummary(s: Summary): string {
   const lines = [
     `${s.dryRun ? "Dry run: " : ""}${s.source} -> ${s.destination}: ${outcome} (${bytes(s.size)}, root ${s.sessionRootHash.slice(0, 16)}${s.verified ? ", verified" : ""})`,
     `  compared  ${bytes(s.bytesCompared)} in ${s.seconds} s (${s.throughputMBps} MB/s)`,
-    `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}`,
+    `  read      source ${bytes(s.sourceBytesRead)}, destination ${bytes(s.destinationBytesRead)}${s.destinationCacheUsed ? " (it answered from its signature cache)" : ""}`,
     `  holes     skipped without reading: source ${bytes(s.sourceHoleBytesSkipped)}, destination ${bytes(s.destinationHoleBytesSkipped)}`,
     `  ${verb.padEnd(9)} ${s.blocksSent} blocks (${bytes(s.dataBytesSent)}${onWire}), zero ranges ${bytes(s.zeroBytesSent)}`,
     `  wrote     ${bytes(s.bytesWritten)}, holes punched ${bytes(s.holeBytesPunched)}`,

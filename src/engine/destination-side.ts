@@ -84,6 +84,8 @@ async function punchZeroBlocks(ctx: SideContext, span: { offset: number; length:
 export interface WriterOptions {
   dryRun: boolean;
   maxIntervals?: number;
+  /** Told each range's final digests (those added to the root) once its writes are applied. */
+  onClosed?: (firstBlock: number, digests: Uint8Array) => void;
 }
 
 export type WriteOp =
@@ -106,6 +108,7 @@ interface OpenRange {
 export class DestinationWriter {
   #ctx: SideContext;
   #dryRun: boolean;
+  #onClosed: WriterOptions["onClosed"];
   #open = new Map<number, OpenRange>();
   /** PATCH digests are computed here, from the whole patched blocks (apply-patch.ts). */
   #patchHasher: Promise<BlockHasher> | undefined;
@@ -114,6 +117,7 @@ export class DestinationWriter {
   private constructor(ctx: SideContext, options: WriterOptions) {
     this.#ctx = ctx;
     this.#dryRun = options.dryRun;
+    this.#onClosed = options.onClosed;
     this.root = new RootHash(ctx.key, { maxIntervals: options.maxIntervals });
   }
 
@@ -196,7 +200,10 @@ export class DestinationWriter {
       throw new ProtocolError(`range [${offset}, ${offset + length}) closed, but the open range is [${offset}, ${r.end})`);
     }
     this.#open.delete(offset);
-    return Promise.all(r.writes).then(() => this.root.add(offset / this.#ctx.blockSize, r.digests));
+    return Promise.all(r.writes).then(() => {
+      this.root.add(offset / this.#ctx.blockSize, r.digests);
+      this.#onClosed?.(offset / this.#ctx.blockSize, r.digests);
+    });
   }
 
   #rangeOf(offset: number): OpenRange | undefined {

@@ -23,6 +23,8 @@ export class SideStats {
   bytesRead = 0;
   /** Bytes of differing blocks read a second time to refine them (REFINE, PATCH; most likely from the page cache). */
   bytesReread = 0;
+  /** Destination: bytes whose digests came from its signature cache, hence not read (spec §5.10). */
+  bytesFromCache = 0;
   /** Bytes of ranges known to be holes, hence not read. */
   holeBytesSkipped = 0;
   /** Destination: bytes written by DATA. */

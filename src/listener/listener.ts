@@ -27,7 +27,7 @@
  */
 import { promises as fs } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import { formatEndpoint } from "../net/host-port.ts";
 import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
@@ -39,6 +39,7 @@ import { messageCode } from "../../protocol/batch-codec.ts";
 import { BatchMessageCode } from "../../protocol/constants.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import { type ServerSessionResult, serveSession, type SessionActivity } from "../session/server-session.ts";
+import type { CachePolicy } from "../session/cache-session.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import {
   type AuthorizedKey,
@@ -122,6 +123,11 @@ export interface ListenerOptions {
   progressIntervalMs?: number;
   /** --bwlimit: bytes per second of wire data, each way, all sessions together (default: none). */
   bwlimit?: number;
+  /**
+   * The signature cache of push destinations (spec §5.10), in the listener's state folder
+   * (beside its host key); absent: none is kept (every push reads the destination in full).
+   */
+  cache?: CachePolicy;
 }
 
 
@@ -131,6 +137,8 @@ interface FileSession {
   key: string;
   peer: string;
   paired: boolean;
+  /** The client's static key (the signature cache reuses a key with this peer only). */
+  remoteStatic: Uint8Array;
   activity: SessionActivity;
   signal: AbortSignal;
 }
@@ -396,7 +404,7 @@ export class Listener implements AsyncDisposable {
       // The first record says what the connection is: BATCH, or a v1 session's OPEN.
       const peeked = new PeekedChannel(limited);
       const first = await peeked.first.catch(() => null);
-      const session: FileSession = { entry, key, peer, paired: conn.paired, activity: idle.activity, signal: ended.signal };
+      const session: FileSession = { entry, key, peer, paired: conn.paired, remoteStatic: conn.remoteStatic, activity: idle.activity, signal: ended.signal };
       if (first !== null && messageCode(first) === BatchMessageCode.BATCH) {
         await serveBatch(peeked, {
           first,
@@ -463,6 +471,17 @@ export class Listener implements AsyncDisposable {
         ...(batch ? { bufferBytes: batch.bufferBytes, batchMemory: batch.memory } : {}),
         progress,
         exported: (name) => this.#options.exports?.has(name) === true,
+        ...(this.#options.cache
+          ? {
+            cache: {
+              policy: this.#options.cache,
+              // The file as open-for-client.ts resolves the name: an export's path, else under the root.
+              path: (name: string) => this.#options.exports?.get(name) ?? join(this.#options.root, name),
+              peer: o.remoteStatic,
+              warn: (message: string) => this.#log(`${peer} key ${key}: ${message}`, { peer, key }, "warn"),
+            },
+          }
+          : {}),
         open: async (req) => {
           request = req;
           described = `${batch ? `batch slot ${batch.slot} ` : ""}${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;
@@ -482,7 +501,8 @@ export class Listener implements AsyncDisposable {
       } else outcome = result.error ? `failed: ${clipName(result.error.message, request?.name)}` : "ended before commit";
       const seconds = Math.round((Date.now() - started) / 100) / 10;
       this.#log(
-        `${peer} key ${key}${o.paired ? " (paired)" : ""} ${described}: read ${formatBytes(s.bytesRead)}, wrote ${formatBytes(s.bytesWritten)}, ` +
+        `${peer} key ${key}${o.paired ? " (paired)" : ""} ${described}: read ${formatBytes(s.bytesRead)}, ` +
+          `${s.bytesFromCache > 0 ? `digests of ${formatBytes(s.bytesFromCache)} from the signature cache, ` : ""}wrote ${formatBytes(s.bytesWritten)}, ` +
           `holes ${formatBytes(s.bytesPunched)}, wire in ${formatBytes(result.wire.bytesReceived)} out ${formatBytes(result.wire.bytesSent)}, ` +
           `${seconds} s: ${outcome}`,
         {
@@ -494,6 +514,7 @@ export class Listener implements AsyncDisposable {
           file: request && clip(request.name),
           dryRun: request?.dryRun,
           bytesRead: s.bytesRead,
+          bytesFromCache: s.bytesFromCache,
           bytesWritten: s.bytesWritten,
           holeBytesPunched: s.bytesPunched,
           wireBytesIn: result.wire.bytesReceived,

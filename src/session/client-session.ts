@@ -57,6 +57,7 @@ import {
   wantsAny,
 } from "./file-attributes.ts";
 import { checkShrink } from "./shrink-check.ts";
+import { type CachePolicy, CacheSession } from "./cache-session.ts";
 import { SourceWatch } from "./source-watch.ts";
 import { TestPause } from "./test-pause.ts";
 import type { WireCounters } from "./wire-counters.ts";
@@ -105,6 +106,25 @@ export interface SyncOptions {
    * per file.
    */
   flush?: boolean;
+  /**
+   * Push: offer to take the destination's cached hash key (OPEN_CACHE_KEY, spec §5.10), so that
+   * it answers from its signature cache; default true; false (--no-cache): neither offered nor used.
+   */
+  cacheKey?: boolean;
+  /** Pull: this side's own signature cache (spec §5.10); absent: none used, kept or invalidated. */
+  cache?: ClientCache;
+}
+
+export interface ClientCache {
+  policy: CachePolicy;
+  /** The destination's resolved path, which its entry is kept under. */
+  path: string;
+  /** The listener's host key: the only peer an entry's key is ever sent to. */
+  peer: Uint8Array;
+  /** Told when an entry could not be written (the sync stands). */
+  warn?: (message: string) => void;
+  /** false (--no-cache): the entry is only dropped (this sync changes the file), neither used nor kept. */
+  use?: boolean;
 }
 
 /**
@@ -137,6 +157,8 @@ export interface SyncReport {
   seconds: number;
   /** File metadata the destination took; undefined when none was wanted. */
   metadata?: MetadataReport;
+  /** The destination answered from its signature cache (spec §5.10): it did not read its file. */
+  cacheUsed: boolean;
 }
 
 export async function runClient(
@@ -152,10 +174,19 @@ export async function runClient(
   const onAbort = () => group.fail(options.signal!.reason);
   if (options.signal?.aborted) onAbort();
   else options.signal?.addEventListener("abort", onAbort, { once: true });
-  const key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
+  let key = new Uint8Array(randomBytes(HASH_KEY_SIZE));
   const stats = new SideStats();
   const compress = options.compress ?? "auto";
+  let cache: CacheSession | undefined;
   try {
+    // Pull: before anything changes our destination its entry leaves the cache folder (§5.10);
+    // a hit's key is the one this listener chose before, sent back in OPEN.
+    if (options.mode === "pull" && !options.dryRun && options.cache) {
+      const c = options.cache;
+      cache = await CacheSession.begin(local, c.policy, { path: c.path, peer: c.peer, blockSize: options.blockSize, hash: options.hash, use: c.use !== false });
+      if (cache.key) key = cache.key;
+    }
+    const offerCacheKey = options.mode === "push" && !options.dryRun && options.cacheKey !== false;
     // Before OPEN, whose size is the store's: a file changed since it was opened fails here.
     const watch = options.mode === "push" ? await SourceWatch.start(local) : undefined;
     const askRefine = options.refine !== false && options.blockSize > SUB_BLOCK_SIZE;
@@ -176,6 +207,7 @@ export async function runClient(
       ...(askRefine ? { refine: true } : {}),
       ...(options.mode === "pull" && compress === "always" ? { compressAlways: true } : {}),
       ...(options.mode === "push" && options.allowShrink ? { allowShrink: true } : {}),
+      ...(offerCacheKey ? { cacheKey: true } : {}),
       size: local.size,
       key,
       name: options.name,
@@ -191,11 +223,15 @@ export async function runClient(
       );
     }
     if (ok.refine && !askRefine) throw new ProtocolError("OPEN_OK: CAP_REFINE without OPEN_REFINE");
+    if (ok.cacheKey && !offerCacheKey) throw new ProtocolError("OPEN_OK: CAP_CACHE_KEY without OPEN_CACHE_KEY");
+    if (ok.cacheKey) key = ok.cacheKey;
     const refine = ok.refine === true;
     const size = options.mode === "push" ? local.size : ok.size;
     const destinationSizeBefore = options.mode === "push" ? ok.size : local.size;
     if (options.mode === "pull") await checkShrink(local, { size, allowShrink: options.allowShrink === true, name: local.path, signal: group.signal });
     if (options.mode === "pull" && !options.dryRun && local.size !== size) await local.setSize(size);
+    await cache?.checkSize(size);
+    await cache?.startRecording({ key, size });
     const ctx: SideContext = {
       pool: options.pool,
       store: local,
@@ -213,7 +249,7 @@ export async function runClient(
     const policy = new CompressPolicy({ mode: ok.zstd ? compress : "never", backlog: () => channel.sendBacklog?.() ?? 0 });
     const root = options.mode === "push"
       ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv(), policy, progress: options.progress })
-      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine, progress: options.progress });
+      : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine, progress: options.progress, cache });
     if (options.mode === "push" && !options.dryRun && options.flush !== false) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
     await watch?.check();
@@ -231,7 +267,11 @@ export async function runClient(
       plan = m.plan;
     }
     // Pull: the source agreed (COMMIT_OK, same root): only now do the changes reach the file.
-    if (options.mode === "pull" && !options.dryRun) await local.commit(plan);
+    if (options.mode === "pull" && !options.dryRun) {
+      await local.commit(plan);
+      const why = await cache?.committed();
+      if (why) options.cache?.warn?.(why);
+    }
     conn.close();
     await conn.done;
     return {
@@ -250,6 +290,7 @@ export async function runClient(
       root: Buffer.from(mine).toString("hex"),
       seconds: (performance.now() - started) / 1000,
       ...(metadata ? { metadata } : {}),
+      cacheUsed: options.mode === "push" ? ok.cacheKey !== undefined : stats.bytesFromCache > 0 || cache?.hit === true,
     };
   } catch (e) {
     group.fail(e);
@@ -257,6 +298,7 @@ export async function runClient(
     await group.wait().catch(() => {});
     throw options.mode === "pull" ? remoteSourceChanged(e) : e;
   } finally {
+    await cache?.[Symbol.asyncDispose]();
     options.signal?.removeEventListener("abort", onAbort);
   }
 }
@@ -269,11 +311,18 @@ async function openRequest(conn: ClientConnection, open: Omit<OpenMessage, "type
   try {
     return await conn.request<"OPEN">({ type: "OPEN", ...open });
   } catch (e) {
-    if (!(e instanceof IncompleteSyncError) || open.metadata === undefined) throw e;
+    if (!(e instanceof IncompleteSyncError) || (open.metadata === undefined && !open.cacheKey)) throw e;
+    // A loss right at OPEN is still a loss (a rerun may complete it); the hint covers an older listener.
+    if (open.metadata === undefined) {
+      throw new IncompleteSyncError(
+        `${e.message}; if the listener predates the signature cache (it closes the connection on OPEN_CACHE_KEY), update it or pass --no-cache`,
+        { cause: e },
+      );
+    }
     throw new ErrnoError(
       "EPROTO",
       `Cannot ${open.mode} ${open.name}: the listener closed the connection when asked to open it with file metadata ` +
-        `(${e.message}); a listener that predates mode and mtime support does that; update it, or pass --no-times --no-perms`,
+        `(${e.message}); a listener that predates mode and mtime support does that; update it, or pass --no-times --no-perms${open.cacheKey ? " --no-cache" : ""}`,
       { cause: e },
     );
   }
@@ -374,14 +423,22 @@ async function pushRanges(
 async function pullRanges(
   conn: ClientConnection,
   ctx: SideContext,
-  o: { group: TaskGroup; dryRun: boolean; refine: boolean; progress: SessionProgress | undefined },
+  o: { group: TaskGroup; dryRun: boolean; refine: boolean; progress: SessionProgress | undefined; cache: CacheSession | undefined },
 ): Promise<RootHash> {
-  const writer = await DestinationWriter.create(ctx, { dryRun: o.dryRun });
+  const cache = o.cache;
+  const writer = await DestinationWriter.create(ctx, {
+    dryRun: o.dryRun,
+    ...(cache ? { onClosed: (first: number, digests: Uint8Array) => cache.record(first, digests) } : {}),
+  });
   const window = new ByteWindow(DATA_WINDOW_BYTES);
   for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
     await o.group.spawn(async () => {
       let digests: Uint8Array;
-      if (range.data) {
+      if (range.data && cache?.hit) {
+        // From the signature cache (§5.10): nothing of our file is read.
+        digests = await cache.digests(range.offset, range.length);
+        ctx.stats.bytesFromCache += range.length;
+      } else if (range.data) {
         digests = await digestRange(ctx, range, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !o.dryRun });
       } else {
         digests = new Uint8Array(Math.ceil(range.length / ctx.blockSize) * DIGEST_SIZE);

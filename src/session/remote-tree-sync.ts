@@ -103,6 +103,7 @@ export async function syncRemoteTree(batch: BatchClient, o: RemoteTreeSyncOption
     refine: o.refine,
     metadata: o.metadata,
     allowShrink: o.allowShrink,
+    cacheKey: o.cacheKey,
     progress,
     signal: o.signal,
   });

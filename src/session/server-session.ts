@@ -54,6 +54,7 @@ import type { FileStamp } from "../storage/file-stamp.ts";
 import { attributesOf, currentAttributes, restrict } from "./file-attributes.ts";
 import { SourceWatch, stampOf } from "./source-watch.ts";
 import { checkShrink } from "./shrink-check.ts";
+import { type CachePolicy, CacheSession } from "./cache-session.ts";
 import { TestPause } from "./test-pause.ts";
 import {
   LOOKAHEAD_JOBS,
@@ -127,6 +128,18 @@ export interface ServeOptions {
    * admin named that path, and its mode and mtime are the admin's.
    */
   exported?: (name: string) => boolean;
+  /** The listener's signature cache for push destinations (spec §5.10); absent: none is kept. */
+  cache?: ServerCache;
+}
+
+export interface ServerCache {
+  policy: CachePolicy;
+  /** The path an entry of `name` is kept under: the file's path as the listener resolves it. */
+  path: (name: string) => string;
+  /** The client's static public key: the only peer its entries' keys are ever offered to. */
+  peer: Uint8Array;
+  /** Told when an entry could not be written (the sync stands). */
+  warn?: (message: string) => void;
 }
 
 export async function serveSession(channel: RecordChannel, options: ServeOptions): Promise<ServerSessionResult> {
@@ -158,6 +171,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
   };
   const inFlight = new Set<number>();
   let store: Storage | undefined;
+  let cache: CacheSession | undefined;
   /** ERROR text for the client: the server's own path of the file (a /proc/self/fd link, an
    *  export's device) is shown as the name the client asked for. */
   const publicMessage = (e: unknown): string => {
@@ -201,6 +215,17 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
       store = await options.open({ name: open.name, mode: open.mode, dryRun: open.dryRun, inplace: open.inPlace === true });
       originalSize = store.size;
       if (open.mode === "push") await checkShrink(store, { size: open.size, allowShrink: open.allowShrink === true, name: open.name, signal: controller.signal });
+      // Before the destination changes: its entry leaves the cache folder, used or not (§5.10).
+      if (open.mode === "push" && !open.dryRun && options.cache) {
+        cache = await CacheSession.begin(store, options.cache.policy, {
+          path: options.cache.path(open.name),
+          peer: options.cache.peer,
+          blockSize: open.blockSize,
+          hash: open.hash,
+          use: open.cacheKey === true,
+        });
+        await cache.checkSize(open.size);
+      }
       if (open.metadata) {
         metadata = await sessionMetadata(store, open.metadata, {
           mode: open.mode,
@@ -218,11 +243,13 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     } finally {
       options.signal?.removeEventListener("abort", stopped);
     }
+    // A cache hit: both sides hash under the entry's key, which this client chose (§5.10).
+    const key = cache?.key ?? open.key;
     const ctx: SideContext = {
       pool: options.pool,
       store,
       hash: open.hash,
-      key: open.key,
+      key,
       blockSize: open.blockSize,
       size: open.mode === "push" ? open.size : store.size,
       stats,
@@ -241,9 +268,11 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
         kind: store.kind,
         ...(refine ? { refine } : {}),
         ...(metadata ? { metadata: metadata.reply } : {}),
+        ...(cache?.hit ? { cacheKey: key } : {}),
       }),
       open.cookie,
     );
+    await cache?.startRecording({ key, size: ctx.size });
     // A push destination counts what it applied; a pull source what it sent.
     options.progress?.begin({
       total: ctx.size,
@@ -253,7 +282,16 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     const claims = new RangeClaims({ blockSize: ctx.blockSize, maxIntervals: MAX_TRACKED_INTERVALS });
     const refines = new RefineRequests(controller.signal);
     const handler = open.mode === "push"
-      ? await destinationHandler(ctx, { open, io, claims, refine, refines, progress: options.progress, commitMetadata: metadata?.commit })
+      ? await destinationHandler(ctx, {
+        open,
+        io,
+        claims,
+        refine,
+        refines,
+        progress: options.progress,
+        commitMetadata: metadata?.commit,
+        cache: cache && { session: cache, warn: options.cache?.warn },
+      })
       : sourceHandler(ctx, { open, io, claims, refine, refines, progress: options.progress, sourceStamp: metadata?.stamp });
     // The client sends nothing more: a stream waiting for its SUB_DIGESTS would wait forever.
     const noMoreAnswers = () => refines.end(new ErrnoError("EPROTO", "Cannot refine: the client ended the session"));
@@ -315,6 +353,7 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     await group?.wait().catch(() => {});
   } finally {
     memory.dispose();
+    await cache?.[Symbol.asyncDispose]();
     await store?.[Symbol.asyncDispose]();
     result.error = firstCause;
   }
@@ -357,6 +396,8 @@ interface HandlerOptions {
   commitMetadata?: FileAttributes;
   /** Pull: the source's stamp its OPEN_OK metadata came from; the SourceWatch starts from it. */
   sourceStamp?: FileStamp;
+  /** Push: the destination's signature cache for this session (§5.10). */
+  cache?: { session: CacheSession; warn?: (message: string) => void };
 }
 
 interface SessionMetadata {
@@ -435,7 +476,12 @@ function replyBound(blocks: number): number {
 async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<Handler> {
   const { io, claims } = o;
   const dryRun = o.open.dryRun;
-  const writer = await DestinationWriter.create(ctx, { dryRun, maxIntervals: MAX_TRACKED_INTERVALS });
+  const cache = o.cache?.session;
+  const writer = await DestinationWriter.create(ctx, {
+    dryRun,
+    maxIntervals: MAX_TRACKED_INTERVALS,
+    ...(cache ? { onClosed: (first: number, digests: Uint8Array) => cache.record(first, digests) } : {}),
+  });
   const session = { size: ctx.size, blockSize: ctx.blockSize };
   /** The memory each open range's digests hold, given back when it closes. */
   const rangeHolds = new Map<number, Hold>();
@@ -453,7 +499,9 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
         return async () => {
           let opened = false;
           try {
-            const digests = await digestRange(ctx, m, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !dryRun });
+            const digests = cache?.hit
+              ? await cachedDigests(ctx, cache, m)
+              : await digestRange(ctx, m, { lookahead: LOOKAHEAD_JOBS, punchZeroBlocks: !dryRun });
             // Encoded before the range opens: writes change `digests` from then on.
             const reply = encode({ type: "SIGS_REPLY", cookie: m.cookie, offset: m.offset, length: m.length, digests });
             hold.shrink(digestBytes + reply.length);
@@ -530,7 +578,18 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
           await ack(m.cookie);
         };
       case "COMMIT":
-        return () => commit(ctx, { root: writer.root, request: m, handler: o, store: dryRun ? undefined : () => ctx.store.commit(o.commitMetadata) });
+        return () =>
+          commit(ctx, {
+            root: writer.root,
+            request: m,
+            handler: o,
+            store: dryRun ? undefined : async () => {
+              await ctx.store.commit(o.commitMetadata);
+              // After the commit's last change; before COMMIT_OK, so the next session finds it.
+              const why = await cache?.committed();
+              if (why) o.cache?.warn?.(why);
+            },
+          });
       case "OPEN":
       case "OPEN_OK":
       case "SIGS_REPLY":
@@ -544,6 +603,13 @@ async function destinationHandler(ctx: SideContext, o: HandlerOptions): Promise<
         throw new ProtocolError(`unhandled ${(m satisfies never as Message).type}`);
     }
   };
+}
+
+/** A SIGS range's digests from the signature cache: nothing is read (§5.10). */
+async function cachedDigests(ctx: SideContext, cache: CacheSession, range: { offset: number; length: number }): Promise<Uint8Array> {
+  const digests = await cache.digests(range.offset, range.length);
+  ctx.stats.bytesFromCache += range.length;
+  return digests;
 }
 
 function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
