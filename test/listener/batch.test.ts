@@ -151,6 +151,63 @@ test("20 sparse files pushed and pulled over one connection, several slots in fl
   });
 });
 
+test("big files and refinement in several slots at once: identical, and only changed pages cross", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    const src = path.join(dir, "src");
+    const back = path.join(dir, "back");
+    fs.mkdirSync(src);
+    fs.mkdirSync(back);
+    const names = ["big0", "big1", "s0", "s1", "s2", "s3"];
+    for (const n of names) {
+      const size = n.startsWith("big") ? 24 * MiB : 300_000;
+      makeSparseFile(path.join(src, n), { size, chunks: [{ offset: 0, length: size, fill: "random" }] });
+    }
+    /** Writes 8 bytes every MiB from `from` on. */
+    const scribble = (file: string, from: number, text: string) => {
+      const fd = fs.openSync(file, "r+");
+      try {
+        for (let at = from; at < fs.fstatSync(fd).size; at += MiB) fs.writeSync(fd, new TextEncoder().encode(text), 0, 8, at);
+      } finally {
+        fs.closeSync(fd);
+      }
+    };
+    try {
+      const batch = await batchTo(server, key, dir, 4);
+      const all = (mode: "push" | "pull", root: string) =>
+        Promise.all(names.map(async (n) => {
+          const store = mode === "push" ? await openSource(path.join(root, n)) : await openDestination(path.join(root, n), { create: true });
+          try {
+            return await batch.sync(store, { mode, name: n, blockSize: 65536, hash: "poly1305", dryRun: false, pool });
+          } finally {
+            await store[Symbol.asyncDispose]();
+          }
+        }));
+      await all("push", src);
+      await all("pull", back);
+      // Scattered changes on the listener, pulled (REFINE and SUB_DIGESTS in two pull slots at once)…
+      for (const n of names) scribble(path.join(server.root, n), 8192, "changed!");
+      const pulls = await all("pull", back);
+      for (const n of names) assert.equal(fileHash(path.join(back, n)), fileHash(path.join(server.root, n)), n);
+      const pulled = pulls.reduce((a, r) => a + r.local.bytesSent, 0);
+      assert.ok(pulled <= 60 * 4096, `the pull sent ${pulled} bytes for 52 changed pages`);
+      // …then on the source, pushed.
+      for (const n of names) scribble(path.join(src, n), 3 * 4096, "source!!");
+      const pushes = await all("push", src);
+      for (const n of names) assert.equal(fileHash(path.join(server.root, n)), fileHash(path.join(src, n)), n);
+      // The source never had the listener's changes: the push reverts those 52 pages and sends its own 52.
+      const pushed = pushes.reduce((a, r) => a + r.local.bytesSent, 0);
+      assert.ok(pushed <= 110 * 4096, `the push sent ${pushed} bytes for 104 changed pages`);
+      await batch.close();
+      assert.equal(server.listener.counters.handshakes, 1);
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
 test("one failing file does not stop the others; pushes and pulls started together all run", T, async () => {
   await withTempDir(async (dir) => {
     const server = await startListener(dir, { pool });
