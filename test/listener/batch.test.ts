@@ -330,9 +330,9 @@ test("the client's idle timeout: a batch quiet between files for 2.5 timeouts is
   });
 });
 
-test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what they name", T, async () => {
+test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what they name, never a file being written", T, async () => {
   await withTempDir(async (dir) => {
-    const server = await startListener(dir, { pool });
+    const server = await startListener(dir, { pool, lockWaitMs: 200 });
     const key = generateKeyPair();
     authorize(server.authorizedKeys, key);
     const outside = path.join(dir, "outside");
@@ -355,6 +355,19 @@ test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what the
       await assert.rejects(batch.rmdir("d"), (e: Error & { code?: string }) => e.code === "EEXIST");
       await assert.rejects(batch.remove("d/link"), (e: Error) => /symbolic link/.test(e.message));
       assert.deepEqual((await batch.list("d")).map((e) => e.name).toSorted(), ["link", "y"]);
+      // REMOVE never takes a file from a writer: EBUSY while its lock is held (after the lock wait)…
+      const writer = await openDestination(path.join(server.root, "d/y"), { create: false });
+      try {
+        await assert.rejects(batch.remove("d/y"), (e: Error & { code?: string }) => e.code === "EBUSY");
+      } finally {
+        await writer[Symbol.asyncDispose]();
+      }
+      // …nor a file an interrupted sync left a journal for.
+      fs.writeFileSync(path.join(server.root, "d/.y.ssync-journal"), "");
+      await assert.rejects(batch.remove("d/y"), (e: Error & { code?: string }) => e.code === "EBUSY" && /journal/.test(e.message));
+      fs.rmSync(path.join(server.root, "d/.y.ssync-journal"));
+      await batch.remove("d/y");
+      assert.ok(!fs.existsSync(path.join(server.root, "d/y")));
       await batch.close();
       assert.ok(fs.existsSync(path.join(outside, "secret.img")));
       assert.equal(server.listener.counters.handshakes, 1);
