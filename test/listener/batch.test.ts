@@ -8,8 +8,10 @@
  *    into a symlinked folder; REMOVE and RMDIR remove what they name.
  * 3. A listener that predates batches (serveSession straight on the connection, as an old
  *    listener does) gets the clear "upgrade it" error.
- * 4. One failing file does not stop the others; pushes and pulls started together all run.
- * 5. 100 files of 4 KiB in one batch, timed and printed; 1,000 to `ssync listen` with
+ * 4. An exported folder: NAME/PATH under it for LIST, MKDIR, OPEN, REMOVE, RMDIR, never out of it;
+ *    its journals are recovered at start.
+ * 5. One failing file does not stop the others; pushes and pulls started together all run.
+ * 6. 100 files of 4 KiB in one batch, timed and printed; 1,000 to `ssync listen` with
  *    SSYNC_BATCH_BENCH=1 (issue 11's figure, target < 3 s), printed, not asserted.
  */
 import { after, before, test } from "node:test";
@@ -27,6 +29,7 @@ import { dialBatch } from "../../src/session/dial-batch.ts";
 import { serveSession } from "../../src/session/server-session.ts";
 import { openDestination } from "../../src/storage/open-destination.ts";
 import { openSource } from "../../src/storage/open-source.ts";
+import { recoverTree } from "../../src/storage/recover-tree.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 import { makeCliPair } from "../helpers/cli-setup.ts";
 import { authorize, startCliListener, startListener, type TestServer } from "../helpers/network.ts";
@@ -374,6 +377,82 @@ test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what the
     } finally {
       await server.listener.close();
     }
+  });
+});
+
+test("an exported folder: LIST, MKDIR, push, pull, REMOVE and RMDIR under NAME/, never out of it", T, async () => {
+  await withTempDir(async (dir) => {
+    const vms = path.join(dir, "vms");
+    const outside = path.join(dir, "outside");
+    fs.mkdirSync(path.join(vms, "old"), { recursive: true });
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, "x.img"), "outside");
+    fs.symlinkSync(outside, path.join(vms, "link"));
+    makeSparseFile(path.join(vms, "old", "a.img"), { size: 2 * MiB, chunks: [{ offset: MiB, length: 70_000 }] });
+    const disk = path.join(dir, "disk.img");
+    fs.writeFileSync(disk, "a file export");
+    const server = await startListener(dir, { pool, exports: new Map([["vms", vms], ["disk", disk]]) });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    const local = path.join(dir, "local");
+    fs.mkdirSync(local);
+    makeSparseFile(path.join(local, "b.img"), { size: 3 * MiB, chunks: [{ offset: 0, length: 100_000 }] });
+    try {
+      const batch = await batchTo(server, key, dir);
+      assert.deepEqual((await batch.list("vms")).map((e) => `${e.kind} ${e.name}`).toSorted(), ["file old/a.img", "folder old", "symlink link"]);
+      assert.deepEqual((await batch.list("vms/old")).map((e) => e.name), ["a.img"]);
+      await batch.mkdir("vms/new");
+      const sync = async (mode: "push" | "pull", file: string, name: string) => {
+        const store = mode === "push" ? await openSource(file) : await openDestination(file, { create: true });
+        try {
+          return await batch.sync(store, { mode, name, blockSize: 65536, hash: "poly1305", dryRun: false, pool });
+        } finally {
+          await store[Symbol.asyncDispose]();
+        }
+      };
+      await sync("push", path.join(local, "b.img"), "vms/new/b.img");
+      assert.equal(fileHash(path.join(vms, "new", "b.img")), fileHash(path.join(local, "b.img")));
+      await sync("pull", path.join(local, "a.img"), "vms/old/a.img");
+      assert.equal(fileHash(path.join(local, "a.img")), fileHash(path.join(vms, "old", "a.img")));
+      // Never out of the folder, never through its links; the folder itself is not a file.
+      for (const name of ["vms/../outside/x.img", "vms/link/x.img"]) {
+        await assert.rejects(sync("push", path.join(local, "b.img"), name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+        await assert.rejects(batch.remove(name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+      }
+      await assert.rejects(batch.mkdir("vms/link/sub"), (e: Error & { code?: string }) => e.code === "EACCES");
+      await assert.rejects(batch.list("vms/link"), (e: Error & { code?: string }) => e.code === "EACCES");
+      await assert.rejects(sync("push", path.join(local, "b.img"), "vms"), (e: Error & { code?: string }) => e.code === "EISDIR");
+      for (const name of ["vms", "disk"]) {
+        await assert.rejects(batch.remove(name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+        await assert.rejects(batch.rmdir(name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+      }
+      await assert.rejects(batch.list("disk"), (e: Error & { code?: string }) => e.code === "EACCES");
+      await batch.remove("vms/new/b.img");
+      await batch.rmdir("vms/new");
+      assert.deepEqual(fs.readdirSync(vms).toSorted(), ["link", "old"]);
+      assert.equal(fs.readFileSync(path.join(outside, "x.img"), "utf8"), "outside");
+      assert.deepEqual(fs.readdirSync(outside), ["x.img"]);
+      await batch.close();
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
+test("at start, a listener recovers the journals under its exported folders too (recoverTree)", T, async () => {
+  await withTempDir(async (dir) => {
+    const root = path.join(dir, "root");
+    const vms = path.join(dir, "vms");
+    fs.mkdirSync(root);
+    fs.mkdirSync(path.join(vms, "sub"), { recursive: true });
+    fs.writeFileSync(path.join(vms, "sub", "a.img"), "data");
+    // An interrupted sync's journal that never reached its commit point: rolled back (removed).
+    fs.writeFileSync(path.join(vms, "sub", ".a.img.ssync-journal"), "", { mode: 0o600 });
+    const lines: string[] = [];
+    await recoverTree(root, { exports: [vms], log: (m) => lines.push(m) });
+    assert.deepEqual(fs.readdirSync(path.join(vms, "sub")), ["a.img"]);
+    assert.equal(fs.readFileSync(path.join(vms, "sub", "a.img"), "utf8"), "data");
+    assert.ok(lines.some((l) => l.includes("a.img")), lines.join("\n"));
   });
 });
 
