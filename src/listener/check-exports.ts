@@ -2,7 +2,7 @@
  * Checks the listener's exports at start, so a typo is refused then rather than reported to
  * a client later as "no such file": each path must exist (links are followed: an admin names
  * /dev/vg0/disk, a link to /dev/dm-3), be a regular file, a block device or a folder (then its
- * NAME is one path component: clients name NAME/PATH under it, spec §9.5), and open for reading.
+ * NAME is one path component: clients name NAME/PATH under it, spec "Batches", folder exports), and open for reading.
  */
 import fs from "node:fs";
 import { ErrnoError } from "../util/errors.ts";

@@ -2,7 +2,7 @@
  * What a listener lets a client open: a named export, or a path under its root.
  *
  * 1. An export name is matched exactly, before any path rule; it opens the configured path.
- *    An export of a folder (spec §9.5) is no file: NAME/PATH names PATH under that folder,
+ *    An export of a folder (spec "Batches", folder exports) is no file: NAME/PATH names PATH under that folder,
  *    under every rule below with the folder in place of the root (exportFolder()).
  * 2. A client path must be relative, non-empty, without NUL, ".", ".." or empty components,
  *    and under the key's path prefix when it has one.
