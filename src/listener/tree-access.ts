@@ -6,7 +6,8 @@
  * 1. A name is a path relative to the root (LIST: "" is the root itself), without NUL, ".",
  *    ".." or empty components, none of them one of ssync's work files; under the key's
  *    `path=` prefix when it has one (LIST too: a restricted key never learns a name outside
- *    it). An export name is refused for all four (exports are files or block devices).
+ *    it). An export of a folder: NAME/PATH is PATH under that folder (LIST may name the folder
+ *    itself, the others may not); an export of a file or block device is refused for all four.
  * 2. MKDIR, REMOVE and RMDIR write: refused (EROFS) for a read-only listener or key.
  * 3. Every folder on the way is opened from a descriptor of the root, one component at a
  *    time, O_NOFOLLOW|O_DIRECTORY through /proc/self/fd/<parent>/<name>: no symbolic link is
@@ -31,7 +32,7 @@ import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd } from "../storage/open-destination.ts";
 import { isWorkFileName, workFilePath } from "../storage/work-files.ts";
 import { ErrnoError } from "../util/errors.ts";
-import { closeQuietly, type OpenPolicy, refuseKernelFolder, sameFile, underPrefix, walkError } from "./open-for-client.ts";
+import { closeQuietly, exportFolder, type OpenPolicy, refuseKernelFolder, sameFile, underPrefix, walkError } from "./open-for-client.ts";
 
 /** Folders one LIST holds open at once (two descriptors each): deeper trees are refused. */
 export const MAX_LIST_DEPTH = 64;
@@ -53,10 +54,18 @@ function reworded(e: unknown, verb: Verb): Error {
   return error as Error;
 }
 
-/** The checked components of `name` (rules 1 and 2); [] for LIST's root. */
-function components(name: string, policy: OpenPolicy, o: { verb: Verb; writes: boolean }): string[] {
+/**
+ * The checked components of `name` (rules 1 and 2), relative to where the walk starts: the root,
+ * or a folder export when the name's first component is one (then [] is that folder itself,
+ * which only LIST may name); [] for LIST's root.
+ */
+function components(name: string, policy: OpenPolicy, o: { verb: Verb; writes: boolean }): { base: string; parts: string[] } {
   const shown = name === "" ? "the root" : name;
-  if (policy.exports.has(name)) throw refuse("EACCES", `Cannot ${o.verb} ${name}: it is an export (a file or block device), not a folder of the root`);
+  const folder = exportFolder(name, policy);
+  if (folder === undefined && policy.exports.has(name)) {
+    throw refuse("EACCES", `Cannot ${o.verb} ${name}: it is an export of a file or block device, not a folder`);
+  }
+  if (folder?.rest === "" && o.verb !== "list") throw refuse("EACCES", `Cannot ${o.verb} ${name}: it is an exported folder (the listener's admin made it)`);
   if (Buffer.byteLength(name) > MAX_NAME_LENGTH) throw refuse("EINVAL", `Cannot ${o.verb} a path that long`);
   if (name.includes("\0")) throw refuse("EINVAL", `Cannot ${o.verb} a path containing NUL`);
   if (name.startsWith("/")) throw refuse("EACCES", `Cannot ${o.verb} ${name}: absolute paths are refused; name a path relative to the listener's root`);
@@ -71,17 +80,17 @@ function components(name: string, policy: OpenPolicy, o: { verb: Verb; writes: b
   }
   if (o.writes && policy.listenerReadOnly) throw refuse("EROFS", `Cannot ${o.verb} ${shown}: the listener is read-only`);
   if (o.writes && policy.keyReadOnly) throw refuse("EROFS", `Cannot ${o.verb} ${shown}: your key is read-only on this listener`);
-  return parts;
+  return folder ? { base: folder.base, parts: parts.slice(1) } : { base: policy.root, parts };
 }
 
-/** Descriptors of the root and of each folder of `parts`, opened without following links (rule 3). */
-function walk(parts: string[], policy: OpenPolicy, o: { name: string; verb: Verb }): number[] {
+/** Descriptors of `base` (the root or a folder export) and of each folder of `parts`, opened without following links (rule 3). */
+function walk(base: string, parts: string[], o: { name: string; verb: Verb }): number[] {
   const dirs: number[] = [];
   try {
     try {
-      dirs.push(fs.openSync(policy.root, C.O_RDONLY | C.O_DIRECTORY));
+      dirs.push(fs.openSync(base, C.O_RDONLY | C.O_DIRECTORY));
     } catch (e) {
-      throw refuse("EIO", `Cannot open the listener's root: ${(e as Error).message}`);
+      throw refuse("EIO", `Cannot open the listener's root or exported folder: ${(e as Error).message}`);
     }
     for (const part of parts) {
       const at = `/proc/self/fd/${dirs[dirs.length - 1]}/${part}`;
@@ -114,8 +123,8 @@ export async function* listTree(
 ): AsyncGenerator<TreeEntry> {
   const maxEntries = o.maxEntries ?? MAX_LIST_ENTRIES;
   const shown = name === "" ? "the root" : name;
-  const parts = components(name, policy, { verb: "list", writes: false });
-  const dirs = walk(parts, policy, { name, verb: "list" });
+  const { base, parts } = components(name, policy, { verb: "list", writes: false });
+  const dirs = walk(base, parts, { name, verb: "list" });
   const top = dirs.pop()!;
   for (const fd of dirs) closeQuietly(fd);
   const stack: { fd: number; dir: fs.Dir; prefix: string }[] = [];
@@ -179,8 +188,8 @@ export async function* listTree(
 
 /** MKDIR: one folder in an existing parent; an existing folder (not a link) is success. */
 export function makeFolder(name: string, policy: OpenPolicy): void {
-  const parts = components(name, policy, { verb: "create", writes: true });
-  const dirs = walk(parts.slice(0, -1), policy, { name, verb: "create" });
+  const { base, parts } = components(name, policy, { verb: "create", writes: true });
+  const dirs = walk(base, parts.slice(0, -1), { name, verb: "create" });
   try {
     const parent = dirs[dirs.length - 1];
     const base = parts[parts.length - 1];
@@ -203,8 +212,8 @@ export function makeFolder(name: string, policy: OpenPolicy): void {
 
 /** RMDIR: one empty folder (never a link, never the root). */
 export function removeFolder(name: string, policy: OpenPolicy): void {
-  const parts = components(name, policy, { verb: "remove", writes: true });
-  const dirs = walk(parts.slice(0, -1), policy, { name, verb: "remove" });
+  const { base, parts } = components(name, policy, { verb: "remove", writes: true });
+  const dirs = walk(base, parts.slice(0, -1), { name, verb: "remove" });
   try {
     const base = parts[parts.length - 1];
     const at = `/proc/self/fd/${dirs[dirs.length - 1]}/${base}`;
@@ -226,8 +235,8 @@ export function removeFolder(name: string, policy: OpenPolicy): void {
 
 /** REMOVE: one regular file, under its writer lock, never through or at a link (rule 3). */
 export async function removeFile(name: string, policy: OpenPolicy): Promise<void> {
-  const parts = components(name, policy, { verb: "remove", writes: true });
-  const dirs = walk(parts.slice(0, -1), policy, { name, verb: "remove" });
+  const { base, parts } = components(name, policy, { verb: "remove", writes: true });
+  const dirs = walk(base, parts.slice(0, -1), { name, verb: "remove" });
   try {
     const base = parts[parts.length - 1];
     const parentAt = `/proc/self/fd/${dirs[dirs.length - 1]}`;

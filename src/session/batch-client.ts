@@ -271,6 +271,7 @@ export class BatchClient implements AsyncDisposable {
       const reply = new Promise<ControlMessage>((resolve, reject) => {
         this.#pending.set(cookie, { request: m.type, resolve, reject, entries });
       });
+      reply.catch(() => {}); // observed now: awaited below, unless the send fails first
       this.#wait(1);
       try {
         await this.#mux.control.send(encodeControl({ ...m, cookie } as ControlRequest));

@@ -245,6 +245,7 @@ test("slot violations close the connection; the next client is served, a v1 clie
       ["the end of a free slot", (c) => c.channel.send(slotEnd(1))],
       ["the end of the control stream", (c) => c.channel.send(slotEnd(0))],
       ["a record without its slot (1 byte)", (c) => c.channel.send(new Uint8Array([0]))],
+      ["a NUL in an OPEN name", (c) => c.channel.send(slotRecord(1, encode(openMessage({ mode: "push", name: "x\0y.img", size: 4096, dryRun: false }))))],
       ["a v1 OPEN without its slot", (c) => c.channel.send(open)],
       ["a v1 message on the control stream", (c) => c.channel.send(slotRecord(0, open))],
       ["a control reply from the client", (c) => c.channel.send(slotRecord(0, encodeControl({ type: "ACK", cookie: 5 })))],

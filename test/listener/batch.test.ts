@@ -8,8 +8,10 @@
  *    into a symlinked folder; REMOVE and RMDIR remove what they name.
  * 3. A listener that predates batches (serveSession straight on the connection, as an old
  *    listener does) gets the clear "upgrade it" error.
- * 4. One failing file does not stop the others; pushes and pulls started together all run.
- * 5. 100 files of 4 KiB in one batch, timed and printed; 1,000 to `ssync listen` with
+ * 4. An exported folder: NAME/PATH under it for LIST, MKDIR, OPEN, REMOVE, RMDIR, never out of it;
+ *    its journals are recovered at start.
+ * 5. One failing file does not stop the others; pushes and pulls started together all run.
+ * 6. 100 files of 4 KiB in one batch, timed and printed; 1,000 to `ssync listen` with
  *    SSYNC_BATCH_BENCH=1 (issue 11's figure, target < 3 s), printed, not asserted.
  */
 import { after, before, test } from "node:test";
@@ -27,6 +29,7 @@ import { dialBatch } from "../../src/session/dial-batch.ts";
 import { serveSession } from "../../src/session/server-session.ts";
 import { openDestination } from "../../src/storage/open-destination.ts";
 import { openSource } from "../../src/storage/open-source.ts";
+import { recoverTree } from "../../src/storage/recover-tree.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 import { makeCliPair } from "../helpers/cli-setup.ts";
 import { authorize, startCliListener, startListener, type TestServer } from "../helpers/network.ts";
@@ -145,6 +148,63 @@ test("20 sparse files pushed and pulled over one connection, several slots in fl
       const slotsUsed = new Set(fileLines.map((l) => /batch slot (\d+)/.exec(l)![1]));
       assert.ok(slotsUsed.size >= 2, `only slots ${[...slotsUsed]} were used`);
       assert.ok(server.logs.some((l) => /batch of 4 slots: 40 files \(40 committed, 0 not\).*: ok/.test(l)), server.logs.join("\n"));
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
+test("big files and refinement in several slots at once: identical, and only changed pages cross", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    const src = path.join(dir, "src");
+    const back = path.join(dir, "back");
+    fs.mkdirSync(src);
+    fs.mkdirSync(back);
+    const names = ["big0", "big1", "s0", "s1", "s2", "s3"];
+    for (const n of names) {
+      const size = n.startsWith("big") ? 24 * MiB : 300_000;
+      makeSparseFile(path.join(src, n), { size, chunks: [{ offset: 0, length: size, fill: "random" }] });
+    }
+    /** Writes 8 bytes every MiB from `from` on. */
+    const scribble = (file: string, from: number, text: string) => {
+      const fd = fs.openSync(file, "r+");
+      try {
+        for (let at = from; at < fs.fstatSync(fd).size; at += MiB) fs.writeSync(fd, new TextEncoder().encode(text), 0, 8, at);
+      } finally {
+        fs.closeSync(fd);
+      }
+    };
+    try {
+      const batch = await batchTo(server, key, dir, 4);
+      const all = (mode: "push" | "pull", root: string) =>
+        Promise.all(names.map(async (n) => {
+          const store = mode === "push" ? await openSource(path.join(root, n)) : await openDestination(path.join(root, n), { create: true });
+          try {
+            return await batch.sync(store, { mode, name: n, blockSize: 65536, hash: "poly1305", dryRun: false, pool });
+          } finally {
+            await store[Symbol.asyncDispose]();
+          }
+        }));
+      await all("push", src);
+      await all("pull", back);
+      // Scattered changes on the listener, pulled (REFINE and SUB_DIGESTS in two pull slots at once)…
+      for (const n of names) scribble(path.join(server.root, n), 8192, "changed!");
+      const pulls = await all("pull", back);
+      for (const n of names) assert.equal(fileHash(path.join(back, n)), fileHash(path.join(server.root, n)), n);
+      const pulled = pulls.reduce((a, r) => a + r.local.bytesSent, 0);
+      assert.ok(pulled <= 60 * 4096, `the pull sent ${pulled} bytes for 52 changed pages`);
+      // …then on the source, pushed.
+      for (const n of names) scribble(path.join(src, n), 3 * 4096, "source!!");
+      const pushes = await all("push", src);
+      for (const n of names) assert.equal(fileHash(path.join(server.root, n)), fileHash(path.join(src, n)), n);
+      // The source never had the listener's changes: the push reverts those 52 pages and sends its own 52.
+      const pushed = pushes.reduce((a, r) => a + r.local.bytesSent, 0);
+      assert.ok(pushed <= 110 * 4096, `the push sent ${pushed} bytes for 104 changed pages`);
+      await batch.close();
+      assert.equal(server.listener.counters.handshakes, 1);
     } finally {
       await server.listener.close();
     }
@@ -273,9 +333,9 @@ test("the client's idle timeout: a batch quiet between files for 2.5 timeouts is
   });
 });
 
-test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what they name", T, async () => {
+test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what they name, never a file being written", T, async () => {
   await withTempDir(async (dir) => {
-    const server = await startListener(dir, { pool });
+    const server = await startListener(dir, { pool, lockWaitMs: 200 });
     const key = generateKeyPair();
     authorize(server.authorizedKeys, key);
     const outside = path.join(dir, "outside");
@@ -298,12 +358,101 @@ test("LIST never walks into a symlinked folder; REMOVE and RMDIR remove what the
       await assert.rejects(batch.rmdir("d"), (e: Error & { code?: string }) => e.code === "EEXIST");
       await assert.rejects(batch.remove("d/link"), (e: Error) => /symbolic link/.test(e.message));
       assert.deepEqual((await batch.list("d")).map((e) => e.name).toSorted(), ["link", "y"]);
+      // REMOVE never takes a file from a writer: EBUSY while its lock is held (after the lock wait)…
+      const writer = await openDestination(path.join(server.root, "d/y"), { create: false });
+      try {
+        await assert.rejects(batch.remove("d/y"), (e: Error & { code?: string }) => e.code === "EBUSY");
+      } finally {
+        await writer[Symbol.asyncDispose]();
+      }
+      // …nor a file an interrupted sync left a journal for.
+      fs.writeFileSync(path.join(server.root, "d/.y.ssync-journal"), "");
+      await assert.rejects(batch.remove("d/y"), (e: Error & { code?: string }) => e.code === "EBUSY" && /journal/.test(e.message));
+      fs.rmSync(path.join(server.root, "d/.y.ssync-journal"));
+      await batch.remove("d/y");
+      assert.ok(!fs.existsSync(path.join(server.root, "d/y")));
       await batch.close();
       assert.ok(fs.existsSync(path.join(outside, "secret.img")));
       assert.equal(server.listener.counters.handshakes, 1);
     } finally {
       await server.listener.close();
     }
+  });
+});
+
+test("an exported folder: LIST, MKDIR, push, pull, REMOVE and RMDIR under NAME/, never out of it", T, async () => {
+  await withTempDir(async (dir) => {
+    const vms = path.join(dir, "vms");
+    const outside = path.join(dir, "outside");
+    fs.mkdirSync(path.join(vms, "old"), { recursive: true });
+    fs.mkdirSync(outside);
+    fs.writeFileSync(path.join(outside, "x.img"), "outside");
+    fs.symlinkSync(outside, path.join(vms, "link"));
+    makeSparseFile(path.join(vms, "old", "a.img"), { size: 2 * MiB, chunks: [{ offset: MiB, length: 70_000 }] });
+    const disk = path.join(dir, "disk.img");
+    fs.writeFileSync(disk, "a file export");
+    const server = await startListener(dir, { pool, exports: new Map([["vms", vms], ["disk", disk]]) });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    const local = path.join(dir, "local");
+    fs.mkdirSync(local);
+    makeSparseFile(path.join(local, "b.img"), { size: 3 * MiB, chunks: [{ offset: 0, length: 100_000 }] });
+    try {
+      const batch = await batchTo(server, key, dir);
+      assert.deepEqual((await batch.list("vms")).map((e) => `${e.kind} ${e.name}`).toSorted(), ["file old/a.img", "folder old", "symlink link"]);
+      assert.deepEqual((await batch.list("vms/old")).map((e) => e.name), ["a.img"]);
+      await batch.mkdir("vms/new");
+      const sync = async (mode: "push" | "pull", file: string, name: string) => {
+        const store = mode === "push" ? await openSource(file) : await openDestination(file, { create: true });
+        try {
+          return await batch.sync(store, { mode, name, blockSize: 65536, hash: "poly1305", dryRun: false, pool });
+        } finally {
+          await store[Symbol.asyncDispose]();
+        }
+      };
+      await sync("push", path.join(local, "b.img"), "vms/new/b.img");
+      assert.equal(fileHash(path.join(vms, "new", "b.img")), fileHash(path.join(local, "b.img")));
+      await sync("pull", path.join(local, "a.img"), "vms/old/a.img");
+      assert.equal(fileHash(path.join(local, "a.img")), fileHash(path.join(vms, "old", "a.img")));
+      // Never out of the folder, never through its links; the folder itself is not a file.
+      for (const name of ["vms/../outside/x.img", "vms/link/x.img"]) {
+        await assert.rejects(sync("push", path.join(local, "b.img"), name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+        await assert.rejects(batch.remove(name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+      }
+      await assert.rejects(batch.mkdir("vms/link/sub"), (e: Error & { code?: string }) => e.code === "EACCES");
+      await assert.rejects(batch.list("vms/link"), (e: Error & { code?: string }) => e.code === "EACCES");
+      await assert.rejects(sync("push", path.join(local, "b.img"), "vms"), (e: Error & { code?: string }) => e.code === "EISDIR");
+      for (const name of ["vms", "disk"]) {
+        await assert.rejects(batch.remove(name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+        await assert.rejects(batch.rmdir(name), (e: Error & { code?: string }) => e.code === "EACCES", name);
+      }
+      await assert.rejects(batch.list("disk"), (e: Error & { code?: string }) => e.code === "EACCES");
+      await batch.remove("vms/new/b.img");
+      await batch.rmdir("vms/new");
+      assert.deepEqual(fs.readdirSync(vms).toSorted(), ["link", "old"]);
+      assert.equal(fs.readFileSync(path.join(outside, "x.img"), "utf8"), "outside");
+      assert.deepEqual(fs.readdirSync(outside), ["x.img"]);
+      await batch.close();
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
+test("at start, a listener recovers the journals under its exported folders too (recoverTree)", T, async () => {
+  await withTempDir(async (dir) => {
+    const root = path.join(dir, "root");
+    const vms = path.join(dir, "vms");
+    fs.mkdirSync(root);
+    fs.mkdirSync(path.join(vms, "sub"), { recursive: true });
+    fs.writeFileSync(path.join(vms, "sub", "a.img"), "data");
+    // An interrupted sync's journal that never reached its commit point: rolled back (removed).
+    fs.writeFileSync(path.join(vms, "sub", ".a.img.ssync-journal"), "", { mode: 0o600 });
+    const lines: string[] = [];
+    await recoverTree(root, { exports: [vms], log: (m) => lines.push(m) });
+    assert.deepEqual(fs.readdirSync(path.join(vms, "sub")), ["a.img"]);
+    assert.equal(fs.readFileSync(path.join(vms, "sub", "a.img"), "utf8"), "data");
+    assert.ok(lines.some((l) => l.includes("a.img")), lines.join("\n"));
   });
 });
 
