@@ -205,3 +205,40 @@ export const ErrorCode = {
   ESTALE: 116,
 } as const;
 export type ErrorName = keyof typeof ErrorCode;
+
+// Batches (protocol 2): many files over one connection (spec "Batches")
+
+/** The version a BATCH record carries: the protocol that adds batches. */
+export const BATCH_VERSION = 2;
+/** Bytes of the u16 slot before every message of a batch connection after BATCH_OK. */
+export const SLOT_PREFIX_SIZE = 2;
+/** Largest record plaintext on a batch connection: a slot and a message (the frame limit grows by the prefix). */
+export const MAX_SLOT_RECORD = MAX_RECORD + SLOT_PREFIX_SIZE;
+/** Slot 0 of a batch: its control stream (LIST, MKDIR, REMOVE, RMDIR and their replies). */
+export const CONTROL_SLOT = 0;
+/** Most file slots a server grants (slots 1 … granted carry v1 sessions). */
+export const MAX_SLOTS = 8;
+/** Most entries one LIST walks; beyond it the LIST is answered ERROR EFBIG. */
+export const MAX_LIST_ENTRIES = 1_000_000;
+/** Bytes of a LIST_ENTRIES entry before its name: u8 kind, u64 size, i64 mtime s, u32 mtime ns, u16 name length. */
+export const LIST_ENTRY_FIXED = 1 + 8 + 8 + 4 + 2;
+
+/** Message codes of batch connections (after PATCH's 16); v1 sessions never carry them. */
+export const BatchMessageCode = {
+  BATCH: 17,
+  BATCH_OK: 18,
+  LIST: 19,
+  LIST_ENTRIES: 20,
+  MKDIR: 21,
+  REMOVE: 22,
+  RMDIR: 23,
+} as const;
+export type BatchMessageType = keyof typeof BatchMessageCode;
+
+/** LIST_ENTRIES flag: the LIST's last reply (it may carry entries too). */
+export const FLAG_LAST = 0x0001;
+
+/** LIST_ENTRIES entry kinds. */
+/** LIST entry kinds; `unlisted` (6): a folder the listener could not walk (nothing below it is listed). */
+export const EntryKindCode = { file: 1, folder: 2, symlink: 3, "block-device": 4, other: 5, unlisted: 6 } as const;
+export type EntryKind = keyof typeof EntryKindCode;

@@ -1,5 +1,5 @@
 import { Buffer } from "node:buffer";
-import { END_FLAG, LENGTH_MASK, MAX_RECORD, RECORD_WORD_SIZE, TAG_SIZE } from "./constants.ts";
+import { END_FLAG, LENGTH_MASK, MAX_SLOT_RECORD, RECORD_WORD_SIZE, TAG_SIZE } from "./constants.ts";
 import { ProtocolError } from "./codec.ts";
 import type { FrameFormat } from "./frame-reader.ts";
 
@@ -7,14 +7,15 @@ import type { FrameFormat } from "./frame-reader.ts";
  * The word before every record's ciphertext (spec §2): a u32, END_FLAG (bit 31) for the
  * END frame, the ciphertext length in LENGTH_MASK (bits 0–30). The ciphertext is the
  * record plaintext followed by its TAG_SIZE-byte tag, so:
- * - a data frame's ciphertext is TAG_SIZE … MAX_RECORD + TAG_SIZE bytes;
+ * - a data frame's ciphertext is TAG_SIZE … MAX_SLOT_RECORD + TAG_SIZE bytes (MAX_RECORD, the
+ *   largest message, plus a batch's slot prefix: v1 decoding still refuses a message above MAX_RECORD);
  * - an END frame's is exactly TAG_SIZE (empty plaintext).
  * A valid word is fully determined by (ciphertext length, END), which is what lets a
  * receiver rebuild the associated data from a parsed frame.
  */
 
 /** Largest ciphertext of a data frame. */
-const MAX_CIPHERTEXT = MAX_RECORD + TAG_SIZE;
+const MAX_CIPHERTEXT = MAX_SLOT_RECORD + TAG_SIZE;
 
 /** True when `word` is the word of an END frame. */
 export function isEndWord(word: number): boolean {

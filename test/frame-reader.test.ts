@@ -2,7 +2,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { ProtocolError } from "../protocol/codec.ts";
-import { END_FLAG, MAX_RECORD, TAG_SIZE } from "../protocol/constants.ts";
+import { END_FLAG, MAX_SLOT_RECORD, TAG_SIZE } from "../protocol/constants.ts";
 import { type Frame, type FrameFormat, FrameReader } from "../protocol/frame-reader.ts";
 import { encodeHandshakeFrame, handshakeFrameFormat } from "../protocol/handshake-frame.ts";
 import { encodeRecordWord, isEndWord, RECORD_FRAME_FORMAT } from "../protocol/record-word.ts";
@@ -119,7 +119,7 @@ describe("FrameReader: record frames", () => {
   });
 
   test("a length field above the limit is rejected from the word alone, without allocation", () => {
-    for (const value of [0x7fff_ffff, MAX_RECORD + TAG_SIZE + 1, 0xffff_ffff]) {
+    for (const value of [0x7fff_ffff, MAX_SLOT_RECORD + TAG_SIZE + 1, 0xffff_ffff]) {
       const reader = new FrameReader(RECORD_FRAME_FORMAT);
       const chunk = concat([word(value), new Uint8Array(1)]);
       const allocations = countAllocations(() => {
@@ -137,9 +137,9 @@ describe("FrameReader: record frames", () => {
     }
   });
 
-  test("the largest data frame, MAX_RECORD + TAG_SIZE bytes, is accepted", () => {
-    const frames = readAll(RECORD_FRAME_FORMAT, [recordFrame(MAX_RECORD + TAG_SIZE)]);
-    assert.equal(frames[0].body.length, MAX_RECORD + TAG_SIZE);
+  test("the largest data frame, MAX_SLOT_RECORD + TAG_SIZE bytes (a message and a batch's slot), is accepted", () => {
+    const frames = readAll(RECORD_FRAME_FORMAT, [recordFrame(MAX_SLOT_RECORD + TAG_SIZE)]);
+    assert.equal(frames[0].body.length, MAX_SLOT_RECORD + TAG_SIZE);
   });
 
   test("an END frame must hold exactly TAG_SIZE bytes", () => {
@@ -192,7 +192,7 @@ describe("FrameReader: record frames", () => {
 
   test("encodeRecordWord refuses a word no receiver would accept", () => {
     assert.throws(() => encodeRecordWord(TAG_SIZE - 1, false), ProtocolError);
-    assert.throws(() => encodeRecordWord(MAX_RECORD + TAG_SIZE + 1, false), ProtocolError);
+    assert.throws(() => encodeRecordWord(MAX_SLOT_RECORD + TAG_SIZE + 1, false), ProtocolError);
     assert.throws(() => encodeRecordWord(TAG_SIZE + 1, true), ProtocolError);
     assert.deepEqual([...encodeRecordWord(TAG_SIZE, true)], [0x80, 0, 0, 0x10]);
   });

@@ -11,7 +11,7 @@ import { readFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { once } from "node:events";
 import { decode, encode, encodeParts } from "../protocol/codec.ts";
-import { HEADER_SIZE, MAX_PAYLOAD, MAX_RECORD, TAG_SIZE } from "../protocol/constants.ts";
+import { HEADER_SIZE, MAX_PAYLOAD, MAX_RECORD, SLOT_PREFIX_SIZE, TAG_SIZE } from "../protocol/constants.ts";
 import type { Message } from "../protocol/messages.ts";
 import { encodeRecordWord } from "../protocol/record-word.ts";
 import { NoiseRecordChannel } from "../src/net/noise-record-channel.ts";
@@ -214,16 +214,16 @@ describe("NoiseRecordChannel with parts", () => {
     }
   });
 
-  test("parts longer than MAX_RECORD together are refused locally; the channel lives on", T, async () => {
+  test("parts longer than MAX_SLOT_RECORD together are refused locally; the channel lives on", T, async () => {
     const { client, server } = await tcpPair();
     const [k1, k2] = [randomBytes(32), randomBytes(32)];
     const chacha = cipherFunction("ChaChaPoly");
     const a = new NoiseRecordChannel(client, { send: new CipherState(chacha, k1), receive: new CipherState(chacha, k2) });
     const b = new NoiseRecordChannel(server, { send: new CipherState(chacha, k2), receive: new CipherState(chacha, k1) });
     try {
-      await assert.rejects(a.send([new Uint8Array(HEADER_SIZE + 1), new Uint8Array(MAX_PAYLOAD)]), RangeError);
-      await a.send([new Uint8Array(HEADER_SIZE), new Uint8Array(MAX_PAYLOAD)]);
-      assert.equal((await b.receive())!.length, MAX_RECORD);
+      await assert.rejects(a.send([new Uint8Array(SLOT_PREFIX_SIZE + HEADER_SIZE + 1), new Uint8Array(MAX_PAYLOAD)]), RangeError);
+      await a.send([new Uint8Array(SLOT_PREFIX_SIZE + HEADER_SIZE), new Uint8Array(MAX_PAYLOAD)]);
+      assert.equal((await b.receive())!.length, MAX_RECORD + SLOT_PREFIX_SIZE);
     } finally {
       await Promise.all([a[Symbol.asyncDispose](), b[Symbol.asyncDispose]()]);
     }

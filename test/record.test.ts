@@ -6,7 +6,7 @@ import { connect } from "node:net";
 import { once } from "node:events";
 import { CipherState, MAX_NONCE } from "../src/noise/cipher-state.ts";
 import { cipherFunction } from "../src/noise/cipher-function.ts";
-import { MAX_RECORD, TAG_SIZE } from "../protocol/constants.ts";
+import { MAX_RECORD, MAX_SLOT_RECORD, TAG_SIZE } from "../protocol/constants.ts";
 import { NoiseRecordChannel } from "../src/net/noise-record-channel.ts";
 import { acceptSecure, connectSecure, HandshakeRefusedError, type SecureConnection } from "../src/net/secure-connection.ts";
 import { generateKeyPair, type KeyPair } from "../src/noise/x25519.ts";
@@ -111,7 +111,8 @@ describe("record layer over TCP", () => {
 
   test("an oversized record is refused locally and the channel lives on", T, async () => {
     const { c, s } = await securePair();
-    await assert.rejects(c.channel.send(new Uint8Array(MAX_RECORD + 1)), RangeError);
+    // The largest record is a batch's: a slot and the largest message (spec §2).
+    await assert.rejects(c.channel.send(new Uint8Array(MAX_SLOT_RECORD + 1)), RangeError);
     await c.channel.send(Buffer.from("ok"));
     assert.equal(Buffer.from((await s.channel.receive())!).toString(), "ok");
     await c[Symbol.asyncDispose]();
@@ -251,7 +252,7 @@ describe("record layer violations kill the channel", () => {
     ["a length field of 15", () => Buffer.from([0, 0, 0, 15, 1, 2]), /invalid length field 0x0000000f/],
     ["a length field of the cap + 1", () => {
       const header = Buffer.alloc(4);
-      header.writeUInt32BE(MAX_RECORD + TAG_SIZE + 1);
+      header.writeUInt32BE(MAX_SLOT_RECORD + TAG_SIZE + 1);
       return header;
     }, /invalid length field/],
     ["a length field of 0xFFFFFFFF", () => Buffer.from([0xff, 0xff, 0xff, 0xff]), /invalid length field 0xffffffff/],

@@ -11,21 +11,12 @@ import path from "node:path";
 import process from "node:process";
 import { NOBODY, nobodyUnavailableReason } from "./helpers/as-nobody.ts";
 import { finished, runCli, spawnCli, SSYNC } from "./helpers/network.ts";
-import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+import { assertSame, type FileRow, makeTree, TREE } from "./helpers/tree-images.ts";
 
 const KiB = 1024;
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
-
-interface FileRow {
-  path: string;
-  outcome: string;
-  size: number;
-  sourceBytesRead: number;
-  destinationBytesRead: number;
-  dataBytesSent: number;
-  error?: { code: string; exitCode: number };
-}
 
 async function sync(dir: string, args: string[]): Promise<{ code: number | null; o: Record<string, unknown>; files: Map<string, FileRow>; stderr: string }> {
   const r = await runCli(["sync", "--json", ...args], { config: path.join(dir, "config"), timeoutMs: 120_000 });
@@ -33,44 +24,6 @@ async function sync(dir: string, args: string[]): Promise<{ code: number | null;
   assert.equal(lines.length, 1, `one JSON object; stdout ${r.stdout}; stderr ${r.stderr}`);
   const o = JSON.parse(lines[0]);
   return { code: r.code, o, files: new Map((o.files as FileRow[]).map((f) => [f.path, f])), stderr: r.stderr };
-}
-
-/** The tree: [path, apparent size, data chunks at offsets (1 MiB each unless said)]. */
-const TREE: [string, number, number[]][] = [
-  ["empty.img", 0, []],
-  ["small.img", 4 * KiB, [0]],
-  ["big.img", 3 * GiB, [0, 1 * GiB, 3 * GiB - MiB]],
-  ["holes.img", 1 * GiB, []],
-  ["a/one.img", 64 * MiB, [0, 32 * MiB]],
-  ["a/two.img", 64 * MiB, [8 * MiB]],
-  ["a/three.img", 16 * MiB, [0]],
-  ["a/b/deep1.img", 256 * MiB, [128 * MiB]],
-  ["a/b/deep2.img", 8 * MiB, [0, 4 * MiB]],
-  ["a/b/deep3.img", 2 * MiB, [0]],
-  ["c/c1.img", 32 * MiB, [16 * MiB]],
-  ["c/c2.img", 32 * MiB, [0]],
-  ["c/c3.img", 1 * MiB, [0]],
-  ["c/c4.img", 5 * MiB, [2 * MiB]],
-  ["gone1.img", 4 * MiB, [0]],
-  ["c/gone2.img", 4 * MiB, [MiB]],
-  ["d/e/f.img", 12 * MiB, [4 * MiB]],
-  ["x1.img", 2 * MiB, [MiB]],
-  ["x2.img", 128 * KiB, [0]],
-  ["x3.img", 7 * MiB, [3 * MiB]],
-];
-
-function makeTree(root: string): void {
-  for (const [p, size, offsets] of TREE) {
-    fs.mkdirSync(path.dirname(path.join(root, p)), { recursive: true });
-    makeSparseFile(path.join(root, p), { size, chunks: offsets.map((offset, i) => ({ offset, length: Math.min(MiB, size - offset), seed: i + p.length })) });
-  }
-}
-
-function assertSame(src: string, dst: string, p: string): void {
-  const [s, d] = [path.join(src, p), path.join(dst, p)];
-  assert.equal(fs.statSync(d).size, fs.statSync(s).size, p);
-  assert.equal(fileHash(d), fileHash(s), `${p}: same bytes`);
-  assert.ok(allocatedBytesOf(d) <= allocatedBytesOf(s) + 64 * KiB, `${p}: sparse (${allocatedBytesOf(d)} vs ${allocatedBytesOf(s)})`);
 }
 
 describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {

@@ -16,6 +16,7 @@
 //    current (primed, untimed, by a push of the old image onto it), which must read nothing of
 //    the destination, against one extent read of the source (target ≤ 1.2×).
 import { spawnSync } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -27,7 +28,7 @@ import { fmtMiB, fmtS, medians, printTable, verdict } from "./bench-report.mjs";
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const NODE = process.execPath;
-const CASES = ["first", "incremental", "sparse"];
+const CASES = ["first", "incremental", "sparse", "files"];
 const ROWS = ["local", "push", "pull", "link", "bwlimit", "cache"];
 
 const USAGE = `usage: scripts/bench [options]
@@ -120,6 +121,12 @@ const SPARSE = { apparent: round64k(64 * GiB * opts.scale), data: round64k(1 * G
 const SPARSE_CASE = `sparse ${fmtMiB(SPARSE.apparent)}, 1%`;
 const wantVM = opts.cases.includes("first") || opts.cases.includes("incremental");
 const wantSparse = opts.cases.includes("sparse");
+const wantFiles = opts.cases.includes("files");
+/** Issue 11's folder case: this many files of FILE_BYTES in FILE_FOLDERS subfolders. */
+const FILES = 1000;
+const FILE_BYTES = 4096;
+const FILE_FOLDERS = 10;
+const FILES_CASE = `folder of ${FILES} × ${FILE_BYTES / 1024} KiB`;
 const wantLink = opts.rows.includes("link") && wantVM;
 
 // --- the work folder, cleaned up whatever happens ---------------------------------------------
@@ -407,6 +414,37 @@ if (wantSparse) {
   allRows.push(...(await measureCase(SPARSE_CASE, rows)));
 }
 
+if (wantFiles) {
+  progress(`making the folder: ${FILES} files of ${FILE_BYTES} bytes in ${FILE_FOLDERS} subfolders`);
+  const tree = f("files-src");
+  for (let i = 0; i < FILES; i++) {
+    const dir = path.join(tree, `d${i % FILE_FOLDERS}`);
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, `f${i}.bin`), crypto.randomBytes(FILE_BYTES));
+  }
+  const out = f("files-dst");
+  const rows = [baseline("cp -r SRC DST; sync (local)", "cpTree", [shCmd(`cp -r ${q(tree)} ${q(out)} && sync`)], { prepare: () => fs.rmSync(out, { recursive: true, force: true }) })];
+  for (const rt of opts.runtimes) {
+    const warm = [[...rt.cmd, "--version"]];
+    const listen = (fresh) => async () => {
+      if (fresh) fs.rmSync(out, { recursive: true, force: true });
+      const l = await startListener(rt.cmd, trust, { root: work, host: "127.0.0.1" });
+      return { listener: l, finish: async () => (l.stopped ??= await l.stop()) };
+    };
+    const push = async (ctx) => {
+      const r = await ssyncJson(rt, ["push", "--json", "--accept-new", `${tree}/`, `${ctx.listener.remote}:files-dst/`], { env: trust.clientEnv });
+      r.listenerKiB = await ctx.finish();
+      if (r.summary.counts.files !== FILES) throw new Error(`ssync push DIR/ saw ${r.summary.counts.files} files`);
+      return r;
+    };
+    rows.push({ kind: "ssync", mode: "push", folder: "first", runtime: rt.name, label: `ssync push DIR/, first copy, loopback (${rt.name})`, warm, prepare: listen(true), run: push });
+    rows.push({ kind: "ssync", mode: "push", folder: "again", runtime: rt.name, label: `ssync push DIR/, unchanged (quick check), loopback (${rt.name})`, warm, prepare: listen(false), run: push });
+  }
+  allRows.push(...(await measureCase(FILES_CASE, rows)));
+  fs.rmSync(tree, { recursive: true, force: true });
+  fs.rmSync(out, { recursive: true, force: true });
+}
+
 // --- the report --------------------------------------------------------------------------------
 const find = (kase, pred) => allRows.find((r) => r.case === kase && pred(r));
 const base = (kase, id) => find(kase, (r) => r.id === id);
@@ -418,6 +456,7 @@ const refOf = (row) => {
   };
   if (row.kind !== "ssync") return row.id === "srcRead" ? null : pick("srcRead", "src read");
   if (row.case === "first copy") return pick("nbdcopy", "nbdcopy");
+  if (row.case === FILES_CASE) return pick("cpTree", "cp -r");
   return pick(row.case.startsWith("sparse") ? "srcRead" : "bothRead", row.case.startsWith("sparse") ? "src read" : "both reads");
 };
 
@@ -487,6 +526,11 @@ for (const rt of opts.runtimes) {
   const journaled = ss("incremental 1%", (r) => r.mode === "local" && !r.inplace);
   const inPlace = ss("incremental 1%", (r) => r.inplace);
   if (inPlace) lines.push(verdict("(not issue 9) the journal's cost: incremental sync ÷ sync --inplace", ratio(journaled, inPlace), 1.1, `${fmtS(sec(journaled))} s vs ${fmtS(sec(inPlace))} s`));
+  const folderFirst = ss(FILES_CASE, (r) => r.folder === "first");
+  if (folderFirst) {
+    const again = ss(FILES_CASE, (r) => r.folder === "again");
+    lines.push(verdict(`(issue 11) ${FILES} files of ${FILE_BYTES / 1024} KiB, ssync push DIR/ over loopback, first copy`, sec(folderFirst), 3, `one connection; unchanged rerun ${fmtS(sec(again))} s; cp -r locally ${fmtS(sec(base(FILES_CASE, "cpTree")))} s`, " s"));
+  }
   for (const kase of ["incremental 1%", SPARSE_CASE]) {
     const cached = ss(kase, (r) => r.cache);
     if (!cached) continue;

@@ -1,9 +1,9 @@
 /**
- * The summary of a folder sync (`ssync sync SRC/ DST/`): one JSON object (--json, schema 1,
- * mode "sync", `folder: true`, a `files` array with each file's result, whole-run fields), or
+ * The summary of a folder sync (`ssync sync SRC/ DST/`, or push/pull of DIR/): one JSON object
+ * (--json, schema 1, mode "sync", "push" or "pull", `folder: true`, a `files` array with each file's result, whole-run fields), or
  * a few lines for people. `ok` is false and `exitCode` non-zero when a file failed.
  */
-import type { TreeReport } from "../session/tree-sync.ts";
+import type { TreeReport } from "../session/tree-execute.ts";
 import { errorCodeOf, exitCodeOf } from "./exit-code.ts";
 import { describeError } from "./exit-code.ts";
 import { FilesFailedError } from "../util/errors.ts";
@@ -38,7 +38,8 @@ export interface FolderSummary {
   schema: typeof SUMMARY_SCHEMA;
   ok: boolean;
   exitCode: number;
-  mode: "sync";
+  /** sync (local), push or pull (with a listener, over one batch). */
+  mode: "sync" | "push" | "pull";
   folder: true;
   source: string;
   destination: string;
@@ -84,13 +85,17 @@ export interface FolderSummary {
   warnings: string[];
 }
 
-export function summarizeFolder(r: TreeReport, names: { source: string; destination: string; verified: boolean; warnings: string[] }): { summary: FolderSummary; failure?: FilesFailedError } {
+export function summarizeFolder(
+  r: TreeReport,
+  names: { source: string; destination: string; verified: boolean; warnings: string[]; mode?: "sync" | "push" | "pull" },
+): { summary: FolderSummary; failure?: FilesFailedError } {
+  const mode = names.mode ?? "sync";
   const files = r.files.map((f): FolderFileSummary => {
     const zero = { sourceBytesRead: 0, destinationBytesRead: 0, blocksSent: 0, dataBytesSent: 0, zeroBytesSent: 0, bytesWritten: 0, holeBytesPunched: 0, verified: false };
     const why = f.reason === undefined ? {} : { reason: f.reason };
     if (f.outcome === "failed") return { path: f.path, outcome: "failed", size: f.size, ...zero, ...why, error: errorOf(f.error) };
     if (f.report === undefined) return { path: f.path, outcome: f.outcome, size: f.size, ...zero, ...why };
-    const s = summarize(f.report, { mode: "sync", source: f.path, destination: f.path, verified: names.verified });
+    const s = summarize(f.report, { mode, source: f.path, destination: f.path, verified: names.verified });
     return {
       path: f.path,
       outcome: s.identical ? "identical" : "synced",
@@ -117,7 +122,7 @@ export function summarizeFolder(r: TreeReport, names: { source: string; destinat
     schema: SUMMARY_SCHEMA,
     ok: failure === undefined,
     exitCode: failure === undefined ? 0 : exitCodeOf(failure),
-    mode: "sync",
+    mode,
     folder: true,
     source: names.source,
     destination: names.destination,

@@ -73,8 +73,8 @@ export async function main(argv: string[]): Promise<number> {
   registerKeygenCommand(cli, (r) => (run = r));
   registerKnownHostsCommand(cli, (r) => (run = r));
   registerListenCommand(cli, (r) => (run = r));
-  registerPushCommand(cli, (r) => (run = r));
-  registerPullCommand(cli, (r) => (run = r));
+  registerPushCommand(cli, (r) => (run = r), argv);
+  registerPullCommand(cli, (r) => (run = r), argv);
   registerRecoverCommand(cli, (r) => (run = r));
   registerOfflineCommands(cli, (r) => (run = r));
 

@@ -23,11 +23,8 @@ import { CACHE_MAX_AGE_HELP, clientCacheDir, parseCacheMaxAge } from "./cache-op
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
-import { dial } from "../net/dial.ts";
+import { type ClientChannelOptions, openClientChannel } from "../net/client-channel.ts";
 import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
-import { IdleTimeoutChannel } from "../net/idle-timeout-channel.ts";
-import { IncompleteOnLossChannel } from "../net/incomplete-on-loss-channel.ts";
-import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
 import { TokenBucket } from "../net/token-bucket.ts";
 import { fingerprint, readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
@@ -127,11 +124,32 @@ async function clientKey(file: string | undefined): Promise<KeyPair> {
   return await readPrivateKey(path);
 }
 
-export async function runRemoteSync(
+/** What push and pull, of a file or a folder, make of the command line before they dial. */
+export interface RemoteContext {
+  remote: Endpoint & { path: string };
+  /** The listener as messages name it ("backup:7070"). */
+  peer: string;
+  flags: RemoteFlags;
+  o: EngineOptions;
+  /** The attributes wanted and the notes about them (--owner only as root, on a pull). */
+  owner: { wanted: EngineOptions["metadata"]; notes: string[] };
+  bwlimit: number | undefined;
+  /** The dial and channel options, less the pairing code (used by a first try only). */
+  channel: Omit<ClientChannelOptions, "pairCode">;
+  pairCode: string | undefined;
+  say: (line: string) => void;
+  detail: (line: string) => void;
+  format: ReturnType<typeof progressFormat>;
+  /** --cache-max-age (a pull's own cache), in ms. */
+  cacheMaxAge: number;
+  /** false with --no-cache. */
+  useCache: boolean;
+}
+
+export async function remoteContext(
   mode: "push" | "pull",
-  options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
-): Promise<void> {
-  const { local, signal } = options;
+  options: { remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
+): Promise<RemoteContext> {
   // An alias names the address and port (a port on the command line wins) and adds options.
   const config = await loadConfig();
   const target = resolveHost(config, { host: options.remote.host, explicitPort: options.remote.port, defaultPort: DEFAULT_PORT });
@@ -154,35 +172,40 @@ export async function runRemoteSync(
   const staticKey = await clientKey(flags.key);
   const knownHostsFile = flags.knownHosts ?? join(configDir(), "known_hosts");
   const peer = formatEndpoint(remote);
-  const remoteName = `${peer}:${remote.path}`;
-  const pool = new WorkerPool();
-  let store: Storage | undefined;
   const say = (line: string) => o.quiet || console.error(line);
   const detail = (line: string) => o.verbose && console.error(`ssync: ${line}`);
   if (target.alias) detail(`host alias ${target.alias.name}: ${peer}`);
   const format = progressFormat(o.progress, { quiet: o.quiet, isTTY: process.stderr.isTTY === true });
+  const channel: Omit<ClientChannelOptions, "pairCode"> = {
+    host: remote.host,
+    port: remote.port,
+    staticKey,
+    knownHostsFile,
+    acceptNew: flags.acceptNew === true,
+    hostKey: flags.hostKey,
+    warn: (message) => say(`ssync: warning: ${message}`),
+    idleTimeoutMs,
+    buckets,
+    signal: options.signal,
+  };
+  return { remote, peer, flags, o, owner, bwlimit, channel, pairCode, say, detail, format, cacheMaxAge, useCache };
+}
+
+export async function runRemoteSync(
+  mode: "push" | "pull",
+  options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
+): Promise<void> {
+  const { local, signal } = options;
+  const { remote, peer, o, owner, bwlimit, channel: channelOptions, pairCode, say, detail, format, cacheMaxAge, useCache } = await remoteContext(mode, options);
+  const remoteName = `${peer}:${remote.path}`;
+  const pool = new WorkerPool();
+  let store: Storage | undefined;
 
   const connect = async (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> => {
-    const conn = await abortable(dial({
-      host: remote.host,
-      port: remote.port,
-      staticKey,
-      knownHostsFile,
-      acceptNew: flags.acceptNew === true,
-      hostKey: flags.hostKey,
-      pairCode: pair,
-      warn: (message) => say(`ssync: warning: ${message}`),
-    }), signal, { discard: (late) => late[Symbol.asyncDispose]() });
+    const client = await openClientChannel({ ...channelOptions, pairCode: pair });
     try {
-      detail(`connected to ${peer}: host key ${fingerprint(conn.remoteStatic)}`);
-      const socket = conn.channel.socket;
-      const idle = new IdleTimeoutChannel(conn.channel, {
-        timeoutMs: idleTimeoutMs,
-        // Bytes the kernel took from us: a slow reader still counts as progress.
-        sendProgress: () => socket.bytesWritten - socket.writableLength,
-      });
-      const limited = buckets === undefined ? idle : new RateLimitedChannel(idle, { ...buckets, activity: idle.activity });
-      const channel = new IncompleteOnLossChannel(limited, { peer });
+      detail(`connected to ${peer}: host key ${fingerprint(client.conn.remoteStatic)}`);
+      const { channel, activity } = client;
       const progress = new SessionProgress();
       const stopProgress = showProgress(progress, { format, local: false, phase, signal });
       return await runClient(channel, store!, {
@@ -203,19 +226,19 @@ export async function runRemoteSync(
             cache: {
               policy: { cache: new SignatureCache(clientCacheDir()), maxAgeMs: cacheMaxAge },
               path: cachePathOf(local),
-              peer: conn.remoteStatic,
+              peer: client.conn.remoteStatic,
               warn: (message: string) => say(`ssync: warning: ${message}`),
               use: useCache,
             },
           }
           : {}),
         pool,
-        activity: idle.activity,
+        activity,
         signal,
         progress,
       }).finally(stopProgress);
     } finally {
-      await conn[Symbol.asyncDispose]().catch(() => {});
+      await client[Symbol.asyncDispose]();
     }
   };
   // A pairing code is used once: a try after a busy answer is already paired.

@@ -19,6 +19,7 @@ import { ErrnoError, UsageError } from "../util/errors.ts";
 import { filterRules, PathFilter } from "../util/path-filter.ts";
 import { openForClient, type OpenPolicy } from "../listener/open-for-client.ts";
 import type { OpenRequest } from "../session/server-session.ts";
+import type { Storage } from "../storage/storage.ts";
 import { describeSettings, type EngineFlags, engineOptions, ownerIfRoot } from "./engine-options.ts";
 import { describeError } from "./exit-code.ts";
 import { type FolderSummary, formatFolderSummary, summarizeFolder } from "./folder-summary.ts";
@@ -116,34 +117,38 @@ function refuseNested(src: string, dst: string): void {
 }
 
 /**
- * A file of the tree opened as a listener opens a client's path under its root (the same open
- * policy: no link followed, nothing outside the root, a multiply linked file never written),
- * its messages told in a folder sync's words.
+ * A file of the tree under `root` opened as a listener opens a client's path under its root
+ * (the same open policy: no link followed, nothing outside the root, a multiply linked file
+ * never written), its messages told in a folder sync's words.
  */
-function treeOpener(roots: { src: string; dst: string }, o: { lockWaitMs: number; log: (m: string) => void }) {
-  const policy = (root: string): OpenPolicy => ({
-    root: fs.realpathSync(root),
-    exports: new Map(),
-    listenerReadOnly: false,
-    keyReadOnly: false,
-    pathPrefix: null,
-    lockWaitMs: o.lockWaitMs,
-    log: o.log,
-  });
-  const source = policy(roots.src);
-  let destination: OpenPolicy | undefined;
-  return async (side: "source" | "destination", req: OpenRequest) => {
-    const p = side === "source" ? source : (destination ??= policy(roots.dst));
+export function folderOpener(root: string, o: { lockWaitMs: number; log: (m: string) => void }): (req: OpenRequest) => Promise<Storage> {
+  let policy: OpenPolicy | undefined;
+  return async (req: OpenRequest) => {
+    policy ??= {
+      root: fs.realpathSync(root),
+      exports: new Map(),
+      listenerReadOnly: false,
+      keyReadOnly: false,
+      pathPrefix: null,
+      lockWaitMs: o.lockWaitMs,
+      log: o.log,
+    };
     try {
-      return await openForClient(req, p);
+      return await openForClient(req, policy);
     } catch (e) {
       const err = e as { code?: string; message?: string };
       if (typeof err.message !== "string") throw e;
-      const shown = side === "source" ? roots.src : roots.dst;
-      const message = err.message.replaceAll("the listener's root", `the folder ${shown}`).replaceAll("the listener", "a folder sync");
+      const message = err.message.replaceAll("the listener's root", `the folder ${root}`).replaceAll("the listener", "a folder sync");
       throw err.code ? new ErrnoError(err.code, message, { cause: e }) : new Error(message, { cause: e });
     }
   };
+}
+
+/** Both trees' openers: the destination's made on first use (DST may not exist before). */
+function treeOpener(roots: { src: string; dst: string }, o: { lockWaitMs: number; log: (m: string) => void }) {
+  const source = folderOpener(roots.src, o);
+  const destination = folderOpener(roots.dst, o);
+  return (side: "source" | "destination", req: OpenRequest) => (side === "source" ? source(req) : destination(req));
 }
 
 function list(v: string | string[] | undefined): string[] {

@@ -35,8 +35,11 @@ import { RateLimitedChannel } from "../net/rate-limited-channel.ts";
 import { TokenBucket } from "../net/token-bucket.ts";
 import { acceptSecure, type SecureConnection } from "../net/secure-connection.ts";
 import type { KeyPair } from "../noise/x25519.ts";
+import { messageCode } from "../../protocol/batch-codec.ts";
+import { BatchMessageCode } from "../../protocol/constants.ts";
+import type { RecordChannel } from "../net/record-channel.ts";
+import { type ServerSessionResult, serveSession, type SessionActivity } from "../session/server-session.ts";
 import type { CachePolicy } from "../session/cache-session.ts";
-import { serveSession } from "../session/server-session.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import {
   type AuthorizedKey,
@@ -68,7 +71,8 @@ import {
   LOCK_WAIT_MS,
   REFUSAL_LINES_PER_SECOND,
 } from "./listener-limits.ts";
-import { type ClientOpen, openForClient } from "./open-for-client.ts";
+import { type BatchSlot, PeekedChannel, serveBatch } from "./batch-server.ts";
+import { type ClientOpen, openForClient, type OpenPolicy } from "./open-for-client.ts";
 import { DEFAULT_PROGRESS_INTERVAL_MS, logProgressEvery } from "./progress-log.ts";
 import { RefusalLog } from "./refusal-log.ts";
 import { refuseSession } from "./refuse-session.ts";
@@ -127,6 +131,18 @@ export interface ListenerOptions {
 }
 
 
+/** Who a file session serves. */
+interface FileSession {
+  entry: AuthorizedKey;
+  key: string;
+  peer: string;
+  paired: boolean;
+  /** The client's static key (the signature cache reuses a key with this peer only). */
+  remoteStatic: Uint8Array;
+  activity: SessionActivity;
+  signal: AbortSignal;
+}
+
 /** A running session, as shutdown sees it. */
 interface RunningSession {
   stop(reason: Error): void;
@@ -148,6 +164,8 @@ export class Listener implements AsyncDisposable {
   #sessionsOf = new Map<string, number>();
   #active = new Set<Promise<void>>();
   #stopping = false;
+  #connections = 0;
+  #handshakes = 0;
   #stopNow: (() => void) | undefined;
   /** authorized_keys warnings already logged (per connection they are logged once). */
   #warned = new Set<string>();
@@ -181,6 +199,7 @@ export class Listener implements AsyncDisposable {
       : { send: new TokenBucket({ bytesPerSecond: rate }), receive: new TokenBucket({ bytesPerSecond: rate }) };
     server.on("connection", (socket: Socket) => {
       socket.on("error", () => {});
+      this.#connections++;
       const context: ConnectionContext = { peer: peerOf(socket) };
       const handled = connectionContext.run(context, () => this.#handle(socket, context))
         .catch((e) => this.#log(`${context.peer} internal error: ${(e as Error)?.stack ?? e}`, { peer: context.peer }, "error"));
@@ -206,6 +225,11 @@ export class Listener implements AsyncDisposable {
 
   get address(): string {
     return formatEndpoint({ host: this.host, port: this.port });
+  }
+
+  /** Since start: TCP connections accepted, and handshakes completed with an authorized key (tests count them). */
+  get counters(): { connections: number; handshakes: number } {
+    return { connections: this.#connections, handshakes: this.#handshakes };
   }
 
   /** Connections in the handshake and in a session, for tests and logs. */
@@ -318,6 +342,7 @@ export class Listener implements AsyncDisposable {
         this.#refusals.refused(from, `${peer} refused: ${why}`);
         return;
       }
+      this.#handshakes++;
       const key = fingerprint(conn.remoteStatic);
       context.key = key;
       this.#log(`${peer} key ${key}: authenticated${conn.paired ? " (paired)" : ""}`, { peer, key, paired: conn.paired }, "debug");
@@ -361,7 +386,6 @@ export class Listener implements AsyncDisposable {
       sendProgress: () => socket.bytesWritten - socket.writableLength,
     });
     const limited = this.#bandwidth === undefined ? idle : new RateLimitedChannel(idle, { ...this.#bandwidth, activity: idle.activity });
-    const sent = watchSentErrors(limited);
     // The session ends now once the client is gone or the listener stops it (serveSession).
     const ended = new AbortController();
     const gone = () => ended.abort(new Error("the client closed the connection"));
@@ -373,22 +397,78 @@ export class Listener implements AsyncDisposable {
         limited.close(reason);
       },
     };
+    // A batch is one session, whatever its slots carry (admission, §6).
     this.#sessions.add(running);
     this.#sessionsOf.set(key, (this.#sessionsOf.get(key) ?? 0) + 1);
+    try {
+      // The first record says what the connection is: BATCH, or a v1 session's OPEN.
+      const peeked = new PeekedChannel(limited);
+      const first = await peeked.first.catch(() => null);
+      const session: FileSession = { entry, key, peer, paired: conn.paired, remoteStatic: conn.remoteStatic, activity: idle.activity, signal: ended.signal };
+      if (first !== null && messageCode(first) === BatchMessageCode.BATCH) {
+        await serveBatch(peeked, {
+          first,
+          signal: ended.signal,
+          activity: idle.activity,
+          policy: this.#policyOf(entry, { peer, key }),
+          serveFile: (channel, batch) => this.#serveFile(channel, { ...session, batch }),
+          log: (message, fields, level) => this.#log(`${peer} key ${key}${conn.paired ? " (paired)" : ""} ${message}`, { peer, key, ...fields }, level),
+          wire: () => ({ bytesReceived: socket.bytesRead, bytesSent: socket.bytesWritten }),
+        });
+      } else {
+        await this.#serveFile(peeked, { ...session, context });
+      }
+    } finally {
+      socket.off("close", gone);
+      this.#sessions.delete(running);
+      const left = this.#sessionsOf.get(key)! - 1;
+      if (left === 0) this.#sessionsOf.delete(key);
+      else this.#sessionsOf.set(key, left);
+      await conn[Symbol.asyncDispose]().catch(() => {});
+    }
+  }
+
+  /** What this key may reach (open-for-client.ts, tree-access.ts). */
+  #policyOf(entry: AuthorizedKey, o: { peer: string; key: string; name?: string }): OpenPolicy {
+    return {
+      root: this.#options.root,
+      exports: this.#options.exports ?? new Map(),
+      listenerReadOnly: this.#options.readOnly === true,
+      keyReadOnly: entry.readOnly,
+      pathPrefix: entry.pathPrefix,
+      journalDir: this.#options.journalDir,
+      lockWaitMs: this.#options.lockWaitMs ?? LOCK_WAIT_MS,
+      log: (message) => this.#log(`${o.peer} key ${o.key}: ${clipName(message, o.name)}`, { peer: o.peer, key: o.key, file: o.name && clip(o.name) }),
+    };
+  }
+
+  /**
+   * One file session, a v1 connection's or a batch slot's: serveSession with the open policy
+   * (a batch's: its own memory bounds, one mode for all its files), a progress line while it
+   * runs, and its log line at the end.
+   */
+  async #serveFile(
+    channel: RecordChannel,
+    o: FileSession & { context?: ConnectionContext; batch?: BatchSlot },
+  ): Promise<ServerSessionResult> {
+    const { entry, key, peer, batch } = o;
+    const sent = watchSentErrors(channel);
     let request: ClientOpen | undefined;
+    let described = "no request";
     const started = Date.now();
     const progress = new SessionProgress();
     const stopProgress = logProgressEvery(progress, {
       intervalMs: this.#options.progressIntervalMs ?? DEFAULT_PROGRESS_INTERVAL_MS,
-      describe: () => `${peer} key ${key} ${context.request}`,
+      describe: () => `${peer} key ${key} ${described}`,
       log: (line) => this.#log(line),
     });
     try {
       const result = await serveSession(sent.channel, {
         pool: this.#options.pool,
-        activity: idle.activity,
-        signal: ended.signal,
+        activity: o.activity,
+        signal: o.signal,
         memory: this.#memory,
+        ...(batch ? { bufferBytes: batch.bufferBytes, batchMemory: batch.memory } : {}),
         progress,
         exported: (name) => this.#options.exports?.has(name) === true,
         ...(this.#options.cache
@@ -397,29 +477,21 @@ export class Listener implements AsyncDisposable {
               policy: this.#options.cache,
               // The file as open-for-client.ts resolves the name: an export's path, else under the root.
               path: (name: string) => this.#options.exports?.get(name) ?? join(this.#options.root, name),
-              peer: conn.remoteStatic,
+              peer: o.remoteStatic,
               warn: (message: string) => this.#log(`${peer} key ${key}: ${message}`, { peer, key }, "warn"),
             },
           }
           : {}),
-        open: (req) => {
+        open: async (req) => {
           request = req;
-          context.request = `${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;
-          this.#log(`${peer} key ${key}: open ${context.request}${req.inplace ? " in place" : ""}`, { peer, key, mode: req.mode, file: clip(req.name), dryRun: req.dryRun }, "debug");
-          return openForClient(req, {
-            root: this.#options.root,
-            exports: this.#options.exports ?? new Map(),
-            listenerReadOnly: this.#options.readOnly === true,
-            keyReadOnly: entry.readOnly,
-            pathPrefix: entry.pathPrefix,
-            journalDir: this.#options.journalDir,
-            lockWaitMs: this.#options.lockWaitMs ?? LOCK_WAIT_MS,
-            log: (message) => this.#log(`${peer} key ${key}: ${clipName(message, req.name)}`, { peer, key, file: clip(req.name) }),
-          });
+          described = `${batch ? `batch slot ${batch.slot} ` : ""}${req.mode}${req.dryRun ? " (dry run)" : ""} ${JSON.stringify(clip(req.name))}`;
+          if (o.context) o.context.request = described;
+          this.#log(`${peer} key ${key}: open ${described}${req.inplace ? " in place" : ""}`, { peer, key, mode: req.mode, file: clip(req.name), dryRun: req.dryRun }, "debug");
+          await batch?.enterMode(req.mode, o.signal);
+          return await openForClient(req, this.#policyOf(entry, { peer, key, name: req.name }));
         },
       });
       const s = result.stats;
-      const what = request ? context.request : "no request";
       const firstError = sent.first();
       let outcome: string;
       if (result.committed) outcome = "ok";
@@ -429,14 +501,15 @@ export class Listener implements AsyncDisposable {
       } else outcome = result.error ? `failed: ${clipName(result.error.message, request?.name)}` : "ended before commit";
       const seconds = Math.round((Date.now() - started) / 100) / 10;
       this.#log(
-        `${peer} key ${key}${conn.paired ? " (paired)" : ""} ${what}: read ${formatBytes(s.bytesRead)}, ` +
+        `${peer} key ${key}${o.paired ? " (paired)" : ""} ${described}: read ${formatBytes(s.bytesRead)}, ` +
           `${s.bytesFromCache > 0 ? `digests of ${formatBytes(s.bytesFromCache)} from the signature cache, ` : ""}wrote ${formatBytes(s.bytesWritten)}, ` +
           `holes ${formatBytes(s.bytesPunched)}, wire in ${formatBytes(result.wire.bytesReceived)} out ${formatBytes(result.wire.bytesSent)}, ` +
           `${seconds} s: ${outcome}`,
         {
           peer,
           key,
-          paired: conn.paired,
+          paired: o.paired,
+          ...(batch ? { slot: batch.slot } : {}),
           mode: request?.mode,
           file: request && clip(request.name),
           dryRun: request?.dryRun,
@@ -453,14 +526,9 @@ export class Listener implements AsyncDisposable {
         },
         result.committed ? "info" : "warn",
       );
+      return result;
     } finally {
-      socket.off("close", gone);
       stopProgress();
-      this.#sessions.delete(running);
-      const left = this.#sessionsOf.get(key)! - 1;
-      if (left === 0) this.#sessionsOf.delete(key);
-      else this.#sessionsOf.set(key, left);
-      await conn[Symbol.asyncDispose]().catch(() => {});
     }
   }
 

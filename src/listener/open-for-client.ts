@@ -2,6 +2,8 @@
  * What a listener lets a client open: a named export, or a path under its root.
  *
  * 1. An export name is matched exactly, before any path rule; it opens the configured path.
+ *    An export of a folder (spec "Batches", folder exports) is no file: NAME/PATH names PATH under that folder,
+ *    under every rule below with the folder in place of the root (exportFolder()).
  * 2. A client path must be relative, non-empty, without NUL, ".", ".." or empty components,
  *    and under the key's path prefix when it has one.
  * 3. Writes (a push that is not a dry run) are refused when the listener or the key is
@@ -84,7 +86,8 @@ export function clientPathComponents(name: string): string[] {
   return parts;
 }
 
-function underPrefix(parts: string[], prefix: string): boolean {
+/** True when the path's components lie under the key's prefix (the prefix itself included). */
+export function underPrefix(parts: string[], prefix: string): boolean {
   const want = prefix.split("/").filter((p) => p !== "" && p !== ".");
   if (parts.length < want.length) return false;
   if (want.length === 0) return true;
@@ -92,6 +95,24 @@ function underPrefix(parts: string[], prefix: string): boolean {
   for (let i = 0; i < last; i++) if (parts[i] !== want[i]) return false;
   // "vm" allows "vm/x" and "vm" itself; "vm/" behaves the same.
   return parts[last] === want[last];
+}
+
+/**
+ * The folder export a name lies in: NAME/PATH with NAME exported as a folder → the folder
+ * (resolved, as the admin named it: links in its own path are the admin's) and PATH. The
+ * export's name itself is the folder, not a file in it (`rest` empty).
+ */
+export function exportFolder(name: string, policy: Pick<OpenPolicy, "exports">): { base: string; rest: string } | undefined {
+  const slash = name.indexOf("/");
+  const head = slash < 0 ? name : name.slice(0, slash);
+  const target = policy.exports.get(head);
+  if (target === undefined) return undefined;
+  try {
+    if (!fs.statSync(target).isDirectory()) return undefined;
+    return { base: fs.realpathSync(target), rest: slash < 0 ? "" : name.slice(slash + 1) };
+  } catch {
+    return undefined;
+  }
 }
 
 function checkWrite(req: ClientOpen, policy: OpenPolicy): void {
@@ -116,7 +137,7 @@ function renamed(e: unknown, from: string, name: string): Error {
   return error;
 }
 
-function closeQuietly(fd: number | undefined): void {
+export function closeQuietly(fd: number | undefined): void {
   if (fd === undefined) return;
   try {
     fs.closeSync(fd);
@@ -133,7 +154,8 @@ function isSymlink(at: string): boolean {
   }
 }
 
-function walkError(e: unknown, name: string, part: string, at: string): Error {
+/** A failed step of the walk from the root, as the refusal the client reads. */
+export function walkError(e: unknown, name: string, part: string, at: string): Error {
   const code = (e as { code?: string }).code;
   if (code === "ELOOP" || isSymlink(at)) return refuse("EACCES", `Cannot open ${name}: ${part} is a symbolic link, which the listener does not follow`);
   if (code === "ENOTDIR") return refuse("ENOENT", `Cannot open ${name}: ${part} is not a directory`);
@@ -144,7 +166,9 @@ function walkError(e: unknown, name: string, part: string, at: string): Error {
 
 /** Opens what the client asked for, enforcing the policy; see the numbered steps above. */
 export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promise<Storage> {
-  const exported = policy.exports.get(req.name);
+  const folder = exportFolder(req.name, policy);
+  if (folder?.rest === "") throw refuse("EISDIR", `Cannot open ${req.name}: it is an exported folder, not a file; name a file in it (${req.name}/FILE)`);
+  const exported = folder ? undefined : policy.exports.get(req.name);
   if (exported !== undefined) {
     if (policy.pathPrefix !== null && !underPrefix(req.name.split("/"), policy.pathPrefix)) {
       throw refuse("EACCES", `Cannot open ${req.name}: your key may only open paths under ${policy.pathPrefix}`);
@@ -159,19 +183,22 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
       throw renamed(e, exported, req.name);
     }
   }
-  const parts = clientPathComponents(req.name);
-  if (policy.pathPrefix !== null && !underPrefix(parts, policy.pathPrefix)) {
+  const whole = clientPathComponents(req.name);
+  if (policy.pathPrefix !== null && !underPrefix(whole, policy.pathPrefix)) {
     throw refuse("EACCES", `Cannot open ${req.name}: your key may only open paths under ${policy.pathPrefix}`);
   }
   checkWrite(req, policy);
+  // The walk starts at the root, or at a folder export (its name is the first component).
+  const start = folder?.base ?? policy.root;
+  const parts = folder ? whole.slice(1) : whole;
 
   const dirs: number[] = [];
   let file: number | undefined;
   try {
     try {
-      dirs.push(fs.openSync(policy.root, C.O_RDONLY | C.O_DIRECTORY));
+      dirs.push(fs.openSync(start, C.O_RDONLY | C.O_DIRECTORY));
     } catch (e) {
-      throw refuse("EIO", `Cannot open the listener's root: ${(e as Error).message}`);
+      throw refuse("EIO", `Cannot open ${folder ? "the exported folder" : "the listener's root"}: ${(e as Error).message}`);
     }
     for (const part of parts.slice(0, -1)) {
       const at = `/proc/self/fd/${dirs[dirs.length - 1]}/${part}`;
@@ -214,7 +241,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
         }
       }
     }
-    const st = checkRegular(file, req, { writes, root: policy.root });
+    const st = checkRegular(file, req, { writes, root: start });
     const journalPath = workFilePath(parent, base, "journal");
     if (!writes) {
       // A reader never sees a half-applied commit (recover-journal.ts checkReadable).
@@ -263,7 +290,7 @@ export async function openForClient(req: ClientOpen, policy: OpenPolicy): Promis
  * The admin chose the root, yet a folder under it on a kernel filesystem (a mount of /dev or
  * /proc) never gets a new file: a missing name there is a device or entry that does not exist.
  */
-function refuseKernelFolder(req: ClientOpen, dir: number): void {
+export function refuseKernelFolder(req: { name: string }, dir: number): void {
   const k = kernelFilesystemOf(fs.fstatSync(dir, { bigint: true }).dev);
   if (k) {
     throw refuse("EACCES", `Cannot create ${req.name}: its folder is on ${k.mountPoint} (${k.type}), a kernel filesystem, where the listener never creates a file`);
@@ -295,7 +322,7 @@ async function lockedStore(
 }
 
 /** `at` still names the file `stat` describes. */
-function sameFile(at: string, stat: fs.BigIntStats): boolean {
+export function sameFile(at: string, stat: fs.BigIntStats): boolean {
   try {
     const now = fs.lstatSync(at, { bigint: true });
     return now.dev === stat.dev && now.ino === stat.ino;

@@ -2,9 +2,12 @@
  * A session the listener will not serve (its caps on sessions are reached) after a complete
  * handshake: the client's first request, which must come within `timeoutMs`, is answered
  * with ERROR EBUSY and the message, then the channel ends (END). The client reads a plain
- * "busy, try again later" rather than a dropped connection.
+ * "busy, try again later" rather than a dropped connection. The request is a v1 session's
+ * OPEN or a batch's BATCH (spec "Batches"): the ERROR, without a slot, carries its cookie,
+ * read from the header; nothing else of it is looked at.
  */
-import { decode, encode } from "../../protocol/codec.ts";
+import { encode } from "../../protocol/codec.ts";
+import { HEADER_SIZE } from "../../protocol/constants.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import { asError } from "../util/errors.ts";
 
@@ -19,8 +22,9 @@ export async function refuseSession(
   try {
     const record = await channel.receive();
     if (record === null) return;
-    const request = decode(record);
-    await channel.send(encode({ type: "ERROR", cookie: request.cookie, code: "EBUSY", message: options.message }));
+    if (record.length < HEADER_SIZE) return;
+    const cookie = new DataView(record.buffer, record.byteOffset, record.byteLength).getUint32(4);
+    await channel.send(encode({ type: "ERROR", cookie, code: "EBUSY", message: options.message }));
   } catch {
     // A peer that went away or sent garbage: there is nobody left to tell.
   } finally {

@@ -1,5 +1,5 @@
 import type { Socket } from "node:net";
-import { MAX_RECORD, REKEY_INTERVAL, TAG_SIZE } from "../../protocol/constants.ts";
+import { MAX_SLOT_RECORD, REKEY_INTERVAL, TAG_SIZE } from "../../protocol/constants.ts";
 import { type Frame, FrameReader } from "../../protocol/frame-reader.ts";
 import { encodeRecordWord, isEndWord, RECORD_FRAME_FORMAT } from "../../protocol/record-word.ts";
 import type { CipherState } from "../noise/cipher-state.ts";
@@ -29,7 +29,7 @@ import type { RecordChannel } from "./record-channel.ts";
  * once while the socket holds at most maxUnsentBytes; beyond that it waits in order, unsealed,
  * until 'drain', so the socket never holds more than maxUnsentBytes plus one record (the
  * threshold is checked BEFORE writing).
- * Record plaintexts are at most MAX_RECORD bytes; REKEY_INTERVAL is configurable only for tests.
+ * Record plaintexts are at most MAX_SLOT_RECORD bytes (a message and a batch's slot prefix); REKEY_INTERVAL is configurable only for tests.
  */
 
 /** Default maxUnreadBytes: decoded bytes waiting for receive() before reading pauses. */
@@ -139,8 +139,8 @@ export class NoiseRecordChannel implements RecordChannel {
     if (this.#error) return Promise.reject(this.#error);
     if (this.#closed) return Promise.reject(new Error("Cannot send: the channel is closed"));
     const length = recordLength(record);
-    if (length > MAX_RECORD) {
-      return Promise.reject(new RangeError(`Cannot send a ${length}-byte record: the limit is ${MAX_RECORD} bytes`));
+    if (length > MAX_SLOT_RECORD) {
+      return Promise.reject(new RangeError(`Cannot send a ${length}-byte record: the limit is ${MAX_SLOT_RECORD} bytes`));
     }
     if (this.#unsent.length === 0 && !this.#mustWait()) {
       try {

@@ -112,6 +112,12 @@ export interface ServeOptions {
   /** Kept up to date for a watcher that polls it (the listener's periodic line). */
   progress?: SessionProgress;
   /**
+   * A batch's slot: the session's own window (default SESSION_BUFFER_BYTES), and the window
+   * its shared holds take too, which the batch's slots share (spec "Batches").
+   */
+  bufferBytes?: number;
+  batchMemory?: ByteWindow;
+  /**
    * Grant META_OWNER to a push that asks for it: only `ssync sync` run as root does; a
    * listener never sets owner and group over the network (spec §7).
    */
@@ -146,7 +152,12 @@ export async function serveSession(channel: RecordChannel, options: ServeOptions
     const reason = controller.signal.reason;
     channel.close(asError(reason));
   }, { once: true });
-  const memory = new SessionMemory({ own: new ByteWindow(SESSION_BUFFER_BYTES), shared: options.memory, signal: controller.signal });
+  const memory = new SessionMemory({
+    own: new ByteWindow(options.bufferBytes ?? SESSION_BUFFER_BYTES),
+    shared: options.memory,
+    batch: options.batchMemory,
+    signal: controller.signal,
+  });
   let firstCause: Error | undefined;
   const noteFailure = (e: unknown) => {
     firstCause ??= asError(e);

@@ -65,3 +65,28 @@ export const REQUEST_READ_AHEAD_BYTES = 4 << 20;
  * plus one record.
  */
 export const SESSION_MEMORY_BYTES = SESSION_BUFFER_BYTES + DEFAULT_MAX_UNREAD_BYTES + DEFAULT_MAX_UNSENT_BYTES + 2 * MAX_RECORD + REQUEST_READ_AHEAD_BYTES;
+
+// Batches (spec "Batches (protocol 2)", §6)
+
+/**
+ * A batch slot's own window (the v1 session's SESSION_BUFFER_BYTES): every hold of its session,
+ * including the ones that wait for its own records (a push range's digests until RANGE_DONE).
+ * An honest slot needs at most RANGES_IN_FLIGHT ranges' digests and replies (≤ 8 × 600 KiB) and
+ * one DATA (2 MiB) at once, so it never waits on itself.
+ */
+export const SLOT_BUFFER_BYTES = 8 << 20;
+/**
+ * The window a batch's slots share for their transient holds (DATA not yet written, results not
+ * yet sent: released by local work or by the client reading): one session's worth.
+ */
+export const BATCH_BUFFER_BYTES = SESSION_BUFFER_BYTES;
+/**
+ * Bytes of records one slot's queue holds (each counted at least RECORD_CHARGE) before the
+ * connection's reader waits for that slot. An honest pull slot never queues this much (at most
+ * RANGES_IN_FLIGHT READ_DIFFs of ≤ 344 KiB and their SUB_DIGESTS), so its answers stay readable.
+ */
+export const SLOT_QUEUE_BYTES = 4 << 20;
+/** Control requests (LIST, MKDIR, REMOVE, RMDIR) a batch works on at once; beyond them it stops reading slot 0. */
+export const CONTROL_TASKS = 16;
+/** File slots a batch client asks for by default: enough for small files to overlap their round trips. */
+export const DEFAULT_BATCH_SLOTS = 4;

@@ -5,8 +5,10 @@
  * ByteWindow that every session of one listener shares.
  *
  * Invariants:
- * - hold(n) waits until n bytes fit in the session's window, then (shared) in the
- *   listener's; waiters are served in call order, and the session's signal rejects them.
+ * - hold(n) waits until n bytes fit in the session's window, then (shared) in its batch's
+ *   (a batch's slots share one, spec "Batches") and in the listener's; waiters are served in
+ *   call order, and the session's signal rejects them. Only shared holds (released by local
+ *   work or by the peer reading, never by a record still to come) wait for other sessions.
  * - Every Hold gives its bytes back exactly once: release() (or shrink() in parts), or
  *   dispose() at the session's end, which releases every hold still out, so a session that
  *   ends in any way never leaks the listener's budget. Releases after dispose() do nothing.
@@ -25,31 +27,33 @@ export interface Hold {
 export class SessionMemory {
   #own: ByteWindow;
   #shared: ByteWindow | undefined;
+  #batch: ByteWindow | undefined;
   #signal: AbortSignal;
   #out = new Set<SessionHold>();
   #disposed = false;
 
-  constructor(options: { own: ByteWindow; shared?: ByteWindow; signal: AbortSignal }) {
+  constructor(options: { own: ByteWindow; shared?: ByteWindow; batch?: ByteWindow; signal: AbortSignal }) {
     this.#own = options.own;
     this.#shared = options.shared;
+    this.#batch = options.batch;
     this.#signal = options.signal;
   }
 
   /** Waits until `bytes` fit (in the listener's window too when `shared`); resolves to their Hold. */
   async hold(bytes: number, options: { shared: boolean }): Promise<Hold> {
-    const shared = options.shared ? this.#shared : undefined;
-    await this.#own.acquire(bytes, this.#signal);
-    if (shared) {
-      try {
-        await shared.acquire(bytes, this.#signal);
-      } catch (e) {
-        this.#own.release(bytes);
-        throw e;
+    const windows = [this.#own, ...(options.shared ? [this.#batch, this.#shared] : [])].filter((w) => w !== undefined);
+    const taken: ByteWindow[] = [];
+    try {
+      for (const w of windows) {
+        await w.acquire(bytes, this.#signal);
+        taken.push(w);
       }
+    } catch (e) {
+      for (const w of taken) w.release(bytes);
+      throw e;
     }
     const hold = new SessionHold(bytes, (n) => {
-      this.#own.release(n);
-      shared?.release(n);
+      for (const w of taken) w.release(n);
     }, () => this.#out.delete(hold));
     if (this.#disposed) {
       hold.release();

@@ -1,6 +1,6 @@
 /**
  * Live counters of a folder sync for the progress line: the whole set's files and bytes,
- * made of the files done and the one file in flight (its own SessionProgress, polled).
+ * made of the files done and the files in flight (each its own SessionProgress, polled).
  *
  * Invariant: bytesCompared ≤ bytesTotal and filesDone ≤ filesTotal (the totals are counted
  * by a first walk; a tree that grows meanwhile is clamped, never shown past 100%).
@@ -15,7 +15,9 @@ export class TreeProgress {
   #filesDone = 0;
   #bytesDone = 0;
   #changedDone = 0;
-  #current: SessionProgress | undefined;
+  #sentDone = 0;
+  #receivedDone = 0;
+  #current = new Set<SessionProgress>();
 
   get open(): boolean {
     return this.#planned;
@@ -28,27 +30,38 @@ export class TreeProgress {
     this.#planned = true;
   }
 
-  /** A file's session begins; its counters show until fileDone. */
+  /** A file's session begins; its counters show until fileDone names it. */
   startFile(p: SessionProgress): void {
-    this.#current = p;
+    this.#current.add(p);
   }
 
-  /** A file of `size` bytes is done (synced, skipped by the quick check, or failed). */
-  fileDone(size: number): void {
-    this.#changedDone += this.#current?.snapshot().bytesChanged ?? 0;
-    this.#current = undefined;
+  /** A file of `size` bytes is done (synced, skipped by the quick check, or failed); `p`: its session's counters. */
+  fileDone(size: number, p?: SessionProgress): void {
+    if (p !== undefined && this.#current.delete(p)) {
+      const c = p.snapshot();
+      this.#changedDone += c.bytesChanged;
+      this.#sentDone += c.wireBytesSent;
+      this.#receivedDone += c.wireBytesReceived;
+    }
     this.#filesDone = Math.min(this.#filesTotal, this.#filesDone + 1);
     this.#bytesDone = Math.min(this.#bytesTotal, this.#bytesDone + size);
   }
 
   snapshot(): ProgressSnapshot {
-    const c = this.#current?.snapshot();
+    let compared = 0, changed = 0, sent = 0, received = 0;
+    for (const p of this.#current) {
+      const c = p.snapshot();
+      compared += c.bytesCompared;
+      changed += c.bytesChanged;
+      sent += c.wireBytesSent;
+      received += c.wireBytesReceived;
+    }
     return {
       bytesTotal: this.#bytesTotal,
-      bytesCompared: Math.min(this.#bytesTotal, this.#bytesDone + (c?.bytesCompared ?? 0)),
-      bytesChanged: this.#changedDone + (c?.bytesChanged ?? 0),
-      wireBytesSent: 0,
-      wireBytesReceived: 0,
+      bytesCompared: Math.min(this.#bytesTotal, this.#bytesDone + compared),
+      bytesChanged: this.#changedDone + changed,
+      wireBytesSent: this.#sentDone + sent,
+      wireBytesReceived: this.#receivedDone + received,
       elapsedSeconds: (performance.now() - this.#started) / 1000,
       filesDone: this.#filesDone,
       filesTotal: this.#filesTotal,

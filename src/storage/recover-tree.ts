@@ -1,6 +1,6 @@
 /**
- * At a listener's start: every journal an interrupted sync left under its root or for its
- * exports is completed or rolled back (recover-journal.ts), so that the files it serves are
+ * At a listener's start: every journal an interrupted sync left under its root, for its
+ * exports or under its folder exports is completed or rolled back (recover-journal.ts), so that the files it serves are
  * whole from the first session on, whoever opens them first.
  *
  * The walk follows no symbolic link, visits at most MAX_ENTRIES entries (a root that large is
@@ -27,6 +27,7 @@ export async function recoverTree(
       o.log(`cannot recover the interrupted sync of ${file}: ${(e as Error).message}`);
     }
   };
+  const dirs = [root];
   for (const path of o.exports ?? []) {
     let st: fs.BigIntStats;
     try {
@@ -34,10 +35,13 @@ export async function recoverTree(
     } catch {
       continue; // checked at start; a missing export is refused per session
     }
+    if (st.isDirectory()) {
+      dirs.push(path); // a folder export is walked like the root
+      continue;
+    }
     const journal = journalOf(path, { kind: st.isBlockDevice() ? "block-device" : "file", rdev: st.rdev, journalDir: o.journalDir });
     if (fs.existsSync(journal.path)) await recover(path);
   }
-  const dirs = [root];
   let seen = 0;
   while (dirs.length > 0) {
     const dir = dirs.pop()!;

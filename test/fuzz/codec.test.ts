@@ -21,6 +21,9 @@ import {
   SUB_BLOCK_SIZE,
 } from "../../protocol/constants.ts";
 import type { Message } from "../../protocol/messages.ts";
+import { decodeBatch, decodeControl, encodeBatch, encodeControl, entrySize } from "../../protocol/batch-codec.ts";
+import type { BatchMessage, BatchOkMessage, ControlMessage, TreeEntry } from "../../protocol/batch-messages.ts";
+import { BatchMessageCode, EntryKindCode, type EntryKind, MAX_PAYLOAD } from "../../protocol/constants.ts";
 import { forEachSeed, fuzzIterations, type Random } from "./random.ts";
 
 const CHARS = ["a", "Z", "0", "/", ".", "-", " ", "é", "ß", "日", "\u{1F600}", "\uFEFF", "\n", "\u202e"];
@@ -225,4 +228,121 @@ test("fuzz: mutated and random records decode canonically or throw ProtocolError
   });
   // Both branches ran: the mutations are not all trivially refused.
   assert.ok(outcomes.accepted > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
+});
+
+// ---------------------------------------------------------------- batches (spec "Batches")
+
+const KINDS = Object.keys(EntryKindCode) as EntryKind[];
+
+/** A relative path of 1–4 components, as LIST_ENTRIES carries. */
+function relativePath(rng: Random): string {
+  const parts: string[] = [];
+  for (let n = rng.range(1, 4); n > 0; n--) {
+    let p = text(rng, 24).replaceAll("/", "_");
+    if (p === "." || p === "..") p = "x";
+    parts.push(p);
+  }
+  return parts.join("/");
+}
+
+function randomEntry(rng: Random): TreeEntry {
+  const kind = rng.pick(KINDS);
+  const sec = BigInt(rng.range(0, 2 ** 31)) * (rng.chance(0.1) ? -1n : 1n);
+  return { kind, size: kind === "file" ? rng.u53() : 0, mtimeNs: sec * 1_000_000_000n + BigInt(rng.int(1e9)), name: relativePath(rng) };
+}
+
+export function randomControlMessage(rng: Random): ControlMessage {
+  const cookie = rng.int(2 ** 32);
+  switch (rng.int(7)) {
+    case 0:
+      return { type: "LIST", cookie, name: rng.chance(0.2) ? "" : text(rng, 200) };
+    case 1:
+      return { type: "MKDIR", cookie, name: text(rng, 200) };
+    case 2:
+      return { type: "REMOVE", cookie, name: text(rng, 200) };
+    case 3:
+      return { type: "RMDIR", cookie, name: text(rng, 200) };
+    case 4: {
+      const entries: TreeEntry[] = [];
+      let bytes = 0;
+      for (let n = rng.chance(0.01) ? 2000 : rng.int(8); n > 0; n--) {
+        const e = randomEntry(rng);
+        if (bytes + entrySize(e) > MAX_PAYLOAD) break;
+        bytes += entrySize(e);
+        entries.push(e);
+      }
+      return { type: "LIST_ENTRIES", cookie, last: entries.length === 0 || rng.chance(0.5), entries };
+    }
+    case 5:
+      return { type: "ACK", cookie };
+    default:
+      return { type: "ERROR", cookie, code: rng.pick(Object.keys(ErrorCode) as ErrorName[]), message: text(rng, MAX_ERROR_MESSAGE) };
+  }
+}
+
+function randomBatchOpen(rng: Random): BatchMessage | BatchOkMessage {
+  return rng.chance(0.5)
+    ? { type: "BATCH", cookie: 0, version: rng.chance(0.8) ? 2 : rng.int(65536), slots: rng.range(1, 65535) }
+    : { type: "BATCH_OK", cookie: 0, slots: rng.range(1, 65535) };
+}
+
+/** decodeControl / decodeBatch accept only what re-encodes to the same bytes, else ProtocolError. */
+function checkBatchRecord(rec: Uint8Array, what: string, which: "control" | "open"): "accepted" | "refused" {
+  let again: Uint8Array;
+  try {
+    again = which === "control" ? encodeControl(decodeControl(rec)) : encodeBatch(decodeBatch(rec));
+  } catch (e) {
+    assert.ok(e instanceof ProtocolError, `${what}: decode threw ${(e as Error)?.name}: ${(e as Error)?.message}`);
+    return "refused";
+  }
+  assert.ok(sameBytes(again, rec), `${what}: decoded from ${rec.length} bytes, re-encodes to other bytes`);
+  return "accepted";
+}
+
+test("fuzz: batch messages round-trip exactly; v1 decode refuses every one of them", { timeout: 60_000 }, async () => {
+  await forEachSeed({ iterations: ITERATIONS, firstSeed: 3000, name: "batch codec round trip" }, (rng) => {
+    const m = randomControlMessage(rng);
+    const rec = encodeControl(m);
+    assert.ok(rec.length <= MAX_RECORD);
+    assert.deepEqual(decodeControl(rec), m);
+    assert.equal(checkBatchRecord(rec, m.type, "control"), "accepted");
+    const open = randomBatchOpen(rng);
+    const orec = encodeBatch(open);
+    assert.deepEqual(decodeBatch(orec), open);
+    // A v1 session never takes a batch message: inside a slot, LIST or BATCH is a violation.
+    for (const r of m.type === "ACK" || m.type === "ERROR" ? [orec] : [rec, orec]) assert.throws(() => decode(r), ProtocolError);
+  });
+});
+
+test("fuzz: mutated batch records decode canonically or throw ProtocolError", { timeout: 60_000 }, async () => {
+  const outcomes = { accepted: 0, refused: 0 };
+  const codes = Object.values(BatchMessageCode);
+  await forEachSeed({ iterations: ITERATIONS, firstSeed: 4000, name: "batch codec mutation" }, (rng) => {
+    const m = randomControlMessage(rng);
+    const rec = mutate(rng, encodeControl(m));
+    // The mutator's type codes are v1's: half the time, put a batch type back.
+    if (rec.length >= 2 && rng.chance(0.5)) new DataView(rec.buffer, rec.byteOffset).setUint16(0, rng.pick([...codes, 12, 13]));
+    outcomes[checkBatchRecord(rec, `mutated ${m.type}`, "control")]++;
+    const open = mutate(rng, encodeBatch(randomBatchOpen(rng)));
+    if (open.length >= 2 && rng.chance(0.7)) new DataView(open.buffer, open.byteOffset).setUint16(0, rng.pick([17, 18]));
+    outcomes[checkBatchRecord(open, "mutated BATCH", "open")]++;
+  });
+  assert.ok(outcomes.accepted > 0 && outcomes.refused > 0, JSON.stringify(outcomes));
+});
+
+test("LIST_ENTRIES refuses names that are not relative paths, kinds with sizes, and counts beyond the payload", () => {
+  const entry = { kind: "file" as const, size: 5, mtimeNs: 1n, name: "a/b" };
+  const good = encodeControl({ type: "LIST_ENTRIES", cookie: 1, last: true, entries: [entry] });
+  assert.deepEqual(decodeControl(good), { type: "LIST_ENTRIES", cookie: 1, last: true, entries: [entry] });
+  for (const name of ["/a", "a//b", "a/../b", "..", ".", "a/", "a/./b"]) {
+    assert.throws(() => decodeControl(encodeControl({ type: "LIST_ENTRIES", cookie: 1, last: true, entries: [{ ...entry, name }] })), ProtocolError, name);
+  }
+  const folderWithSize = good.slice();
+  folderWithSize[32] = EntryKindCode.folder;
+  assert.throws(() => decodeControl(folderWithSize), ProtocolError);
+  const tooMany = good.slice();
+  new DataView(tooMany.buffer).setUint32(28, 2);
+  assert.throws(() => decodeControl(tooMany), ProtocolError);
+  // Not the last and empty: nothing to say.
+  assert.throws(() => decodeControl(encodeControl({ type: "LIST_ENTRIES", cookie: 1, last: false, entries: [] })), ProtocolError);
 });

@@ -52,13 +52,14 @@ function exitOf(listener: CliListener, ms: number): Promise<number | null> {
   });
 }
 
-test("every --export is checked at start: missing, a folder, unreadable refuse to start, naming it and why", T, async (t) => {
+test("every --export is checked at start: missing, a character device, a folder named with a /, unreadable refuse to start, naming it and why", T, async (t) => {
   await withListenerSetup(async ({ dir, config, root }) => {
     const file = path.join(dir, "disk.img");
     fs.writeFileSync(file, "");
     const cases: [string, RegExp][] = [
       [`blk=${path.join(dir, "nope")}`, /Cannot export blk=\S+nope: no such file or block device/],
-      [`d=${dir}`, /Cannot export d=\S+: a directory, not a regular file or block device/],
+      [`n=/dev/null`, /Cannot export n=\/dev\/null: a character device, not a regular file, block device or folder/],
+      [`d/x=${dir}`, /Cannot export d\/x=\S+: a folder's export name must be one path component/],
     ];
     for (const [spec, why] of cases) {
       const r = await runCli(["listen", "--bind", "127.0.0.1:0", "--root", root, "--export", `ok=${file}`, "--export", spec], { config, timeoutMs: 20_000 });

@@ -27,7 +27,7 @@ import { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { dial } from "../../src/net/dial.ts";
 import { IncompleteOnLossChannel } from "../../src/net/incomplete-on-loss-channel.ts";
 import { fingerprint, formatPublicKey } from "../../src/trust/keys.ts";
-import { MAX_RECORD, TAG_SIZE } from "../../protocol/constants.ts";
+import { MAX_SLOT_RECORD, TAG_SIZE } from "../../protocol/constants.ts";
 import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
 import { runClient, type SyncReport } from "../../src/session/client-session.ts";
 import { openSource } from "../../src/storage/open-source.ts";
@@ -369,11 +369,11 @@ const CASES: {
     logged: () => /failed: Cannot read record: invalid length field 0x00000000/,
   },
   {
-    name: "a record-length field of the cap + 1",
-    tamper: lengthWord(MAX_RECORD + TAG + 1),
+    name: "a record-length field of the cap + 1 (the cap: a batch record's, a slot and the largest message)",
+    tamper: lengthWord(MAX_SLOT_RECORD + TAG + 1),
     logged: () =>
       new RegExp(
-        `invalid length field 0x${(MAX_RECORD + TAG + 1).toString(16).padStart(8, "0")}`,
+        `invalid length field 0x${(MAX_SLOT_RECORD + TAG + 1).toString(16).padStart(8, "0")}`,
       ),
   },
   {
@@ -478,7 +478,7 @@ describe("listener: forged records close the connection, write nothing, and the 
           out.writeUInt32BE(length | (~length & (length + 1)), 0);
           return { bytes: out };
         };
-        // A longer length within MAX_RECORD + TAG_SIZE waits for bytes that never come; DATA
+        // A longer length within MAX_SLOT_RECORD + TAG_SIZE waits for bytes that never come; DATA
         // records may be full (MAX_PAYLOAD), and then any longer length is refused at once.
         const idle = /failed: the peer sent nothing for 1 s \(idle timeout\)/;
         const idleOrCap =
