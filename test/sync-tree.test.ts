@@ -506,7 +506,9 @@ describe("ssync sync SRC/ DST/: what the review found", { timeout: 300_000 }, ()
       assert.equal(r.code, 4, stderr);
       assert.ok(sentAt > 0);
       console.log(`ssync: exit 4 ${ms.toFixed(0)} ms after SIGINT during a walk of 100,001 entries`);
-      assert.ok(ms < 1500, `honoured within a second or so (${ms.toFixed(0)} ms)`);
+      // Without the walk's yields it took 3 s on a quiet machine; a loaded one (the suite runs
+      // two files at once) adds its share to both.
+      assert.ok(ms < 2500, `honoured within a second or so (${ms.toFixed(0)} ms)`);
       assert.equal(fs.existsSync(path.join(dst, "z.img")), false, "stopped before the files");
       const again = await sync(dir, ["--exclude", "many/*", `${src}/`, `${dst}/`]);
       assert.equal(again.code, 0, again.stderr);

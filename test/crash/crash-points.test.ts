@@ -44,7 +44,7 @@ import {
   ssync,
 } from "../helpers/crash-images.ts";
 
-const T = { timeout: 90_000 };
+const T = { timeout: 240_000 };
 /** 8 MiB images (A: 2 MiB of data in 5 extents; B: 2.1 MiB), 128 KiB units. */
 const SCALE = 1 / 8;
 
