@@ -129,7 +129,7 @@ export async function* listTree(
   for (const fd of dirs) closeQuietly(fd);
   const stack: { fd: number; dir: fs.Dir; prefix: string }[] = [];
   try {
-    stack.push({ fd: top, dir: await fs.promises.opendir(`/proc/self/fd/${top}`), prefix: "" });
+    stack.push({ fd: top, dir: fs.opendirSync(`/proc/self/fd/${top}`), prefix: "" });
   } catch (e) {
     closeQuietly(top);
     throw refuse("EIO", `Cannot list ${shown}: ${(e as Error).message}`);
@@ -139,10 +139,10 @@ export async function* listTree(
     while (stack.length > 0) {
       if (o.signal?.aborted) throw o.signal.reason;
       const level = stack[stack.length - 1];
-      const entry = await level.dir.read();
+      const entry = level.dir.readSync();
       if (entry === null) {
         stack.pop();
-        await level.dir.close().catch(() => {});
+        try { level.dir.closeSync(); } catch { /* closed */ }
         closeQuietly(level.fd);
         continue;
       }
@@ -169,7 +169,7 @@ export async function* listTree(
       let dir: fs.Dir | undefined;
       try {
         fd = fs.openSync(at, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
-        dir = await fs.promises.opendir(`/proc/self/fd/${fd}`);
+        dir = fs.opendirSync(`/proc/self/fd/${fd}`);
       } catch {
         if (fd !== undefined) closeQuietly(fd);
         yield { kind: "unlisted", size: 0, mtimeNs: st.mtimeNs, name: rel };
@@ -180,7 +180,7 @@ export async function* listTree(
     }
   } finally {
     for (const level of stack) {
-      await level.dir.close().catch(() => {});
+      try { level.dir.closeSync(); } catch { /* closed */ }
       closeQuietly(level.fd);
     }
   }
