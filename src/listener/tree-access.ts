@@ -149,12 +149,16 @@ export async function* listTree(
       if (isWorkFileName(entry.name)) continue;
       const at = `/proc/self/fd/${level.fd}/${entry.name}`;
       let st: fs.BigIntStats;
+      const rel = level.prefix + entry.name;
       try {
         st = fs.lstatSync(at, { bigint: true });
-      } catch {
-        continue; // gone meanwhile, or a name that is not valid UTF-8 (rule 4)
+      } catch (e) {
+        if ((e as { code?: string }).code === "ENOENT") continue; // gone meanwhile, or a name that is not valid UTF-8 (rule 4)
+        // There but unreadable (a folder readable, not searchable): never taken for absent.
+        if (++count > maxEntries) throw refuse("EFBIG", `Cannot list ${shown}: it holds more than ${maxEntries} entries`);
+        yield { kind: "unlisted", size: 0, mtimeNs: 0n, name: rel };
+        continue;
       }
-      const rel = level.prefix + entry.name;
       if (Buffer.byteLength(rel) > MAX_NAME_LENGTH) throw refuse("EINVAL", `Cannot list ${shown}: ${rel.slice(0, 64)}… is longer than ${MAX_NAME_LENGTH} bytes`);
       if (++count > maxEntries) throw refuse("EFBIG", `Cannot list ${shown}: it holds more than ${maxEntries} entries`);
       const kind = kindOf(st);
