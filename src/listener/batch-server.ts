@@ -69,14 +69,16 @@ export class ModeGate {
       return;
     }
     await new Promise<void>((resolve, reject) => {
-      const waiter = { mode, resolve };
-      this.#queue.push(waiter);
-      signal?.addEventListener("abort", () => {
+      const onAbort = () => {
         const i = this.#queue.indexOf(waiter);
         if (i < 0) return;
         this.#queue.splice(i, 1);
-        reject(signal.reason);
-      }, { once: true });
+        reject(signal!.reason);
+      };
+      // Admitted: the listener goes with the wait (a long batch would keep one per waited session).
+      const waiter = { mode, resolve: () => (signal?.removeEventListener("abort", onAbort), resolve()) };
+      this.#queue.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 
