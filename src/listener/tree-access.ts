@@ -25,6 +25,7 @@
  */
 import { Buffer } from "node:buffer";
 import fs from "node:fs";
+import { setImmediate } from "node:timers";
 import { MAX_LIST_ENTRIES, MAX_NAME_LENGTH } from "../../protocol/constants.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
 import type { EntryKind } from "../../protocol/constants.ts";
@@ -115,6 +116,9 @@ function kindOf(st: fs.BigIntStats): EntryKind {
   return "other";
 }
 
+/** Directory reads between two turns of the event loop in listTree. */
+const LIST_YIELD_EVERY = 256;
+
 /** LIST (rule 4): the tree under `name`, entries named relative to it. */
 export async function* listTree(
   name: string,
@@ -135,9 +139,13 @@ export async function* listTree(
     throw refuse("EIO", `Cannot list ${shown}: ${(e as Error).message}`);
   }
   let count = 0;
+  let reads = 0;
   try {
     while (stack.length > 0) {
       if (o.signal?.aborted) throw o.signal.reason;
+      // The sync Dir API (Deno's async fs.Dir leaks its descriptor when closed before the end):
+      // one LIST of a huge folder still gives the event loop back every LIST_YIELD_EVERY reads.
+      if (++reads % LIST_YIELD_EVERY === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       const level = stack[stack.length - 1];
       const entry = level.dir.readSync();
       if (entry === null) {

@@ -309,3 +309,49 @@ test("a batch that sends nothing is closed by the idle timeout", T, async () => 
     }
   });
 });
+
+/** Open descriptors of this process (the listener runs in it). */
+const descriptors = () => fs.readdirSync("/proc/self/fd").length;
+
+test("LISTs that end early (a too-deep tree, a client that cuts) leave no descriptor behind", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    // deep/: 70 folders, more than MAX_LIST_DEPTH (EINVAL once 64 levels are open).
+    let deep = path.join(server.root, "deep");
+    for (let i = 0; i < 70; i++) deep = path.join(deep, "d");
+    fs.mkdirSync(deep, { recursive: true });
+    // wide/: 60 folders deep, then 3,000 long names: a LIST the client stops reading.
+    let wide = path.join(server.root, "wide");
+    for (let i = 0; i < 60; i++) wide = path.join(wide, "d");
+    fs.mkdirSync(wide, { recursive: true });
+    for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(wide, `${String(i).padStart(6, "0")}${"x".repeat(200)}`), "");
+    try {
+      fs.mkdirSync(path.join(server.root, "small"));
+      const warm = await rawBatch(server, key, dir, 1); // the first connection's descriptors settle
+      assert.equal((await control(warm.conn, { type: "LIST", name: "small" })).reply.type, "LIST_ENTRIES");
+      await warm.conn[Symbol.asyncDispose]().catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+      const base = descriptors();
+      {
+        const { conn } = await rawBatch(server, key, dir, 1);
+        for (let i = 0; i < 10; i++) await refused(conn, { type: "LIST", name: "deep" }, ["EINVAL"]);
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+      {
+        const { conn } = await rawBatch(server, key, dir, 1);
+        for (let i = 0; i < 8; i++) await conn.channel.send(slotRecord(0, encodeControl({ type: "LIST", cookie: 900 + i, name: "wide" })));
+        const first = await nextRecord(conn); // the listener is walking
+        assert.ok(first !== null && first.slot === 0);
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+      const deadline = Date.now() + 10_000;
+      while ((server.listener.load.sessions > 0 || descriptors() > base + 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(server.listener.load.sessions, 0);
+      assert.ok(descriptors() <= base + 2, `descriptors: ${base} before, ${descriptors()} after the LISTs`);
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
