@@ -355,3 +355,51 @@ test("LISTs that end early (a too-deep tree, a client that cuts) leave no descri
     }
   });
 });
+
+test("a record before OPEN's answer is a violation: a flood behind a session held at the mode gate cannot hold the batch past the idle timeout, nor lock the key out", T, async () => {
+  await withTempDir(async (dir) => {
+    const idleTimeoutMs = 1000;
+    const server = await startListener(dir, { pool, idleTimeoutMs });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    makeSparseFile(path.join(server.root, "p.img"), { size: 1 << 20, chunks: [] });
+    const junk = new Uint8Array(60_000).fill(7);
+    try {
+      // As many as the key's session cap (8): each held would lock the key out.
+      for (let n = 0; n < 8; n++) {
+        const { conn } = await rawBatch(server, key, dir, 2);
+        // Slot 1: a push whose session waits for records; slot 2: a pull held at the mode gate
+        // (no OPEN_OK yet), then more than its slot's queue (SLOT_QUEUE_BYTES) of junk records.
+        await conn.channel.send(slotRecord(1, encode(openMessage({ mode: "push", name: `new${n}.img`, size: 1 << 20, dryRun: false }))));
+        assert.equal(decode((await nextRecord(conn))!.message).type, "OPEN_OK");
+        await conn.channel.send(slotRecord(2, encode(openMessage({ mode: "pull", name: "p.img", size: 0, dryRun: false }))));
+        const started = Date.now();
+        const sends: Promise<void>[] = [];
+        for (let i = 0; i < 90; i++) sends.push(conn.channel.send(slotRecord(2, junk)));
+        await Promise.allSettled(sends);
+        // No answer on slot 2, and the connection ends well within the idle timeout.
+        const deadline = started + idleTimeoutMs + 2000;
+        let closed = false;
+        while (!closed && Date.now() < deadline) {
+          const r = await Promise.race([nextRecord(conn), new Promise<"late">((resolve) => setTimeout(() => resolve("late"), deadline - Date.now()))]);
+          if (r === "late") break;
+          if (r === null) closed = true;
+          else assert.notEqual(r.slot, 2, "the held pull was answered");
+        }
+        assert.ok(closed, `connection ${n} still open ${Date.now() - started} ms after the flood (idle timeout ${idleTimeoutMs} ms)`);
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+      const deadline = Date.now() + 5000;
+      while (server.listener.load.sessions > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(server.listener.load.sessions, 0);
+      assert.ok(server.logs.some((l) => /before its OPEN was answered/.test(l)), server.logs.join("\n"));
+      // The key is not locked out.
+      const local = path.join(dir, "after.img");
+      makeSparseFile(local, { size: 1 << 20, chunks: [{ offset: 0, length: 4096 }] });
+      await clientSync(server, { mode: "push", local, name: "after.img", key, pool, knownHosts: path.join(dir, "known_hosts") });
+      assert.deepEqual(fs.readFileSync(path.join(server.root, "after.img")), fs.readFileSync(local));
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
