@@ -19,8 +19,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import { createServer, type Socket } from "node:net";
 import path from "node:path";
-import { encodeBatch } from "../../protocol/batch-codec.ts";
+import { decodeBatch, decodeControl, encodeBatch, encodeControl, slotRecord } from "../../protocol/batch-codec.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
+import { MAX_LIST_ENTRIES } from "../../protocol/constants.ts";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
 import { acceptSecure } from "../../src/net/secure-connection.ts";
 import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
@@ -493,6 +494,81 @@ test("a listener that predates batches gets a clear error", T, async () => {
     } finally {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => old.close(() => resolve()));
+    }
+  });
+});
+
+/**
+ * A hand-made hostile listener on 127.0.0.1 (real handshake): BATCH_OK, then each LIST on the
+ * control stream is answered by `answer` with raw records (the slot prefix is added).
+ */
+async function hostileLister(answer: (send: (message: Uint8Array) => Promise<void>, cookie: number) => Promise<void>): Promise<{ port: number; close: () => Promise<void> }> {
+  const hostKey = generateKeyPair();
+  const sockets = new Set<Socket>();
+  const server = createServer(async (socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    try {
+      const conn = await acceptSecure(socket, { staticKey: hostKey, authorize: () => true, timeoutMs: 5000 });
+      const open = decodeBatch((await conn.channel.receive())!);
+      assert.equal(open.type, "BATCH");
+      await conn.channel.send(encodeBatch({ type: "BATCH_OK", cookie: 0, slots: 1 }));
+      for (;;) {
+        const record = await conn.channel.receive();
+        if (record === null) break;
+        const m = decodeControl(record.subarray(2));
+        if (m.type === "LIST") await answer((message) => conn.channel.send(slotRecord(0, message)), m.cookie);
+      }
+      await conn[Symbol.asyncDispose]();
+    } catch {
+      socket.destroy();
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function batchToPort(port: number, dir: string): Promise<BatchClient> {
+  return dialBatch({ host: "127.0.0.1", port, staticKey: generateKeyPair(), knownHostsFile: path.join(dir, "known_hosts"), acceptNew: true, timeoutMs: 5000, idleTimeoutMs: 10_000, slots: 1 });
+}
+
+test("a listener whose LIST never ends: the client refuses more than MAX_LIST_ENTRIES entries (its memory stays bounded)", T, async () => {
+  await withTempDir(async (dir) => {
+    // One chunk of 20,000 entries, encoded once, sent again and again without LAST.
+    const entries: TreeEntry[] = [];
+    for (let i = 0; i < 20_000; i++) entries.push({ kind: "file", size: 1, mtimeNs: 0n, name: `f${i}` });
+    let sent = 0;
+    const hostile = await hostileLister(async (send, cookie) => {
+      const chunk = encodeControl({ type: "LIST_ENTRIES", cookie, last: false, entries });
+      try {
+        while (sent <= 2 * MAX_LIST_ENTRIES) {
+          await send(chunk);
+          sent += entries.length;
+        }
+        await send(encodeControl({ type: "LIST_ENTRIES", cookie, last: true, entries: [] })); // a client without the bound takes 2,000,000
+      } catch { /* the client closed the connection */ }
+    });
+    try {
+      const batch = await batchToPort(hostile.port, dir);
+      try {
+        const started = Date.now();
+        await assert.rejects(batch.list(""), (e: Error) => {
+          assert.match(e.message, new RegExp(`LIST_ENTRIES: more than ${MAX_LIST_ENTRIES} entries`));
+          return true;
+        });
+        assert.ok(Date.now() - started < 30_000);
+        assert.ok(sent <= MAX_LIST_ENTRIES + 20 * entries.length, `refused only after ${sent} entries`);
+      } finally {
+        await batch[Symbol.asyncDispose]().catch(() => {});
+      }
+    } finally {
+      await hostile.close();
     }
   });
 });
