@@ -16,13 +16,16 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
 import fs from "node:fs";
 import { createServer, type Socket } from "node:net";
 import path from "node:path";
+import { setImmediate } from "node:timers";
 import { decodeBatch, decodeControl, encodeBatch, encodeControl, slotRecord } from "../../protocol/batch-codec.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
 import { MAX_LIST_ENTRIES } from "../../protocol/constants.ts";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { ModeGate } from "../../src/listener/batch-server.ts";
 import { acceptSecure } from "../../src/net/secure-connection.ts";
 import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
 import type { BatchClient } from "../../src/session/batch-client.ts";
@@ -496,6 +499,27 @@ test("a listener that predates batches gets a clear error", T, async () => {
       await new Promise<void>((resolve) => old.close(() => resolve()));
     }
   });
+});
+
+test("ModeGate: a session waits for the other mode, and its wait leaves no abort listener on the connection's signal", async () => {
+  const gate = new ModeGate();
+  const controller = new AbortController();
+  for (let i = 0; i < 1000; i++) {
+    await gate.enter("push", controller.signal);
+    let admitted = false;
+    const pull = gate.enter("pull", controller.signal).then(() => (admitted = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(admitted, false, "a pull waits while a push runs");
+    gate.leave(); // the push returns: the pull runs
+    await pull;
+    gate.leave();
+  }
+  assert.equal(getEventListeners(controller.signal, "abort").length, 0);
+  // A wait the connection's end cuts short rejects with its reason.
+  await gate.enter("push", controller.signal);
+  const waiting = gate.enter("pull", controller.signal);
+  controller.abort(new Error("gone"));
+  await assert.rejects(waiting, /gone/);
 });
 
 /**
