@@ -17,6 +17,7 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
+import type { SignatureCache } from "./signature-cache.ts";
 import { storageError } from "./storage-error.ts";
 import type { TreeEntryKind } from "./tree-entry.ts";
 import { entryKind } from "./tree-walk.ts";
@@ -95,9 +96,10 @@ export type RemoveOutcome = { removed: true } | { removed: false; note: string }
 /**
  * Removes the entry `root/path` the plan saw as `kind` (a folder: rmdir, only if empty).
  * Kept, with a note, when it holds something (a folder) or has a journal beside it (a file);
- * throws when it cannot be removed or is no longer of that kind.
+ * throws when it cannot be removed or is no longer of that kind. A file removed drops its entry
+ * in `cache` (a pull's signature cache), so entries never outlive their files.
  */
-export function removeUnder(root: string, path: string, kind: TreeEntryKind): RemoveOutcome {
+export function removeUnder(root: string, path: string, kind: TreeEntryKind, o: { cache?: SignatureCache } = {}): RemoveOutcome {
   const shown = nodePath.join(root, path);
   const { parents, name } = split(path);
   const parent = openFolders(root, parents, { action: "remove", shown });
@@ -131,6 +133,8 @@ export function removeUnder(root: string, path: string, kind: TreeEntryKind): Re
     } catch (e) {
       throw storageError("remove", shown, { cause: e });
     }
+    // Its signature cache entry goes with it, keyed as a pull keys it: the folder resolved, the name as is.
+    if (o.cache) o.cache.drop(nodePath.join(fs.readlinkSync(`/proc/self/fd/${parent}`), name));
     return { removed: true };
   } finally {
     fs.closeSync(parent);
