@@ -21,7 +21,7 @@ import type { SignatureCache } from "./signature-cache.ts";
 import { storageError } from "./storage-error.ts";
 import type { TreeEntryKind } from "./tree-entry.ts";
 import { entryKind } from "./tree-walk.ts";
-import { workFilePath } from "./work-files.ts";
+import { isWorkFileName, workFilePath } from "./work-files.ts";
 
 const C = fs.constants;
 
@@ -71,6 +71,8 @@ function split(path: string): { parents: string[]; name: string } {
 export function makeFolderUnder(root: string, path: string, o: { mode: number }): void {
   const shown = nodePath.join(root, path);
   const { parents, name } = split(path);
+  // Never a folder where ssync keeps its own files: it would block syncs of the file.
+  if ([...parents, name].some(isWorkFileName)) throw storageError("create the folder", shown, { code: "EINVAL", reason: "the name is one of ssync's work files" });
   const parent = openFolders(root, parents, { action: "create the folder", shown });
   try {
     const at = `/proc/self/fd/${parent}/${name}`;

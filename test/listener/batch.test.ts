@@ -34,6 +34,7 @@ import { serveSession } from "../../src/session/server-session.ts";
 import { openDestination } from "../../src/storage/open-destination.ts";
 import { openSource } from "../../src/storage/open-source.ts";
 import { recoverTree } from "../../src/storage/recover-tree.ts";
+import { makeFolderUnder } from "../../src/storage/tree-folder.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 import { makeCliPair } from "../helpers/cli-setup.ts";
 import { authorize, startCliListener, startListener, type TestServer } from "../helpers/network.ts";
@@ -594,6 +595,38 @@ test("a listener whose LIST never ends: the client refuses more than MAX_LIST_EN
     } finally {
       await hostile.close();
     }
+  });
+});
+
+test("a listener's LIST naming ssync work files is refused (no such folder made); makeFolderUnder refuses those names too", T, async () => {
+  await withTempDir(async (dir) => {
+    const names = [".x.img.ssync-journal", "a/.x.img.ssync-partial", ".ssync-journal-0123456789abcdef0123456789abcdef", "b/.X.IMG.SSYNC-LOCK/c"];
+    let asked = 0;
+    const hostile = await hostileLister(async (send, cookie) => {
+      const name = names[asked++ % names.length];
+      await send(encodeControl({ type: "LIST_ENTRIES", cookie, last: true, entries: [{ kind: "folder", size: 0, mtimeNs: 0n, name }] }));
+    });
+    try {
+      for (const name of names) {
+        const batch = await batchToPort(hostile.port, dir);
+        try {
+          await assert.rejects(batch.list(""), (e: Error) => {
+            assert.match(e.message, /names an ssync work file/, name);
+            return true;
+          });
+        } finally {
+          await batch[Symbol.asyncDispose]().catch(() => {});
+        }
+      }
+    } finally {
+      await hostile.close();
+    }
+    const local = path.join(dir, "local");
+    fs.mkdirSync(path.join(local, "a"), { recursive: true });
+    for (const name of [".x.img.ssync-journal", "a/.x.img.ssync-partial", ".x.img.ssync-lock"]) {
+      assert.throws(() => makeFolderUnder(local, name, { mode: 0o755 }), /Cannot create the folder .*work files/, name);
+    }
+    assert.deepEqual(fs.readdirSync(local, { recursive: true }), ["a"], "no work-file folder made");
   });
 });
 
