@@ -27,6 +27,7 @@ import {
   SLOT_PREFIX_SIZE,
 } from "./constants.ts";
 import type { BatchMessage, BatchOkMessage, ControlMessage, TreeEntry } from "./batch-messages.ts";
+import { isWorkFileName } from "./work-file-names.ts";
 
 const utf8 = new TextEncoder();
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
@@ -229,10 +230,15 @@ function decodeEntries(p: Uint8Array, count: number): TreeEntry[] {
   return entries;
 }
 
-/** An entry's name is a relative path: no leading '/', no empty, "." or ".." component (a client makes files from it). */
+/**
+ * An entry's name is a relative path: no leading '/', no empty, "." or ".." component, and no
+ * component that names one of ssync's work files (a listener never lists them; a client makes
+ * files and folders from these names, and a folder named like a journal would block its file).
+ */
 function checkRelativePath(text: string): void {
   for (const part of text.split("/")) {
     if (part === "" || part === "." || part === "..") throw new ProtocolError(`LIST_ENTRIES: ${JSON.stringify(text)} is not a relative path`);
+    if (isWorkFileName(part)) throw new ProtocolError(`LIST_ENTRIES: ${JSON.stringify(text)} names an ssync work file`);
   }
 }
 

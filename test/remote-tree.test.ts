@@ -18,7 +18,8 @@ import { plannerEntry } from "../src/session/remote-tree-sync.ts";
 import { planTree } from "../src/session/tree-plan.ts";
 import { PathFilter } from "../src/util/path-filter.ts";
 import { makeCliPair } from "./helpers/cli-setup.ts";
-import { runCli, startListener, type TestServer } from "./helpers/network.ts";
+import { NOBODY, nobodyUnavailableReason } from "./helpers/as-nobody.ts";
+import { runCli, startCliListener, startListener, type TestServer } from "./helpers/network.ts";
 import { makeSparseFile, withTempDir } from "./helpers/sparse.ts";
 import { assertSame, type FileRow, makeTree, TREE } from "./helpers/tree-images.ts";
 
@@ -182,6 +183,45 @@ test("a listener folder swapped for a link: never followed, and pull --delete ke
     assert.equal(fs.readFileSync(path.join(local, "locked/inside.img"), "utf8"), "x", "not deleted through a link the listener will not follow");
     assert.equal(second.code, 0, second.stderr);
     assert.ok(second.files.get("top.img"), "the rest of the tree still synced");
+  });
+});
+
+test("a listener folder readable but not searchable is unlisted, not empty: pull --delete keeps the local files and names the folder", { ...T, skip: nobodyUnavailableReason() || false }, async () => {
+  await withTempDir(async (dir) => {
+    fs.chmodSync(dir, 0o755); // user nobody reaches its root and config
+    const pair = await makeCliPair(dir, { keygen: false });
+    const locked = path.join(pair.root, "data", "locked");
+    fs.mkdirSync(locked, { recursive: true });
+    fs.writeFileSync(path.join(pair.root, "data", "top.txt"), "top");
+    fs.writeFileSync(path.join(locked, "a.txt"), "a");
+    fs.writeFileSync(path.join(locked, "b.txt"), "b");
+    const home = path.join(dir, "nobody-home");
+    fs.mkdirSync(home);
+    for (const p of [home, pair.root, path.join(pair.root, "data"), locked, pair.server, path.join(pair.server, "ssync"), path.join(pair.server, "ssync", "authorized_keys")]) fs.chownSync(p, NOBODY, NOBODY);
+    // The listener runs as nobody: root would search a folder whatever its mode.
+    const listener = await startCliListener(["--root", pair.root], {
+      config: pair.server,
+      env: { HOME: home, DENO_DIR: path.join(home, "deno-cache") },
+      uid: NOBODY,
+      gid: NOBODY,
+    });
+    try {
+      const remote = `127.0.0.1:${listener.port}:data/`;
+      const local = path.join(dir, "local");
+      const first = await runCli(["pull", "--accept-new", remote, `${local}/`], { config: pair.client, timeoutMs: 60_000 });
+      assert.equal(first.code, 0, first.stderr);
+      assert.equal(fs.readFileSync(path.join(local, "locked", "a.txt"), "utf8"), "a");
+      fs.chmodSync(locked, 0o444); // readable, not searchable: readdir works, every lstat fails EACCES
+      const second = await runCli(["pull", "--delete", remote, `${local}/`], { config: pair.client, timeoutMs: 60_000 });
+      assert.equal(second.code, 1, second.stderr);
+      assert.match(second.stderr, /locked\/[ab]\.txt: the listener could not list this folder/);
+      assert.equal(fs.readFileSync(path.join(local, "locked", "a.txt"), "utf8"), "a", "kept: the listener could not say it is gone");
+      assert.equal(fs.readFileSync(path.join(local, "locked", "b.txt"), "utf8"), "b");
+      assert.equal(fs.readFileSync(path.join(local, "top.txt"), "utf8"), "top");
+    } finally {
+      fs.chmodSync(locked, 0o755);
+      await listener.stop();
+    }
   });
 });
 

@@ -7,6 +7,7 @@
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { decode, encode } from "../protocol/codec.ts";
@@ -23,6 +24,8 @@ import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import { fileStamp, type FileStamp } from "../src/storage/file-stamp.ts";
 import { SignatureCache } from "../src/storage/signature-cache.ts";
+import { removeUnder } from "../src/storage/tree-folder.ts";
+import { dialBatch } from "../src/session/dial-batch.ts";
 import { joinRecord } from "../src/util/record-parts.ts";
 import { authorize, makeKey, startListener, type TestServer } from "./helpers/network.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
@@ -45,7 +48,7 @@ interface Fixture {
   dst: string;
 }
 
-async function withFixture(body: (f: Fixture) => Promise<void>, o: { maxAgeMs?: number } = {}): Promise<void> {
+async function withFixture(body: (f: Fixture) => Promise<void>, o: { maxAgeMs?: number; exports?: Map<string, string> } = {}): Promise<void> {
   await withTempDir(async (dir) => {
     const pool = new WorkerPool({ size: 2 });
     const key = await makeKey(path.join(dir, "client_key"));
@@ -56,6 +59,7 @@ async function withFixture(body: (f: Fixture) => Promise<void>, o: { maxAgeMs?: 
       pool,
       authorizedKeysFile: authorizedKeys,
       cache: { cache: new SignatureCache(sigs), maxAgeMs: o.maxAgeMs ?? DEFAULT_CACHE_MAX_AGE_MS },
+      ...(o.exports ? { exports: o.exports } : {}),
     });
     const src = path.join(dir, "vm.img");
     makeSparseFile(src, { size: SIZE, chunks: CHUNKS });
@@ -378,6 +382,79 @@ describe("signature cache", () => {
         await other.listener[Symbol.asyncDispose]();
       }
       assert.equal((await pull(mine())).cacheUsed, false, "the entry now belongs to the other listener");
+    });
+  });
+  test("REMOVE on the listener drops the file's entry; so does a pull client's --delete (removeUnder)", { timeout: 60_000 }, async () => {
+    await withFixture(async (f) => {
+      await push(f);
+      assert.equal(entries(f.sigs).length, 1);
+      const batch = await dialBatch({ host: "127.0.0.1", port: f.server.listener.port, staticKey: f.key, knownHostsFile: f.knownHosts, acceptNew: true, timeoutMs: 5000, idleTimeoutMs: 10_000, slots: 1 });
+      try {
+        await batch.remove("vm.img");
+      } finally {
+        await batch[Symbol.asyncDispose]();
+      }
+      assert.equal(fs.existsSync(f.dst), false);
+      assert.deepEqual(entries(f.sigs), [], "the entry went with its file");
+      // A pull client's: a pulled file's entry, then --delete removes the file (removeUnder).
+      fs.copyFileSync(f.src, f.dst);
+      const folder = path.join(f.dir, "restore");
+      fs.mkdirSync(folder);
+      const local = path.join(folder, "vm.img");
+      const clientCache = new SignatureCache(path.join(f.dir, "client-sigs"));
+      await session(f, { mode: "pull", local, cache: { policy: { cache: clientCache, maxAgeMs: DEFAULT_CACHE_MAX_AGE_MS }, path: local, peer: new Uint8Array(32) } });
+      assert.equal(entries(clientCache.dir).length, 1);
+      assert.deepEqual(removeUnder(folder, "vm.img", "file", { cache: clientCache }), { removed: true });
+      assert.equal(fs.existsSync(local), false);
+      assert.deepEqual(entries(clientCache.dir), [], "the pull's entry went with its file");
+    });
+  });
+
+  test("a push reads no listing of the cache folder: a crash's temporary entries go once, at the first write; a dead one of the same path is replaced", { timeout: 60_000 }, async () => {
+    await withFixture(async (f) => {
+      fs.mkdirSync(f.sigs, { mode: 0o700 });
+      const cache = new SignatureCache(f.sigs);
+      const mine = `${cache.entryPath(path.join(f.server.root, "vm.img"))}.tmp`;
+      const other = path.join(f.sigs, `${"ab".repeat(20)}.sig.tmp-0123456789abcdef`);
+      fs.writeFileSync(mine, "dead", { mode: 0o600 });
+      fs.writeFileSync(other, "dead", { mode: 0o600 });
+      await push(f);
+      assert.deepEqual(fs.readdirSync(f.sigs), entries(f.sigs), "the first write removed every temporary entry");
+      assert.equal(entries(f.sigs).length, 1);
+      // From then on a push lists nothing: the cache folder may hold many entries.
+      const listed: string[] = [];
+      const readdirSync = fs.readdirSync;
+      (fs as { readdirSync: unknown }).readdirSync = (...args: Parameters<typeof fs.readdirSync>) => {
+        listed.push(String(args[0]));
+        return readdirSync(...args);
+      };
+      try {
+        changeOnePercent(f.src, 7);
+        assert.equal((await push(f)).cacheUsed, true);
+        fs.writeFileSync(mine, "dead", { mode: 0o600 }); // a crash's, left before the next push of vm.img
+        changeOnePercent(f.src, 8);
+        await push(f);
+      } finally {
+        (fs as { readdirSync: unknown }).readdirSync = readdirSync;
+      }
+      assert.deepEqual(listed.filter((d) => path.resolve(d) === f.sigs), [], "no listing of the cache folder per push");
+      assert.deepEqual(fs.readdirSync(f.sigs), entries(f.sigs), "the dead temporary entry was replaced");
+      assert.equal(fileHash(f.dst), fileHash(f.src));
+    });
+  });
+
+  test("a file in an exported folder is cached under the folder's path (NAME/PATH resolved through the export)", { timeout: 60_000 }, async () => {
+    await withTempDir(async (outer) => {
+      const vms = path.join(outer, "vms");
+      fs.mkdirSync(vms);
+      await withFixture(async (f) => {
+        await push(f, { name: "vms/a.img" });
+        assert.equal(fileHash(path.join(vms, "a.img")), fileHash(f.src));
+        const key = createHash("sha256").update(path.join(fs.realpathSync(vms), "a.img")).digest("hex").slice(0, 40);
+        assert.deepEqual(entries(f.sigs), [`${key}.sig`]);
+        changeOnePercent(f.src, 9);
+        assert.equal((await push(f, { name: "vms/a.img" })).cacheUsed, true);
+      }, { exports: new Map([["vms", vms]]) });
     });
   });
 });

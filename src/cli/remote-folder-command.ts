@@ -19,10 +19,12 @@ import type { BatchClient } from "../session/batch-client.ts";
 import { dialBatch } from "../session/dial-batch.ts";
 import { syncRemoteTree } from "../session/remote-tree-sync.ts";
 import { TreeProgress } from "../session/tree-progress.ts";
+import { SignatureCache } from "../storage/signature-cache.ts";
 import { storageError } from "../storage/storage-error.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
 import { formatBytes } from "../util/format-bytes.ts";
 import { filterRules, PathFilter } from "../util/path-filter.ts";
+import { clientCacheDir } from "./cache-options.ts";
 import { describeSettings } from "./engine-options.ts";
 import { describeError } from "./exit-code.ts";
 import { type FolderSummary, summarizeFolder } from "./folder-summary.ts";
@@ -153,6 +155,8 @@ export async function runRemoteFolderSync(
       filter: new PathFilter(filterRules(options.argv ?? [], { include: list(flags.include), exclude: list(flags.exclude) })),
       delete: flags.delete === true,
       checksum: flags.checksum === true,
+      // A file --delete removes here leaves no signature cache entry behind (a pull of it alone kept one).
+      ...(mode === "pull" && !o.dryRun ? { cache: new SignatureCache(clientCacheDir()) } : {}),
       note: (path, note) => say(`ssync: ${path}: ${note}`),
       failed: (path, e) => console.error(`ssync: ${path}: ${describeError(e)}`),
       afterFile: o.verify && !o.dryRun

@@ -69,14 +69,16 @@ export class ModeGate {
       return;
     }
     await new Promise<void>((resolve, reject) => {
-      const waiter = { mode, resolve };
-      this.#queue.push(waiter);
-      signal?.addEventListener("abort", () => {
+      const onAbort = () => {
         const i = this.#queue.indexOf(waiter);
         if (i < 0) return;
         this.#queue.splice(i, 1);
-        reject(signal.reason);
-      }, { once: true });
+        reject(signal!.reason);
+      };
+      // Admitted: the listener goes with the wait (a long batch would keep one per waited session).
+      const waiter = { mode, resolve: () => (signal?.removeEventListener("abort", onAbort), resolve()) };
+      this.#queue.push(waiter);
+      signal?.addEventListener("abort", onAbort, { once: true });
     });
   }
 
@@ -99,6 +101,8 @@ export interface BatchServeOptions {
   serveFile: (channel: RecordChannel, slot: BatchSlot) => Promise<ServerSessionResult>;
   /** A line about this batch; the listener prefixes peer and key. */
   log: (message: string, fields?: LogFields, level?: LogLevel) => void;
+  /** REMOVE removed the file `name` (the client's name): its signature cache entry goes with it. */
+  removed?: (name: string) => void;
   /** The connection's bytes so far, for the batch's line. */
   wire: () => { bytesReceived: number; bytesSent: number };
 }
@@ -258,7 +262,7 @@ async function controlStream(control: SlotChannel, o: BatchServeOptions, stats: 
       await group.spawn(async () => {
         o.activity?.begin();
         try {
-          await reply(await handle(m, { control, policy: o.policy, signal: group.signal, log: o.log }));
+          await reply(await handle(m, { control, policy: o.policy, signal: group.signal, log: o.log, removed: o.removed }));
         } catch (e) {
           if (e instanceof ProtocolError || group.signal.aborted) throw e;
           stats.refused++;
@@ -279,7 +283,7 @@ async function controlStream(control: SlotChannel, o: BatchServeOptions, stats: 
 /** One control request: its final reply (LIST sends the chunks before it itself). */
 async function handle(
   m: ControlRequest,
-  o: { control: SlotChannel; policy: OpenPolicy; signal: AbortSignal; log: BatchServeOptions["log"] },
+  o: { control: SlotChannel; policy: OpenPolicy; signal: AbortSignal; log: BatchServeOptions["log"]; removed: BatchServeOptions["removed"] },
 ): Promise<ControlMessage> {
   const ack: ControlMessage = { type: "ACK", cookie: m.cookie };
   switch (m.type) {
@@ -305,6 +309,7 @@ async function handle(
       return ack;
     case "REMOVE":
       await removeFile(m.name, o.policy);
+      o.removed?.(m.name);
       o.log(`removed ${JSON.stringify(clip(m.name))}`, { file: clip(m.name) });
       return ack;
     case "RMDIR":

@@ -72,7 +72,7 @@ import {
   REFUSAL_LINES_PER_SECOND,
 } from "./listener-limits.ts";
 import { type BatchSlot, PeekedChannel, serveBatch } from "./batch-server.ts";
-import { type ClientOpen, openForClient, type OpenPolicy } from "./open-for-client.ts";
+import { type ClientOpen, exportFolder, openForClient, type OpenPolicy } from "./open-for-client.ts";
 import { DEFAULT_PROGRESS_INTERVAL_MS, logProgressEvery } from "./progress-log.ts";
 import { RefusalLog } from "./refusal-log.ts";
 import { refuseSession } from "./refuse-session.ts";
@@ -411,6 +411,7 @@ export class Listener implements AsyncDisposable {
           signal: ended.signal,
           activity: idle.activity,
           policy: this.#policyOf(entry, { peer, key }),
+          removed: (name) => this.#options.cache?.cache.drop(this.#cachePath(name)),
           serveFile: (channel, batch) => this.#serveFile(channel, { ...session, batch }),
           log: (message, fields, level) => this.#log(`${peer} key ${key}${conn.paired ? " (paired)" : ""} ${message}`, { peer, key, ...fields }, level),
           wire: () => ({ bytesReceived: socket.bytesRead, bytesSent: socket.bytesWritten }),
@@ -426,6 +427,18 @@ export class Listener implements AsyncDisposable {
       else this.#sessionsOf.set(key, left);
       await conn[Symbol.asyncDispose]().catch(() => {});
     }
+  }
+
+  /**
+   * A file's signature cache key (spec §5.10): the path as open-for-client.ts resolves the
+   * client's name: an export's path, PATH under an exported folder for NAME/PATH, else under
+   * the root.
+   */
+  #cachePath(name: string): string {
+    const exports = this.#options.exports ?? new Map<string, string>();
+    const folder = exportFolder(name, { exports });
+    if (folder !== undefined && folder.rest !== "") return join(folder.base, folder.rest);
+    return exports.get(name) ?? join(this.#options.root, name);
   }
 
   /** What this key may reach (open-for-client.ts, tree-access.ts). */
@@ -475,8 +488,7 @@ export class Listener implements AsyncDisposable {
           ? {
             cache: {
               policy: this.#options.cache,
-              // The file as open-for-client.ts resolves the name: an export's path, else under the root.
-              path: (name: string) => this.#options.exports?.get(name) ?? join(this.#options.root, name),
+              path: (name: string) => this.#cachePath(name),
               peer: o.remoteStatic,
               warn: (message: string) => this.#log(`${peer} key ${key}: ${message}`, { peer, key }, "warn"),
             },

@@ -25,6 +25,7 @@
  */
 import { Buffer } from "node:buffer";
 import fs from "node:fs";
+import { setImmediate } from "node:timers";
 import { MAX_LIST_ENTRIES, MAX_NAME_LENGTH } from "../../protocol/constants.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
 import type { EntryKind } from "../../protocol/constants.ts";
@@ -115,6 +116,9 @@ function kindOf(st: fs.BigIntStats): EntryKind {
   return "other";
 }
 
+/** Directory reads between two turns of the event loop in listTree. */
+const LIST_YIELD_EVERY = 256;
+
 /** LIST (rule 4): the tree under `name`, entries named relative to it. */
 export async function* listTree(
   name: string,
@@ -129,32 +133,40 @@ export async function* listTree(
   for (const fd of dirs) closeQuietly(fd);
   const stack: { fd: number; dir: fs.Dir; prefix: string }[] = [];
   try {
-    stack.push({ fd: top, dir: await fs.promises.opendir(`/proc/self/fd/${top}`), prefix: "" });
+    stack.push({ fd: top, dir: fs.opendirSync(`/proc/self/fd/${top}`), prefix: "" });
   } catch (e) {
     closeQuietly(top);
     throw refuse("EIO", `Cannot list ${shown}: ${(e as Error).message}`);
   }
   let count = 0;
+  let reads = 0;
   try {
     while (stack.length > 0) {
       if (o.signal?.aborted) throw o.signal.reason;
+      // The sync Dir API (Deno's async fs.Dir leaks its descriptor when closed before the end):
+      // one LIST of a huge folder still gives the event loop back every LIST_YIELD_EVERY reads.
+      if (++reads % LIST_YIELD_EVERY === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       const level = stack[stack.length - 1];
-      const entry = await level.dir.read();
+      const entry = level.dir.readSync();
       if (entry === null) {
         stack.pop();
-        await level.dir.close().catch(() => {});
+        try { level.dir.closeSync(); } catch { /* closed */ }
         closeQuietly(level.fd);
         continue;
       }
       if (isWorkFileName(entry.name)) continue;
       const at = `/proc/self/fd/${level.fd}/${entry.name}`;
       let st: fs.BigIntStats;
+      const rel = level.prefix + entry.name;
       try {
         st = fs.lstatSync(at, { bigint: true });
-      } catch {
-        continue; // gone meanwhile, or a name that is not valid UTF-8 (rule 4)
+      } catch (e) {
+        if ((e as { code?: string }).code === "ENOENT") continue; // gone meanwhile, or a name that is not valid UTF-8 (rule 4)
+        // There but unreadable (a folder readable, not searchable): never taken for absent.
+        if (++count > maxEntries) throw refuse("EFBIG", `Cannot list ${shown}: it holds more than ${maxEntries} entries`);
+        yield { kind: "unlisted", size: 0, mtimeNs: 0n, name: rel };
+        continue;
       }
-      const rel = level.prefix + entry.name;
       if (Buffer.byteLength(rel) > MAX_NAME_LENGTH) throw refuse("EINVAL", `Cannot list ${shown}: ${rel.slice(0, 64)}… is longer than ${MAX_NAME_LENGTH} bytes`);
       if (++count > maxEntries) throw refuse("EFBIG", `Cannot list ${shown}: it holds more than ${maxEntries} entries`);
       const kind = kindOf(st);
@@ -169,7 +181,7 @@ export async function* listTree(
       let dir: fs.Dir | undefined;
       try {
         fd = fs.openSync(at, C.O_RDONLY | C.O_DIRECTORY | C.O_NOFOLLOW);
-        dir = await fs.promises.opendir(`/proc/self/fd/${fd}`);
+        dir = fs.opendirSync(`/proc/self/fd/${fd}`);
       } catch {
         if (fd !== undefined) closeQuietly(fd);
         yield { kind: "unlisted", size: 0, mtimeNs: st.mtimeNs, name: rel };
@@ -180,7 +192,7 @@ export async function* listTree(
     }
   } finally {
     for (const level of stack) {
-      await level.dir.close().catch(() => {});
+      try { level.dir.closeSync(); } catch { /* closed */ }
       closeQuietly(level.fd);
     }
   }

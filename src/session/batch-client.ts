@@ -21,7 +21,7 @@
 import { decodeBatch, decodeControl, encodeBatch, encodeControl } from "../../protocol/batch-codec.ts";
 import type { ControlMessage, ControlRequest, TreeEntry } from "../../protocol/batch-messages.ts";
 import { decode, ProtocolError } from "../../protocol/codec.ts";
-import { BATCH_VERSION, MAX_SLOTS, MessageCode } from "../../protocol/constants.ts";
+import { BATCH_VERSION, MAX_LIST_ENTRIES, MAX_SLOTS, MessageCode } from "../../protocol/constants.ts";
 import { DEFAULT_MAX_UNREAD_BYTES } from "../net/noise-record-channel.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage } from "../storage/storage.ts";
@@ -303,6 +303,8 @@ export class BatchClient implements AsyncDisposable {
             break;
           case "LIST_ENTRIES":
             if (p.request !== "LIST") throw new ProtocolError(`LIST_ENTRIES is not a reply to ${p.request}`);
+            // The listener never sends more than MAX_LIST_ENTRIES (it answers EFBIG): more is a violation, not memory.
+            if (p.entries!.length + m.entries.length > MAX_LIST_ENTRIES) throw new ProtocolError(`LIST_ENTRIES: more than ${MAX_LIST_ENTRIES} entries`);
             for (const e of m.entries) p.entries!.push(e);
             if (m.last) {
               this.#pending.delete(m.cookie);

@@ -23,6 +23,7 @@ import fs from "node:fs";
 import type { TreeEntry as WireEntry } from "../../protocol/batch-messages.ts";
 import type { Storage } from "../storage/storage.ts";
 import type { TreeEntry } from "../storage/tree-entry.ts";
+import type { SignatureCache } from "../storage/signature-cache.ts";
 import { makeFolderUnder, removeUnder } from "../storage/tree-folder.ts";
 import { RemoteError } from "../util/errors.ts";
 import type { PathFilter } from "../util/path-filter.ts";
@@ -48,6 +49,8 @@ export interface RemoteTreeSyncOptions extends TreeExecuteOptions, Omit<SyncOpti
   delete: boolean;
   checksum: boolean;
   maxEntries?: number;
+  /** Pull: the client's signature cache; a file --delete removes drops its entry there. */
+  cache?: SignatureCache;
 }
 
 /** A LIST entry as the planner takes it: an "unlisted" folder is a folder with an error. */
@@ -129,7 +132,7 @@ export async function syncRemoteTree(batch: BatchClient, o: RemoteTreeSyncOption
         await using store = await o.open({ name: a.path, mode: "push", dryRun: o.dryRun, inplace: o.inplace === true });
         return await batch.sync(store, syncOptions(a, progress));
       },
-      remove: (path, kind) => Promise.resolve(removeUnder(o.local, path, kind)),
+      remove: (path, kind) => Promise.resolve(removeUnder(o.local, path, kind, { cache: o.cache })),
     };
   report.seconds = (performance.now() - started) / 1000;
   await executeTreePlan(plan, sides, report, o);

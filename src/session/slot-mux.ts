@@ -10,7 +10,8 @@
  * 2. Slot life: free → (server: the client's first record on it, which must be OPEN;
  *    client: open()) → busy → each side ends it once (close()) → free again once both have.
  *    Records that arrive after our own end and before the peer's are replies in flight:
- *    dropped. Anything else (a slot not granted, a record after the peer's end, a second end,
+ *    dropped. Server: after the client's OPEN and before its answer (OPEN_OK or ERROR), no
+ *    other record may come on that slot (the client waits for OPEN_OK). Anything else (a slot not granted, a record after the peer's end, a second end,
  *    an end or a non-OPEN on a free slot, an end on slot 0, a record without its prefix) is a
  *    violation: the connection is closed, every slot with it.
  * 3. Bounds: each slot's queue holds at most `maxSlotBytes` (a record counts its length, at
@@ -169,6 +170,7 @@ export class SlotMux {
       channel = new SlotChannel(this, slot, { started: true });
       this.#slots.set(slot, channel);
       channel.take(message);
+      channel.awaitAnswer();
       this.#options.onStart(slot, channel);
       return channel;
     }
@@ -191,6 +193,13 @@ export class SlotChannel implements RecordChannel {
   #failure: Error | undefined;
   /** A record of this session crossed the wire (the peer's OPEN, or our first send): only then is there a slot to end. */
   #started: boolean;
+  /**
+   * Server: the peer's OPEN is here and this side has not answered it (OPEN_OK or ERROR) yet.
+   * Any other record of the peer now is a violation: a client waits for OPEN_OK, so nothing
+   * ever queues behind a session that has not started (one held at the ModeGate), and the
+   * reader never waits for a slot whose session takes nothing.
+   */
+  #awaitingAnswer = false;
   #freed!: () => void;
   /** Resolves once both sides ended the slot (or the connection failed): it may carry a new session. */
   readonly freed: Promise<void>;
@@ -215,6 +224,7 @@ export class SlotChannel implements RecordChannel {
     if (this.#failure) return Promise.reject(this.#failure);
     if (this.#weEnded) return Promise.reject(new Error(`Cannot send on slot ${this.slot}: its session has ended`));
     this.#started = true;
+    this.#awaitingAnswer = false;
     return this.#mux.sendOn(this.slot, record);
   }
 
@@ -267,6 +277,7 @@ export class SlotChannel implements RecordChannel {
   take(message: Uint8Array): boolean {
     if (this.#peerEnded) throw new ProtocolError(`a record on slot ${this.slot} after its end`);
     if (this.#weEnded || this.#failure) return false;
+    if (this.#awaitingAnswer) throw new ProtocolError(`a record on slot ${this.slot} before its OPEN was answered`);
     const waiter = this.#waiters.shift();
     if (waiter) {
       waiter.resolve(message);
@@ -275,6 +286,11 @@ export class SlotChannel implements RecordChannel {
     this.#queue.push(message);
     this.#queuedBytes += Math.max(message.length, RECORD_CHARGE);
     return true;
+  }
+
+  /** @internal Server: the peer's OPEN was taken; until this side sends, the peer may send nothing more. */
+  awaitAnswer(): void {
+    this.#awaitingAnswer = true;
   }
 
   /** @internal The peer ended the slot, or (`connection`) the whole connection, which ends every slot. */

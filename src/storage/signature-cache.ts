@@ -12,8 +12,11 @@
  *   trailer: SHA-256 of everything before it.
  *
  * Invariants:
- * - An entry is written under a temporary name, fsynced, renamed into place and its folder
- *   fsynced: a reader sees a whole entry or none.
+ * - An entry is written under a temporary name (`<entry>.tmp`, one per entry: a file has one
+ *   writer at a time), fsynced, renamed into place and its folder fsynced: a reader sees a
+ *   whole entry or none. A crash's temporaries are removed once, at the cache's first write.
+ * - An entry never outlives its file on purpose: removing a file through ssync (REMOVE,
+ *   --delete) drops its entry (`drop`).
  * - `take` removes the entry from the folder before it returns it (the caller is about to
  *   change the file: a crash from then on leaves no entry that could match). The caller reads
  *   the digests through the descriptor it keeps.
@@ -24,7 +27,7 @@
  * - The folder is made 0700 and must be a directory we own that nobody else can write.
  */
 import { Buffer } from "node:buffer";
-import { createHash, randomBytes } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs";
 import { open as openFile, type FileHandle } from "node:fs/promises";
 import nodePath from "node:path";
@@ -85,6 +88,8 @@ const hashByCode = new Map<number, HashAlgorithm>(Object.entries(HashCode).map((
 
 export class SignatureCache {
   readonly dir: string;
+  /** The crash's temporary entries were removed (once, at the first write). */
+  #swept = false;
 
   constructor(dir: string) {
     this.dir = nodePath.resolve(dir);
@@ -123,15 +128,30 @@ export class SignatureCache {
     }
   }
 
+  /**
+   * Drops the entry for `path` (its file was removed: REMOVE, --delete), so entries never
+   * outlive their files. Never throws: a missing entry or folder is nothing to drop.
+   */
+  drop(path: string): void {
+    removeQuietly(this.entryPath(path));
+  }
+
   /** A new entry for `path`, written under a temporary name until `CacheWriter.finish`. */
   async create(path: string, o: Omit<EntryHeader, "identity" | "path">): Promise<CacheWriter> {
     this.#ensureDir();
     const final = this.entryPath(path);
-    // A temporary entry of this path left by a crash: ours (one writer per file), and dead.
-    const base = nodePath.basename(final);
-    for (const n of fs.readdirSync(this.dir)) if (n.startsWith(`${base}.tmp-`)) removeQuietly(nodePath.join(this.dir, n));
-    const tmp = `${final}.tmp-${randomBytes(8).toString("hex")}`;
-    const handle = await openFile(tmp, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW, 0o600);
+    // One temporary name per entry: a file has one writer at a time (its lock), so one already
+    // there is a crash's, and dead. O_EXCL after removing it: never written through a link.
+    const tmp = `${final}.tmp`;
+    const flags = fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL | fs.constants.O_NOFOLLOW;
+    let handle: FileHandle;
+    try {
+      handle = await openFile(tmp, flags, 0o600);
+    } catch (e) {
+      if ((e as { code?: string }).code !== "EEXIST") throw e;
+      removeQuietly(tmp);
+      handle = await openFile(tmp, flags, 0o600);
+    }
     const headerLength = headerLengthOf(path);
     try {
       await handle.truncate(headerLength + o.blocks * DIGEST_SIZE + TRAILER);
@@ -150,6 +170,25 @@ export class SignatureCache {
     if (!st.isDirectory() || (uid !== undefined && st.uid !== uid) || (st.mode & 0o022) !== 0) {
       throw new Error(`Cannot keep signatures in ${this.dir}: it must be a folder of this user that nobody else can write`);
     }
+    if (!this.#swept) {
+      this.#swept = true;
+      this.#sweep();
+    }
+  }
+
+  /**
+   * Once per cache (the first write): temporary entries left by a crash (`*.sig.tmp`, and the
+   * older `*.sig.tmp-<random>`), which no later write of their path may ever replace. Only at
+   * the start, so a push never reads the whole folder.
+   */
+  #sweep(): void {
+    let names: string[];
+    try {
+      names = fs.readdirSync(this.dir);
+    } catch {
+      return;
+    }
+    for (const n of names) if (/\.sig\.tmp(-[0-9a-f]+)?$/.test(n)) removeQuietly(nodePath.join(this.dir, n));
   }
 }
 

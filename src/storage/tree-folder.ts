@@ -17,10 +17,11 @@
  */
 import fs from "node:fs";
 import nodePath from "node:path";
+import type { SignatureCache } from "./signature-cache.ts";
 import { storageError } from "./storage-error.ts";
 import type { TreeEntryKind } from "./tree-entry.ts";
 import { entryKind } from "./tree-walk.ts";
-import { workFilePath } from "./work-files.ts";
+import { isWorkFileName, workFilePath } from "./work-files.ts";
 
 const C = fs.constants;
 
@@ -70,6 +71,8 @@ function split(path: string): { parents: string[]; name: string } {
 export function makeFolderUnder(root: string, path: string, o: { mode: number }): void {
   const shown = nodePath.join(root, path);
   const { parents, name } = split(path);
+  // Never a folder where ssync keeps its own files: it would block syncs of the file.
+  if ([...parents, name].some(isWorkFileName)) throw storageError("create the folder", shown, { code: "EINVAL", reason: "the name is one of ssync's work files" });
   const parent = openFolders(root, parents, { action: "create the folder", shown });
   try {
     const at = `/proc/self/fd/${parent}/${name}`;
@@ -95,9 +98,10 @@ export type RemoveOutcome = { removed: true } | { removed: false; note: string }
 /**
  * Removes the entry `root/path` the plan saw as `kind` (a folder: rmdir, only if empty).
  * Kept, with a note, when it holds something (a folder) or has a journal beside it (a file);
- * throws when it cannot be removed or is no longer of that kind.
+ * throws when it cannot be removed or is no longer of that kind. A file removed drops its entry
+ * in `cache` (a pull's signature cache), so entries never outlive their files.
  */
-export function removeUnder(root: string, path: string, kind: TreeEntryKind): RemoveOutcome {
+export function removeUnder(root: string, path: string, kind: TreeEntryKind, o: { cache?: SignatureCache } = {}): RemoveOutcome {
   const shown = nodePath.join(root, path);
   const { parents, name } = split(path);
   const parent = openFolders(root, parents, { action: "remove", shown });
@@ -131,6 +135,8 @@ export function removeUnder(root: string, path: string, kind: TreeEntryKind): Re
     } catch (e) {
       throw storageError("remove", shown, { cause: e });
     }
+    // Its signature cache entry goes with it, keyed as a pull keys it: the folder resolved, the name as is.
+    if (o.cache) o.cache.drop(nodePath.join(fs.readlinkSync(`/proc/self/fd/${parent}`), name));
     return { removed: true };
   } finally {
     fs.closeSync(parent);

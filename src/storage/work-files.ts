@@ -37,12 +37,8 @@ export function workFileBeside(path: string, kind: WorkFileKind): string {
   return workFilePath(nodePath.dirname(abs), nodePath.basename(abs), kind);
 }
 
-/** True for a name ssync uses for its own files (journals, partial files, lock files). */
-export function isWorkFileName(base: string): boolean {
-  // Case-insensitive: on a case-folding folder .X.SSYNC-JOURNAL names the journal too.
-  return /^\..*\.ssync-(journal|partial)$/i.test(base) || /^\.ssync-(journal|partial)-[0-9a-f]{32}$/i.test(base) ||
-    /\.ssync-lock$/i.test(base);
-}
+/** The names are the protocol's (spec §8): no peer may name one. */
+export { isWorkFileName } from "../../protocol/work-file-names.ts";
 
 /**
  * The folder for block devices' journals (created when the first journal is made):

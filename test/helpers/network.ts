@@ -134,8 +134,8 @@ export function runCli(args: string[], options: { config: string; cwd?: string; 
   return finished(child, options.timeoutMs ?? 60_000);
 }
 
-/** `umask`: the process runs with that umask (set by sh, which then execs ssync: same pid). */
-export function spawnCli(args: string[], options: { config: string; cwd?: string; env?: Record<string, string>; umask?: number }): ChildProcess {
+/** `umask`: the process runs with that umask (set by sh, which then execs ssync: same pid). `uid`, `gid`: it runs as that user (root only). */
+export function spawnCli(args: string[], options: { config: string; cwd?: string; env?: Record<string, string>; umask?: number; uid?: number; gid?: number }): ChildProcess {
   const [file, argv] = options.umask === undefined
     ? [SSYNC, args]
     : ["sh", ["-c", `umask ${options.umask.toString(8).padStart(3, "0")} && exec "$0" "$@"`, SSYNC, ...args]];
@@ -143,6 +143,8 @@ export function spawnCli(args: string[], options: { config: string; cwd?: string
     cwd: options.cwd,
     env: { ...process.env, XDG_CONFIG_HOME: options.config, SSYNC_WORKERS: "2", ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
+    uid: options.uid,
+    gid: options.gid,
   });
 }
 
@@ -176,7 +178,7 @@ export interface CliListener {
 /** `ssync listen --bind 127.0.0.1:0 ARGS` as a child; resolves once it printed its port. */
 export function startCliListener(
   args: string[],
-  options: { config: string; cwd?: string; env?: Record<string, string>; umask?: number },
+  options: { config: string; cwd?: string; env?: Record<string, string>; umask?: number; uid?: number; gid?: number },
 ): Promise<CliListener> {
   const child = spawnCli(["listen", "--bind", "127.0.0.1:0", ...args], options);
   let out = "";

@@ -309,3 +309,97 @@ test("a batch that sends nothing is closed by the idle timeout", T, async () => 
     }
   });
 });
+
+/** Open descriptors of this process (the listener runs in it). */
+const descriptors = () => fs.readdirSync("/proc/self/fd").length;
+
+test("LISTs that end early (a too-deep tree, a client that cuts) leave no descriptor behind", T, async () => {
+  await withTempDir(async (dir) => {
+    const server = await startListener(dir, { pool });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    // deep/: 70 folders, more than MAX_LIST_DEPTH (EINVAL once 64 levels are open).
+    let deep = path.join(server.root, "deep");
+    for (let i = 0; i < 70; i++) deep = path.join(deep, "d");
+    fs.mkdirSync(deep, { recursive: true });
+    // wide/: 60 folders deep, then 3,000 long names: a LIST the client stops reading.
+    let wide = path.join(server.root, "wide");
+    for (let i = 0; i < 60; i++) wide = path.join(wide, "d");
+    fs.mkdirSync(wide, { recursive: true });
+    for (let i = 0; i < 3000; i++) fs.writeFileSync(path.join(wide, `${String(i).padStart(6, "0")}${"x".repeat(200)}`), "");
+    try {
+      fs.mkdirSync(path.join(server.root, "small"));
+      const warm = await rawBatch(server, key, dir, 1); // the first connection's descriptors settle
+      assert.equal((await control(warm.conn, { type: "LIST", name: "small" })).reply.type, "LIST_ENTRIES");
+      await warm.conn[Symbol.asyncDispose]().catch(() => {});
+      await new Promise((r) => setTimeout(r, 200));
+      const base = descriptors();
+      {
+        const { conn } = await rawBatch(server, key, dir, 1);
+        for (let i = 0; i < 10; i++) await refused(conn, { type: "LIST", name: "deep" }, ["EINVAL"]);
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+      {
+        const { conn } = await rawBatch(server, key, dir, 1);
+        for (let i = 0; i < 8; i++) await conn.channel.send(slotRecord(0, encodeControl({ type: "LIST", cookie: 900 + i, name: "wide" })));
+        const first = await nextRecord(conn); // the listener is walking
+        assert.ok(first !== null && first.slot === 0);
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+      const deadline = Date.now() + 10_000;
+      while ((server.listener.load.sessions > 0 || descriptors() > base + 2) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(server.listener.load.sessions, 0);
+      assert.ok(descriptors() <= base + 2, `descriptors: ${base} before, ${descriptors()} after the LISTs`);
+    } finally {
+      await server.listener.close();
+    }
+  });
+});
+
+test("a record before OPEN's answer is a violation: a flood behind a session held at the mode gate cannot hold the batch past the idle timeout, nor lock the key out", T, async () => {
+  await withTempDir(async (dir) => {
+    const idleTimeoutMs = 1000;
+    const server = await startListener(dir, { pool, idleTimeoutMs });
+    const key = generateKeyPair();
+    authorize(server.authorizedKeys, key);
+    makeSparseFile(path.join(server.root, "p.img"), { size: 1 << 20, chunks: [] });
+    const junk = new Uint8Array(60_000).fill(7);
+    try {
+      // As many as the key's session cap (8): each held would lock the key out.
+      for (let n = 0; n < 8; n++) {
+        const { conn } = await rawBatch(server, key, dir, 2);
+        // Slot 1: a push whose session waits for records; slot 2: a pull held at the mode gate
+        // (no OPEN_OK yet), then more than its slot's queue (SLOT_QUEUE_BYTES) of junk records.
+        await conn.channel.send(slotRecord(1, encode(openMessage({ mode: "push", name: `new${n}.img`, size: 1 << 20, dryRun: false }))));
+        assert.equal(decode((await nextRecord(conn))!.message).type, "OPEN_OK");
+        await conn.channel.send(slotRecord(2, encode(openMessage({ mode: "pull", name: "p.img", size: 0, dryRun: false }))));
+        const started = Date.now();
+        const sends: Promise<void>[] = [];
+        for (let i = 0; i < 90; i++) sends.push(conn.channel.send(slotRecord(2, junk)));
+        await Promise.allSettled(sends);
+        // No answer on slot 2, and the connection ends well within the idle timeout.
+        const deadline = started + idleTimeoutMs + 2000;
+        let closed = false;
+        while (!closed && Date.now() < deadline) {
+          const r = await Promise.race([nextRecord(conn), new Promise<"late">((resolve) => setTimeout(() => resolve("late"), deadline - Date.now()))]);
+          if (r === "late") break;
+          if (r === null) closed = true;
+          else assert.notEqual(r.slot, 2, "the held pull was answered");
+        }
+        assert.ok(closed, `connection ${n} still open ${Date.now() - started} ms after the flood (idle timeout ${idleTimeoutMs} ms)`);
+        await conn[Symbol.asyncDispose]().catch(() => {});
+      }
+      const deadline = Date.now() + 5000;
+      while (server.listener.load.sessions > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(server.listener.load.sessions, 0);
+      assert.ok(server.logs.some((l) => /before its OPEN was answered/.test(l)), server.logs.join("\n"));
+      // The key is not locked out.
+      const local = path.join(dir, "after.img");
+      makeSparseFile(local, { size: 1 << 20, chunks: [{ offset: 0, length: 4096 }] });
+      await clientSync(server, { mode: "push", local, name: "after.img", key, pool, knownHosts: path.join(dir, "known_hosts") });
+      assert.deepEqual(fs.readFileSync(path.join(server.root, "after.img")), fs.readFileSync(local));
+    } finally {
+      await server.listener.close();
+    }
+  });
+});

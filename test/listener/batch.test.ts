@@ -16,12 +16,16 @@
  */
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { getEventListeners } from "node:events";
 import fs from "node:fs";
 import { createServer, type Socket } from "node:net";
 import path from "node:path";
-import { encodeBatch } from "../../protocol/batch-codec.ts";
+import { setImmediate } from "node:timers";
+import { decodeBatch, decodeControl, encodeBatch, encodeControl, slotRecord } from "../../protocol/batch-codec.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
+import { MAX_LIST_ENTRIES } from "../../protocol/constants.ts";
 import { WorkerPool } from "../../src/engine/worker-pool.ts";
+import { ModeGate } from "../../src/listener/batch-server.ts";
 import { acceptSecure } from "../../src/net/secure-connection.ts";
 import { generateKeyPair, type KeyPair } from "../../src/noise/x25519.ts";
 import type { BatchClient } from "../../src/session/batch-client.ts";
@@ -30,6 +34,7 @@ import { serveSession } from "../../src/session/server-session.ts";
 import { openDestination } from "../../src/storage/open-destination.ts";
 import { openSource } from "../../src/storage/open-source.ts";
 import { recoverTree } from "../../src/storage/recover-tree.ts";
+import { makeFolderUnder } from "../../src/storage/tree-folder.ts";
 import { allocatedBytesOf, fileHash, makeSparseFile, withTempDir } from "../helpers/sparse.ts";
 import { makeCliPair } from "../helpers/cli-setup.ts";
 import { authorize, startCliListener, startListener, type TestServer } from "../helpers/network.ts";
@@ -494,6 +499,134 @@ test("a listener that predates batches gets a clear error", T, async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => old.close(() => resolve()));
     }
+  });
+});
+
+test("ModeGate: a session waits for the other mode, and its wait leaves no abort listener on the connection's signal", async () => {
+  const gate = new ModeGate();
+  const controller = new AbortController();
+  for (let i = 0; i < 1000; i++) {
+    await gate.enter("push", controller.signal);
+    let admitted = false;
+    const pull = gate.enter("pull", controller.signal).then(() => (admitted = true));
+    await new Promise((r) => setImmediate(r));
+    assert.equal(admitted, false, "a pull waits while a push runs");
+    gate.leave(); // the push returns: the pull runs
+    await pull;
+    gate.leave();
+  }
+  assert.equal(getEventListeners(controller.signal, "abort").length, 0);
+  // A wait the connection's end cuts short rejects with its reason.
+  await gate.enter("push", controller.signal);
+  const waiting = gate.enter("pull", controller.signal);
+  controller.abort(new Error("gone"));
+  await assert.rejects(waiting, /gone/);
+});
+
+/**
+ * A hand-made hostile listener on 127.0.0.1 (real handshake): BATCH_OK, then each LIST on the
+ * control stream is answered by `answer` with raw records (the slot prefix is added).
+ */
+async function hostileLister(answer: (send: (message: Uint8Array) => Promise<void>, cookie: number) => Promise<void>): Promise<{ port: number; close: () => Promise<void> }> {
+  const hostKey = generateKeyPair();
+  const sockets = new Set<Socket>();
+  const server = createServer(async (socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+    try {
+      const conn = await acceptSecure(socket, { staticKey: hostKey, authorize: () => true, timeoutMs: 5000 });
+      const open = decodeBatch((await conn.channel.receive())!);
+      assert.equal(open.type, "BATCH");
+      await conn.channel.send(encodeBatch({ type: "BATCH_OK", cookie: 0, slots: 1 }));
+      for (;;) {
+        const record = await conn.channel.receive();
+        if (record === null) break;
+        const m = decodeControl(record.subarray(2));
+        if (m.type === "LIST") await answer((message) => conn.channel.send(slotRecord(0, message)), m.cookie);
+      }
+      await conn[Symbol.asyncDispose]();
+    } catch {
+      socket.destroy();
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+function batchToPort(port: number, dir: string): Promise<BatchClient> {
+  return dialBatch({ host: "127.0.0.1", port, staticKey: generateKeyPair(), knownHostsFile: path.join(dir, "known_hosts"), acceptNew: true, timeoutMs: 5000, idleTimeoutMs: 10_000, slots: 1 });
+}
+
+test("a listener whose LIST never ends: the client refuses more than MAX_LIST_ENTRIES entries (its memory stays bounded)", T, async () => {
+  await withTempDir(async (dir) => {
+    // One chunk of 20,000 entries, encoded once, sent again and again without LAST.
+    const entries: TreeEntry[] = [];
+    for (let i = 0; i < 20_000; i++) entries.push({ kind: "file", size: 1, mtimeNs: 0n, name: `f${i}` });
+    let sent = 0;
+    const hostile = await hostileLister(async (send, cookie) => {
+      const chunk = encodeControl({ type: "LIST_ENTRIES", cookie, last: false, entries });
+      try {
+        while (sent <= 2 * MAX_LIST_ENTRIES) {
+          await send(chunk);
+          sent += entries.length;
+        }
+        await send(encodeControl({ type: "LIST_ENTRIES", cookie, last: true, entries: [] })); // a client without the bound takes 2,000,000
+      } catch { /* the client closed the connection */ }
+    });
+    try {
+      const batch = await batchToPort(hostile.port, dir);
+      try {
+        const started = Date.now();
+        await assert.rejects(batch.list(""), (e: Error) => {
+          assert.match(e.message, new RegExp(`LIST_ENTRIES: more than ${MAX_LIST_ENTRIES} entries`));
+          return true;
+        });
+        assert.ok(Date.now() - started < 30_000);
+        assert.ok(sent <= MAX_LIST_ENTRIES + 20 * entries.length, `refused only after ${sent} entries`);
+      } finally {
+        await batch[Symbol.asyncDispose]().catch(() => {});
+      }
+    } finally {
+      await hostile.close();
+    }
+  });
+});
+
+test("a listener's LIST naming ssync work files is refused (no such folder made); makeFolderUnder refuses those names too", T, async () => {
+  await withTempDir(async (dir) => {
+    const names = [".x.img.ssync-journal", "a/.x.img.ssync-partial", ".ssync-journal-0123456789abcdef0123456789abcdef", "b/.X.IMG.SSYNC-LOCK/c"];
+    let asked = 0;
+    const hostile = await hostileLister(async (send, cookie) => {
+      const name = names[asked++ % names.length];
+      await send(encodeControl({ type: "LIST_ENTRIES", cookie, last: true, entries: [{ kind: "folder", size: 0, mtimeNs: 0n, name }] }));
+    });
+    try {
+      for (const name of names) {
+        const batch = await batchToPort(hostile.port, dir);
+        try {
+          await assert.rejects(batch.list(""), (e: Error) => {
+            assert.match(e.message, /names an ssync work file/, name);
+            return true;
+          });
+        } finally {
+          await batch[Symbol.asyncDispose]().catch(() => {});
+        }
+      }
+    } finally {
+      await hostile.close();
+    }
+    const local = path.join(dir, "local");
+    fs.mkdirSync(path.join(local, "a"), { recursive: true });
+    for (const name of [".x.img.ssync-journal", "a/.x.img.ssync-partial", ".x.img.ssync-lock"]) {
+      assert.throws(() => makeFolderUnder(local, name, { mode: 0o755 }), /Cannot create the folder .*work files/, name);
+    }
+    assert.deepEqual(fs.readdirSync(local, { recursive: true }), ["a"], "no work-file folder made");
   });
 });
 
