@@ -285,6 +285,23 @@ describe("single binary", { timeout: BUILD_TIMEOUT_MS + 6 * RUN_TIMEOUT_MS }, ()
       assertSynced(src, back);
       assert.match(listener.stderr(), /push "net\.img".*: ok/);
       assert.match(listener.stderr(), /pull "net\.img".*: ok/);
+
+      // A folder, both ways, over one batch each (protocol 2 on the binary's Node runtime).
+      const tree = path.join(work, "tree");
+      fs.mkdirSync(path.join(tree, "sub"), { recursive: true });
+      makeSparseFile(path.join(tree, "a.img"), { size: 8 * MiB, chunks: [{ offset: MiB, length: MiB, fill: "random" }] });
+      makeSparseFile(path.join(tree, "sub/b.img"), { size: MiB, chunks: [{ offset: 0, length: 4096 }] });
+      const folderPush = await ssyncAsync(["push", "--json", `${tree}/`, `${remote}:tree/`], client);
+      assert.equal(folderPush.code, 0, folderPush.stderr);
+      assert.equal(JSON.parse(folderPush.stdout.trim().split("\n").pop()!).counts.synced, 2);
+      const treeBack = path.join(work, "tree-back");
+      const folderPull = await ssyncAsync(["pull", "--json", `${remote}:tree/`, `${treeBack}/`], client);
+      assert.equal(folderPull.code, 0, folderPull.stderr);
+      for (const p of ["a.img", "sub/b.img"]) {
+        assertSynced(path.join(tree, p), path.join(root, "tree", p));
+        assertSynced(path.join(tree, p), path.join(treeBack, p));
+      }
+      assert.match(listener.stderr(), /batch of \d+ slots: 2 files \(2 committed/);
     } finally {
       await stop(listener.child);
     }
