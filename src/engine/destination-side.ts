@@ -14,9 +14,9 @@
  *   ProtocolError: the peer misbehaves.
  * - Decompression, hashing and the zero scan of DATA run in the worker pool (an unpack job);
  *   this thread only checks, orders and issues the writes.
- * - A DATA payload is the tail of the record it arrived in (HEADER_SIZE bytes behind its
- *   start), a buffer the writer owns from write() on: once written, that record and the
- *   decompressed bytes are released at once (util/release-buffer.ts), not left to the GC.
+ * - A DATA or PATCH payload is the tail of the record it arrived in (behind its header, and a
+ *   PATCH's masks), a buffer the writer owns from write() on: once written, that record and
+ *   the decompressed bytes are released at once (util/release-buffer.ts), not left to the GC.
  */
 import { DIGEST_SIZE, HEADER_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
@@ -214,6 +214,8 @@ export class DestinationWriter {
     if (op.kind === "patch") {
       this.#patchHasher ??= createBlockHasher(this.#ctx.hash, this.#ctx.key);
       await applyPatch(this.#ctx, op, { hasher: await this.#patchHasher, dryRun: this.#dryRun, digests: r.digests, first: at / DIGEST_SIZE });
+      // Applied: the record (header, both masks, then the payload) is read no more.
+      releaseBuffer(op.payload, { headBytes: HEADER_SIZE + 2 * op.data.length });
       return;
     }
     if (op.kind === "zero") {
