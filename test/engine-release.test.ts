@@ -3,7 +3,9 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { setImmediate as tick } from "node:timers/promises";
+import { decode, encode } from "../protocol/codec.ts";
 import { DIGEST_SIZE, HEADER_SIZE } from "../protocol/constants.ts";
+import type { PatchMessage } from "../protocol/messages.ts";
 import { DestinationWriter } from "../src/engine/destination-side.ts";
 import { SideStats } from "../src/engine/side-context.ts";
 import { diffRange, type Emitted } from "../src/engine/source-side.ts";
@@ -11,6 +13,7 @@ import type { JobOp } from "../src/engine/scan-job.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
+import { writeOpOf } from "../src/session/refine-wire.ts";
 import { makeSparseFile, readRange, withTempDir } from "./helpers/sparse.ts";
 
 /**
@@ -63,15 +66,15 @@ test("the source releases a job's read buffer once its DATA is free, and only th
   });
 });
 
-test("the destination releases a DATA's record once written; a payload inside another buffer is left alone", { timeout: 30_000 }, async () => {
+test("the destination releases a DATA or PATCH record once written; a payload inside another buffer is left alone", { timeout: 30_000 }, async () => {
   await withTempDir(async (dir) => {
     const file = path.join(dir, "dst.img");
-    makeSparseFile(file, { size: 2 * BS });
+    makeSparseFile(file, { size: 3 * BS });
     await using store = await openDestination(file, { create: false, inplace: true });
     await using pool = new WorkerPool({ size: 1 });
-    const ctx = { pool, store, hash: "poly1305" as const, key: KEY, blockSize: BS, size: 2 * BS, stats: new SideStats(), signal: new AbortController().signal };
+    const ctx = { pool, store, hash: "poly1305" as const, key: KEY, blockSize: BS, size: 3 * BS, stats: new SideStats(), signal: new AbortController().signal };
     const writer = await DestinationWriter.create(ctx, { dryRun: false });
-    writer.open(0, new Uint8Array(2 * DIGEST_SIZE));
+    writer.open(0, new Uint8Array(3 * DIGEST_SIZE));
     // A record as it arrives: header, then the payload up to its end.
     const record = new Uint8Array(HEADER_SIZE + BS).fill(0x31);
     await writer.write({ kind: "data", offset: 0, length: BS, payload: record.subarray(HEADER_SIZE), zstd: false });
@@ -81,8 +84,15 @@ test("the destination releases a DATA's record once written; a payload inside an
     await writer.write({ kind: "data", offset: BS, length: BS, payload: shared.subarray(HEADER_SIZE, HEADER_SIZE + BS), zstd: false });
     assert.equal(shared.length, HEADER_SIZE + BS + 16);
     assert.ok(shared.every((b) => b === 0x42));
+    // A PATCH as decoded from its record: the payload follows the header and both masks.
+    const patch: PatchMessage = { type: "PATCH", cookie: 1, offset: 2 * BS, length: BS, data: new Uint8Array([1, 0]), zeros: new Uint8Array(2), payload: new Uint8Array(4096).fill(0x77), zstd: false };
+    const m = decode(encode(patch)) as PatchMessage;
+    await writer.write(writeOpOf(m));
+    assert.equal(m.payload!.length, 0, "the PATCH's record is released once applied");
     await writer.close(0);
     assert.ok(readRange(file, { offset: 0, length: BS }).every((b) => b === 0x31), "the first block is on disk");
     assert.ok(readRange(file, { offset: BS, length: BS }).every((b) => b === 0x42), "the second block is on disk");
+    const third = readRange(file, { offset: 2 * BS, length: BS });
+    assert.ok(third.subarray(0, 4096).every((b) => b === 0x77) && third.subarray(4096).every((b) => b === 0), "the patched page is on disk");
   });
 });
