@@ -189,11 +189,22 @@ export function encode(msg: Message): Uint8Array {
 }
 
 /**
- * encode(msg) without copying a DATA payload: [header, payload] for a DATA that has one (the
- * payload is the message's own buffer), else encode(msg) itself. The parts back to back are
- * exactly encode(msg) (a RecordChannel seals them without concatenating).
+ * encode(msg) without copying a DATA or PATCH payload: [header, payload] for a DATA that has
+ * one, [header ‖ masks, payload] for a PATCH that has one (the payload is the message's own
+ * buffer), else encode(msg) itself. The parts back to back are exactly encode(msg) (a
+ * RecordChannel seals them without concatenating).
  */
 export function encodeParts(msg: Message): Uint8Array | [Uint8Array, Uint8Array] {
+  if (msg.type === "PATCH" && msg.payload !== undefined && msg.payload.length > 0) {
+    const m = msg.data.length;
+    if (2 * m + msg.payload.length > MAX_PAYLOAD) throw new RangeError("PATCH payload too large");
+    const head = new Uint8Array(HEADER_SIZE + 2 * m);
+    const flags = msg.zstd ? FLAG_ZSTD : 0;
+    writeHeader(head, msg, { offset: msg.offset, length: msg.length, flags }, 2 * m + msg.payload.length);
+    head.set(msg.data, HEADER_SIZE);
+    head.set(msg.zeros, HEADER_SIZE + m);
+    return [head, msg.payload];
+  }
   if (msg.type !== "DATA" || msg.payload === undefined || msg.payload.length === 0) return encode(msg);
   const f = dataFields(msg);
   const header = new Uint8Array(HEADER_SIZE);

@@ -106,6 +106,8 @@ const samples: Message[] = [
   { type: "DATA", cookie: 4, offset: 0, length: 300, payload: new Uint8Array([1, 2]), zstd: true },
   { type: "DATA", cookie: 4, offset: 0, length: 300, payload: undefined, zstd: false },
   { type: "ZERO", cookie: 5, offset: 2 ** 50, length: 2 ** 40 },
+  { type: "PATCH", cookie: 6, offset: 65536, length: 65536, data: new Uint8Array([0x05, 0]), zeros: new Uint8Array([0x02, 0]), payload: new Uint8Array(randomBytes(8192)), zstd: false },
+  { type: "PATCH", cookie: 6, offset: 65536, length: 65536, data: new Uint8Array([0x01, 0]), zeros: new Uint8Array([0xfe, 0xff]), payload: undefined, zstd: false },
   { type: "ERROR", cookie: 10, code: "EBUSY", message: "Cannot lock x: another ssync is writing it" },
 ];
 
@@ -115,10 +117,10 @@ describe("encodeParts", () => {
       const parts = encodeParts(m);
       assert.equal(toHex(joinRecord(parts)), toHex(encode(m)), m.type);
       assert.deepEqual(decode(joinRecord(parts)), m);
-      if (m.type === "DATA" && m.payload !== undefined) {
-        assert.ok(Array.isArray(parts), "DATA with a payload comes as parts");
+      if ((m.type === "DATA" || m.type === "PATCH") && m.payload !== undefined) {
+        assert.ok(Array.isArray(parts), `${m.type} with a payload comes as parts`);
         const [header, payload] = parts as [Uint8Array, Uint8Array];
-        assert.equal(header.length, HEADER_SIZE);
+        assert.equal(header.length, HEADER_SIZE + (m.type === "PATCH" ? 2 * m.data.length : 0));
         assert.equal(payload, m.payload, "the payload is not copied");
       } else {
         assert.ok(parts instanceof Uint8Array, `${m.type} is one buffer`);

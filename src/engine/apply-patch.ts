@@ -20,6 +20,7 @@ import { type BlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { hasPage, pageBounds, pageCount } from "./page-mask.ts";
 import type { PatchOp } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
+import { releaseBuffer } from "../util/release-buffer.ts";
 
 export type PatchWrite = Omit<PatchOp, "dataBytes" | "zeroBytes">;
 
@@ -59,7 +60,12 @@ export async function applyPatch(
     }
   }
   o.digests.set(digestBlocks(o.hasher, buf, bs, op.offset / bs), at);
-  if (o.dryRun) return;
+  // The patched blocks and the decompressed pages are this call's own: freed once it is done.
+  const release = () => {
+    releaseBuffer(buf);
+    if (op.zstd) releaseBuffer(bytes);
+  };
+  if (o.dryRun) return release();
   const action = (p: number): "keep" | "write" | "punch" | "skip" => {
     if (!hasPage(op.data, p) && !hasPage(op.zeros, p)) return "keep";
     const [a, z] = pageBounds(p, op.length);
@@ -82,6 +88,7 @@ export async function applyPatch(
     }
     p = q;
   }
+  release();
 }
 
 function unpack(payload: Uint8Array, length: number, offset: number): Uint8Array {

@@ -14,8 +14,11 @@
  *   ProtocolError: the peer misbehaves.
  * - Decompression, hashing and the zero scan of DATA run in the worker pool (an unpack job);
  *   this thread only checks, orders and issues the writes.
+ * - A DATA or PATCH payload is the tail of the record it arrived in (behind its header, and a
+ *   PATCH's masks), a buffer the writer owns from write() on: once written, that record and
+ *   the decompressed bytes are released at once (util/release-buffer.ts), not left to the GC.
  */
-import { DIGEST_SIZE } from "../../protocol/constants.ts";
+import { DIGEST_SIZE, HEADER_SIZE } from "../../protocol/constants.ts";
 import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
 import { applyPatch, type PatchWrite } from "./apply-patch.ts";
 import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
@@ -24,6 +27,7 @@ import { dataSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
 import { JOB_BYTES } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
+import { releaseBuffer } from "../util/release-buffer.ts";
 
 /** Granularity of holes the destination keeps: the smallest block size. */
 const PAGE = 4096;
@@ -217,6 +221,8 @@ export class DestinationWriter {
     if (op.kind === "patch") {
       this.#patchHasher ??= createBlockHasher(this.#ctx.hash, this.#ctx.key);
       await applyPatch(this.#ctx, op, { hasher: await this.#patchHasher, dryRun: this.#dryRun, digests: r.digests, first: at / DIGEST_SIZE });
+      // Applied: the record (header, both masks, then the payload) is read no more.
+      releaseBuffer(op.payload, { headBytes: HEADER_SIZE + 2 * op.data.length });
       return;
     }
     if (op.kind === "zero") {
@@ -249,6 +255,9 @@ export class DestinationWriter {
     r.digests.set(digests, at);
     if (this.#dryRun) return;
     await this.#writeSparse(data, op.offset, zeroPages, (block) => isZeroDigest(before, block));
+    // Written: nothing reads the record or the decompressed bytes again.
+    releaseBuffer(op.payload, { headBytes: HEADER_SIZE });
+    releaseBuffer(result.data);
   }
 
   /**

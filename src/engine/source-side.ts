@@ -10,6 +10,11 @@
  * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
  *    data, and whatever each job found. emit() may wait: that is the back-pressure.
  * 4. Return the source's digests for the whole range (for the root hash).
+ *
+ * Memory: a job's read buffer (DiffResult.buffer, whose views its raw payloads are) and each
+ * payload that owns its whole buffer are released (util/release-buffer.ts) once every op of
+ * the job said its payload is free (emit resolved to { free }, and every `free` fulfilled):
+ * not left for the GC. An op whose emit resolves to nothing keeps the job's buffer to the GC.
  */
 import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { diffRuns } from "./block-diff.ts";
@@ -18,6 +23,17 @@ import { dataSpans } from "./ranges.ts";
 import { countOp } from "./refine.ts";
 import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
+import { releaseBuffer } from "../util/release-buffer.ts";
+
+/**
+ * What emit resolves to: `free` fulfils once nothing reads the op's payload any more (it was
+ * sealed or copied by the channel: sent, or acknowledged), so its buffer may be released; a
+ * rejected `free` or none leaves it to the GC.
+ */
+export type Emitted = { free: Promise<unknown> } | void;
+
+/** Emitted by an emit that resolves only once its op was sent (RecordChannel.send resolved). */
+export const SENT: Emitted = { free: Promise.resolve() };
 
 export async function diffRange(
   ctx: SideContext,
@@ -31,7 +47,7 @@ export async function diffRange(
     /** Asked per job when refining: may its blocks held with data at the destination go through REFINE (RefinePolicy)? */
     roundTrips?: () => boolean;
     lookahead: number;
-    emit: (op: JobOp) => Promise<void>;
+    emit: (op: JobOp) => Promise<Emitted>;
     /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
     reserve?: (bytes: number) => Promise<() => void>;
   },
@@ -103,7 +119,19 @@ export async function diffRange(
     }
     stats.bytesRead += result.bytesRead;
     src.set(result.digests, first * DIGEST_SIZE);
-    for (const op of result.ops) await emitCounted(ctx, options.emit, op);
+    // One per op with a payload: true once nothing reads it (never rejects: observed at once).
+    const frees: Promise<boolean>[] = [];
+    for (const op of result.ops) {
+      const emitted = await emitCounted(ctx, options.emit, op);
+      const payload = op.kind === "data" || op.kind === "patch" ? op.payload : undefined;
+      if (payload === undefined) continue;
+      frees.push(emitted === undefined ? Promise.resolve(false) : emitted.free.then(() => {
+        releaseBuffer(payload); // only a payload that is a whole buffer of its own
+        return true;
+      }, () => false));
+    }
+    const buffer = result.buffer;
+    if (buffer !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && releaseBuffer(buffer));
     p.job = undefined;
     p.release?.();
   };
@@ -126,7 +154,7 @@ function once(f: () => void): () => void {
   };
 }
 
-async function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<void>, op: JobOp): Promise<void> {
+function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<Emitted>, op: JobOp): Promise<Emitted> {
   countOp(ctx.stats, op, ctx.blockSize);
-  await emit(op);
+  return emit(op);
 }

@@ -5,6 +5,7 @@ import { encodeRecordWord, isEndWord, RECORD_FRAME_FORMAT } from "../../protocol
 import type { CipherState } from "../noise/cipher-state.ts";
 import { MAX_NONCE } from "../noise/cipher-state.ts";
 import { type RecordParts, recordLength } from "../util/record-parts.ts";
+import { releaseBuffer } from "../util/release-buffer.ts";
 import type { RecordChannel } from "./record-channel.ts";
 
 /**
@@ -30,6 +31,10 @@ import type { RecordChannel } from "./record-channel.ts";
  * until 'drain', so the socket never holds more than maxUnsentBytes plus one record (the
  * threshold is checked BEFORE writing).
  * Record plaintexts are at most MAX_SLOT_RECORD bytes (a message and a batch's slot prefix); REKEY_INTERVAL is configurable only for tests.
+ * Memory: buffers only this channel holds are released (util/release-buffer.ts) as soon as
+ * they are dead, not left for the GC: a socket chunk once every frame in it is opened, a
+ * frame body gathered across chunks once opened, each ciphertext once its write completed.
+ * A received plaintext belongs to whoever receive()d it.
  */
 
 /** Default maxUnreadBytes: decoded bytes waiting for receive() before reading pauses. */
@@ -110,7 +115,7 @@ export class NoiseRecordChannel implements RecordChannel {
     });
 
     socket.setNoDelay(true);
-    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk, { fromSocket: true }));
     socket.on("end", () => {
       if (this.#closed || this.#peerEnded) return;
       const where = this.#frames.inFrame ? "in the middle of a record" : "without an END record";
@@ -125,7 +130,7 @@ export class NoiseRecordChannel implements RecordChannel {
     });
     socket.on("drain", () => this.#writeUnsent());
     if (options.initialData !== undefined && options.initialData.length > 0) {
-      this.#onData(options.initialData);
+      this.#onData(options.initialData, { fromSocket: false });
     }
     if (!this.#paused && !this.#error) socket.resume();
   }
@@ -204,9 +209,10 @@ export class NoiseRecordChannel implements RecordChannel {
     this.socket.cork();
     this.socket.write(header);
     if (ciphertext instanceof Uint8Array) {
-      if (ciphertext.length > 0) this.socket.write(ciphertext);
+      if (ciphertext.length > 0) this.socket.write(ciphertext, (e) => e ? undefined : releaseBuffer(ciphertext));
     } else {
-      for (const c of ciphertext) this.socket.write(c);
+      // Each ciphertext is the cipher's own new buffer: once written, nothing reads it.
+      for (const c of ciphertext) this.socket.write(c, (e) => e ? undefined : releaseBuffer(c));
     }
     this.socket.write(tag);
     this.socket.uncork();
@@ -242,7 +248,8 @@ export class NoiseRecordChannel implements RecordChannel {
     return record;
   }
 
-  #onData(chunk: Uint8Array): void {
+  /** `fromSocket`: the chunk is the socket's, ours alone once this listener returns. */
+  #onData(chunk: Uint8Array, o: { fromSocket: boolean }): void {
     if (this.#error || this.#peerEnded || this.#closed) return;
     this.#frames.push(chunk);
     for (;;) {
@@ -253,14 +260,18 @@ export class NoiseRecordChannel implements RecordChannel {
         this.#fail(new Error(`Cannot read record: ${(error as Error).message}`, { cause: error }));
         return;
       }
-      if (frame === null) return;
-      this.#openRecord(frame);
+      if (frame === null) break;
+      this.#openRecord(frame, chunk);
       // The rest of the chunk is never pushed again: these states are final.
-      if (this.#error || this.#peerEnded || this.#closed) return;
+      if (this.#error || this.#peerEnded || this.#closed) break;
     }
+    // Every frame body that lay in the chunk was opened (decrypted into a new buffer), and the
+    // frame reader holds none of it: the socket's chunk is dead, unless another 'data'
+    // listener (a test's byte counter) gets it after us.
+    if (o.fromSocket && this.socket.listenerCount("data") === 1) releaseBuffer(chunk);
   }
 
-  #openRecord(frame: Frame): void {
+  #openRecord(frame: Frame, chunk: Uint8Array): void {
     const { body } = frame;
     const end = isEndWord(frame.word);
     // The frame reader checked the word, so it is exactly (ciphertext length, END).
@@ -273,6 +284,9 @@ export class NoiseRecordChannel implements RecordChannel {
       this.#fail(new Error(`Cannot read record ${this.#receivedRecords}: ${(error as Error).message}`));
       return;
     }
+    // A body gathered across chunks is the frame reader's own buffer, given to us; one inside
+    // the chunk goes with the chunk (the reader still reads the chunk).
+    if (body.buffer !== chunk.buffer) releaseBuffer(body);
     if (++this.#receivedRecords % this.#rekeyInterval === 0) this.#receive.rekey();
     if (end) {
       this.#peerEnded = true;

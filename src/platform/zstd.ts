@@ -77,14 +77,24 @@ function wasmOrThrow(): WasmZstd {
 
 /** One zstd frame holding `data`, with its content size in the header. */
 export function compress(data: Uint8Array, level: number, options?: ZstdOptions): Uint8Array {
-  if (backendOf(options) === "wasm") return wasmOrThrow().compress(data, level);
+  if (backendOf(options) === "wasm") return owned(wasmOrThrow().compress(data, level));
   const out = plain(z.zstdCompressSync(data, {
     params: { [z.constants.ZSTD_c_compressionLevel]: level },
     pledgedSrcSize: data.length,
   }));
   // Deno 2.9 appends an empty second frame; keep only the first.
   const first = frameLength(out, frameHeader(out));
-  return first < out.length ? out.subarray(0, first) : out;
+  return owned(first < out.length ? out.subarray(0, first) : out);
+}
+
+/**
+ * The frame in a buffer of its own: native output is a view of a larger buffer (Node's 64 KiB
+ * zlib chunk, Deno's 16 KiB), which a worker's postMessage would clone whole instead of
+ * transferring and nobody could release (util/release-buffer.ts) — a few dead KiB per 64 KiB
+ * compressed. Copying the frame costs far less.
+ */
+function owned(frame: Uint8Array): Uint8Array {
+  return frame.byteOffset === 0 && frame.length === frame.buffer.byteLength ? frame : frame.slice();
 }
 
 /**

@@ -405,6 +405,8 @@ async function pushRanges(
             window.release(bytes);
             o.group.fail(e);
           }));
+          // Acknowledged, the record was sealed long ago: diffRange may release its buffers.
+          return { free: ack };
         },
       });
       await o.pause?.afterRange(range, ctx.signal);

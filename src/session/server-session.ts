@@ -34,7 +34,7 @@ import { ReadAhead } from "../engine/read-ahead.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
 import { subDigestRange } from "../engine/refine.ts";
 import { RefinePolicy } from "../engine/refine-policy.ts";
-import { diffRange } from "../engine/source-side.ts";
+import { diffRange, SENT } from "../engine/source-side.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage } from "../storage/storage.ts";
@@ -668,7 +668,7 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
                 compression.observe();
                 return op.kind === "refine"
                   ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel: compression.level(), dryRun: o.open.dryRun, policy })
-                  : io.send(encodeOp(op, m.cookie));
+                  : io.send(encodeOp(op, m.cookie)).then(() => SENT);
               },
             });
             await pause?.afterRange(m, io.signal);
