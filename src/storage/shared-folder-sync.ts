@@ -16,6 +16,12 @@ import { syncDirectory } from "./journaled-storage.ts";
 /** Per folder: the fsync running, and the one queued behind it (at most one each). */
 const running = new Map<string, Promise<void>>();
 const queued = new Map<string, Promise<void>>();
+let begun = 0;
+
+/** How many folder fsyncs this module has begun (tests read it). */
+export function folderSyncsBegun(): number {
+  return begun;
+}
 
 /** Makes what was renamed, created or removed in `dir` before this call durable. */
 export function syncFolderShared(dir: string): Promise<void> {
@@ -39,6 +45,7 @@ export function syncFolderShared(dir: string): Promise<void> {
 }
 
 function start(dir: string, key: string): Promise<void> {
+  begun++;
   const p: Promise<void> = syncDirectory(dir).finally(() => {
     if (running.get(key) === p) running.delete(key);
   });
