@@ -3,7 +3,8 @@
  * (decompress → hash → zero scan). Called inside a worker thread, or in-process by the
  * sequential reference path.
  *
- * Copies: each thread reads into one buffer of its own, reused from job to job. A diff job
+ * Copies: each thread reads into one buffer of its own, reused from job to job (a job of at
+ * most SMALL_JOB_BYTES into a new buffer of its length). A diff job
  * whose raw DATA is at least half of what it read hands that buffer over (its payloads are
  * views of it; it moves to the caller with the result, transferables()) and the thread takes
  * a new one; otherwise the few raw payloads are sliced out and the buffer stays. Either way a
@@ -21,6 +22,8 @@ import { refineRun, runRefineJob } from "./refine-job.ts";
 import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 const hashers = new Map<string, Promise<BlockHasher>>();
+/** Jobs up to this long read into a buffer of their own (see runJob). */
+const SMALL_JOB_BYTES = 64 * 1024;
 /** This thread's read buffer while no result holds views of it. */
 let scratch: Uint8Array | undefined;
 
@@ -33,8 +36,9 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
   const hasher = await hasherFor(job);
   if (job.kind === "unpack") return unpack(job, hasher);
   giveAdvice(job.file, job.advise);
-  scratch ??= new Uint8Array(JOB_BYTES);
-  const buffer = scratch;
+  // A small job (a small file's) reads into a buffer of its own size: handing a raw DATA over
+  // then never costs a new 1 MiB scratch (zeroed, then garbage) nor pins one behind a few KiB.
+  const buffer = job.length <= SMALL_JOB_BYTES ? new Uint8Array(job.length) : (scratch ??= new Uint8Array(JOB_BYTES));
   const data = buffer.subarray(0, job.length);
   const bytesRead = readLent(job.file, data, job.offset);
   if (bytesRead < data.length) data.fill(0, bytesRead); // past the end of the file: zeros
@@ -72,7 +76,7 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
       for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
       if (viewed === 0) return { digests, bytesRead, ops };
       if (2 * viewed >= job.length) {
-        scratch = undefined; // handed over with the result
+        if (buffer === scratch) scratch = undefined; // handed over with the result
         return { digests, bytesRead, ops, buffer };
       }
       for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();

@@ -13,6 +13,10 @@
  *   side) and holds it until the job settles; a job finding no free slot waits for one.
  *   Results come back by transfer, which is fast on both runtimes.
  * - A worker that dies fails its job and every later job; the pool is then unusable.
+ * - A digest, diff or unpack job of at most INLINE_JOB_BYTES runs on the calling thread:
+ *   for a small file the worker round trip (two messages, their copies, a wake-up) costs
+ *   far more than hashing a few KiB. Same runJob, same results; the read is a pread of at
+ *   most INLINE_JOB_BYTES (a few µs from the page cache).
  */
 import { Worker } from "node:worker_threads";
 import { availableParallelism } from "node:os";
@@ -23,6 +27,9 @@ import { runJob } from "./run-job.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import type { DiffJob, DiffResult, DigestJob, DigestResult, JobResult, PatchJob, ScanJob, SubDigestJob, UnpackJob, UnpackResult } from "./scan-job.ts";
+
+/** Jobs this long or shorter run on the calling thread (see the invariants). */
+export const INLINE_JOB_BYTES = 64 * 1024;
 
 /** Payloads in workers at once (each slot holds one, up to MAX_DATA_LENGTH bytes). */
 export const ARENA_SLOTS = 8;
@@ -98,7 +105,7 @@ export class WorkerPool implements AsyncDisposable {
 
   /** The payload is copied (into the arena); the caller keeps its own. */
   async unpack(job: Omit<UnpackJob, "kind" | "payload" | "arenaAt" | "payloadLength"> & { payload: Uint8Array }): Promise<UnpackResult> {
-    if (this.size === 0) return await this.#submit({ ...job, kind: "unpack" }) as UnpackResult;
+    if (this.size === 0 || job.length <= INLINE_JOB_BYTES) return await this.#submit({ ...job, kind: "unpack" }) as UnpackResult;
     if (job.payload.length > MAX_DATA_LENGTH) throw new RangeError(`unpack payload of ${job.payload.length} bytes`);
     const slot = await this.#takeSlot();
     try {
@@ -134,6 +141,7 @@ export class WorkerPool implements AsyncDisposable {
       this.#inProcess = run.catch(() => {});
       return run;
     }
+    if (job.length <= INLINE_JOB_BYTES && job.kind !== "sub-digests" && job.kind !== "patch") return inline(job);
     return new Promise((resolve, reject) => {
       const p = { id: this.#nextId++, job, resolve, reject };
       // Refinement jobs are small and a round trip waits on each: they go first.
@@ -187,6 +195,12 @@ export class WorkerPool implements AsyncDisposable {
     for (const w of all) w.removeAllListeners("exit");
     await Promise.all(all.map((w) => w.terminate()));
   }
+}
+
+/** A small job on this thread (runJob keeps no view of its read buffer past its result). */
+async function inline(job: ScanJob): Promise<JobResult> {
+  await initZstd();
+  return await runJob(job);
 }
 
 type WorkerReply = { id: number; result?: JobResult; error?: { message: string; code?: string; name?: string } };

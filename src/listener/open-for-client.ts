@@ -366,7 +366,10 @@ async function openPartial(
   let file: number | undefined;
   try {
     try {
-      file = fs.openSync(partialAt, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
+      // Off the event loop: creating a file waits for the filesystem's journal, which other
+      // files' commits (fsync) keep busy — ~1 ms per new file, measured, the listener's
+      // largest single cost in a batch of small files.
+      file = await openOffThread(partialAt, C.O_RDWR | C.O_CREAT | C.O_EXCL | C.O_NOFOLLOW, 0o600);
     } catch (e) {
       if ((e as { code?: string }).code !== "EEXIST") throw walkError(e, req.name, shown, partialAt);
       created = false;
@@ -393,6 +396,11 @@ async function openPartial(
   } finally {
     closeQuietly(file);
   }
+}
+
+/** open(2) on the runtime's thread pool; the descriptor, or the fs error (with its code). */
+function openOffThread(path: string, flags: number, mode: number): Promise<number> {
+  return new Promise((resolve, reject) => fs.open(path, flags, mode, (e, fd) => (e ? reject(e) : resolve(fd))));
 }
 
 /**

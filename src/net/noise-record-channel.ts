@@ -1,4 +1,5 @@
 import type { Socket } from "node:net";
+import { setImmediate } from "node:timers";
 import { MAX_SLOT_RECORD, REKEY_INTERVAL, TAG_SIZE } from "../../protocol/constants.ts";
 import { type Frame, FrameReader } from "../../protocol/frame-reader.ts";
 import { encodeRecordWord, isEndWord, RECORD_FRAME_FORMAT } from "../../protocol/record-word.ts";
@@ -26,7 +27,9 @@ import type { RecordChannel } from "./record-channel.ts";
  * decrypt, 3. queue the plaintext; pause the socket while too much waits unread.
  * Sending: a record (one buffer, or its parts: header and payload) is sealed part by part,
  * never concatenated: the cipher's output is the one user-space copy of a payload; the word,
- * each ciphertext and the tag go out in one corked writev. A record is sealed and written at
+ * each ciphertext and the tag go out corked: the socket stays corked until the end of the
+ * event loop's turn (setImmediate), so the records of one turn (many small replies of a
+ * batch's slots) leave in one writev instead of one each. A record is sealed and written at
  * once while the socket holds at most maxUnsentBytes; beyond that it waits in order, unsealed,
  * until 'drain', so the socket never holds more than maxUnsentBytes plus one record (the
  * threshold is checked BEFORE writing).
@@ -77,6 +80,8 @@ export class NoiseRecordChannel implements RecordChannel {
   #maxUnsentBytes: number;
 
   #sentRecords = 0;
+  /** The socket is corked until the end of this turn (#corkForTurn). */
+  #corked = false;
   #receivedRecords = 0;
 
   #frames = new FrameReader(RECORD_FRAME_FORMAT);
@@ -205,8 +210,8 @@ export class NoiseRecordChannel implements RecordChannel {
       ? this.#send.seal(header, plaintext)
       : this.#send.sealParts(header, plaintext);
     if (++this.#sentRecords % this.#rekeyInterval === 0) this.#send.rekey();
-    // One writev for the word, the ciphertext(s) and the tag.
-    this.socket.cork();
+    // One writev for the word, the ciphertext(s) and the tag, and the turn's other records.
+    this.#corkForTurn();
     this.socket.write(header);
     if (ciphertext instanceof Uint8Array) {
       if (ciphertext.length > 0) this.socket.write(ciphertext, (e) => e ? undefined : releaseBuffer(ciphertext));
@@ -215,6 +220,19 @@ export class NoiseRecordChannel implements RecordChannel {
       for (const c of ciphertext) this.socket.write(c, (e) => e ? undefined : releaseBuffer(c));
     }
     this.socket.write(tag);
+  }
+
+  /** Corks the socket until the end of this turn of the event loop (at most one cork held). */
+  #corkForTurn(): void {
+    if (this.#corked) return;
+    this.#corked = true;
+    this.socket.cork();
+    setImmediate(() => this.#uncork());
+  }
+
+  #uncork(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
     this.socket.uncork();
   }
 
@@ -328,6 +346,8 @@ export class NoiseRecordChannel implements RecordChannel {
       this.#queueHead = 0;
       this.#queuedBytes = 0;
     }
+    // Records already sent (this turn's, corked) go out first, as they would uncorked.
+    this.#uncork();
     this.socket.destroy();
     const waiters = this.#receiveWaiters;
     this.#receiveWaiters = [];
@@ -364,6 +384,7 @@ export class NoiseRecordChannel implements RecordChannel {
     } catch {
       // The nonce is exhausted: ending without END is all that is left.
     }
+    this.#uncork();
     this.socket.end();
     // Whatever the peer still sends is discarded; give up on a peer that never closes.
     this.socket.resume();

@@ -7,6 +7,9 @@
  * kernel's filesystems by type, and whatever is mounted at /dev (a container's /dev is often a
  * tmpfs). statfs cannot tell them apart: devtmpfs reports tmpfs's magic. Without a readable
  * mountinfo nothing is refused.
+ * mountinfo is read at most once per MOUNTINFO_TTL_MS (a batch creates many files; reading
+ * and parsing it per file cost ~0.3 ms each): a mount made in the last second may be missed,
+ * acceptable for this guard against typos (confinement never relies on it).
  */
 import fs from "node:fs";
 import { deviceNumber } from "./block-device-size.ts";
@@ -39,15 +42,30 @@ export interface KernelFilesystem {
   readonly devices: boolean;
 }
 
+const MOUNTINFO_TTL_MS = 1000;
+let cached: { at: number; answers: Map<string, KernelFilesystem | undefined>; text: string | undefined } | undefined;
+
 /** The kernel filesystem holding a folder whose st_dev is `dev`, or undefined for an ordinary one. */
 export function kernelFilesystemOf(dev: bigint): KernelFilesystem | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync("/proc/self/mountinfo", "utf8");
-  } catch {
-    return undefined;
+  const now = Date.now();
+  if (!cached || now - cached.at >= MOUNTINFO_TTL_MS || now < cached.at) {
+    let text: string | undefined;
+    try {
+      text = fs.readFileSync("/proc/self/mountinfo", "utf8");
+    } catch {
+      text = undefined;
+    }
+    cached = { at: now, answers: new Map(), text };
   }
+  if (cached.text === undefined) return undefined;
   const wanted = deviceNumber(dev);
+  if (cached.answers.has(wanted)) return cached.answers.get(wanted);
+  const answer = search(cached.text, wanted);
+  cached.answers.set(wanted, answer);
+  return answer;
+}
+
+function search(text: string, wanted: string): KernelFilesystem | undefined {
   let found: KernelFilesystem | undefined;
   // "36 35 98:0 /root /mount/point rw,noatime shared:1 - ext4 /dev/sda1 rw": the same
   // filesystem may be mounted at several points; /dev among them makes it /dev's.

@@ -11,7 +11,7 @@
  */
 import fs from "node:fs";
 import { crashPoint } from "./crash-point.ts";
-import { syncDirectory } from "./journaled-storage.ts";
+import { syncFolderShared } from "./shared-folder-sync.ts";
 import type { FileMetadata } from "./file-metadata.ts";
 import type { Extent, HoleMethod, LentFile, Storage, StorageKind } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
@@ -112,7 +112,7 @@ export class PartialStorage implements Storage {
     }
     this.#committed = true;
     crashPoint("renamed");
-    await syncDirectory(dir);
+    await syncFolderShared(dir); // shared with the files renamed into it meanwhile
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
