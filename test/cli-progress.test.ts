@@ -67,9 +67,12 @@ describe("progress", () => {
     async () => {
       await withCliSetup({ pinHostKey: true }, async ({ dir, client, listener, root }) => {
         const src = path.join(dir, "vm.img");
-        makeImage(src, { size: 1 * GiB, dataMiB: 24 });
-        // 24 MiB at 6 MiB/s: about 4 s on the wire.
-        await using relay = await SlowRelay.start(listener.port, { upBytesPerSecond: 6 * MiB });
+        // 64 MiB at 16 MiB/s: about 4 s on the wire. More than the client's 32 MiB DATA window:
+        // a range counts as compared once its RANGE_DONE is acknowledged, and that request waits
+        // behind the DATA queued before it, so with less data than the window every data range
+        // would settle only at the very end.
+        makeImage(src, { size: 1 * GiB, dataMiB: 64 });
+        await using relay = await SlowRelay.start(listener.port, { upBytesPerSecond: 16 * MiB });
         const socket = `ssync-progress-${process.pid}`;
         const tmux = (...args: string[]) => run("tmux", ["-L", socket, ...args], { encoding: "utf8" });
         const command = `cd ${REPO} && XDG_CONFIG_HOME=${client} SSYNC_WORKERS=2 ${SSYNC} push --accept-new --compress never ` +

@@ -416,10 +416,16 @@ describe("signature cache", () => {
       const cache = new SignatureCache(f.sigs);
       const mine = `${cache.entryPath(path.join(f.server.root, "vm.img"))}.tmp`;
       const other = path.join(f.sigs, `${"ab".repeat(20)}.sig.tmp-0123456789abcdef`);
+      // Another process's entry being written now (a pull client sharing the folder) stays.
+      const live = path.join(f.sigs, `${"cd".repeat(20)}.sig.tmp`);
       fs.writeFileSync(mine, "dead", { mode: 0o600 });
       fs.writeFileSync(other, "dead", { mode: 0o600 });
+      fs.writeFileSync(live, "being written", { mode: 0o600 });
+      const twoDaysAgo = new Date(Date.now() - 2 * 24 * 3600 * 1000);
+      fs.utimesSync(other, twoDaysAgo, twoDaysAgo);
       await push(f);
-      assert.deepEqual(fs.readdirSync(f.sigs), entries(f.sigs), "the first write removed every temporary entry");
+      assert.deepEqual(fs.readdirSync(f.sigs).sort(), [...entries(f.sigs), path.basename(live)].sort(), "the first write removed the dead temporary entries, not a live one");
+      fs.rmSync(live);
       assert.equal(entries(f.sigs).length, 1);
       // From then on a push lists nothing: the cache folder may hold many entries.
       const listed: string[] = [];

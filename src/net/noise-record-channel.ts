@@ -28,8 +28,8 @@ import type { RecordChannel } from "./record-channel.ts";
  * Sending: a record (one buffer, or its parts: header and payload) is sealed part by part,
  * never concatenated: the cipher's output is the one user-space copy of a payload; the word,
  * each ciphertext and the tag go out corked: the socket stays corked until the end of the
- * event loop's turn (setImmediate), so the records of one turn (many small replies of a
- * batch's slots) leave in one writev instead of one each. A record is sealed and written at
+ * event loop's turn (setImmediate) or CORK_FLUSH_BYTES, so the small records of one turn (many
+ * replies of a batch's slots) leave in one writev instead of one each. A record is sealed and written at
  * once while the socket holds at most maxUnsentBytes; beyond that it waits in order, unsealed,
  * until 'drain', so the socket never holds more than maxUnsentBytes plus one record (the
  * threshold is checked BEFORE writing).
@@ -42,6 +42,14 @@ import type { RecordChannel } from "./record-channel.ts";
 
 /** Default maxUnreadBytes: decoded bytes waiting for receive() before reading pauses. */
 export const DEFAULT_MAX_UNREAD_BYTES = 8 * 1024 * 1024;
+/**
+ * Records written while corked, in bytes, past which they leave at once rather than at the end
+ * of the turn: small records (a batch's replies) coalesce; DATA goes out as it is written, and a
+ * turn that writes many records cannot slip past maxUnsentBytes (a corked socket's count of
+ * what it holds lags on Deno).
+ */
+const CORK_FLUSH_BYTES = 64 * 1024;
+
 /** Default maxUnsentBytes: bytes the socket may hold before send() waits for 'drain'. */
 export const DEFAULT_MAX_UNSENT_BYTES = 4 * 1024 * 1024;
 
@@ -80,8 +88,9 @@ export class NoiseRecordChannel implements RecordChannel {
   #maxUnsentBytes: number;
 
   #sentRecords = 0;
-  /** The socket is corked until the end of this turn (#corkForTurn). */
+  /** The socket is corked until the end of this turn (#corkForTurn), or until CORK_FLUSH_BYTES. */
   #corked = false;
+  #corkedBytes = 0;
   #receivedRecords = 0;
 
   #frames = new FrameReader(RECORD_FRAME_FORMAT);
@@ -220,6 +229,10 @@ export class NoiseRecordChannel implements RecordChannel {
       for (const c of ciphertext) this.socket.write(c, (e) => e ? undefined : releaseBuffer(c));
     }
     this.socket.write(tag);
+    // Only small records wait for the end of the turn: past CORK_FLUSH_BYTES the turn's records
+    // go out now, so the socket's own count (and with it #mustWait's bound) sees every byte.
+    this.#corkedBytes += header.length + recordLength(plaintext) + TAG_SIZE;
+    if (this.#corkedBytes >= CORK_FLUSH_BYTES) this.#uncork();
   }
 
   /** Corks the socket until the end of this turn of the event loop (at most one cork held). */
@@ -233,6 +246,7 @@ export class NoiseRecordChannel implements RecordChannel {
   #uncork(): void {
     if (!this.#corked) return;
     this.#corked = false;
+    this.#corkedBytes = 0;
     this.socket.uncork();
   }
 

@@ -86,6 +86,9 @@ export function sameIdentity(a: FileIdentity, b: FileIdentity): boolean {
 
 const hashByCode = new Map<number, HashAlgorithm>(Object.entries(HashCode).map(([k, v]) => [v, k as HashAlgorithm]));
 
+/** A temporary entry older than this is a dead writer's (a day: an entry is written during one sync). */
+const SWEEP_AGE_MS = 24 * 3600 * 1000;
+
 export class SignatureCache {
   readonly dir: string;
   /** The crash's temporary entries were removed (once, at the first write). */
@@ -178,8 +181,10 @@ export class SignatureCache {
 
   /**
    * Once per cache (the first write): temporary entries left by a crash (`*.sig.tmp`, and the
-   * older `*.sig.tmp-<random>`), which no later write of their path may ever replace. Only at
-   * the start, so a push never reads the whole folder.
+   * older `*.sig.tmp-<random>`) of paths never written again (create() replaces its own path's
+   * at once). Only those untouched for SWEEP_AGE_MS: other processes sharing the folder (pull
+   * clients, as root /var/lib/ssync) may be writing theirs right now. Only at the start, so a
+   * push never reads the whole folder.
    */
   #sweep(): void {
     let names: string[];
@@ -188,7 +193,16 @@ export class SignatureCache {
     } catch {
       return;
     }
-    for (const n of names) if (/\.sig\.tmp(-[0-9a-f]+)?$/.test(n)) removeQuietly(nodePath.join(this.dir, n));
+    const before = Date.now() - SWEEP_AGE_MS;
+    for (const n of names) {
+      if (!/\.sig\.tmp(-[0-9a-f]+)?$/.test(n)) continue;
+      const at = nodePath.join(this.dir, n);
+      try {
+        if (fs.lstatSync(at).mtimeMs < before) removeQuietly(at);
+      } catch {
+        // gone meanwhile
+      }
+    }
   }
 }
 
