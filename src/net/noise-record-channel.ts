@@ -46,7 +46,7 @@ export const DEFAULT_MAX_UNREAD_BYTES = 8 * 1024 * 1024;
  * Records written while corked, in bytes, past which they leave at once rather than at the end
  * of the turn: small records (a batch's replies) coalesce; DATA goes out as it is written, and a
  * turn that writes many records cannot slip past maxUnsentBytes (a corked socket's count of
- * what it holds lags on Deno).
+ * what it holds, whatever the runtime counts as held while corked).
  */
 const CORK_FLUSH_BYTES = 64 * 1024;
 
