@@ -44,9 +44,9 @@ import type { RecordChannel } from "./record-channel.ts";
 export const DEFAULT_MAX_UNREAD_BYTES = 8 * 1024 * 1024;
 /**
  * Records written while corked, in bytes, past which they leave at once rather than at the end
- * of the turn: small records (a batch's replies) coalesce; DATA goes out as it is written, and a
- * turn that writes many records cannot slip past maxUnsentBytes (a corked socket's count of
- * what it holds, whatever the runtime counts as held while corked).
+ * of the turn: small records (a batch's replies) coalesce; DATA goes out as it is written; and
+ * at most this much sits corked, whatever a runtime counts in writableLength while corked, so
+ * #mustWait's bound on what the socket holds stays within CORK_FLUSH_BYTES of maxUnsentBytes.
  */
 const CORK_FLUSH_BYTES = 64 * 1024;
 
