@@ -29,6 +29,7 @@ import { setImmediate } from "node:timers";
 import { MAX_LIST_ENTRIES, MAX_NAME_LENGTH } from "../../protocol/constants.ts";
 import type { TreeEntry } from "../../protocol/batch-messages.ts";
 import type { EntryKind } from "../../protocol/constants.ts";
+import { entryKind } from "../storage/tree-walk.ts";
 import { lockFilePath } from "../storage/lock-file.ts";
 import { destinationFromFd } from "../storage/open-destination.ts";
 import { isWorkFileName, workFilePath } from "../storage/work-files.ts";
@@ -108,14 +109,6 @@ function walk(base: string, parts: string[], o: { name: string; verb: Verb }): n
   }
 }
 
-function kindOf(st: fs.BigIntStats): EntryKind {
-  if (st.isFile()) return "file";
-  if (st.isDirectory()) return "folder";
-  if (st.isSymbolicLink()) return "symlink";
-  if (st.isBlockDevice()) return "block-device";
-  return "other";
-}
-
 /** Directory reads between two turns of the event loop in listTree. */
 const LIST_YIELD_EVERY = 256;
 
@@ -169,7 +162,7 @@ export async function* listTree(
       }
       if (Buffer.byteLength(rel) > MAX_NAME_LENGTH) throw refuse("EINVAL", `Cannot list ${shown}: ${rel.slice(0, 64)}… is longer than ${MAX_NAME_LENGTH} bytes`);
       if (++count > maxEntries) throw refuse("EFBIG", `Cannot list ${shown}: it holds more than ${maxEntries} entries`);
-      const kind = kindOf(st);
+      const kind: EntryKind = entryKind(st);
       if (kind !== "folder") {
         yield { kind, size: kind === "file" ? Number(st.size) : 0, mtimeNs: st.mtimeNs, name: rel };
         continue;
