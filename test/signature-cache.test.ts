@@ -23,6 +23,7 @@ import { type ClientCache, runClient, type SyncReport } from "../src/session/cli
 import { openDestination } from "../src/storage/open-destination.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import { fileStamp, type FileStamp } from "../src/storage/file-stamp.ts";
+import { CACHE_MIN_SIZE } from "../src/session/cache-session.ts";
 import { SignatureCache } from "../src/storage/signature-cache.ts";
 import { removeUnder } from "../src/storage/tree-folder.ts";
 import { dialBatch } from "../src/session/dial-batch.ts";
@@ -226,6 +227,20 @@ describe("signature cache", () => {
       const fourth = await push(f);
       assert.equal(fourth.cacheUsed, true);
       assert.equal(fourth.local.blocksSent + fourth.local.bytesZeroed, 0, "nothing differs");
+      assert.equal(entries(f.sigs).length, 1);
+    });
+  });
+
+  test("a file below CACHE_MIN_SIZE gets no entry (reading it costs less); one at that size does", { timeout: 60_000 }, async () => {
+    await withFixture(async (f) => {
+      const small = path.join(f.dir, "small.img");
+      makeSparseFile(small, { size: CACHE_MIN_SIZE - BLOCK, chunks: [{ offset: 0, length: BLOCK }] });
+      await push(f, { local: small, name: "small.img" });
+      await push(f, { local: small, name: "small.img" });
+      assert.deepEqual(entries(f.sigs), [], "no entry for a file of less than one range");
+      const edge = path.join(f.dir, "edge.img");
+      makeSparseFile(edge, { size: CACHE_MIN_SIZE, chunks: [{ offset: 0, length: BLOCK }] });
+      await push(f, { local: edge, name: "edge.img" });
       assert.equal(entries(f.sigs).length, 1);
     });
   });

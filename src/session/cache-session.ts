@@ -48,6 +48,12 @@ export interface CacheBegin {
   use: boolean;
 }
 
+/**
+ * Files smaller than this get no entry (spec §5.10): reading one range costs less than an
+ * fsynced entry, and a folder of small files would pay one per file.
+ */
+export const CACHE_MIN_SIZE = 1024 * 1024;
+
 export class CacheSession implements AsyncDisposable {
   readonly #policy: CachePolicy;
   readonly #o: CacheBegin;
@@ -119,10 +125,11 @@ export class CacheSession implements AsyncDisposable {
 
   /**
    * Starts the new entry (step 2), with the key this session hashes under; none unless `use`
-   * and a file whose times can be trusted. A cache folder that cannot be written: no entry.
+   * and a file whose times can be trusted, of at least CACHE_MIN_SIZE. A cache folder that
+   * cannot be written: no entry.
    */
   async startRecording(o: { key: Uint8Array; size: number }): Promise<void> {
-    if (!this.#o.use || this.#store.kind !== "file" || !preciseTimes) return;
+    if (!this.#o.use || this.#store.kind !== "file" || !preciseTimes || o.size < CACHE_MIN_SIZE) return;
     try {
       this.#writer = await this.#policy.cache.create(this.#o.path, {
         blockSize: this.#o.blockSize,
