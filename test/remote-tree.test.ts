@@ -20,12 +20,10 @@ import { PathFilter } from "../src/util/path-filter.ts";
 import { makeCliPair } from "./helpers/cli-setup.ts";
 import { NOBODY, nobodyUnavailableReason } from "./helpers/as-nobody.ts";
 import { runCli, startCliListener, startListener, type TestServer } from "./helpers/network.ts";
-import { makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { assertSame, type FileRow, makeTree, TREE } from "./helpers/tree-images.ts";
+import { withTempDir } from "./helpers/sparse.ts";
+import { assertSame, changeTree, type FileRow, makeTree, TREE } from "./helpers/tree-images.ts";
 
 const KiB = 1024;
-const MiB = 1024 ** 2;
-const GiB = 1024 ** 3;
 const T = { timeout: 300_000 };
 
 interface Run {
@@ -70,20 +68,6 @@ async function cli(s: { server: TestServer; client: string }, args: string[]): P
   };
 }
 
-/** Same-size changes to two files, two new files, two removed: what both directions do. */
-function change(root: string): void {
-  const fd = fs.openSync(path.join(root, "big.img"), "r+");
-  fs.writeSync(fd, new Uint8Array(4 * KiB).fill(7), 0, 4 * KiB, 2 * GiB);
-  fs.closeSync(fd);
-  const fd2 = fs.openSync(path.join(root, "a/b/deep2.img"), "r+");
-  fs.writeSync(fd2, new Uint8Array(4 * KiB).fill(9), 0, 4 * KiB, 0);
-  fs.closeSync(fd2);
-  makeSparseFile(path.join(root, "new1.img"), { size: 3 * MiB, chunks: [{ offset: MiB, length: MiB }] });
-  makeSparseFile(path.join(root, "a/new2.img"), { size: 9 * MiB, chunks: [{ offset: 0, length: MiB }] });
-  fs.rmSync(path.join(root, "gone1.img"));
-  fs.rmSync(path.join(root, "c/gone2.img"));
-}
-
 const CHANGED = ["big.img", "a/b/deep2.img"];
 const NEW = ["new1.img", "a/new2.img"];
 const GONE = ["gone1.img", "c/gone2.img"];
@@ -121,7 +105,7 @@ test("push DIR/ HOST:DIR/: 20 sparse images over one handshake; the quick check;
     assert.deepEqual([first.connections, first.handshakes], [1, 1], "one connection, one handshake for the whole tree");
     for (const [p] of TREE) assertSame(src, dst, p);
 
-    change(src);
+    changeTree(src);
     const second = await cli(s, ["push", `${src}/`, `${s.remote}:vms/images/`]);
     checkIncremental(second);
     for (const p of AFTER) assertSame(src, dst, p);
@@ -152,7 +136,7 @@ test("pull HOST:DIR/ DIR/: the tree into an empty folder, then only what changed
     assert.deepEqual([first.connections, first.handshakes], [1, 1]);
     for (const [p] of TREE) assertSame(remote, local, p);
 
-    change(remote);
+    changeTree(remote);
     const second = await cli(s, ["pull", `${s.remote}:images/`, `${local}/`]);
     checkIncremental(second);
     for (const p of AFTER) assertSame(remote, local, p);

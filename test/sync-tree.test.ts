@@ -12,11 +12,10 @@ import process from "node:process";
 import { NOBODY, nobodyUnavailableReason } from "./helpers/as-nobody.ts";
 import { finished, runCli, spawnCli, SSYNC } from "./helpers/network.ts";
 import { fileHash, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
-import { assertSame, type FileRow, makeTree, TREE } from "./helpers/tree-images.ts";
+import { assertSame, changeTree, type FileRow, makeTree, TREE } from "./helpers/tree-images.ts";
 
 const KiB = 1024;
 const MiB = 1024 ** 2;
-const GiB = 1024 ** 3;
 
 async function sync(dir: string, args: string[]): Promise<{ code: number | null; o: Record<string, unknown>; files: Map<string, FileRow>; stderr: string }> {
   const r = await runCli(["sync", "--json", ...args], { config: path.join(dir, "config"), timeoutMs: 120_000 });
@@ -41,16 +40,7 @@ describe("ssync sync SRC/ DST/", { timeout: 600_000 }, () => {
       assert.equal(fs.existsSync(path.join(dst, "scratch.tmp")), false, "excluded: not synced");
 
       // Changed (same size), new, deleted; an excluded file only the destination has; a folder only it has.
-      const fd = fs.openSync(path.join(src, "big.img"), "r+");
-      fs.writeSync(fd, new Uint8Array(4 * KiB).fill(7), 0, 4 * KiB, 2 * GiB);
-      fs.closeSync(fd);
-      const fd2 = fs.openSync(path.join(src, "a/b/deep2.img"), "r+");
-      fs.writeSync(fd2, new Uint8Array(4 * KiB).fill(9), 0, 4 * KiB, 0);
-      fs.closeSync(fd2);
-      makeSparseFile(path.join(src, "new1.img"), { size: 3 * MiB, chunks: [{ offset: MiB, length: MiB }] });
-      makeSparseFile(path.join(src, "a/new2.img"), { size: 9 * MiB, chunks: [{ offset: 0, length: MiB }] });
-      fs.rmSync(path.join(src, "gone1.img"));
-      fs.rmSync(path.join(src, "c/gone2.img"));
+      changeTree(src);
       fs.writeFileSync(path.join(dst, "keep.tmp"), "mine");
       fs.mkdirSync(path.join(dst, "only-here/sub"), { recursive: true });
       fs.writeFileSync(path.join(dst, "only-here/sub/x"), "x");

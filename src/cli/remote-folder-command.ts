@@ -23,24 +23,16 @@ import { SignatureCache } from "../storage/signature-cache.ts";
 import { storageError } from "../storage/storage-error.ts";
 import { MismatchError, UsageError } from "../util/errors.ts";
 import { formatBytes } from "../util/format-bytes.ts";
-import { filterRules, PathFilter } from "../util/path-filter.ts";
 import { clientCacheDir } from "./cache-options.ts";
 import { describeSettings } from "./engine-options.ts";
 import { describeError } from "./exit-code.ts";
 import { type FolderSummary, summarizeFolder } from "./folder-summary.ts";
 import { remoteContext, type RemoteFlags, type RemoteTarget } from "./remote-sync-command.ts";
 import { showProgress } from "./show-progress.ts";
-import { folderOpener } from "./sync-folder-command.ts";
+import { folderFilter, type FolderFlags, folderOpener, folderOptionGiven, isFolder } from "./sync-folder-command.ts";
 import { retryWhileBusy } from "./wait-while-busy.ts";
 
-export interface RemoteFolderFlags extends RemoteFlags {
-  include?: string | string[];
-  exclude?: string | string[];
-  delete?: boolean;
-  checksum?: boolean;
-}
-
-const FOLDER_ONLY = ["include", "exclude", "delete", "checksum"] as const;
+export interface RemoteFolderFlags extends RemoteFlags, Pick<FolderFlags, "include" | "exclude" | "delete" | "checksum"> {}
 
 /** push's and pull's folder options (as `ssync sync`'s). */
 // deno-lint-ignore no-explicit-any
@@ -50,14 +42,6 @@ export function withFolderOptions<T extends { option: (...a: any[]) => T }>(cmd:
     .option("--exclude <glob>", "Folder: leave out the paths it matches, relative to the folder; an excluded folder is not entered (repeatable)")
     .option("--delete", "Folder: remove what the destination holds and the source does not (not excluded paths), only if no file failed; with -n, list it")
     .option("--checksum", "Folder: compare every file, even those whose size and mtime match (no quick check)");
-}
-
-function isFolder(path: string): boolean | undefined {
-  try {
-    return fs.statSync(path).isDirectory();
-  } catch {
-    return undefined;
-  }
 }
 
 /**
@@ -71,11 +55,8 @@ export function isRemoteFolderSync(mode: "push" | "pull", local: string, remoteP
   const localFolder = isFolder(local);
   const folderForm = localSlash || remoteSlash || (mode === "push" && localFolder === true);
   if (!folderForm) {
-    const given = FOLDER_ONLY.filter((k) => {
-      const v = flags[k];
-      return v !== undefined && v !== false && !(Array.isArray(v) && v.length === 0);
-    });
-    if (given.length > 0) throw new UsageError(`--${given[0]} is for a folder ${mode} only (both names end with a slash: ${usage(mode)})`);
+    const given = folderOptionGiven(flags);
+    if (given) throw new UsageError(`--${given} is for a folder ${mode} only (both names end with a slash: ${usage(mode)})`);
     if (mode === "pull" && localFolder === true) {
       throw new UsageError(`Cannot pull a file onto ${local}: it is a folder; name the local file, or pull a folder: ${usage(mode)}`);
     }
@@ -97,10 +78,6 @@ function usage(mode: "push" | "pull"): string {
 export function remoteFolderName(path: string): string {
   const trimmed = path.replace(/\/+$/, "");
   return trimmed === "." ? "" : trimmed;
-}
-
-function list(v: string | string[] | undefined): string[] {
-  return v === undefined ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
 }
 
 export async function runRemoteFolderSync(
@@ -152,7 +129,7 @@ export async function runRemoteFolderSync(
       pool,
       signal,
       progress,
-      filter: new PathFilter(filterRules(options.argv ?? [], { include: list(flags.include), exclude: list(flags.exclude) })),
+      filter: folderFilter(flags, options.argv),
       delete: flags.delete === true,
       checksum: flags.checksum === true,
       // A file --delete removes here leaves no signature cache entry behind (a pull of it alone kept one).

@@ -34,12 +34,21 @@ export interface FolderFlags extends EngineFlags {
   checksum?: boolean;
 }
 
-function isFolder(path: string): boolean | undefined {
+/** True for a folder, false for anything else, undefined when nothing is there (or it cannot be looked at). */
+export function isFolder(path: string): boolean | undefined {
   try {
     return fs.statSync(path).isDirectory();
   } catch {
     return undefined;
   }
+}
+
+/** The first folder-only option given (--include, --exclude, --delete, --checksum), if any. */
+export function folderOptionGiven(flags: Pick<FolderFlags, "include" | "exclude" | "delete" | "checksum">): string | undefined {
+  return (["include", "exclude", "delete", "checksum"] as const).find((k) => {
+    const v = flags[k];
+    return v !== undefined && v !== false && !(Array.isArray(v) && v.length === 0);
+  });
 }
 
 /** Whether `ssync sync SRC DST` is a folder sync; throws the usage error when the two forms are mixed. */
@@ -48,10 +57,6 @@ export function isFolderSync(src: string, dst: string, flags: FolderFlags): bool
   const dstSlash = dst.endsWith("/");
   const srcFolder = isFolder(src);
   const dstFolder = isFolder(dst);
-  const folderOnly = ["include", "exclude", "delete", "checksum"].filter((k) => {
-    const v = flags[k as keyof FolderFlags];
-    return v !== undefined && v !== false && !(Array.isArray(v) && v.length === 0);
-  });
   if (srcFolder === true || srcSlash) {
     if (srcFolder === true && !srcSlash) {
       throw new UsageError(`${src} is a folder: to sync what it holds into ${dst}, end both names with a slash: ssync sync ${src}/ ${dst.replace(/\/*$/, "/")}`);
@@ -64,7 +69,8 @@ export function isFolderSync(src: string, dst: string, flags: FolderFlags): bool
   if (dstSlash || dstFolder === true) {
     throw new UsageError(`Cannot sync the file ${src} onto ${dst}: it is a directory; name the destination file (${nodePath.join(dst, nodePath.basename(src))})`);
   }
-  if (folderOnly.length > 0) throw new UsageError(`--${folderOnly[0]} is for a folder sync only (ssync sync SRC/ DST/)`);
+  const given = folderOptionGiven(flags);
+  if (given) throw new UsageError(`--${given} is for a folder sync only (ssync sync SRC/ DST/)`);
   return false;
 }
 
@@ -155,6 +161,11 @@ function list(v: string | string[] | undefined): string[] {
   return v === undefined ? [] : Array.isArray(v) ? v.map(String) : [String(v)];
 }
 
+/** The --include/--exclude rules of a folder command, in command-line order. */
+export function folderFilter(flags: { include?: string | string[]; exclude?: string | string[] }, argv: readonly string[] = []): PathFilter {
+  return new PathFilter(filterRules(argv, { include: list(flags.include), exclude: list(flags.exclude) }));
+}
+
 export async function runFolderSyncCommand(
   src: string,
   dst: string,
@@ -195,7 +206,7 @@ export async function runFolderSyncCommand(
       lockWaitMs: o.waitMs,
       signal: hooks.signal,
       progress,
-      filter: new PathFilter(filterRules(hooks.argv ?? [], { include: list(flags.include), exclude: list(flags.exclude) })),
+      filter: folderFilter(flags, hooks.argv),
       delete: flags.delete === true,
       checksum: flags.checksum === true,
       note: (path, note) => say(`${path}: ${note}`),

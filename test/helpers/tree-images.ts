@@ -60,3 +60,16 @@ export function assertSame(src: string, dst: string, p: string): void {
   assert.ok(allocatedBytesOf(d) <= allocatedBytesOf(s) + 64 * KiB, `${p}: sparse (${allocatedBytesOf(d)} vs ${allocatedBytesOf(s)})`);
 }
 
+/** Same-size changes to two files, two new files, two removed: what both directions do. */
+export function changeTree(root: string): void {
+  const fd = fs.openSync(path.join(root, "big.img"), "r+");
+  fs.writeSync(fd, new Uint8Array(4 * KiB).fill(7), 0, 4 * KiB, 2 * GiB);
+  fs.closeSync(fd);
+  const fd2 = fs.openSync(path.join(root, "a/b/deep2.img"), "r+");
+  fs.writeSync(fd2, new Uint8Array(4 * KiB).fill(9), 0, 4 * KiB, 0);
+  fs.closeSync(fd2);
+  makeSparseFile(path.join(root, "new1.img"), { size: 3 * MiB, chunks: [{ offset: MiB, length: MiB }] });
+  makeSparseFile(path.join(root, "a/new2.img"), { size: 9 * MiB, chunks: [{ offset: 0, length: MiB }] });
+  fs.rmSync(path.join(root, "gone1.img"));
+  fs.rmSync(path.join(root, "c/gone2.img"));
+}
