@@ -8,7 +8,7 @@ import { DIGEST_SIZE, HEADER_SIZE } from "../protocol/constants.ts";
 import type { PatchMessage } from "../protocol/messages.ts";
 import { DestinationWriter } from "../src/engine/destination-side.ts";
 import { SideStats } from "../src/engine/side-context.ts";
-import { diffRange, type Emitted } from "../src/engine/source-side.ts";
+import { diffRange, diffRangeTo, type Emitted } from "../src/engine/source-side.ts";
 import type { JobOp } from "../src/engine/scan-job.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { openDestination } from "../src/storage/open-destination.ts";
@@ -63,6 +63,49 @@ test("the source releases a job's read buffer once its DATA is free, and only th
         if (mode !== "sent") assert.deepEqual(o.payload, o.copy);
       }
     }
+  });
+});
+
+test("a fan-out's job buffer, viewed by several targets' DATA, is released only once all of them are free", { timeout: 30_000 }, async () => {
+  await withTempDir(async (dir) => {
+    const file = path.join(dir, "src.img");
+    makeSparseFile(file, { size: 2 * MIB, chunks: [{ offset: 0, length: 2 * MIB, fill: "random" }] });
+    const want = fs.readFileSync(file);
+    await using pool = new WorkerPool({ size: 2 });
+    await using store = await openSource(file);
+    const ctx = { pool, store, blockSize: BS, signal: new AbortController().signal };
+    // Every block differs for both: each target's one DATA per job is the job's whole read buffer.
+    const dst = () => new Uint8Array((store.size / BS) * DIGEST_SIZE).fill(0xee);
+    const held: { payload: Uint8Array; offset: number }[] = [];
+    let releaseSlow!: () => void;
+    const slowFree = new Promise<void>((r) => releaseSlow = r);
+    const target = (emit: (op: JobOp) => Promise<Emitted>, key: number) => ({
+      hash: "poly1305" as const,
+      key: new Uint8Array(32).fill(key),
+      dst: dst(),
+      stats: new SideStats(),
+      signal: new AbortController().signal,
+      zstdLevel: () => 0,
+      dryRun: false,
+      emit,
+    });
+    const fast = target((op) => Promise.resolve(op.kind === "data" ? { free: Promise.resolve() } : undefined), 1);
+    const slow = target((op) => {
+      if (op.kind === "data") held.push({ payload: op.payload!, offset: op.offset });
+      return Promise.resolve(op.kind === "data" ? { free: slowFree } : undefined);
+    }, 2);
+    const outcomes = await diffRangeTo(ctx, { offset: 0, length: store.size }, { lookahead: 2 }, [fast, slow]);
+    assert.ok(outcomes.every((o) => "digests" in o));
+    assert.equal(fast.stats.blocksSent, 32);
+    assert.equal(slow.stats.blocksSent, 32);
+    await tick();
+    // The fast target's DATA were sent long ago; the slow one's still read the same buffers.
+    assert.equal(held.length, 2);
+    for (const h of held) assert.deepEqual(h.payload, new Uint8Array(want.subarray(h.offset, h.offset + MIB)), `slow target's payload at ${h.offset}`);
+    releaseSlow();
+    await tick();
+    await tick();
+    for (const h of held) assert.equal(h.payload.length, 0, "released once both were free");
   });
 });
 

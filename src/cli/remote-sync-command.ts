@@ -30,6 +30,7 @@ import { fingerprint, readPrivateKey } from "../trust/keys.ts";
 import { normalizePairingCode } from "../trust/pairing-code.ts";
 import type { KeyPair } from "../noise/x25519.ts";
 import { runClient, type SyncReport } from "../session/client-session.ts";
+import type { SharedSource } from "../session/fan-out-source.ts";
 import { SessionProgress } from "../session/session-progress.ts";
 import { openDestination } from "../storage/open-destination.ts";
 import { openSource } from "../storage/open-source.ts";
@@ -196,72 +197,24 @@ export async function runRemoteSync(
   options: { local: string; remote: RemoteTarget & { path: string }; flags: RemoteFlags; signal?: AbortSignal },
 ): Promise<void> {
   const { local, signal } = options;
-  const { remote, peer, o, owner, bwlimit, channel: channelOptions, pairCode, say, detail, format, cacheMaxAge, useCache } = await remoteContext(mode, options);
+  const c = await remoteContext(mode, options);
+  const { remote, peer, o, owner, bwlimit, pairCode, say, detail } = c;
   const remoteName = `${peer}:${remote.path}`;
   const pool = new WorkerPool();
   let store: Storage | undefined;
-
-  const connect = async (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> => {
-    const client = await openClientChannel({ ...channelOptions, pairCode: pair });
-    try {
-      detail(`connected to ${peer}: host key ${fingerprint(client.conn.remoteStatic)}`);
-      const { channel, activity } = client;
-      const progress = new SessionProgress();
-      const stopProgress = showProgress(progress, { format, local: false, phase, signal });
-      return await runClient(channel, store!, {
-        mode,
-        name: remote.path,
-        blockSize: o.blockSize,
-        hash: o.hash,
-        dryRun,
-        inplace: o.inplace,
-        refine: o.refine,
-        compress: o.compress,
-        metadata: owner.wanted,
-        allowShrink: o.allowShrink,
-        cacheKey: useCache,
-        // A pull's own cache; with --no-cache its entry is still dropped, as the sync changes the file.
-        ...(mode === "pull" && !dryRun
-          ? {
-            cache: {
-              policy: { cache: new SignatureCache(clientCacheDir()), maxAgeMs: cacheMaxAge },
-              path: cachePathOf(local),
-              peer: client.conn.remoteStatic,
-              warn: (message: string) => say(`ssync: warning: ${message}`),
-              use: useCache,
-            },
-          }
-          : {}),
-        pool,
-        activity,
-        signal,
-        progress,
-      }).finally(stopProgress);
-    } finally {
-      await client[Symbol.asyncDispose]();
-    }
-  };
-  // A pairing code is used once: a try after a busy answer is already paired.
-  const session = (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify"): Promise<SyncReport> =>
-    retryWhileBusy((n) => connect(dryRun, n === 0 ? pair : undefined, phase), { waitMs: o.waitMs, signal });
-
   try {
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal, say });
     detail(
       `${mode} ${mode === "push" ? `${local} -> ${remoteName}` : `${remoteName} -> ${local}`}: ` +
         describeSettings(o, bwlimit === undefined ? [] : [`bwlimit ${formatBytes(bwlimit)}/s`]),
     );
+    const session = (dryRun: boolean, pair: string | undefined, phase: "sync" | "verify") =>
+      remoteSession(c, { mode, local, store: store!, pool, dryRun, pair, phase, signal });
     const report = await session(o.dryRun, pairCode, "sync");
     report.metadata?.notes.push(...owner.notes);
     let verified = false;
     if (o.verify && !o.dryRun) {
-      const check = await session(true, undefined, "verify");
-      if (check.local.blocksSent !== 0 || check.local.bytesZeroed !== 0 || check.size !== report.size) {
-        throw new MismatchError(
-          `Verification failed: a second comparison found ${check.local.blocksSent} differing blocks and ` +
-            `${check.local.bytesZeroed} bytes to zero between ${local} and ${remoteName}`,
-        );
-      }
+      checkVerified(await session(true, undefined, "verify"), report, { source: local, destination: remoteName });
       verified = true;
     }
     const summary = mode === "push"
@@ -272,6 +225,86 @@ export async function runRemoteSync(
     await store?.[Symbol.asyncDispose]();
     await pool[Symbol.asyncDispose]();
   }
+}
+
+/** --verify: the dry run `check` (a fresh hash key) must have found nothing to send. */
+export function checkVerified(check: SyncReport, report: SyncReport, names: { source: string; destination: string }): void {
+  if (check.local.blocksSent !== 0 || check.local.bytesZeroed !== 0 || check.size !== report.size) {
+    throw new MismatchError(
+      `Verification failed: a second comparison found ${check.local.blocksSent} differing blocks and ` +
+        `${check.local.bytesZeroed} bytes to zero between ${names.source} and ${names.destination}`,
+    );
+  }
+}
+
+/**
+ * One session with the listener of `c`: dial (tried again while it answers busy, for --wait
+ * seconds; a pairing code only on the first try), run the client session, close.
+ * `progress: false`: no progress shown (a fan-out shows one destination's). A fan-out
+ * member (`source`) is never tried again: it left the fan-out when its session ended, and
+ * the others went on without it.
+ */
+export function remoteSession(
+  c: RemoteContext,
+  s: {
+    mode: "push" | "pull";
+    local: string;
+    store: Storage;
+    pool: WorkerPool;
+    dryRun: boolean;
+    pair: string | undefined;
+    phase: "sync" | "verify";
+    signal?: AbortSignal;
+    progress?: boolean;
+    source?: SharedSource;
+  },
+): Promise<SyncReport> {
+  const { mode, signal } = s;
+  const { remote, peer, o, owner, channel: channelOptions, say, detail, format, cacheMaxAge, useCache } = c;
+  const connect = async (pair: string | undefined): Promise<SyncReport> => {
+    const client = await openClientChannel({ ...channelOptions, pairCode: pair });
+    try {
+      detail(`connected to ${peer}: host key ${fingerprint(client.conn.remoteStatic)}`);
+      const { channel, activity } = client;
+      const progress = new SessionProgress();
+      const stopProgress = s.progress === false ? () => {} : showProgress(progress, { format, local: false, phase: s.phase, signal });
+      return await runClient(channel, s.store, {
+        mode,
+        name: remote.path,
+        blockSize: o.blockSize,
+        hash: o.hash,
+        dryRun: s.dryRun,
+        inplace: o.inplace,
+        refine: o.refine,
+        compress: o.compress,
+        metadata: owner.wanted,
+        allowShrink: o.allowShrink,
+        cacheKey: useCache,
+        // A pull's own cache; with --no-cache its entry is still dropped, as the sync changes the file.
+        ...(mode === "pull" && !s.dryRun
+          ? {
+            cache: {
+              policy: { cache: new SignatureCache(clientCacheDir()), maxAgeMs: cacheMaxAge },
+              path: cachePathOf(s.local),
+              peer: client.conn.remoteStatic,
+              warn: (message: string) => say(`ssync: warning: ${message}`),
+              use: useCache,
+            },
+          }
+          : {}),
+        ...(s.source ? { source: s.source } : {}),
+        pool: s.pool,
+        activity,
+        signal,
+        progress,
+      }).finally(stopProgress);
+    } finally {
+      await client[Symbol.asyncDispose]();
+    }
+  };
+  if (s.source) return connect(s.pair);
+  // A pairing code is used once: a try after a busy answer is already paired.
+  return retryWhileBusy((n) => connect(n === 0 ? s.pair : undefined), { waitMs: o.waitMs, signal });
 }
 
 /** The path a pull's cache entry is kept under: the destination's folder resolved, its own name as given. */
@@ -288,7 +321,7 @@ function cachePathOf(local: string): string {
  * The local file: push's source, pull's destination. Either waits up to `waitMs` for
  * another ssync (a writer's lock; a commit being applied to a source).
  */
-async function openLocal(
+export async function openLocal(
   mode: "push" | "pull",
   path: string,
   o: { dryRun: boolean; inplace: boolean; waitMs: number; signal?: AbortSignal; say: (line: string) => void },

@@ -1,5 +1,5 @@
 /**
- * Runs one scan job: read → hash → (compare → compress), or a destination's unpack
+ * Runs one scan job: read → hash → (compare → compress, per target), or a destination's unpack
  * (decompress → hash → zero scan). Called inside a worker thread, or in-process by the
  * sequential reference path.
  *
@@ -10,7 +10,7 @@
  * a new one; otherwise the few raw payloads are sliced out and the buffer stays. Either way a
  * byte is copied at most once, and an incremental sync allocates nothing per job.
  */
-import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
+import { type HashAlgorithm, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
@@ -19,7 +19,7 @@ import { diffRuns } from "./block-diff.ts";
 import { dataOps, packOne } from "./data-ops.ts";
 import { giveAdvice } from "./read-ahead.ts";
 import { refineRun, runRefineJob } from "./refine-job.ts";
-import { JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
+import { type DiffTarget, type FanDiffResult, JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 const hashers = new Map<string, Promise<BlockHasher>>();
 /** Jobs up to this long read into a buffer of their own (see runJob). */
@@ -33,8 +33,7 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
     const packing = { level: job.zstdLevel, blockSize: job.blockSize, withoutPayload: job.withoutPayload };
     return await runRefineJob(job, (raw, offset) => packOne(raw, offset, packing), (raw, offset) => dataOps(raw, offset, packing));
   }
-  const hasher = await hasherFor(job);
-  if (job.kind === "unpack") return unpack(job, hasher);
+  if (job.kind === "unpack") return unpack(job, await hasherFor(job));
   giveAdvice(job.file, job.advise);
   // A small job (a small file's) reads into a buffer of its own size: handing a raw DATA over
   // then never costs a new 1 MiB scratch (zeroed, then garbage) nor pins one behind a few KiB.
@@ -42,49 +41,59 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
   const data = buffer.subarray(0, job.length);
   const bytesRead = readLent(job.file, data, job.offset);
   if (bytesRead < data.length) data.fill(0, bytesRead); // past the end of the file: zeros
-  const digests = digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize);
   switch (job.kind) {
     case "digest":
-      return { digests, bytesRead };
+      return { digests: digestBlocks(await hasherFor(job), data, job.blockSize, job.offset / job.blockSize), bytesRead };
     case "diff": {
-      const ops: JobOp[] = [];
-      for (const run of diffRuns(digests, job.dst, MAX_DATA_LENGTH / job.blockSize)) {
-        const start = run.first * job.blockSize;
-        const end = Math.min(job.length, (run.first + run.count) * job.blockSize);
-        const offset = job.offset + start;
-        if (run.kind === "zero") {
-          ops.push({ kind: "zero", offset, length: end - start });
-          continue;
-        }
-        const raw = data.subarray(start, end);
-        const packing = { level: job.zstdLevel, blockSize: job.blockSize, withoutPayload: job.withoutPayload };
-        if (job.refine) {
-          ops.push(...refineRun(raw, {
-            offset,
-            blockSize: job.blockSize,
-            dst: job.dst,
-            first: run.first,
-            roundTrips: job.roundTrips !== false,
-            pack: (r, at) => packOne(r, at, packing),
-            packRun: (r, at) => dataOps(r, at, packing),
-          }));
-        } else {
-          ops.push(...dataOps(raw, offset, packing));
-        }
+      // One read, then each target's own hash and comparison: a fan-out reads the source once.
+      const targets: FanDiffResult["targets"] = [];
+      for (const t of job.targets) {
+        const digests = digestBlocks(await hasherFor(t), data, job.blockSize, job.offset / job.blockSize);
+        targets.push({ digests, ops: diffOps(data, digests, job, t) });
       }
       let viewed = 0;
-      for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
-      if (viewed === 0) return { digests, bytesRead, ops };
+      for (const t of targets) for (const op of t.ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
+      if (viewed === 0) return { bytesRead, targets };
       if (2 * viewed >= job.length) {
         if (buffer === scratch) scratch = undefined; // handed over with the result
-        return { digests, bytesRead, ops, buffer };
+        return { bytesRead, targets, buffer };
       }
-      for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
-      return { digests, bytesRead, ops };
+      for (const t of targets) for (const op of t.ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
+      return { bytesRead, targets };
     }
     default:
       throw new TypeError(`unknown job ${(job as ScanJob).kind}`);
   }
+}
+
+/** A target's ops for the blocks of `data` whose `digests` differ from its own (`t.dst`). */
+function diffOps(data: Uint8Array, digests: Uint8Array, job: { offset: number; length: number; blockSize: number }, t: DiffTarget): JobOp[] {
+  const ops: JobOp[] = [];
+  for (const run of diffRuns(digests, t.dst, MAX_DATA_LENGTH / job.blockSize)) {
+    const start = run.first * job.blockSize;
+    const end = Math.min(job.length, (run.first + run.count) * job.blockSize);
+    const offset = job.offset + start;
+    if (run.kind === "zero") {
+      ops.push({ kind: "zero", offset, length: end - start });
+      continue;
+    }
+    const raw = data.subarray(start, end);
+    const packing = { level: t.zstdLevel, blockSize: job.blockSize, withoutPayload: t.withoutPayload };
+    if (t.refine) {
+      ops.push(...refineRun(raw, {
+        offset,
+        blockSize: job.blockSize,
+        dst: t.dst,
+        first: run.first,
+        roundTrips: t.roundTrips !== false,
+        pack: (r, at) => packOne(r, at, packing),
+        packRun: (r, at) => dataOps(r, at, packing),
+      }));
+    } else {
+      ops.push(...dataOps(raw, offset, packing));
+    }
+  }
+  return ops;
 }
 
 function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {
@@ -107,12 +116,12 @@ function unpack(job: UnpackJob, hasher: BlockHasher): UnpackResult {
   return { data: job.zstd ? data : undefined, digests, zeroPages };
 }
 
-function hasherFor(job: ScanJob): Promise<BlockHasher> {
-  const id = `${job.hash}:${Array.from(job.key).join(",")}`;
+function hasherFor(o: { hash: HashAlgorithm; key: Uint8Array }): Promise<BlockHasher> {
+  const id = `${o.hash}:${Array.from(o.key).join(",")}`;
   let h = hashers.get(id);
   if (!h) {
     if (hashers.size >= 8) hashers.clear();
-    h = createBlockHasher(job.hash, job.key);
+    h = createBlockHasher(o.hash, o.key);
     hashers.set(id, h);
   }
   return h;
@@ -126,9 +135,11 @@ export function transferables(result: JobResult): ArrayBuffer[] {
   const add = (v: Uint8Array) => {
     if (v.byteOffset === 0 && v.buffer.byteLength === v.length && v.buffer instanceof ArrayBuffer) list.add(v.buffer);
   };
-  add(result.digests);
+  if ("digests" in result) add(result.digests);
+  if ("targets" in result) for (const t of result.targets) add(t.digests);
   if ("buffer" in result && result.buffer) add(result.buffer);
-  if ("ops" in result) for (const op of result.ops) if ((op.kind === "data" || op.kind === "patch") && op.payload) add(op.payload);
+  const ops = "ops" in result ? result.ops : "targets" in result ? result.targets.flatMap((t) => t.ops) : [];
+  for (const op of ops) if ((op.kind === "data" || op.kind === "patch") && op.payload) add(op.payload);
   if ("data" in result && result.data) add(result.data);
   return [...list];
 }

@@ -32,9 +32,20 @@ export interface DigestJob extends JobBase {
   kind: "digest";
 }
 
-/** Source side: digests, compared with the destination's; the differing blocks come back. */
-export interface DiffJob extends JobBase {
+/**
+ * Source side: the blocks read once, then for each target (a destination: one, or several in a
+ * fan-out) hashed under its key and compared with its digests; each target's differing blocks
+ * come back as its own ops.
+ */
+export interface DiffJob extends Omit<JobBase, "hash" | "key"> {
   kind: "diff";
+  targets: DiffTarget[];
+}
+
+/** One destination a diff job compares against, and how its differing blocks are packed. */
+export interface DiffTarget {
+  hash: HashAlgorithm;
+  key: Uint8Array;
   dst: Uint8Array;
   /** zstd level, or 0 to send raw. */
   zstdLevel: number;
@@ -113,6 +124,14 @@ export interface DiffResult extends DigestResult {
   buffer?: Uint8Array;
 }
 
+/** A diff job's result: what it read, and per target (in the job's order) its digests and ops. */
+export interface FanDiffResult {
+  bytesRead: number;
+  targets: { digests: Uint8Array; ops: JobOp[] }[];
+  /** The buffer the job read into: raw DATA payloads of any target are views of it. */
+  buffer?: Uint8Array;
+}
+
 export interface UnpackResult {
   /** The decompressed bytes; undefined for a raw payload (the caller's payload is the data). */
   data: Uint8Array | undefined;
@@ -121,4 +140,4 @@ export interface UnpackResult {
   zeroPages: Uint8Array;
 }
 
-export type JobResult = DigestResult | DiffResult | UnpackResult;
+export type JobResult = DigestResult | DiffResult | FanDiffResult | UnpackResult;

@@ -21,8 +21,8 @@ import { diffRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans } from "./ranges.ts";
 import { countOp } from "./refine.ts";
-import { type DiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
-import type { SideContext } from "./side-context.ts";
+import { type FanDiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
+import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
 /**
@@ -35,34 +35,89 @@ export type Emitted = { free: Promise<unknown> } | void;
 /** Emitted by an emit that resolves only once its op was sent (RecordChannel.send resolved). */
 export const SENT: Emitted = { free: Promise.resolve() };
 
+export interface DiffOptions {
+  /** The zstd level for a job, asked as it starts (CompressPolicy.level); 0: raw. */
+  zstdLevel: () => number;
+  dryRun: boolean;
+  /** Refinement negotiated: differing blocks go page by page (PATCH, "refine" ops; spec §5.8). */
+  refine?: boolean;
+  /** Asked per job when refining: may its blocks held with data at the destination go through REFINE (RefinePolicy)? */
+  roundTrips?: () => boolean;
+  emit: (op: JobOp) => Promise<Emitted>;
+}
+
+/** One destination of a range: its hash key, its digests of the range, its counters, how its ops go. */
+export interface DiffTargetOf extends DiffOptions {
+  hash: SideContext["hash"];
+  key: Uint8Array;
+  dst: Uint8Array;
+  stats: SideStats;
+  /** Its session's abort: once aborted, it gets no more ops (the others go on). */
+  signal: AbortSignal;
+}
+
+/** What a target ended with: its digests of the source's range (for its root hash), or why it stopped. */
+export type TargetOutcome = { digests: Uint8Array } | { error: unknown };
+
 export async function diffRange(
   ctx: SideContext,
   range: { offset: number; length: number; dst: Uint8Array },
-  options: {
-    /** The zstd level for a job, asked as it starts (CompressPolicy.level); 0: raw. */
-    zstdLevel: () => number;
-    dryRun: boolean;
-    /** Refinement negotiated: differing blocks go page by page (PATCH, "refine" ops; spec §5.8). */
-    refine?: boolean;
-    /** Asked per job when refining: may its blocks held with data at the destination go through REFINE (RefinePolicy)? */
-    roundTrips?: () => boolean;
+  options: DiffOptions & {
     lookahead: number;
-    emit: (op: JobOp) => Promise<Emitted>;
     /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
     reserve?: (bytes: number) => Promise<() => void>;
   },
 ): Promise<Uint8Array> {
-  const { blockSize: bs, store, stats } = ctx;
+  const [outcome] = await diffRangeTo(ctx, range, options, [{ ...options, hash: ctx.hash, key: ctx.key, dst: range.dst, stats: ctx.stats, signal: ctx.signal }]);
+  if ("error" in outcome) throw outcome.error;
+  return outcome.digests;
+}
+
+/**
+ * diffRange for several destinations at once (a fan-out): the source's range is read once and
+ * each target gets its own ops, emitted to all targets together piece by piece (the slowest
+ * target paces the read; memory stays that of one range per target). A target whose emit
+ * fails or whose signal aborts is dropped from the rest of the range: its outcome is that
+ * error and the others go on. Throws only what stops them all (ctx.signal, a failed read,
+ * every target dropped: the first target's error).
+ */
+export async function diffRangeTo(
+  ctx: Pick<SideContext, "pool" | "store" | "blockSize" | "signal" | "readAhead">,
+  range: { offset: number; length: number },
+  options: {
+    lookahead: number;
+    reserve?: (bytes: number) => Promise<() => void>;
+    /** Told the bytes each job read (once, whatever the number of targets). */
+    onRead?: (bytes: number) => void;
+  },
+  targets: readonly DiffTargetOf[],
+): Promise<TargetOutcome[]> {
+  const { blockSize: bs, store } = ctx;
   const { offset } = range;
   const end = offset + range.length;
-  const src = new Uint8Array(range.dst.length);
+  const blocks = Math.ceil(range.length / bs);
+  for (const t of targets) if (t.dst.length !== blocks * DIGEST_SIZE) throw new RangeError(`digests of ${t.dst.length} bytes for ${blocks} blocks`);
+  type Target = { t: DiffTargetOf; src: Uint8Array; error?: unknown; dead: boolean };
+  const live: Target[] = targets.map((t) => ({ t, src: new Uint8Array(blocks * DIGEST_SIZE), dead: false }));
+  const drop = (x: Target, e: unknown) => {
+    if (x.dead) return;
+    x.dead = true;
+    x.error = e;
+  };
+  const alive = () => {
+    for (const x of live) if (!x.dead && x.t.signal.aborted) drop(x, x.t.signal.reason);
+    const left = live.filter((x) => !x.dead);
+    if (left.length === 0) throw live[0].error;
+    return left;
+  };
   ctx.readAhead?.advance(offset);
   const localEnd = Math.min(end, store.size);
   const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
 
   /** `release`: the piece's reservation, given back once (when consumed, or when its job settles after the range ended). */
-  type Piece = { offset: number; length: number; data: boolean; job?: Promise<DiffResult>; release?: () => void };
+  type Job = { result: FanDiffResult; targets: Target[] };
+  type Piece = { offset: number; length: number; data: boolean; job?: Promise<Job>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
   for (const s of spans) {
@@ -72,72 +127,103 @@ export async function diffRange(
   }
   if (at < end) pieces.push({ offset: at, length: end - at, data: false });
 
-  const slice = (p: Piece) => {
+  const slice = (dst: Uint8Array, p: Piece) => {
     const first = (p.offset - offset) / bs;
-    return range.dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
+    return dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
   };
   let ended = false;
-  const start = (p: Piece): Promise<DiffResult> | undefined => {
+  const start = (p: Piece): Promise<Job> | undefined => {
     if (!p.data) return undefined;
-    const run = async (): Promise<DiffResult> => {
+    const run = async (): Promise<Job> => {
       if (options.reserve) {
-        // A job's result and the record it becomes: each at most the piece's length.
-        p.release = once(await options.reserve(2 * p.length));
+        // A job's result and the records it becomes: each at most the piece's length per target.
+        p.release = once(await options.reserve((1 + live.length) * p.length));
         if (ended) {
           p.release();
           throw new Error("Cannot diff: the range ended");
         }
       }
-      return await store.lend((file) => ctx.pool.diff({
+      // The targets still alive as the job starts: a dropped one costs no hashing.
+      const jobTargets = alive();
+      const result = await store.lend((file) => ctx.pool.diff({
         file,
         offset: p.offset,
         length: p.length,
         blockSize: bs,
-        hash: ctx.hash,
-        key: ctx.key,
-        dst: slice(p),
         advise: ctx.readAhead?.take(),
-        zstdLevel: options.zstdLevel(),
-        withoutPayload: options.dryRun,
-        refine: options.refine === true,
-        roundTrips: options.refine === true && (options.roundTrips?.() ?? true),
+        targets: jobTargets.map(({ t }) => ({
+          hash: t.hash,
+          key: t.key,
+          dst: slice(t.dst, p),
+          zstdLevel: t.zstdLevel(),
+          withoutPayload: t.dryRun,
+          refine: t.refine === true,
+          roundTrips: t.refine === true && (t.roundTrips?.() ?? true),
+        })),
       }));
+      return { result, targets: jobTargets };
     };
     p.job = run();
     return p.job;
   };
-  const consume = async (p: Piece, result: DiffResult | undefined) => {
-    const first = (p.offset - offset) / bs;
-    if (!result) {
-      stats.holeBytesSkipped += p.length;
-      const dst = slice(p);
-      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
-        const o = p.offset + run.first * bs;
-        await emitCounted(ctx, options.emit, { kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+  /**
+   * Emits `ops` to one target in order; a failure drops that target. Pushes each payload's
+   * "free" (true once nothing reads it) to `frees`. A payload viewing the job's read buffer
+   * (`shared`, which other targets' payloads may view too) is not released alone: the buffer
+   * goes once every target's payloads are free.
+   */
+  const emitTo = async (x: Target, ops: readonly JobOp[], frees: Promise<boolean>[], shared?: ArrayBufferLike) => {
+    for (const op of ops) {
+      if (x.dead || x.t.signal.aborted) return drop(x, x.t.signal.reason);
+      let emitted: Emitted;
+      try {
+        emitted = await emitCounted(x.t, op, bs);
+      } catch (e) {
+        return drop(x, e);
       }
-      return;
-    }
-    stats.bytesRead += result.bytesRead;
-    src.set(result.digests, first * DIGEST_SIZE);
-    // One per op with a payload: true once nothing reads it (never rejects: observed at once).
-    const frees: Promise<boolean>[] = [];
-    for (const op of result.ops) {
-      const emitted = await emitCounted(ctx, options.emit, op);
       const payload = op.kind === "data" || op.kind === "patch" ? op.payload : undefined;
       if (payload === undefined) continue;
       frees.push(emitted === undefined ? Promise.resolve(false) : emitted.free.then(() => {
-        releaseBuffer(payload); // only a payload that is a whole buffer of its own
+        if (payload.buffer !== shared) releaseBuffer(payload); // only a payload that is a whole buffer of its own
         return true;
       }, () => false));
     }
+  };
+  const consume = async (p: Piece, job: Job | undefined) => {
+    const first = (p.offset - offset) / bs;
+    if (!job) {
+      await Promise.all(alive().map(async (x) => {
+        x.t.stats.holeBytesSkipped += p.length;
+        const dst = slice(x.t.dst, p);
+        const ops: JobOp[] = [];
+        for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
+          const o = p.offset + run.first * bs;
+          ops.push({ kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+        }
+        await emitTo(x, ops, []);
+      }));
+      return;
+    }
+    const { result } = job;
+    options.onRead?.(result.bytesRead);
+    // One per op with a payload: true once nothing reads it (never rejects: observed at once).
+    const frees: Promise<boolean>[] = [];
+    await Promise.all(job.targets.map(async (x, i) => {
+      if (x.dead) return;
+      x.t.stats.bytesRead += result.bytesRead;
+      x.src.set(result.targets[i].digests, first * DIGEST_SIZE);
+      await emitTo(x, result.targets[i].ops, frees, result.buffer?.buffer);
+    }));
     const buffer = result.buffer;
     if (buffer !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && releaseBuffer(buffer));
     p.job = undefined;
     p.release?.();
+    alive();
   };
   try {
     await runInOrder(pieces, { lookahead: options.lookahead, signal: ctx.signal, start, consume });
-    return src;
+    alive();
+    return live.map((x) => x.dead ? { error: x.error } : { digests: x.src });
   } finally {
     ended = true;
     // Jobs started but not consumed give their reservation back once they settle.
@@ -154,7 +240,7 @@ function once(f: () => void): () => void {
   };
 }
 
-function emitCounted(ctx: SideContext, emit: (op: JobOp) => Promise<Emitted>, op: JobOp): Promise<Emitted> {
-  countOp(ctx.stats, op, ctx.blockSize);
-  return emit(op);
+function emitCounted(t: DiffTargetOf, op: JobOp, blockSize: number): Promise<Emitted> {
+  countOp(t.stats, op, blockSize);
+  return t.emit(op);
 }

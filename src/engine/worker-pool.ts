@@ -26,7 +26,7 @@ import { ErrnoError } from "../util/errors.ts";
 import { runJob } from "./run-job.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { MAX_DATA_LENGTH } from "../../protocol/constants.ts";
-import type { DiffJob, DiffResult, DigestJob, DigestResult, JobResult, PatchJob, ScanJob, SubDigestJob, UnpackJob, UnpackResult } from "./scan-job.ts";
+import type { DiffJob, DiffResult, DigestJob, DigestResult, FanDiffResult, JobResult, PatchJob, ScanJob, SubDigestJob, UnpackJob, UnpackResult } from "./scan-job.ts";
 
 /** Jobs this long or shorter run on the calling thread (see the invariants). */
 export const INLINE_JOB_BYTES = 64 * 1024;
@@ -89,8 +89,8 @@ export class WorkerPool implements AsyncDisposable {
     return this.#submit({ ...job, kind: "digest" }) as Promise<DigestResult>;
   }
 
-  diff(job: Omit<DiffJob, "kind">): Promise<DiffResult> {
-    return this.#submit({ ...job, kind: "diff" }) as Promise<DiffResult>;
+  diff(job: Omit<DiffJob, "kind">): Promise<FanDiffResult> {
+    return this.#submit({ ...job, kind: "diff" }) as Promise<FanDiffResult>;
   }
 
   /** Refinement: the destination's sub-digests of a run of blocks. */

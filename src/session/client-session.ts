@@ -30,7 +30,8 @@ import { planRanges } from "../engine/ranges.ts";
 import { RootHash } from "../engine/root-hash.ts";
 import { ReadAhead } from "../engine/read-ahead.ts";
 import { type SideContext, SideStats } from "../engine/side-context.ts";
-import { diffRange } from "../engine/source-side.ts";
+import { diffRange, type DiffOptions } from "../engine/source-side.ts";
+import type { SharedSource } from "./fan-out-source.ts";
 import type { WorkerPool } from "../engine/worker-pool.ts";
 import type { RecordChannel } from "../net/record-channel.ts";
 import type { Storage, StorageKind } from "../storage/storage.ts";
@@ -113,6 +114,11 @@ export interface SyncOptions {
   cacheKey?: boolean;
   /** Pull: this side's own signature cache (spec §5.10); absent: none used, kept or invalidated. */
   cache?: ClientCache;
+  /**
+   * Push: this session is one destination of a fan-out (fan-out-source.ts): its ranges and the
+   * source's read are shared with the other destinations'; it leaves once it ends, either way.
+   */
+  source?: SharedSource;
 }
 
 export interface ClientCache {
@@ -171,6 +177,8 @@ export async function runClient(
   const conn = new ClientConnection(channel, { onFailure: (e) => group.fail(e), activity: options.activity });
   // One abort path: a failed task fails the connection (pending requests, the channel) too.
   group.signal.addEventListener("abort", () => conn.fail(asError(group.signal.reason)), { once: true });
+  // A fan-out waits for no session that failed (the others go on without it).
+  if (options.source) group.signal.addEventListener("abort", () => options.source!.leave(), { once: true });
   const onAbort = () => group.fail(options.signal!.reason);
   if (options.signal?.aborted) onAbort();
   else options.signal?.addEventListener("abort", onAbort, { once: true });
@@ -248,7 +256,7 @@ export async function runClient(
     // Push: our link's backlog decides (the memory pair of `ssync sync` has none: raw).
     const policy = new CompressPolicy({ mode: ok.zstd ? compress : "never", backlog: () => channel.sendBacklog?.() ?? 0 });
     const root = options.mode === "push"
-      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv(), policy, progress: options.progress })
+      ? await pushRanges(conn, ctx, { group, dryRun: options.dryRun, refine, watch, pause: TestPause.fromEnv(), policy, progress: options.progress, source: options.source })
       : await pullRanges(conn, ctx, { group, dryRun: options.dryRun, refine, progress: options.progress, cache });
     if (options.mode === "push" && !options.dryRun && options.flush !== false) await conn.request<"FLUSH">({ type: "FLUSH" });
     // Every read is done: a source unchanged now is the image the destination received.
@@ -298,6 +306,7 @@ export async function runClient(
     await group.wait().catch(() => {});
     throw options.mode === "pull" ? remoteSourceChanged(e) : e;
   } finally {
+    options.source?.leave();
     await cache?.[Symbol.asyncDispose]();
     options.signal?.removeEventListener("abort", onAbort);
   }
@@ -370,12 +379,14 @@ async function pushRanges(
     pause: TestPause | undefined;
     policy: CompressPolicy;
     progress: SessionProgress | undefined;
+    source: SharedSource | undefined;
   },
 ): Promise<RootHash> {
   const root = new RootHash(ctx.key);
   const window = new ByteWindow(DATA_WINDOW_BYTES);
   const policy = new RefinePolicy();
-  for await (const range of planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize })) {
+  const ranges = o.source?.ranges() ?? planRanges(ctx.store, { size: ctx.size, blockSize: ctx.blockSize });
+  for await (const range of ranges) {
     await o.group.spawn(async () => {
       await o.pause?.beforeRange(ctx.signal);
       const reply = await conn.request<"SIGS">({ type: "SIGS", offset: range.offset, length: range.length });
@@ -383,12 +394,11 @@ async function pushRanges(
         throw new ProtocolError(`SIGS_REPLY does not match the range requested at ${range.offset}`);
       }
       const acks: Promise<void>[] = [];
-      const src = await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, {
+      const diff: DiffOptions = {
         zstdLevel: () => o.policy.level(),
         dryRun: o.dryRun,
         refine: o.refine,
         roundTrips: () => policy.roundTrips(),
-        lookahead: LOOKAHEAD_JOBS,
         emit: async (op) => {
           o.policy.observe();
           if (op.kind === "refine") {
@@ -408,7 +418,10 @@ async function pushRanges(
           // Acknowledged, the record was sealed long ago: diffRange may release its buffers.
           return { free: ack };
         },
-      });
+      };
+      const src = o.source
+        ? await o.source.diff(range, { ...diff, hash: ctx.hash, key: ctx.key, dst: reply.digests, stats: ctx.stats, signal: ctx.signal })
+        : await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, { ...diff, lookahead: LOOKAHEAD_JOBS });
       await o.pause?.afterRange(range, ctx.signal);
       await o.watch?.check();
       root.add(range.offset / ctx.blockSize, src);

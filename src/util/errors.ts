@@ -92,15 +92,16 @@ export class InterruptedError extends Error {
 }
 
 /**
- * Some files of a folder sync failed (the others went on): the summary, printed already, lists
+ * Some files of a folder sync, or some destinations of a fan-out, failed (the others went on): the summary, printed already, lists
  * each; the exit code is the most serious of theirs (cli/exit-code.ts).
  */
 export class FilesFailedError extends Error {
   override name = "FilesFailedError";
   /** Each failed file's error. */
   readonly errors: readonly unknown[];
-  constructor(errors: readonly unknown[], o: { files: number }) {
-    super(`${errors.length} of ${o.files} files could not be synced (see above)`);
+  /** `noun`: what failed, "files" (a folder sync) or "destinations" (a fan-out). */
+  constructor(errors: readonly unknown[], o: { files: number; noun?: "files" | "destinations" }) {
+    super(`${errors.length} of ${o.files} ${o.noun ?? "files"} could not be synced (see above)`);
     this.errors = errors;
   }
 }
