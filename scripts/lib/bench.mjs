@@ -29,7 +29,7 @@ import { fmtMiB, fmtS, medians, printTable, verdict } from "./bench-report.mjs";
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const NODE = process.execPath;
 const CASES = ["first", "incremental", "sparse", "files"];
-const ROWS = ["local", "push", "pull", "link", "bwlimit", "cache"];
+const ROWS = ["local", "push", "pull", "link", "bwlimit", "cache", "fanout"];
 
 const USAGE = `usage: scripts/bench [options]
   --runtimes LIST   comma-separated: deno (scripts/ssync, from source), binary (--binary),
@@ -131,7 +131,7 @@ const wantLink = opts.rows.includes("link") && wantVM;
 
 // --- the work folder, cleaned up whatever happens ---------------------------------------------
 fs.mkdirSync(opts.dir, { recursive: true });
-const need = (wantVM ? 6 * VM.data : 0) + (wantSparse ? 4 * SPARSE.data : 0) + GiB / 2;
+const need = (wantVM ? (opts.rows.includes("fanout") ? 9 : 6) * VM.data : 0) + (wantSparse ? 4 * SPARSE.data : 0) + GiB / 2;
 const { bavail, bsize } = fs.statfsSync(opts.dir);
 if (bavail * bsize < need) fail(`${opts.dir} has ${fmtMiB(bavail * bsize)} free; the bench needs about ${fmtMiB(need)} (use --dir or --scale)`);
 const work = fs.mkdtempSync(path.join(opts.dir, "ssync-bench-"));
@@ -218,7 +218,7 @@ async function ssyncJson(rt, args, { env, netns } = {}) {
  * ssync rows of one case for runtime `rt`: `src` (a file in the work folder, which the listener
  * serves), `dst` the destination's name there; `reset` prepares the destination before a run.
  */
-function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false, bwlimit = false, primeCache = null }) {
+function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false, bwlimit = false, primeCache = null, fanOut = false }) {
   const rows = [];
   // After each run: the changed blocks of the destination now hold the source's bytes (a cheap
   // check besides ssync's own root-hash comparison).
@@ -295,10 +295,85 @@ function ssyncRows(rt, { src, dst, reset, link: onLink, changed, inplace = false
       run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", f(src), `${to}:${dst}`], { env: trust.clientEnv }),
     });
   }
+  if (fanOut && changed && opts.rows.includes("fanout")) rows.push(...fanOutRows(rt, { src, dst, reset, check, warm }));
   if (onLink && link) {
     rows.push({ kind: "ssync", mode: "push", link: true, runtime: rt.name, label: `ssync push, ${opts.rate} link (${rt.name})`, warm, check: check(f(dst)), prepare: withListener(link.a, link.hostA), run: (ctx) => remote(ctx, (to) => ["push", "--json", "--accept-new", f(src), `${to}:${dst}`], { env: trust.clientEnv, netns: link.b }) });
   }
   return rows;
+}
+
+/**
+ * Issue 12's fan-out rows: `ssync push SRC A B C` to three listeners (three copies of the old
+ * destination) against the same three pushes run one after another. Each destination is checked
+ * by `check`; a row's summary adds up its destinations' (the table's DATA, wire and signature
+ * columns are the three together) and the client's RSS is the largest of its processes.
+ */
+function fanOutRows(rt, { src, dst, reset, check, warm }) {
+  const names = [1, 2, 3].map((i) => `fan${i}-${dst}`);
+  const prepare = async () => {
+    const listeners = [];
+    const finish = async () => Math.max(...(await Promise.all(listeners.map(async (l) => (l.stopped ??= await l.stop())))));
+    try {
+      for (const n of names) {
+        await reset(f(n));
+        listeners.push(await startListener(rt.cmd, trust, { root: work, host: "127.0.0.1" }));
+      }
+    } catch (e) {
+      await finish();
+      throw e;
+    }
+    return { listeners, finish };
+  };
+  const sum = (summaries) => {
+    const total = (k) => summaries.reduce((a, x) => a + (x[k] ?? NaN), 0);
+    const keys = ["dataBytesSent", "dataBytesOnWire", "wireBytesSent", "wireBytesReceived", "bytesCompared", "signatureBytes"];
+    return { ...Object.fromEntries(keys.map((k) => [k, total(k)])), size: summaries[0].size, seconds: total("seconds") };
+  };
+  const checkAll = (r) => names.forEach((n, i) => check(f(n))({ summary: r.each[i] }));
+  const done = async (ctx, r) => ({ ...r, listenerKiB: await ctx.finish() });
+  return [
+    {
+      kind: "ssync",
+      mode: "push",
+      fanOut: "one",
+      runtime: rt.name,
+      label: `ssync push SRC A B C, 3 listeners over loopback (${rt.name})`,
+      warm,
+      check: (r) => {
+        const read = r.fan.sourceBytesRead;
+        if (!(read <= r.each[0].bytesCompared + MiB)) throw new Error(`the fan-out read ${read} bytes of the source, more than once (${r.each[0].bytesCompared} compared per destination)`);
+        checkAll(r);
+      },
+      prepare,
+      run: async (ctx) => {
+        const to = ctx.listeners.map((l, i) => `${l.remote}:${names[i]}`);
+        const r = await ssyncJson(rt, ["push", "--json", "--accept-new", f(src), ...to], { env: trust.clientEnv });
+        return done(ctx, { seconds: r.seconds, rssKiB: r.rssKiB, fan: r.summary, each: r.summary.destinations, summary: sum(r.summary.destinations) });
+      },
+    },
+    {
+      kind: "ssync",
+      mode: "push",
+      fanOut: "sequential",
+      runtime: rt.name,
+      label: `3 × ssync push, one after another, loopback (${rt.name})`,
+      warm,
+      check: checkAll,
+      prepare,
+      run: async (ctx) => {
+        const each = [];
+        let seconds = 0;
+        let rssKiB = 0;
+        for (const [i, l] of ctx.listeners.entries()) {
+          const r = await ssyncJson(rt, ["push", "--json", "--accept-new", f(src), `${l.remote}:${names[i]}`], { env: trust.clientEnv });
+          seconds += r.seconds;
+          rssKiB = Math.max(rssKiB, r.rssKiB);
+          each.push(r.summary);
+        }
+        return done(ctx, { seconds, rssKiB, each, summary: sum(each) });
+      },
+    },
+  ];
 }
 
 const nbd = (...args) => ["nbdcopy", args];
@@ -390,10 +465,9 @@ if (wantVM) {
     if (tools.rsync) {
       rows.push(baseline("rsync --inplace --no-whole-file -I SRC DST", "rsync", [["rsync", ["--inplace", "--no-whole-file", "-I", f("vm-new.img"), f("vm-dst.img")]]], { prepare: () => resetOld(f("vm-dst.img")) }));
     }
-    for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "vm-new.img", dst: "vm-dst.img", reset: resetOld, link: true, changed: facts.vm.ch.extra, inplace: true, primeCache: "vm-old.img" }));
+    for (const rt of opts.runtimes) rows.push(...ssyncRows(rt, { src: "vm-new.img", dst: "vm-dst.img", reset: resetOld, link: true, changed: facts.vm.ch.extra, inplace: true, primeCache: "vm-old.img", fanOut: true }));
     allRows.push(...(await measureCase("incremental 1%", rows)));
-    rmImage(f("vm-dst.img"));
-    rmImage(f("pull-vm-dst.img"));
+    for (const n of ["vm-dst.img", "pull-vm-dst.img", "fan1-vm-dst.img", "fan2-vm-dst.img", "fan3-vm-dst.img"]) rmImage(f(n));
   }
 }
 
@@ -490,15 +564,15 @@ for (const rt of opts.runtimes) {
   const ss = (kase, pred) => find(kase, (r) => r.kind === "ssync" && r.runtime === rt.name && pred(r));
   const lines = [];
   const ratio = (a, b) => sec(a) / sec(b);
-  const incrPush = ss("incremental 1%", (r) => r.mode === "push" && !r.link && !r.bwlimit && !r.cache);
+  const incrPush = ss("incremental 1%", (r) => r.mode === "push" && !r.link && !r.bwlimit && !r.cache && !r.fanOut);
   lines.push(verdict("incremental push ÷ both sides' extent reads", ratio(incrPush, base("incremental 1%", "bothRead")), 1.5, `${fmtS(sec(incrPush))} s vs ${fmtS(sec(base("incremental 1%", "bothRead")))} s`));
-  const spPush = ss(SPARSE_CASE, (r) => r.mode === "push" && !r.bwlimit && !r.cache);
+  const spPush = ss(SPARSE_CASE, (r) => r.mode === "push" && !r.bwlimit && !r.cache && !r.fanOut);
   lines.push(verdict(`${fmtMiB(SPARSE.apparent)} sparse push ÷ source extent read`, ratio(spPush, base(SPARSE_CASE, "srcRead")), 1.5, `${fmtS(sec(spPush))} s vs ${fmtS(sec(base(SPARSE_CASE, "srcRead")))} s`));
-  const firstPush = ss("first copy", (r) => r.mode === "push" && !r.link && !r.bwlimit && !r.cache);
+  const firstPush = ss("first copy", (r) => r.mode === "push" && !r.link && !r.bwlimit && !r.cache && !r.fanOut);
   lines.push(verdict("first copy push ÷ nbdcopy SRC DST", ratio(firstPush, base("first copy", "nbdcopy")), 1.3, `${fmtS(sec(firstPush))} s vs ${fmtS(sec(base("first copy", "nbdcopy")))} s`));
   for (const kase of ["first copy", "incremental 1%", SPARSE_CASE]) {
     const local = ss(kase, (r) => r.mode === "local" && !r.inplace);
-    const push = ss(kase, (r) => r.mode === "push" && !r.link && !r.bwlimit && !r.cache);
+    const push = ss(kase, (r) => r.mode === "push" && !r.link && !r.bwlimit && !r.cache && !r.fanOut);
     if (local || push) lines.push(verdict(`${kase}: local sync ÷ push`, ratio(local, push), 1.0, `${fmtS(sec(local))} s vs ${fmtS(sec(push))} s`));
   }
   const linkFirst = ss("first copy", (r) => r.link);
@@ -536,6 +610,12 @@ for (const rt of opts.runtimes) {
     if (!cached) continue;
     const src = base(kase, "srcRead");
     lines.push(verdict(`(issue 12) ${kase}: push to a destination with a current signature cache ÷ source extent read`, ratio(cached, src), 1.2, `${fmtS(sec(cached))} s vs ${fmtS(sec(src))} s; destination read 0 B`));
+  }
+  const fanOne = ss("incremental 1%", (r) => r.fanOut === "one");
+  if (fanOne) {
+    const seq = ss("incremental 1%", (r) => r.fanOut === "sequential");
+    const read = median(fanOne.results.map((r) => r.fan.sourceBytesRead));
+    lines.push(verdict("(issue 12) incremental 1%: fan-out to 3 listeners ÷ 3 sequential pushes", ratio(fanOne, seq), 1.0, `${fmtS(sec(fanOne))} s vs ${fmtS(sec(seq))} s; source read once: ${fmtMiB(read)}; one push ${fmtS(sec(incrPush))} s`));
   }
   const limited = ss("first copy", (r) => r.bwlimit);
   if (limited) {
