@@ -77,6 +77,39 @@ describe("read-ahead", { skip, timeout: 60_000 }, () => {
     });
   });
 
+  test("a reader going through 2,000 small extents: the planning lists each extent a few times, not once per round", { timeout: 30_000 }, async () => {
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, "frag.img");
+      const chunks = Array.from({ length: 2000 }, (_, i) => ({ offset: i * 256 * 1024, length: 128 * 1024 }));
+      makeSparseFile(file, { size: 500 * MiB, chunks });
+      await using store = await openSource(file);
+      let listed = 0;
+      // The store as ReadAhead sees it, counting the extents each dataExtents call returns.
+      const counting = new Proxy(store, {
+        get(target, key) {
+          if (key === "dataExtents") {
+            return async (start: number, end: number) => {
+              const extents = await target.dataExtents(start, end);
+              listed += extents.length;
+              return extents;
+            };
+          }
+          const v = Reflect.get(target, key, target);
+          return typeof v === "function" ? v.bind(target) : v;
+        },
+      });
+      const ahead = new ReadAhead(counting);
+      for (let at = 0; at < 500 * MiB; at += MiB) {
+        ahead.advance(at);
+        await ahead.settled();
+        ahead.take();
+      }
+      // Listing the rest of the file on every round (one per 8 MiB of data read) was ~20,000.
+      assert.ok(listed <= 6000, `${listed} extents listed for 2000`);
+      assert.ok(listed >= 2000, `${listed} extents listed: every one at least once`);
+    });
+  });
+
   test("without FFI it gives no advice and reads nothing", { timeout: 30_000 }, async () => {
     await withTempDir(async (dir) => {
       const file = path.join(dir, "src.img");

@@ -4,7 +4,8 @@
  * Invariants:
  * - Ranges are block-aligned, disjoint, ascending and cover [0, size) exactly; only the last
  *   may end on a partial block (at `size`).
- * - A data range holds ≤ DATA_RANGE_BYTES; a hole range ≤ MAX_RANGE_BLOCKS blocks.
+ * - Every range is ≤ MAX_RANGE_BLOCKS blocks; a data range starts on data and holds
+ *   ≤ DATA_RANGE_BYTES of it (its holes not counted); a hole range holds none.
  * - Extents are fetched a window at a time, so a fragmented file costs bounded memory.
  */
 import { MAX_RANGE_BLOCKS } from "../../protocol/constants.ts";
@@ -18,9 +19,9 @@ export interface Range {
 }
 
 /**
- * Bytes of one data range (a few jobs): each range costs a request and its reply, a
- * RANGE_DONE and its reply, so ranges much smaller than this spend the session's thread on
- * records; much larger would hold more digests and job results per range.
+ * Data bytes of one data range (a few jobs; its holes not counted): each range costs a
+ * request and its reply, a RANGE_DONE and its reply, so ranges much smaller than this spend
+ * the session's thread on records; much larger would hold more job results per range.
  */
 export const DATA_RANGE_BYTES = 4 << 20;
 /** Bytes of extents fetched at once while planning. */
@@ -50,30 +51,52 @@ export function dataSpans(
   return out;
 }
 
-/** Ranges covering [0, size) of `store`, data ranges along its data extents. */
+/**
+ * Ranges covering [0, size) of `store`. A data range starts at a data extent and takes in the
+ * extents that follow while it holds ≤ DATA_RANGE_BYTES of data, then the hole after its last
+ * one, up to the next range's data, all within MAX_RANGE_BLOCKS blocks; what no data range
+ * took is cut into hole ranges. So an image of many small extents costs a round trip per few
+ * MiB of data, not one per extent and one per hole between them (the holes inside a range are
+ * still not read: diffRange and digestRange read only the data extents).
+ */
 export async function* planRanges(
   store: Storage,
   options: { size: number; blockSize: number },
 ): AsyncGenerator<Range> {
   const { size, blockSize } = options;
-  const holeStep = MAX_RANGE_BLOCKS * blockSize;
+  const maxLength = MAX_RANGE_BLOCKS * blockSize;
   let at = 0;
   const holesUpTo = function* (end: number): Generator<Range> {
     while (at < end) {
-      const length = Math.min(holeStep, end - at);
+      const length = Math.min(maxLength, end - at);
       yield { offset: at, length, data: false };
       at += length;
     }
   };
+  /** The data range `r`, with the hole after it up to `next` (within MAX_RANGE_BLOCKS blocks). */
+  const close = function* (r: { offset: number; end: number }, next: number): Generator<Range> {
+    const end = Math.min(next, r.offset + maxLength);
+    yield { offset: r.offset, length: end - r.offset, data: true };
+    at = end;
+  };
+  /** The data range being gathered: [open.offset, open.end) holding `data` bytes of spans. */
+  let open: { offset: number; end: number; data: number } | undefined;
   for (let win = 0; win < size; win += PLAN_WINDOW) {
     const winEnd = Math.min(size, win + PLAN_WINDOW);
     const local = Math.min(winEnd, store.size);
     const extents = local > win ? await store.dataExtents(win, local) : [];
-    for (const span of dataSpans(extents, { start: Math.max(win, at), end: winEnd }, { blockSize, maxBytes: DATA_RANGE_BYTES })) {
+    for (const span of dataSpans(extents, { start: Math.max(win, open?.end ?? at), end: winEnd }, { blockSize, maxBytes: DATA_RANGE_BYTES })) {
+      const spanEnd = span.offset + span.length;
+      if (open && open.data + span.length <= DATA_RANGE_BYTES && spanEnd - open.offset <= maxLength) {
+        open.end = spanEnd;
+        open.data += span.length;
+        continue;
+      }
+      if (open) yield* close(open, span.offset);
       yield* holesUpTo(span.offset);
-      yield { offset: span.offset, length: span.length, data: true };
-      at = span.offset + span.length;
+      open = { offset: span.offset, end: spanEnd, data: span.length };
     }
   }
+  if (open) yield* close(open, size);
   yield* holesUpTo(size);
 }

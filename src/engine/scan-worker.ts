@@ -1,4 +1,4 @@
-/** Worker thread entry: runs scan jobs posted by WorkerPool, one at a time. */
+/** Worker thread entry: runs scan jobs posted by WorkerPool, one at a time, in the order posted. */
 import { parentPort } from "node:worker_threads";
 import { initZstd } from "../platform/zstd.ts";
 import { runJob, transferables } from "./run-job.ts";
@@ -11,11 +11,22 @@ const ready = initZstd();
 /** The pool's shared arena (posted once, first): unpack payloads arrive as views of it. */
 let arena: SharedArrayBuffer | undefined;
 
-port.on("message", async (msg: { id: number; job: ScanJob } | { arena: SharedArrayBuffer }) => {
+/**
+ * The job running and those posted behind it (the pool posts up to WORKER_DEPTH): run one
+ * after another and answered in the order posted, since they share this thread's read buffer
+ * (run-job.ts) and the pool matches answers in order. run() never rejects.
+ */
+let running: Promise<void> = Promise.resolve();
+
+port.on("message", (msg: { id: number; job: ScanJob } | { arena: SharedArrayBuffer }) => {
   if ("arena" in msg) {
     arena = msg.arena;
     return;
   }
+  running = running.then(() => run(msg));
+});
+
+async function run(msg: { id: number; job: ScanJob }): Promise<void> {
   try {
     await ready;
     const job = msg.job;
@@ -28,4 +39,4 @@ port.on("message", async (msg: { id: number; job: ScanJob } | { arena: SharedArr
     const err = e as NodeJS.ErrnoException;
     port.postMessage({ id: msg.id, error: { message: err.message, code: err.code, name: err.name } });
   }
-});
+}

@@ -3,7 +3,8 @@
  * a time: the sequential reference path that tests compare the parallel one against.
  *
  * Invariants:
- * - A worker runs one job at a time; jobs wait in FIFO order, except that refinement jobs
+ * - A worker runs one job at a time, in the order posted, and has at most WORKER_DEPTH of them
+ *   posted; the others wait in the pool in FIFO order, except that refinement jobs
  *   (sub-digests, patch) pass the others: a round trip waits on each. The pool does not bound its
  *   queue: callers bound what they submit (their windows count requests and bytes).
  * - Bytes go to a worker through the pool's shared arena, never inside a message: Deno's
@@ -31,6 +32,12 @@ import type { DiffJob, DiffResult, DigestJob, DigestResult, FanDiffResult, JobRe
 /** Jobs this long or shorter run on the calling thread (see the invariants). */
 export const INLINE_JOB_BYTES = 64 * 1024;
 
+/**
+ * Jobs posted to one worker at a time: the next one waits in the worker's own inbox, so the
+ * worker starts it as it answers the last, not after a round trip through the pool's thread.
+ */
+export const WORKER_DEPTH = 2;
+
 /** Payloads in workers at once (each slot holds one, up to MAX_DATA_LENGTH bytes). */
 export const ARENA_SLOTS = 8;
 
@@ -49,9 +56,9 @@ export function defaultWorkers(): number {
 }
 
 export class WorkerPool implements AsyncDisposable {
-  #idle: Worker[] = [];
   #all: Worker[] = [];
-  #busy = new Map<Worker, Pending>();
+  /** Jobs posted to each worker and not answered yet, in the order posted (≤ WORKER_DEPTH). */
+  #posted = new Map<Worker, Pending[]>();
   #queue: Pending[] = [];
   /** The first #urgent jobs of the queue are refinement jobs (FIFO among themselves). */
   #urgent = 0;
@@ -81,7 +88,7 @@ export class WorkerPool implements AsyncDisposable {
       w.on("error", (e: Error) => this.#die(w, e));
       w.on("exit", (code: number) => this.#die(w, new Error(`scan worker exited with code ${code}`)));
       this.#all.push(w);
-      this.#idle.push(w);
+      this.#posted.set(w, []);
     }
   }
 
@@ -152,22 +159,26 @@ export class WorkerPool implements AsyncDisposable {
   }
 
   #pump(): void {
-    while (this.#idle.length > 0 && this.#queue.length > 0) {
-      const w = this.#idle.pop()!;
-      const p = this.#queue.shift()!;
-      if (this.#urgent > 0) this.#urgent--;
-      this.#busy.set(w, p);
-      w.ref();
-      w.postMessage({ id: p.id, job: p.job });
+    // Idle workers first, then each one's next job: no worker gets two while another has none.
+    for (let depth = 0; depth < WORKER_DEPTH && this.#queue.length > 0; depth++) {
+      for (const [w, posted] of this.#posted) {
+        if (posted.length > depth) continue;
+        const p = this.#queue.shift();
+        if (!p) return;
+        if (this.#urgent > 0) this.#urgent--;
+        posted.push(p);
+        w.ref();
+        w.postMessage({ id: p.id, job: p.job });
+      }
     }
   }
 
   #done(w: Worker, m: WorkerReply) {
-    const p = this.#busy.get(w);
-    if (!p || p.id !== m.id) return;
-    this.#busy.delete(w);
-    w.unref();
-    this.#idle.push(w);
+    const posted = this.#posted.get(w);
+    // A worker answers its jobs in the order they were posted (scan-worker.ts).
+    if (!posted || posted.length === 0 || posted[0].id !== m.id) return;
+    const p = posted.shift()!;
+    if (posted.length === 0) w.unref();
     if (m.error) p.reject(rebuildError(m.error));
     else p.resolve(m.result!);
     this.#pump();
@@ -176,19 +187,22 @@ export class WorkerPool implements AsyncDisposable {
   #die(w: Worker, e: Error): void {
     if (this.#failed) return;
     this.#failed = e;
-    for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(e);
+    for (const p of [...this.#takePosted(), ...this.#queue]) p.reject(e);
     for (const waiter of this.#slotWaiters.splice(0)) waiter.reject(e);
-    this.#busy.clear();
     this.#queue = [];
     this.#urgent = 0;
     void w;
   }
 
+  /** Every job posted and not answered, removed. */
+  #takePosted(): Pending[] {
+    return [...this.#posted.values()].flatMap((posted) => posted.splice(0));
+  }
+
   async [Symbol.asyncDispose](): Promise<void> {
     this.#failed ??= new Error("worker pool closed");
-    for (const p of [...this.#busy.values(), ...this.#queue]) p.reject(this.#failed);
+    for (const p of [...this.#takePosted(), ...this.#queue]) p.reject(this.#failed);
     for (const waiter of this.#slotWaiters.splice(0)) waiter.reject(this.#failed);
-    this.#busy.clear();
     this.#queue = [];
     this.#urgent = 0;
     const all = this.#all.splice(0);

@@ -1,0 +1,98 @@
+/**
+ * planRanges on real sparse files: ranges tile [0, size) in order; a data range gathers the
+ * small extents that follow it (and the holes between them and after them) up to
+ * DATA_RANGE_BYTES of data and MAX_RANGE_BLOCKS blocks, so a fragmented image costs a round
+ * trip per few MiB of data rather than two per extent; long holes beyond are hole ranges.
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { MAX_RANGE_BLOCKS } from "../protocol/constants.ts";
+import { DATA_RANGE_BYTES, planRanges, type Range } from "../src/engine/ranges.ts";
+import { openSource } from "../src/storage/open-source.ts";
+import type { Extent } from "../src/storage/storage.ts";
+import { type DataChunk, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
+
+const T = { timeout: 60_000 };
+const KiB = 1024;
+const MiB = 1 << 20;
+const GiB = 1 << 30;
+const BS = 64 * KiB;
+
+async function plan(dir: string, size: number, chunks: DataChunk[]): Promise<{ ranges: Range[]; extents: Extent[] }> {
+  const file = path.join(dir, "a.img");
+  makeSparseFile(file, { size, chunks });
+  await using store = await openSource(file);
+  const ranges: Range[] = [];
+  for await (const r of planRanges(store, { size, blockSize: BS })) ranges.push(r);
+  return { ranges, extents: await store.dataExtents(0, size) };
+}
+
+/** The invariants every plan keeps; returns the data bytes of each data range. */
+function checkPlan(ranges: Range[], extents: Extent[], size: number): number[] {
+  let at = 0;
+  const dataPerRange: number[] = [];
+  const dataIn = (r: Range) =>
+    extents.reduce((n, e) => n + Math.max(0, Math.min(r.offset + r.length, e.offset + e.length) - Math.max(r.offset, e.offset)), 0);
+  for (const r of ranges) {
+    assert.equal(r.offset, at, `ranges tile the file: one starts at ${at}`);
+    assert.ok(r.length > 0 && r.length <= MAX_RANGE_BLOCKS * BS, `range at ${r.offset}: ${r.length} bytes`);
+    assert.equal(r.offset % BS, 0);
+    const data = dataIn(r);
+    if (r.data) {
+      assert.ok(data > 0 && data <= DATA_RANGE_BYTES, `data range at ${r.offset} holds ${data} data bytes`);
+      dataPerRange.push(data);
+    } else {
+      assert.equal(data, 0, `hole range at ${r.offset} holds no data`);
+    }
+    at = r.offset + r.length;
+  }
+  assert.equal(at, size, "the ranges end at the file's size");
+  return dataPerRange;
+}
+
+describe("planRanges", () => {
+  test("200 extents of 64 KiB, 1 MiB apart: four data ranges of up to 4 MiB of data, holes included", T, async () => {
+    await withTempDir(async (dir) => {
+      const chunks = Array.from({ length: 200 }, (_, i) => ({ offset: i * MiB, length: 64 * KiB, seed: i }));
+      const size = 256 * MiB;
+      const { ranges, extents } = await plan(dir, size, chunks);
+      assert.equal(extents.length, 200, "the file has 200 extents");
+      const data = checkPlan(ranges, extents, size);
+      // 12.5 MiB of data: four data ranges (64 extents, 64, 64, 8), the last one up to the end.
+      assert.deepEqual(data, [4 * MiB, 4 * MiB, 4 * MiB, 8 * 64 * KiB]);
+      assert.deepEqual(ranges.map((r) => [r.offset / MiB, r.length / MiB]), [[0, 64], [64, 64], [128, 64], [192, 64]]);
+    });
+  });
+
+  test("a large extent goes in ranges of 4 MiB; a hole longer than MAX_RANGE_BLOCKS blocks is cut; small extents after it are gathered", T, async () => {
+    await withTempDir(async (dir) => {
+      const size = 3 * GiB;
+      const chunks = [
+        { offset: 0, length: 10 * MiB, seed: 1 },
+        ...Array.from({ length: 4 }, (_, i) => ({ offset: 2 * GiB + i * 2 * MiB, length: 128 * KiB, seed: 2 + i })),
+      ];
+      const { ranges, extents } = await plan(dir, size, chunks);
+      const data = checkPlan(ranges, extents, size);
+      // 10 MiB: 4 + 4 + 2 MiB; the third takes the hole after it up to MAX_RANGE_BLOCKS blocks
+      // (the next extent is 2 GiB on); the rest of that hole is a hole range.
+      assert.deepEqual(data, [4 * MiB, 4 * MiB, 2 * MiB, 4 * 128 * KiB]);
+      const third = ranges[2];
+      assert.deepEqual([third.offset, third.length], [8 * MiB, MAX_RANGE_BLOCKS * BS]);
+      assert.deepEqual(ranges.filter((r) => !r.data).map((r) => [r.offset, r.length]), [[8 * MiB + GiB, GiB - 8 * MiB]]);
+      // The four small extents, the holes between them and the tail: one range.
+      assert.deepEqual([ranges.at(-1)!.offset, ranges.at(-1)!.length, ranges.at(-1)!.data], [2 * GiB, GiB, true]);
+    });
+  });
+
+  test("an empty file and a file of holes only", T, async () => {
+    await withTempDir(async (dir) => {
+      assert.deepEqual((await plan(dir, 0, [])).ranges, []);
+      const size = 2 * GiB + 64 * KiB;
+      const { ranges, extents } = await plan(dir, size, []);
+      checkPlan(ranges, extents, size);
+      assert.ok(ranges.every((r) => !r.data));
+      assert.equal(ranges.length, 3);
+    });
+  });
+});

@@ -1,0 +1,72 @@
+/**
+ * The worker pool posts up to WORKER_DEPTH jobs to a worker at once (the next one waits in
+ * the worker's inbox while it runs one): every job is still answered with its own result, in
+ * any mix of kinds, and every job posted or queued settles when the pool is disposed.
+ */
+import { describe, test } from "node:test";
+import assert from "node:assert/strict";
+import path from "node:path";
+import { createBlockHasher, digestBlocks } from "../src/engine/block-hash.ts";
+import { WORKER_DEPTH, WorkerPool } from "../src/engine/worker-pool.ts";
+import { openSource } from "../src/storage/open-source.ts";
+import { makeSparseFile, patternBytes, withTempDir } from "./helpers/sparse.ts";
+
+const T = { timeout: 60_000 };
+const MiB = 1 << 20;
+const BS = 65536;
+const KEY = new Uint8Array(32).fill(7);
+const JOBS = 12;
+
+describe("worker pool", () => {
+  test(`${JOBS} jobs at once on one worker (${WORKER_DEPTH} posted at a time) each get their own digests`, T, async () => {
+    assert.ok(WORKER_DEPTH >= 2, "the pool posts more than one job per worker");
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, "a.img");
+      makeSparseFile(file, { size: JOBS * MiB, chunks: [{ offset: 0, length: JOBS * MiB, seed: 3 }] });
+      const hasher = await createBlockHasher("poly1305", KEY);
+      await using store = await openSource(file);
+      await using pool = new WorkerPool({ size: 1 });
+      const results = await store.lend((lent) =>
+        Promise.all(Array.from({ length: JOBS }, (_, i) =>
+          // Every third a diff job against all-zero digests: its ops name its own offset.
+          i % 3 === 2
+            ? pool.diff({
+              file: lent,
+              offset: i * MiB,
+              length: MiB,
+              blockSize: BS,
+              targets: [{ hash: "poly1305", key: KEY, dst: new Uint8Array(16 * (MiB / BS)), zstdLevel: 0, withoutPayload: true }],
+            }).then((r) => ({ digests: r.targets[0].digests, ops: r.targets[0].ops }))
+            : pool.digest({ file: lent, offset: i * MiB, length: MiB, blockSize: BS, hash: "poly1305", key: KEY }).then((r) => ({ digests: r.digests, ops: undefined }))
+        ))
+      );
+      for (let i = 0; i < JOBS; i++) {
+        const want = digestBlocks(hasher, patternBytes(MiB, { offset: i * MiB, seed: 3 }), BS, i * MiB / BS);
+        assert.deepEqual(results[i].digests, want, `job ${i}: its own blocks' digests`);
+        if (results[i].ops) {
+          assert.deepEqual(results[i].ops!.map((op) => [op.kind, op.offset, op.length]), [["data", i * MiB, MiB]], `job ${i}: its own DATA run`);
+        }
+      }
+    });
+  });
+
+  test("disposing the pool settles every job, posted to a worker or waiting", T, async () => {
+    await withTempDir(async (dir) => {
+      const file = path.join(dir, "b.img");
+      makeSparseFile(file, { size: 8 * MiB, chunks: [{ offset: 0, length: 8 * MiB, seed: 4 }] });
+      await using store = await openSource(file);
+      const pool = new WorkerPool({ size: 1 });
+      const outcomes = await store.lend(async (lent) => {
+        const jobs = Array.from({ length: 8 }, (_, i) => pool.digest({ file: lent, offset: i * MiB, length: MiB, blockSize: BS, hash: "hmac-sha256", key: KEY }));
+        const settled = Promise.allSettled(jobs); // observed from the start
+        await pool[Symbol.asyncDispose]();
+        return await settled;
+      });
+      assert.equal(outcomes.length, 8);
+      const rejected = outcomes.filter((o) => o.status === "rejected");
+      // Those not yet answered (at least the ones waiting in the pool) fail with the pool's closing.
+      assert.ok(rejected.length >= 8 - WORKER_DEPTH, `${rejected.length} of 8 rejected`);
+      for (const o of rejected) assert.match(String((o as PromiseRejectedResult).reason), /worker pool closed/);
+    });
+  });
+});
