@@ -1,13 +1,14 @@
 /**
  * The worker pool posts up to WORKER_DEPTH jobs to a worker at once (the next one waits in
  * the worker's inbox while it runs one): every job is still answered with its own result, in
- * any mix of kinds, and every job posted or queued settles when the pool is disposed.
+ * any mix of kinds, and every job posted or queued settles when the pool is disposed. Only
+ * jobs that go to a worker carry read-ahead advice (its fadvise blocks the calling thread).
  */
 import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { createBlockHasher, digestBlocks } from "../src/engine/block-hash.ts";
-import { WORKER_DEPTH, WorkerPool } from "../src/engine/worker-pool.ts";
+import { INLINE_JOB_BYTES, WORKER_DEPTH, WorkerPool } from "../src/engine/worker-pool.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import { makeSparseFile, patternBytes, withTempDir } from "./helpers/sparse.ts";
 
@@ -48,6 +49,14 @@ describe("worker pool", () => {
         }
       }
     });
+  });
+
+  test("only a job run by a worker thread is one to carry read-ahead advice (onWorker)", T, async () => {
+    await using pool = new WorkerPool({ size: 1 });
+    await using none = new WorkerPool({ size: 0 });
+    assert.equal(pool.onWorker(INLINE_JOB_BYTES), false, "a small job runs on the calling thread");
+    assert.equal(pool.onWorker(INLINE_JOB_BYTES + 1), true);
+    assert.equal(none.onWorker(MiB), false, "a pool of size 0 runs every job on the calling thread");
   });
 
   test("disposing the pool settles every job, posted to a worker or waiting", T, async () => {

@@ -50,7 +50,7 @@ export async function digestRange(
     lookahead: options.lookahead,
     signal: ctx.signal,
     start: (s) => store.lend((file) =>
-      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key, advise: ctx.readAhead?.take() })
+      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key, advise: ctx.pool.onWorker(s.length) ? ctx.readAhead?.take() : undefined })
     ),
     consume: async (s, r) => {
       out.set(r!.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);

@@ -5,7 +5,8 @@
  * finds its pages read or in flight instead of issuing one synchronous 1 MiB read at a time.
  *
  * This thread only plans: it lists the data extents ahead (advance) and hands the pieces to
- * the next job that starts (take); the worker running that job gives the advice before its
+ * the next job that starts on a worker (take; WorkerPool.onWorker: a small job runs on the
+ * calling thread and carries none); the worker running that job gives the advice before its
  * own read (run-job.ts), since the advice costs the kernel's page allocation and I/O
  * submission (~0.4 ms per MiB here), which belongs on the workers, not on the session's thread.
  *

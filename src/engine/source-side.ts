@@ -150,7 +150,7 @@ export async function diffRangeTo(
         offset: p.offset,
         length: p.length,
         blockSize: bs,
-        advise: ctx.readAhead?.take(),
+        advise: ctx.pool.onWorker(p.length) ? ctx.readAhead?.take() : undefined,
         targets: jobTargets.map(({ t }) => ({
           hash: t.hash,
           key: t.key,

@@ -92,6 +92,15 @@ export class WorkerPool implements AsyncDisposable {
     }
   }
 
+  /**
+   * Whether a digest or diff job of `length` bytes runs on a worker thread (not inline, not a
+   * pool of size 0). Only such a job carries read-ahead advice: its fadvise calls block the
+   * thread making them (~0.4 ms per MiB here), which must not be the session's.
+   */
+  onWorker(length: number): boolean {
+    return this.size > 0 && length > INLINE_JOB_BYTES;
+  }
+
   digest(job: Omit<DigestJob, "kind">): Promise<DigestResult> {
     return this.#submit({ ...job, kind: "digest" }) as Promise<DigestResult>;
   }
