@@ -114,9 +114,10 @@ describe("a hostile listener and refinement", T, () => {
   test("pull: REFINE of a block the client holds as zeros fails the sync", T, async () => {
     await expectFailure("pull", {
       script: async (conn, first) => {
-        // The data (blocks 0..3) is one range; the hole after it another.
-        const hole = await readDiffAt(conn, first, 4 * BS);
-        await sendMessage(conn, refine(hole, 4 * BS, BS));
+        // One range: the data (blocks 0..3) and the hole after it (planRanges); block 4 is in the hole.
+        const m = await readDiffAt(conn, first, 0);
+        assert.equal((m as Extract<Message, { type: "READ_DIFF" }>).length, SIZE, "the hole is in the data's range");
+        await sendMessage(conn, refine(m, 4 * BS, BS));
       },
     }, /all zero here/);
   });
