@@ -74,10 +74,10 @@ export async function* planRanges(
     }
   };
   /** The data range `r`, with the hole after it up to `next` (within MAX_RANGE_BLOCKS blocks). */
-  const close = function* (r: { offset: number; end: number }, next: number): Generator<Range> {
+  const close = (r: { offset: number }, next: number): Range => {
     const end = Math.min(next, r.offset + maxLength);
-    yield { offset: r.offset, length: end - r.offset, data: true };
     at = end;
+    return { offset: r.offset, length: end - r.offset, data: true };
   };
   /** The data range being gathered: [open.offset, open.end) holding `data` bytes of spans. */
   let open: { offset: number; end: number; data: number } | undefined;
@@ -92,11 +92,11 @@ export async function* planRanges(
         open.data += span.length;
         continue;
       }
-      if (open) yield* close(open, span.offset);
+      if (open) yield close(open, span.offset);
       yield* holesUpTo(span.offset);
       open = { offset: span.offset, end: spanEnd, data: span.length };
     }
   }
-  if (open) yield* close(open, size);
+  if (open) yield close(open, size);
   yield* holesUpTo(size);
 }

@@ -93,9 +93,10 @@ export class WorkerPool implements AsyncDisposable {
   }
 
   /**
-   * Whether a digest or diff job of `length` bytes runs on a worker thread (not inline, not a
-   * pool of size 0). Only such a job carries read-ahead advice: its fadvise calls block the
-   * thread making them (~0.4 ms per MiB here), which must not be the session's.
+   * Whether a digest, diff or unpack job of `length` bytes runs on a worker thread (not inline,
+   * not a pool of size 0; refinement jobs go to a worker whatever their length): the pool's one
+   * rule for it. Only such a job carries read-ahead advice: its fadvise calls block the thread
+   * making them (~0.4 ms per MiB here), which must not be the session's.
    */
   onWorker(length: number): boolean {
     return this.size > 0 && length > INLINE_JOB_BYTES;
@@ -121,7 +122,7 @@ export class WorkerPool implements AsyncDisposable {
 
   /** The payload is copied (into the arena); the caller keeps its own. */
   async unpack(job: Omit<UnpackJob, "kind" | "payload" | "arenaAt" | "payloadLength"> & { payload: Uint8Array }): Promise<UnpackResult> {
-    if (this.size === 0 || job.length <= INLINE_JOB_BYTES) return await this.#submit({ ...job, kind: "unpack" }) as UnpackResult;
+    if (!this.onWorker(job.length)) return await this.#submit({ ...job, kind: "unpack" }) as UnpackResult;
     if (job.payload.length > MAX_DATA_LENGTH) throw new RangeError(`unpack payload of ${job.payload.length} bytes`);
     const slot = await this.#takeSlot();
     try {
@@ -157,7 +158,7 @@ export class WorkerPool implements AsyncDisposable {
       this.#inProcess = run.catch(() => {});
       return run;
     }
-    if (job.length <= INLINE_JOB_BYTES && job.kind !== "sub-digests" && job.kind !== "patch") return inline(job);
+    if (!this.onWorker(job.length) && job.kind !== "sub-digests" && job.kind !== "patch") return inline(job);
     return new Promise((resolve, reject) => {
       const p = { id: this.#nextId++, job, resolve, reject };
       // Refinement jobs are small and a round trip waits on each: they go first.
