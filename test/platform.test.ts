@@ -11,6 +11,7 @@ import { errnoName, libc, libcStatus } from "../src/platform/libc.ts";
 import { platform } from "../src/platform/platform.ts";
 import {
   compress,
+  compressBound,
   decompress,
   frameContentSize,
   initZstd,
@@ -109,6 +110,25 @@ function stripContentSize(frame: Uint8Array): Uint8Array {
 }
 
 describe("zstd", () => {
+  test("a frame is a buffer of its own within compressBound, whatever the input", T, async () => {
+    await initZstd({ wasm: true });
+    const random = new Uint8Array(65536);
+    for (let i = 0; i < random.length; i++) random[i] = (i * 2654435761) >>> 24 ^ (i >> 3);
+    crypto.getRandomValues(random.subarray(0, 32768));
+    for (const backend of ["native", "wasm"] as ZstdBackend[]) {
+      if (backend === "native" && !zstdStatus.nativeAvailable) continue;
+      for (const data of [random, new Uint8Array(65536), random.subarray(0, 4096), new Uint8Array(1)]) {
+        const frame = compress(data, 1, { backend });
+        assert.ok(frame.length <= compressBound(data.length), `${backend}: ${frame.length} > bound ${compressBound(data.length)}`);
+        assert.equal(frame.byteOffset, 0);
+        assert.equal(frame.buffer.byteLength, frame.length, `${backend}: the frame spans its buffer (releasable once sent)`);
+        assert.deepEqual(decompress(frame, data.length, { backend }), data);
+      }
+    }
+    assert.equal(compressBound(65536), 65536 + 256 + 32);
+    assert.equal(compressBound(1 << 20), (1 << 20) + 4096);
+  });
+
   const backends: ZstdBackend[] = zstdStatus.nativeAvailable ? ["native", "wasm"] : ["wasm"];
 
   test("frames cross between backends in both directions", T, async () => {

@@ -15,6 +15,7 @@
  * - Every op is at most raw.length bytes long (the caller keeps runs ≤ MAX_DATA_LENGTH).
  */
 import { compress } from "../platform/zstd.ts";
+import { releaseBuffer } from "../util/release-buffer.ts";
 import type { JobOp } from "./scan-job.ts";
 
 /** Bytes each compression decision covers (at least one block). */
@@ -43,9 +44,12 @@ export function dataOps(
   let rawFrom = 0;
   for (let at = 0; at < raw.length; at += unit) {
     const piece = raw.subarray(at, Math.min(raw.length, at + unit));
-    if (piece.length > 2 * SAMPLE && compress(piece.subarray(0, SAMPLE), options.level).length > SAMPLE * SAMPLE_WORTH_IT) continue;
+    if (piece.length > 2 * SAMPLE && !worthIt(piece.subarray(0, SAMPLE), options.level, SAMPLE_WORTH_IT)) continue;
     const packed = compress(piece, options.level);
-    if (packed.length > piece.length * WORTH_IT) continue;
+    if (packed.length > piece.length * WORTH_IT) {
+      releaseBuffer(packed); // a frame of its own that nothing else views: not left to the GC
+      continue;
+    }
     if (rawFrom < at) ops.push(rawOp(raw.subarray(rawFrom, at), offset + rawFrom));
     ops.push({ kind: "data", offset: offset + at, length: piece.length, payload: packed, zstd: true });
     rawFrom = at + piece.length;
@@ -64,8 +68,17 @@ export function packOne(
   if (options.level > 0) {
     const packed = compress(raw, options.level);
     if (packed.length <= raw.length * WORTH_IT) return { kind: "data", offset, length: raw.length, payload: packed, zstd: true };
+    releaseBuffer(packed);
   }
   return rawOp(raw, offset);
+}
+
+/** Whether `sample` compresses to at most `ratio` of its length (the frame is freed at once). */
+function worthIt(sample: Uint8Array, level: number, ratio: number): boolean {
+  const frame = compress(sample, level);
+  const ok = frame.length <= sample.length * ratio;
+  releaseBuffer(frame);
+  return ok;
 }
 
 function rawOp(raw: Uint8Array, offset: number): JobOp & { kind: "data" } {

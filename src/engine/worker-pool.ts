@@ -38,6 +38,17 @@ export const INLINE_JOB_BYTES = 64 * 1024;
  */
 export const WORKER_DEPTH = 2;
 
+/**
+ * A worker's young generation, in MiB (V8's default is tens). A job's buffers are small
+ * objects in V8's heap holding MiB outside it (node:zlib's output, a decompressed block), and
+ * V8 frees those only when it collects the objects: with the default, a worker that
+ * compresses collected once per several dozen MiB of dead buffers, each thread's allocator
+ * kept that much, and a listener serving a pull with --compress=always peaked at ~255 MB
+ * (issue 9 bounds a side at 200 MiB). A small young generation collects every few MiB;
+ * the same pull peaked at 185–193 MB, its CPU time within noise.
+ */
+export const WORKER_YOUNG_GENERATION_MB = 2;
+
 /** Payloads in workers at once (each slot holds one, up to MAX_DATA_LENGTH bytes). */
 export const ARENA_SLOTS = 8;
 
@@ -240,6 +251,7 @@ function spawnWorker(): Worker {
   // The single binary (scripts/build-binary) has no scan-worker.ts file: it embeds the bundled
   // worker as CommonJS source text here.
   const embedded = (globalThis as { ssyncScanWorkerSource?: unknown }).ssyncScanWorkerSource;
-  if (typeof embedded === "string") return new Worker(embedded, { eval: true });
-  return new Worker(new URL("./scan-worker.ts", import.meta.url));
+  const opts = { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } };
+  if (typeof embedded === "string") return new Worker(embedded, { eval: true, ...opts });
+  return new Worker(new URL("./scan-worker.ts", import.meta.url), opts);
 }

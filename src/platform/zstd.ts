@@ -15,6 +15,7 @@
  *   `backend` option chooses per call.
  */
 import zlib from "node:zlib";
+import { releaseBuffer } from "../util/release-buffer.ts";
 
 export type ZstdBackend = "native" | "wasm";
 
@@ -78,13 +79,28 @@ function wasmOrThrow(): WasmZstd {
 /** One zstd frame holding `data`, with its content size in the header. */
 export function compress(data: Uint8Array, level: number, options?: ZstdOptions): Uint8Array {
   if (backendOf(options) === "wasm") return owned(wasmOrThrow().compress(data, level));
+  // One output chunk that the frame cannot fill (node:zlib allocates another whenever one
+  // fills): the frame is a view of it, copied out to its own length below, and the chunk
+  // released at once. Left to the GC, each call's chunks piled up in the worker's heap until
+  // V8 collected (the peak RSS of a source that compresses, issue 9).
+  const chunkSize = compressBound(data.length) + 1;
   const out = plain(z.zstdCompressSync(data, {
     params: { [z.constants.ZSTD_c_compressionLevel]: level },
     pledgedSrcSize: data.length,
+    chunkSize,
   }));
   // Deno 2.9 appends an empty second frame; keep only the first.
   const first = frameLength(out, frameHeader(out));
-  return owned(first < out.length ? out.subarray(0, first) : out);
+  const frame = owned(first < out.length ? out.subarray(0, first) : out);
+  // Only node:zlib's own chunk, now that nothing views it: a buffer of exactly chunkSize bytes
+  // (a Buffer from node's pool would be a view of the pool's larger one).
+  if (frame.buffer !== out.buffer && out.buffer.byteLength === chunkSize) releaseBuffer(new Uint8Array(out.buffer));
+  return frame;
+}
+
+/** ZSTD_COMPRESSBOUND: the largest frame zstd makes of `n` bytes (one frame, no dictionary). */
+export function compressBound(n: number): number {
+  return n + (n >>> 8) + (n < 128 * 1024 ? (128 * 1024 - n) >>> 11 : 0);
 }
 
 /**
