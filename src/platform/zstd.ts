@@ -166,8 +166,11 @@ function decompressFrame(
       // Known size: the wasm library allocates exactly that; unknown: capped at maxSize.
       out = wasmOrThrow().decompress(frame, { defaultHeapSize: Math.max(1, maxSize) });
     } else {
-      const chunkSize = Math.max(64, contentSize ?? Math.min(maxSize, 1 << 20));
-      out = z.zstdDecompressSync(frame, { maxOutputLength: Math.max(1, maxSize), chunkSize });
+      // One byte more than the frame holds: node:zlib allocates a further chunk whenever one
+      // fills, which would be garbage; the output, a view of the chunk, is cut to a buffer of
+      // its own below (transfer: the chunk is freed at once).
+      const chunkSize = Math.max(64, (contentSize ?? Math.min(maxSize, 1 << 20)) + 1);
+      out = exactBuffer(plain(z.zstdDecompressSync(frame, { maxOutputLength: Math.max(1, maxSize), chunkSize })), chunkSize);
     }
   } catch (e) {
     if ((e as { code?: string }).code === "ERR_BUFFER_TOO_LARGE") throw tooLarge(maxSize);
@@ -185,6 +188,19 @@ function decompressFrame(
     );
   }
   return out;
+}
+
+/**
+ * `out` as a buffer of its own length when it is the start of node:zlib's chunk of
+ * `chunkSize` bytes: the chunk is detached (its memory freed or reused now, not at V8's next
+ * collection) and what it held moves to a buffer of exactly out.length bytes. Anything else
+ * (a pooled Buffer, a concatenation, a runtime without transfer) is returned as it is.
+ */
+function exactBuffer(out: Uint8Array, chunkSize: number): Uint8Array {
+  const buffer = out.buffer as ArrayBuffer & { transfer?: (length: number) => ArrayBuffer };
+  if (out.byteOffset !== 0 || out.length === buffer.byteLength || buffer.byteLength !== chunkSize) return out;
+  if (!(buffer instanceof ArrayBuffer) || typeof buffer.transfer !== "function") return out;
+  return new Uint8Array(buffer.transfer(out.length));
 }
 
 /** A plain Uint8Array view (native zlib returns Buffers); no copy. */
