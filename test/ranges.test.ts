@@ -8,7 +8,7 @@ import { describe, test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { MAX_RANGE_BLOCKS } from "../protocol/constants.ts";
-import { DATA_RANGE_BYTES, planRanges, type Range } from "../src/engine/ranges.ts";
+import { DATA_RANGE_BYTES, groupSpans, planRanges, type Range } from "../src/engine/ranges.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import type { Extent } from "../src/storage/storage.ts";
 import { type DataChunk, makeSparseFile, withTempDir } from "./helpers/sparse.ts";
@@ -94,5 +94,22 @@ describe("planRanges", () => {
       assert.ok(ranges.every((r) => !r.data));
       assert.equal(ranges.length, 3);
     });
+  });
+
+  test("groupSpans: consecutive spans up to the data bound per group, a longer span alone, holes between them inside", () => {
+    const spans = [
+      { offset: 0, length: MiB },
+      { offset: 2 * MiB, length: MiB },
+      { offset: 8 * MiB, length: 2 * MiB },
+      { offset: 16 * MiB, length: 5 * MiB },
+      { offset: 32 * MiB, length: BS },
+    ];
+    assert.deepEqual(groupSpans(spans, 4 * MiB).map((g) => [g.offset, g.length, g.spans.length, g.dataBytes]), [
+      [0, 10 * MiB, 3, 4 * MiB],
+      [16 * MiB, 5 * MiB, 1, 5 * MiB],
+      [32 * MiB, BS, 1, BS],
+    ]);
+    assert.deepEqual(groupSpans(spans, 0).map((g) => g.spans.length), [1, 1, 1, 1, 1], "a bound of 0: one span a group");
+    assert.deepEqual(groupSpans([], 4 * MiB), []);
   });
 });

@@ -23,9 +23,9 @@ import { isZeroDigest, ProtocolError } from "../../protocol/codec.ts";
 import { applyPatch, type PatchWrite } from "./apply-patch.ts";
 import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
 import { runInOrder } from "./ordered-jobs.ts";
-import { dataSpans } from "./ranges.ts";
+import { dataSpans, groupSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
-import { JOB_BYTES } from "./scan-job.ts";
+import { JOB_BYTES, JOB_GROUP_BYTES } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -45,18 +45,35 @@ export async function digestRange(
   const localEnd = Math.min(end, store.size);
   const extents = localEnd > range.offset ? await store.dataExtents(range.offset, localEnd) : [];
   const spans = dataSpans(extents, { start: range.offset, end: localEnd }, { blockSize: bs, maxBytes: JOB_BYTES });
+  // One job per group of spans (source-side.ts's JOB_GROUP_BYTES): its digests cover the group,
+  // the holes between its spans as zeros.
+  const groups = groupSpans(spans, JOB_GROUP_BYTES);
   let dataBytes = 0;
-  await runInOrder(spans, {
+  await runInOrder(groups, {
     lookahead: options.lookahead,
     signal: ctx.signal,
-    start: (s) => store.lend((file) =>
-      ctx.pool.digest({ file, offset: s.offset, length: s.length, blockSize: bs, hash: ctx.hash, key: ctx.key, advise: ctx.pool.onWorker(s.length) ? ctx.readAhead?.take() : undefined })
+    start: (g) => store.lend((file) =>
+      ctx.pool.digest({
+        file,
+        offset: g.offset,
+        length: g.length,
+        ...(g.spans.length > 1 ? { spans: g.spans } : {}),
+        blockSize: bs,
+        hash: ctx.hash,
+        key: ctx.key,
+        advise: ctx.pool.onWorker(g.dataBytes) ? ctx.readAhead?.take() : undefined,
+      })
     ),
-    consume: async (s, r) => {
-      out.set(r!.digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
+    consume: async (g, r) => {
+      out.set(r!.digests, ((g.offset - range.offset) / bs) * DIGEST_SIZE);
       stats.bytesRead += r!.bytesRead;
-      dataBytes += s.length;
-      if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests: r!.digests });
+      dataBytes += g.dataBytes;
+      if (!options.punchZeroBlocks) return;
+      for (const s of g.spans) {
+        const first = (s.offset - g.offset) / bs;
+        const digests = r!.digests.subarray(first * DIGEST_SIZE, (first + Math.ceil(s.length / bs)) * DIGEST_SIZE);
+        await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests });
+      }
     },
   });
   ctx.signal.throwIfAborted();

@@ -51,6 +51,32 @@ export function dataSpans(
   return out;
 }
 
+/** Consecutive spans one job reads: [offset, offset+length) holds `spans` (ascending) and the holes between them. */
+export interface SpanGroup {
+  offset: number;
+  length: number;
+  spans: Extent[];
+  /** The spans' bytes: what the job reads. */
+  dataBytes: number;
+}
+
+/** `spans` (ascending, disjoint) cut into groups of consecutive spans holding ≤ maxData bytes each (a longer span alone). */
+export function groupSpans(spans: readonly Extent[], maxData: number): SpanGroup[] {
+  const groups: SpanGroup[] = [];
+  let g: SpanGroup | undefined;
+  for (const s of spans) {
+    if (g && g.dataBytes + s.length <= maxData) {
+      g.spans.push(s);
+      g.dataBytes += s.length;
+      g.length = s.offset + s.length - g.offset;
+      continue;
+    }
+    g = { offset: s.offset, length: s.length, spans: [s], dataBytes: s.length };
+    groups.push(g);
+  }
+  return groups;
+}
+
 /**
  * Ranges covering [0, size) of `store`. A data range starts at a data extent and takes in the
  * extents that follow while it holds ≤ DATA_RANGE_BYTES of data, then the hole after its last

@@ -3,23 +3,24 @@
  * (decompress → hash → zero scan). Called inside a worker thread, or in-process by the
  * sequential reference path.
  *
- * Copies: each thread reads into one buffer of its own, reused from job to job (a job of at
- * most SMALL_JOB_BYTES into a new buffer of its length). A diff job
- * whose raw DATA is at least half of what it read hands that buffer over (its payloads are
- * views of it; it moves to the caller with the result, transferables()) and the thread takes
- * a new one; otherwise the few raw payloads are sliced out and the buffer stays. Either way a
- * byte is copied at most once, and an incremental sync allocates nothing per job.
+ * Copies: each thread reads into one buffer of its own, reused from span to span (a span of
+ * at most SMALL_JOB_BYTES into a new buffer of its length). A diff job's span whose raw DATA
+ * is at least half of what it read hands that buffer over (its payloads are views of it; it
+ * moves to the caller with the result, transferables()) and the thread takes a new one;
+ * otherwise the few raw payloads are sliced out and the buffer stays. Either way a byte is
+ * copied at most once, and an incremental sync allocates nothing per span.
  */
-import { type HashAlgorithm, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
+import { DIGEST_SIZE, type HashAlgorithm, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { ProtocolError } from "../../protocol/codec.ts";
 import { decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
+import type { LentFile } from "../storage/storage.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
 import { diffRuns } from "./block-diff.ts";
 import { dataOps, packOne } from "./data-ops.ts";
 import { giveAdvice } from "./read-ahead.ts";
 import { refineRun, runRefineJob } from "./refine-job.ts";
-import { type DiffTarget, type FanDiffResult, JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
+import { type DiffJob, type DiffTarget, type FanDiffResult, JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 const hashers = new Map<string, Promise<BlockHasher>>();
 /** Jobs up to this long read into a buffer of their own (see runJob). */
@@ -28,42 +29,115 @@ const SMALL_JOB_BYTES = 64 * 1024;
 let scratch: Uint8Array | undefined;
 
 export async function runJob(job: ScanJob): Promise<JobResult> {
-  if (job.length <= 0 || job.length > JOB_BYTES) throw new RangeError(`job length ${job.length}`);
+  if (job.length <= 0 || (job.length > JOB_BYTES && !((job.kind === "diff" || job.kind === "digest") && job.spans))) throw new RangeError(`job length ${job.length}`);
   if (job.kind === "sub-digests" || job.kind === "patch") {
     const packing = { level: job.zstdLevel, blockSize: job.blockSize, withoutPayload: job.withoutPayload };
     return await runRefineJob(job, (raw, offset) => packOne(raw, offset, packing), (raw, offset) => dataOps(raw, offset, packing));
   }
   if (job.kind === "unpack") return unpack(job, await hasherFor(job));
   giveAdvice(job.file, job.advise);
-  // A small job (a small file's) reads into a buffer of its own size: handing a raw DATA over
-  // then never costs a new 1 MiB scratch (zeroed, then garbage) nor pins one behind a few KiB.
-  const buffer = job.length <= SMALL_JOB_BYTES ? new Uint8Array(job.length) : (scratch ??= new Uint8Array(JOB_BYTES));
-  const data = buffer.subarray(0, job.length);
-  const bytesRead = readLent(job.file, data, job.offset);
-  if (bytesRead < data.length) data.fill(0, bytesRead); // past the end of the file: zeros
   switch (job.kind) {
-    case "digest":
-      return { digests: digestBlocks(await hasherFor(job), data, job.blockSize, job.offset / job.blockSize), bytesRead };
-    case "diff": {
-      // One read, then each target's own hash and comparison: a fan-out reads the source once.
-      const targets: FanDiffResult["targets"] = [];
-      for (const t of job.targets) {
-        const digests = digestBlocks(await hasherFor(t), data, job.blockSize, job.offset / job.blockSize);
-        targets.push({ digests, ops: diffOps(data, digests, job, t) });
+    case "digest": {
+      const hasher = await hasherFor(job);
+      if (!job.spans) {
+        const { data, bytesRead } = readSpan(job.file, job);
+        return { digests: digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize), bytesRead };
       }
-      let viewed = 0;
-      for (const t of targets) for (const op of t.ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
-      if (viewed === 0) return { bytesRead, targets };
-      if (2 * viewed >= job.length) {
-        if (buffer === scratch) scratch = undefined; // handed over with the result
-        return { bytesRead, targets, buffer };
-      }
-      for (const t of targets) for (const op of t.ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
-      return { bytesRead, targets };
+      const bs = job.blockSize;
+      const digests = new Uint8Array(Math.ceil(job.length / bs) * DIGEST_SIZE);
+      let bytesRead = 0;
+      forSpans({ ...job, spans: job.spans }, (span) => {
+        const { data, bytesRead: n } = readSpan(job.file, span);
+        bytesRead += n;
+        digests.set(digestBlocks(hasher, data, bs, span.offset / bs), ((span.offset - job.offset) / bs) * DIGEST_SIZE);
+      });
+      return { digests, bytesRead };
     }
+    case "diff":
+      return await diffJob(job);
     default:
       throw new TypeError(`unknown job ${(job as ScanJob).kind}`);
   }
+}
+
+/**
+ * Reads one span (≤ JOB_BYTES) into this thread's scratch buffer, or a buffer of its own
+ * length for a span of at most SMALL_JOB_BYTES (handing a raw DATA over then never costs a
+ * new 1 MiB scratch, zeroed then garbage, nor pins one behind a few KiB); bytes past the end
+ * of the file read as zeros.
+ */
+function readSpan(file: LentFile, span: { offset: number; length: number }): { buffer: Uint8Array; data: Uint8Array; bytesRead: number } {
+  if (span.length <= 0 || span.length > JOB_BYTES) throw new RangeError(`span length ${span.length}`);
+  const buffer = span.length <= SMALL_JOB_BYTES ? new Uint8Array(span.length) : (scratch ??= new Uint8Array(JOB_BYTES));
+  const data = buffer.subarray(0, span.length);
+  const bytesRead = readLent(file, data, span.offset);
+  if (bytesRead < data.length) data.fill(0, bytesRead);
+  return { buffer, data, bytesRead };
+}
+
+/** Calls `each` for the job's spans in order, after checking each is block-aligned, ascending and inside the job. */
+function forSpans(job: { offset: number; length: number; blockSize: number; spans: readonly { offset: number; length: number }[] }, each: (span: { offset: number; length: number }) => void): void {
+  let at = job.offset;
+  for (const span of job.spans) {
+    if (span.offset < at || span.offset % job.blockSize !== 0 || span.offset + span.length > job.offset + job.length) {
+      throw new RangeError(`span [${span.offset}, +${span.length}) out of order or outside the job [${job.offset}, +${job.length})`);
+    }
+    each(span);
+    at = span.offset + span.length;
+  }
+}
+
+/**
+ * A diff job, span by span: each read once, then for each target hashed and compared; the
+ * holes between spans compared as zero blocks (ZERO where the target holds data). A span whose
+ * raw DATA (all targets') is at least half of what it read hands its buffer over with the
+ * result (the payloads are views of it; this thread takes a new scratch); otherwise its few
+ * raw payloads are sliced out and the buffer stays. A byte is copied at most once.
+ */
+async function diffJob(job: DiffJob): Promise<FanDiffResult> {
+  const bs = job.blockSize;
+  const spans = job.spans ?? [{ offset: job.offset, length: job.length }];
+  const blocks = Math.ceil(job.length / bs);
+  const firstBlock = job.offset / bs;
+  const hashers = await Promise.all(job.targets.map((t) => hasherFor(t)));
+  const targets: FanDiffResult["targets"] = job.targets.map(() => ({ digests: new Uint8Array(blocks * DIGEST_SIZE), ops: [] }));
+  const buffers: Uint8Array[] = [];
+  let bytesRead = 0;
+  let at = job.offset;
+  const dstOf = (t: DiffTarget, from: number, to: number) => t.dst.subarray((from / bs - firstBlock) * DIGEST_SIZE, (Math.ceil(to / bs) - firstBlock) * DIGEST_SIZE);
+  const hole = (end: number) => {
+    if (end <= at) return;
+    job.targets.forEach((t, i) => {
+      const dst = dstOf(t, at, end);
+      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
+        const o = at + run.first * bs;
+        targets[i].ops.push({ kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
+      }
+    });
+    at = end;
+  };
+  forSpans({ ...job, spans }, (span) => {
+    hole(span.offset);
+    const { buffer, data, bytesRead: n } = readSpan(job.file, span);
+    bytesRead += n;
+    const spanOps: JobOp[][] = job.targets.map((t, i) => {
+      const digests = digestBlocks(hashers[i], data, bs, span.offset / bs);
+      targets[i].digests.set(digests, (span.offset / bs - firstBlock) * DIGEST_SIZE);
+      return diffOps(data, digests, { ...span, blockSize: bs }, { ...t, dst: dstOf(t, span.offset, span.offset + span.length) });
+    });
+    let viewed = 0;
+    for (const ops of spanOps) for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
+    if (viewed > 0 && 2 * viewed >= span.length) {
+      if (buffer === scratch) scratch = undefined; // handed over with the result
+      buffers.push(buffer);
+    } else if (viewed > 0) {
+      for (const ops of spanOps) for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
+    }
+    spanOps.forEach((ops, i) => targets[i].ops.push(...ops));
+    at = span.offset + span.length;
+  });
+  hole(job.offset + job.length);
+  return buffers.length > 0 ? { bytesRead, targets, buffers } : { bytesRead, targets };
 }
 
 /** A target's ops for the blocks of `data` whose `digests` differ from its own (`t.dst`). */
@@ -138,6 +212,7 @@ export function transferables(result: JobResult): ArrayBuffer[] {
   if ("digests" in result) add(result.digests);
   if ("targets" in result) for (const t of result.targets) add(t.digests);
   if ("buffer" in result && result.buffer) add(result.buffer);
+  if ("buffers" in result && result.buffers) for (const b of result.buffers) add(b);
   const ops = "ops" in result ? result.ops : "targets" in result ? result.targets.flatMap((t) => t.ops) : [];
   for (const op of ops) if ((op.kind === "data" || op.kind === "patch") && op.payload) add(op.payload);
   if ("data" in result && result.data) add(result.data);

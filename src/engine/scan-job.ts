@@ -13,8 +13,14 @@
 import type { HashAlgorithm } from "../../protocol/constants.ts";
 import type { LentFile } from "../storage/storage.ts";
 
-/** Bytes one job reads at most: bounds a job's memory. */
+/** Bytes one span of a job reads at most (one read, into one buffer): bounds a job's buffers. */
 export const JOB_BYTES = 1 << 20;
+/**
+ * Data one diff or digest job reads at most, in spans of ≤ JOB_BYTES: a range's small extents
+ * go to a worker as one message, not one per extent (each costs the session's thread a post,
+ * a reply and a worker's wake-up, on cores the workers keep busy).
+ */
+export const JOB_GROUP_BYTES = 4 << 20;
 
 interface JobBase {
   file: LentFile;
@@ -27,19 +33,27 @@ interface JobBase {
   key: Uint8Array;
 }
 
-/** Destination side: digests of the blocks. */
+/** Destination side: digests of the blocks; `spans` as a DiffJob's (holes between them: zero digests, not read). */
 export interface DigestJob extends JobBase {
   kind: "digest";
+  spans?: { offset: number; length: number }[];
 }
 
 /**
  * Source side: the blocks read once, then for each target (a destination: one, or several in a
  * fan-out) hashed under its key and compared with its digests; each target's differing blocks
  * come back as its own ops.
+ *
+ * With `spans`, the job covers [offset, offset+length) of which only the spans hold data (each
+ * block-aligned, ≤ JOB_BYTES, ascending, within the job); the rest are holes, never read:
+ * their digests are zero and they become ZERO ops where the destination holds data. Without,
+ * the whole job is one span (length ≤ JOB_BYTES). One job for a range's many small extents
+ * costs the session's thread one message instead of one per extent.
  */
 export interface DiffJob extends Omit<JobBase, "hash" | "key"> {
   kind: "diff";
   targets: DiffTarget[];
+  spans?: { offset: number; length: number }[];
 }
 
 /** One destination a diff job compares against, and how its differing blocks are packed. */
@@ -124,12 +138,12 @@ export interface DiffResult extends DigestResult {
   buffer?: Uint8Array;
 }
 
-/** A diff job's result: what it read, and per target (in the job's order) its digests and ops. */
+/** A diff job's result: what it read, and per target (in the job's order) its digests (of the whole job) and ops. */
 export interface FanDiffResult {
   bytesRead: number;
   targets: { digests: Uint8Array; ops: JobOp[] }[];
-  /** The buffer the job read into: raw DATA payloads of any target are views of it. */
-  buffer?: Uint8Array;
+  /** Buffers the job read into (a span's each): raw DATA payloads of any target may be views of them. */
+  buffers?: Uint8Array[];
 }
 
 export interface UnpackResult {

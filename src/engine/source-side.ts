@@ -11,7 +11,7 @@
  *    data, and whatever each job found. emit() may wait: that is the back-pressure.
  * 4. Return the source's digests for the whole range (for the root hash).
  *
- * Memory: a job's read buffer (DiffResult.buffer, whose views its raw payloads are) and each
+ * Memory: a job's read buffers (FanDiffResult.buffers, whose views its raw payloads are) and each
  * payload that owns its whole buffer are released (util/release-buffer.ts) once every op of
  * the job said its payload is free (emit resolved to { free }, and every `free` fulfilled):
  * not left for the GC. An op whose emit resolves to nothing keeps the job's buffer to the GC.
@@ -19,9 +19,10 @@
 import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
 import { diffRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
-import { dataSpans } from "./ranges.ts";
+import { dataSpans, groupSpans, type SpanGroup } from "./ranges.ts";
 import { countOp } from "./refine.ts";
-import { type FanDiffResult, JOB_BYTES, type JobOp } from "./scan-job.ts";
+import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp } from "./scan-job.ts";
+
 import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -115,17 +116,22 @@ export async function diffRangeTo(
   const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
 
-  /** `release`: the piece's reservation, given back once (when consumed, or when its job settles after the range ended). */
+  /**
+   * A data piece is one job: consecutive spans holding ≤ JOB_GROUP_BYTES of data, with the
+   * holes between them (the job compares those as zeros; `dataBytes` is what it reads). A hole
+   * piece is a hole before, between or after the data pieces. `release`: the piece's
+   * reservation, given back once (when consumed, or when its job settles after the range ended).
+   */
   type Job = { result: FanDiffResult; targets: Target[] };
-  type Piece = { offset: number; length: number; data: boolean; job?: Promise<Job>; release?: () => void };
+  type Piece = SpanGroup & { data: boolean; job?: Promise<Job>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
-  for (const s of spans) {
-    if (s.offset > at) pieces.push({ offset: at, length: s.offset - at, data: false });
-    pieces.push({ offset: s.offset, length: s.length, data: true });
-    at = s.offset + s.length;
+  for (const g of groupSpans(spans, JOB_GROUP_BYTES)) {
+    if (g.offset > at) pieces.push({ offset: at, length: g.offset - at, data: false, spans: [], dataBytes: 0 });
+    pieces.push({ ...g, data: true });
+    at = g.offset + g.length;
   }
-  if (at < end) pieces.push({ offset: at, length: end - at, data: false });
+  if (at < end) pieces.push({ offset: at, length: end - at, data: false, spans: [], dataBytes: 0 });
 
   const slice = (dst: Uint8Array, p: Piece) => {
     const first = (p.offset - offset) / bs;
@@ -137,7 +143,7 @@ export async function diffRangeTo(
     const run = async (): Promise<Job> => {
       if (options.reserve) {
         // A job's result and the records it becomes: each at most the piece's length per target.
-        p.release = once(await options.reserve((1 + live.length) * p.length));
+        p.release = once(await options.reserve((1 + live.length) * p.dataBytes));
         if (ended) {
           p.release();
           throw new Error("Cannot diff: the range ended");
@@ -149,8 +155,9 @@ export async function diffRangeTo(
         file,
         offset: p.offset,
         length: p.length,
+        ...(p.spans.length > 1 ? { spans: p.spans } : {}),
         blockSize: bs,
-        advise: ctx.pool.onWorker(p.length) ? ctx.readAhead?.take() : undefined,
+        advise: ctx.pool.onWorker(p.dataBytes) ? ctx.readAhead?.take() : undefined,
         targets: jobTargets.map(({ t }) => ({
           hash: t.hash,
           key: t.key,
@@ -168,11 +175,11 @@ export async function diffRangeTo(
   };
   /**
    * Emits `ops` to one target in order; a failure drops that target. Pushes each payload's
-   * "free" (true once nothing reads it) to `frees`. A payload viewing the job's read buffer
-   * (`shared`, which other targets' payloads may view too) is not released alone: the buffer
-   * goes once every target's payloads are free.
+   * "free" (true once nothing reads it) to `frees`. A payload viewing one of the job's read
+   * buffers (`shared`, which other targets' payloads may view too) is not released alone: the
+   * buffers go once every payload of the job is free.
    */
-  const emitTo = async (x: Target, ops: readonly JobOp[], frees: Promise<boolean>[], shared?: ArrayBufferLike) => {
+  const emitTo = async (x: Target, ops: readonly JobOp[], frees: Promise<boolean>[], shared?: ReadonlySet<ArrayBufferLike>) => {
     for (const op of ops) {
       if (x.dead || x.t.signal.aborted) return drop(x, x.t.signal.reason);
       let emitted: Emitted;
@@ -184,7 +191,7 @@ export async function diffRangeTo(
       const payload = op.kind === "data" || op.kind === "patch" ? op.payload : undefined;
       if (payload === undefined) continue;
       frees.push(emitted === undefined ? Promise.resolve(false) : emitted.free.then(() => {
-        if (payload.buffer !== shared) releaseBuffer(payload); // only a payload that is a whole buffer of its own
+        if (!shared?.has(payload.buffer)) releaseBuffer(payload); // only a payload that is a whole buffer of its own
         return true;
       }, () => false));
     }
@@ -208,14 +215,16 @@ export async function diffRangeTo(
     options.onRead?.(result.bytesRead);
     // One per op with a payload: true once nothing reads it (never rejects: observed at once).
     const frees: Promise<boolean>[] = [];
+    const shared = new Set<ArrayBufferLike>((result.buffers ?? []).map((b) => b.buffer));
     await Promise.all(job.targets.map(async (x, i) => {
       if (x.dead) return;
       x.t.stats.bytesRead += result.bytesRead;
+      x.t.stats.holeBytesSkipped += p.length - p.dataBytes;
       x.src.set(result.targets[i].digests, first * DIGEST_SIZE);
-      await emitTo(x, result.targets[i].ops, frees, result.buffer?.buffer);
+      await emitTo(x, result.targets[i].ops, frees, shared);
     }));
-    const buffer = result.buffer;
-    if (buffer !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && releaseBuffer(buffer));
+    const buffers = result.buffers;
+    if (buffers !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && buffers.forEach((b) => releaseBuffer(b)));
     p.job = undefined;
     p.release?.();
     alive();
