@@ -14,7 +14,8 @@
  *   side) and holds it until the job settles; a job finding no free slot waits for one.
  *   Results come back by transfer, which is fast on both runtimes.
  * - A worker that dies fails its job and every later job; the pool is then unusable.
- * - A digest, diff or unpack job of at most INLINE_JOB_BYTES runs on the calling thread:
+ * - A digest, diff or unpack job reading at most INLINE_JOB_BYTES (its spans', not the holes
+ *   between them) runs on the calling thread:
  *   for a small file the worker round trip (two messages, their copies, a wake-up) costs
  *   far more than hashing a few KiB. Same runJob, same results; the read is a pread of at
  *   most INLINE_JOB_BYTES (a few µs from the page cache).
@@ -104,7 +105,7 @@ export class WorkerPool implements AsyncDisposable {
   }
 
   /**
-   * Whether a digest, diff or unpack job of `length` bytes runs on a worker thread (not inline,
+   * Whether a digest, diff or unpack job reading `length` bytes runs on a worker thread (not inline,
    * not a pool of size 0; refinement jobs go to a worker whatever their length): the pool's one
    * rule for it. Only such a job carries read-ahead advice: its fadvise calls block the thread
    * making them (~0.4 ms per MiB here), which must not be the session's.
@@ -169,7 +170,7 @@ export class WorkerPool implements AsyncDisposable {
       this.#inProcess = run.catch(() => {});
       return run;
     }
-    if (!this.onWorker(job.length) && job.kind !== "sub-digests" && job.kind !== "patch") return inline(job);
+    if (!this.onWorker(bytesToRead(job)) && job.kind !== "sub-digests" && job.kind !== "patch") return inline(job);
     return new Promise((resolve, reject) => {
       const p = { id: this.#nextId++, job, resolve, reject };
       // Refinement jobs are small and a round trip waits on each: they go first.
@@ -230,6 +231,11 @@ export class WorkerPool implements AsyncDisposable {
     for (const w of all) w.removeAllListeners("exit");
     await Promise.all(all.map((w) => w.terminate()));
   }
+}
+
+/** What a job reads (or unpacks): a job of spans reads only them, not the holes between. */
+function bytesToRead(job: ScanJob): number {
+  return (job.kind === "diff" || job.kind === "digest") && job.spans ? job.spans.reduce((n, s) => n + s.length, 0) : job.length;
 }
 
 /** A small job on this thread (runJob keeps no view of its read buffer past its result). */
