@@ -126,7 +126,11 @@ export async function diffRangeTo(
   type Piece = SpanGroup & { data: boolean; job?: Promise<Job>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
-  for (const g of groupSpans(spans, JOB_GROUP_BYTES)) {
+  // With reservations (a server's shared memory budget, served in call order), a job stays
+  // within JOB_BYTES of data: a reservation is then what a span's was, and the jobs of many
+  // ranges at once (a batch's slots) cannot take the whole budget while a job being consumed
+  // waits for the records it becomes.
+  for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES)) {
     if (g.offset > at) pieces.push({ offset: at, length: g.offset - at, data: false, spans: [], dataBytes: 0 });
     pieces.push({ ...g, data: true });
     at = g.offset + g.length;
