@@ -3,8 +3,8 @@
  * DATA and ZERO ops for the blocks that differ.
  *
  * 1. Fetch the source's data extents in the range; the gaps are holes, known without reading.
- * 2. Start diff jobs (read → hash → compare → compress, in workers) for the data spans,
- *    at most `lookahead` ahead of the consumer (ordered-jobs.ts, the scheduler both roles use); each first reserves (`reserve`) the bytes
+ * 2. Start diff jobs (read → hash → compare → compress, in workers) for groups of data spans
+ *    (groupSpans; a job compares the holes between its spans as zeros), at most `lookahead` ahead of the consumer (ordered-jobs.ts, the scheduler both roles use); each first reserves (`reserve`) the bytes
  *    its result may hold until every op of it is emitted, in job order, so the job being
  *    consumed always holds its reservation and the reservations cannot deadlock.
  * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
@@ -22,7 +22,6 @@ import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans, type SpanGroup } from "./ranges.ts";
 import { countOp } from "./refine.ts";
 import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp } from "./scan-job.ts";
-
 import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -126,10 +125,10 @@ export async function diffRangeTo(
   type Piece = SpanGroup & { data: boolean; job?: Promise<Job>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
-  // With reservations (a server's shared memory budget, served in call order), a job stays
-  // within JOB_BYTES of data: a reservation is then what a span's was, and the jobs of many
-  // ranges at once (a batch's slots) cannot take the whole budget while a job being consumed
-  // waits for the records it becomes.
+  // With reservations (a server's memory budget, which a batch's slots share, served in call
+  // order), a job stays within JOB_BYTES of data, as one span's job did: with 4 MiB jobs, a
+  // batch of slots refining at once stalled (batch.test.ts), their reservations holding the
+  // budget while a refining stream waited.
   for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES)) {
     if (g.offset > at) pieces.push({ offset: at, length: g.offset - at, data: false, spans: [], dataBytes: 0 });
     pieces.push({ ...g, data: true });
