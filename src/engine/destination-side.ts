@@ -25,7 +25,7 @@ import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
-import { JOB_BYTES, JOB_GROUP_BYTES } from "./scan-job.ts";
+import { JOB_BYTES, JOB_GROUP_BLOCKS, JOB_GROUP_BYTES } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -47,7 +47,7 @@ export async function digestRange(
   const spans = dataSpans(extents, { start: range.offset, end: localEnd }, { blockSize: bs, maxBytes: JOB_BYTES });
   // One job per group of spans (source-side.ts's JOB_GROUP_BYTES): its digests cover the group,
   // the holes between its spans as zeros.
-  const groups = groupSpans(spans, JOB_GROUP_BYTES);
+  const groups = groupSpans(spans, JOB_GROUP_BYTES, JOB_GROUP_BLOCKS * bs);
   let dataBytes = 0;
   await runInOrder(groups, {
     lookahead: options.lookahead,

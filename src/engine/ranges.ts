@@ -60,12 +60,17 @@ export interface SpanGroup {
   dataBytes: number;
 }
 
-/** `spans` (ascending, disjoint) cut into groups of consecutive spans holding ≤ maxData bytes each (a longer span alone). */
-export function groupSpans(spans: readonly Extent[], maxData: number): SpanGroup[] {
+/**
+ * `spans` (ascending, disjoint) cut into groups of consecutive spans holding ≤ maxData bytes
+ * each and ≤ maxLength bytes long, holes included (a span longer than either alone). The
+ * length bound keeps a job's digest lists small (they cover its holes too): Deno copies a
+ * worker message's buffers slowly.
+ */
+export function groupSpans(spans: readonly Extent[], maxData: number, maxLength: number = Infinity): SpanGroup[] {
   const groups: SpanGroup[] = [];
   let g: SpanGroup | undefined;
   for (const s of spans) {
-    if (g && g.dataBytes + s.length <= maxData) {
+    if (g && g.dataBytes + s.length <= maxData && s.offset + s.length - g.offset <= maxLength) {
       g.spans.push(s);
       g.dataBytes += s.length;
       g.length = s.offset + s.length - g.offset;

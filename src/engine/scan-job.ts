@@ -21,6 +21,8 @@ export const JOB_BYTES = 1 << 20;
  * a reply and a worker's wake-up, on cores the workers keep busy).
  */
 export const JOB_GROUP_BYTES = 4 << 20;
+/** Blocks one job of several spans covers at most, holes included (its digest lists: 4 KiB). */
+export const JOB_GROUP_BLOCKS = 256;
 
 interface JobBase {
   file: LentFile;

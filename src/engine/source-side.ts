@@ -21,7 +21,7 @@ import { diffRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans, type SpanGroup } from "./ranges.ts";
 import { countOp } from "./refine.ts";
-import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp } from "./scan-job.ts";
+import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BLOCKS, JOB_GROUP_BYTES, type JobOp } from "./scan-job.ts";
 import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -116,8 +116,8 @@ export async function diffRangeTo(
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
 
   /**
-   * A data piece is one job: consecutive spans holding ≤ JOB_GROUP_BYTES of data, with the
-   * holes between them (the job compares those as zeros; `dataBytes` is what it reads). A hole
+   * A data piece is one job: consecutive spans holding ≤ JOB_GROUP_BYTES of data within
+   * JOB_GROUP_BLOCKS blocks, with the holes between them (the job compares those as zeros; `dataBytes` is what it reads). A hole
    * piece is a hole before, between or after the data pieces. `release`: the piece's
    * reservation, given back once (when consumed, or when its job settles after the range ended).
    */
@@ -129,7 +129,7 @@ export async function diffRangeTo(
   // order), a job stays within JOB_BYTES of data, as one span's job did: with 4 MiB jobs, a
   // batch of slots refining at once stalled (batch.test.ts), their reservations holding the
   // budget while a refining stream waited.
-  for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES)) {
+  for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES, JOB_GROUP_BLOCKS * bs)) {
     if (g.offset > at) pieces.push({ offset: at, length: g.offset - at, data: false, spans: [], dataBytes: 0 });
     pieces.push({ ...g, data: true });
     at = g.offset + g.length;
