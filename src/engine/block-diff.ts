@@ -46,3 +46,16 @@ function blockDiff(src: Uint8Array, dst: Uint8Array, i: number): "data" | "zero"
   if (same) return undefined;
   return srcZero ? "zero" : "data";
 }
+
+/**
+ * ZERO runs for a hole of the source at [offset, end): where the destination's digests `dst`
+ * (of the hole's blocks) are not zero. Runs end at `end` (a partial last block of the file).
+ */
+export function holeZeroRuns(dst: Uint8Array, o: { offset: number; end: number; blockSize: number; maxDataBlocks: number }): { kind: "zero"; offset: number; length: number }[] {
+  const out: { kind: "zero"; offset: number; length: number }[] = [];
+  for (const run of diffRuns(new Uint8Array(dst.length), dst, o.maxDataBlocks)) {
+    const at = o.offset + run.first * o.blockSize;
+    out.push({ kind: "zero", offset: at, length: Math.min(o.end, at + run.count * o.blockSize) - at });
+  }
+  return out;
+}

@@ -16,7 +16,7 @@ import { decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
 import type { LentFile } from "../storage/storage.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
-import { diffRuns } from "./block-diff.ts";
+import { diffRuns, holeZeroRuns } from "./block-diff.ts";
 import { dataOps, packOne } from "./data-ops.ts";
 import { giveAdvice } from "./read-ahead.ts";
 import { refineRun, runRefineJob } from "./refine-job.ts";
@@ -108,11 +108,7 @@ async function diffJob(job: DiffJob): Promise<FanDiffResult> {
   const hole = (end: number) => {
     if (end <= at) return;
     job.targets.forEach((t, i) => {
-      const dst = dstOf(t, at, end);
-      for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
-        const o = at + run.first * bs;
-        targets[i].ops.push({ kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
-      }
+      targets[i].ops.push(...holeZeroRuns(dstOf(t, at, end), { offset: at, end, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs }));
     });
     at = end;
   };

@@ -17,7 +17,7 @@
  * not left for the GC. An op whose emit resolves to nothing keeps the job's buffer to the GC.
  */
 import { DIGEST_SIZE, MAX_DATA_LENGTH } from "../../protocol/constants.ts";
-import { diffRuns } from "./block-diff.ts";
+import { holeZeroRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans, type SpanGroup } from "./ranges.ts";
 import { countOp } from "./refine.ts";
@@ -204,12 +204,7 @@ export async function diffRangeTo(
     if (!job) {
       await Promise.all(alive().map(async (x) => {
         x.t.stats.holeBytesSkipped += p.length;
-        const dst = slice(x.t.dst, p);
-        const ops: JobOp[] = [];
-        for (const run of diffRuns(new Uint8Array(dst.length), dst, MAX_DATA_LENGTH / bs)) {
-          const o = p.offset + run.first * bs;
-          ops.push({ kind: "zero", offset: o, length: Math.min(end, o + run.count * bs) - o });
-        }
+        const ops = holeZeroRuns(slice(x.t.dst, p), { offset: p.offset, end: p.offset + p.length, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs });
         await emitTo(x, ops, []);
       }));
       return;
