@@ -68,8 +68,50 @@ describe("lent descriptors", () => {
           assert.throws(() => readLent(forged, new Uint8Array(4096), 0), /names another file/);
           assert.equal(readLent(lent, new Uint8Array(4096), 0), 4096);
         });
+        // In a worker: under Deno its node:fs does not know the descriptor, so it reads
+        // through FFI, which must check the identity too.
+        for (const pool of pools) {
+          await assert.rejects(
+            store.lend((lent) =>
+              pool.digest({ file: { ...lent, dev: lent.dev + 1n }, offset: 0, length: BS, blockSize: BS, hash: "hmac-sha256", key: KEY })
+            ),
+            /names another file/,
+            `pool of ${pool.size}`,
+          );
+        }
       } finally {
         await store[Symbol.asyncDispose]();
+      }
+    });
+  });
+
+  test("a descriptor number checked once and then reused for another file is checked again", T, async () => {
+    await withTempDir(async (dir) => {
+      const first = path.join(dir, "a.img");
+      const second = path.join(dir, "b.img");
+      makeSparseFile(first, { size: MiB, chunks: [{ offset: 0, length: MiB, seed: 1 }] });
+      makeSparseFile(second, { size: MiB, chunks: [{ offset: 0, length: MiB, seed: 2 }] });
+      const a = await openSource(first);
+      let aLent!: { fd: number; dev: bigint; ino: bigint };
+      try {
+        // deno-lint-ignore require-await
+        await a.lend(async (lent) => {
+          aLent = lent;
+          assert.equal(readLent(lent, new Uint8Array(4096), 0), 4096);
+        });
+      } finally {
+        await a[Symbol.asyncDispose]();
+      }
+      const b = await openSource(second);
+      try {
+        // deno-lint-ignore require-await
+        await b.lend(async (lent) => {
+          // The number a.img had, if it was reused, with a.img's identity: refused all the same.
+          const forged = { ...lent, dev: aLent.dev, ino: aLent.ino };
+          assert.throws(() => readLent(forged, new Uint8Array(4096), 0), /names another file/, `fd ${lent.fd} (a.img's was ${aLent.fd})`);
+        });
+      } finally {
+        await b[Symbol.asyncDispose]();
       }
     });
   });

@@ -69,6 +69,18 @@ describe("libc bindings", { skip: platform.ffi ? false : `no FFI: ${platform.ffi
           assert.ok(own >= 0);
           assert.equal(l.close(own), 0);
           assert.equal(l.open(path.join(dir, "missing"), 0), -2);
+          const stat = fs.fstatSync(fd, { bigint: true });
+          const times = l.fileTimes(fd);
+          assert.ok(typeof times !== "number", `statx failed: ${times}`);
+          assert.deepEqual([times.dev, times.ino, times.size], [stat.dev, stat.ino, stat.size], "statx's identity is stat's");
+          const dev = fs.statSync("/dev/null", { bigint: true });
+          const nullFd = fs.openSync("/dev/null", "r");
+          try {
+            const t = l.fileTimes(nullFd);
+            assert.ok(typeof t !== "number" && t.dev === dev.dev && t.ino === dev.ino, "on devtmpfs too");
+          } finally {
+            fs.closeSync(nullFd);
+          }
         } finally {
           fs.closeSync(fd);
           fs.closeSync(fd2);

@@ -78,8 +78,11 @@ export interface Libc {
   setMtime(fd: number, mtimeNs: bigint): number;
 }
 
-/** statx's size, change times (ns), permission bits and owner. */
+/** statx's identity, size, change times (ns), permission bits and owner. */
 export interface FileTimes {
+  /** st_dev as stat(2) gives it: makedev(stx_dev_major, stx_dev_minor). */
+  dev: bigint;
+  ino: bigint;
   size: bigint;
   mtimeNs: bigint;
   ctimeNs: bigint;
@@ -217,6 +220,12 @@ function nodeSymbols(): RawSymbols {
   throw lastError;
 }
 
+/** glibc's makedev: how stat(2) packs a device's major and minor numbers into st_dev. */
+function makedev(major: number, minor: number): bigint {
+  const hi = BigInt(major >>> 12) << 44n | BigInt(minor >>> 8) << 20n;
+  return hi | BigInt((major & 0xfff) << 8 | (minor & 0xff));
+}
+
 function bindLibc(raw: RawSymbols): Libc {
   const range = new BigUint64Array(2);
   const rangeBytes = new Uint8Array(range.buffer);
@@ -251,10 +260,13 @@ function bindLibc(raw: RawSymbols): Libc {
       return raw.fallocate(fd, FALLOC_FL_KEEP_SIZE, BigInt(offset), BigInt(length)) < 0 ? -raw.errno() : 0;
     },
     fileTimes(fd) {
-      // struct statx: stx_uid at 20, stx_gid at 24, stx_mode at 28 (u16), stx_size at 40,
-      // stx_ctime at 96, stx_mtime at 112 ({i64 sec, u32 nsec}).
+      // struct statx: stx_uid at 20, stx_gid at 24, stx_mode at 28 (u16), stx_ino at 32,
+      // stx_size at 40, stx_ctime at 96, stx_mtime at 112 ({i64 sec, u32 nsec}),
+      // stx_dev_major at 136, stx_dev_minor at 140.
       if (raw.statx(fd, emptyPath, AT_EMPTY_PATH, STATX_BASIC_STATS, statxBuf) < 0) return -raw.errno();
       return {
+        dev: makedev(statxView.getUint32(136, true), statxView.getUint32(140, true)),
+        ino: statxView.getBigUint64(32, true),
         size: statxView.getBigUint64(40, true),
         mtimeNs: ns(112),
         ctimeNs: ns(96),

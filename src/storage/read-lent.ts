@@ -2,41 +2,55 @@
  * Reads through a descriptor that a store lent to a scan job (Storage.lend), from a worker
  * thread or the main thread. No file is ever opened by name here.
  *
- * How a thread reaches the descriptor, tried in this order and remembered per lent file:
- * 1. node:fs on the very descriptor: worker threads share the process's descriptor table
- *    on Node (checked once by fstat: same device and inode as the store saw);
- * 2. pread(2) through FFI on the very descriptor: Deno's node:fs in a worker knows only the
- *    descriptors that worker opened (fstat says EBADF), but the OS descriptor is the same;
- * 3. without FFI on Deno: a descriptor of this thread's own for the length of one call,
+ * How a thread reaches a descriptor, tried in this order; the first time node:fs does not
+ * know one, the thread goes on with 2 or 3 for every file (they reach any descriptor; on Deno's
+ * main thread, node:fs knows those it opened but not those opened through FFI):
+ * 1. "shared": node:fs on the very descriptor: worker threads share the process's
+ *    descriptor table on Node;
+ * 2. "ffi": pread(2) through FFI on the very descriptor: Deno's node:fs in a worker knows only
+ *    the descriptors that worker opened (fstat says EBADF), but the OS descriptor is the same;
+ * 3. "own": without FFI on Deno, a descriptor of this thread's own for the length of one call,
  *    opened through /proc/self/fd/<fd> (the open file itself, not a name a local user can
- *    swap) and refused unless its device and inode are the lent file's. It is closed before
- *    the call returns: a thread cannot tell when the lending store closes, and a descriptor
- *    kept longer would hold the file (and its filesystem) open after the session.
+ *    swap). It is closed before the call returns: a thread cannot tell when the lending store
+ *    closes, and a descriptor kept longer would hold the file (and its filesystem) open after
+ *    the session.
  *
- * Invariant: the caller runs inside the lending store's `lend`, so `file.fd` is open and
- * names that store's file for the whole call.
+ * Invariant: every call checks that the descriptor names the lent file (same device and
+ * inode; fstat, statx through FFI, or fstat of the own descriptor) before it reads. A check
+ * remembered per descriptor number would trust a number that was closed and reused since.
+ * The caller runs inside the lending store's `lend`, so `file.fd` stays open for the call.
  */
 import fs from "node:fs";
 import { libc } from "../platform/libc.ts";
 import type { LentFile } from "./storage.ts";
 import { storageError } from "./storage-error.ts";
 
-type Reader = (buf: Uint8Array, position: number) => number;
+type Way = "shared" | "ffi" | "own";
 
-/** How this thread reads each lent file it has seen: path 1 or 2, or undefined for path 3. */
-const readers = new Map<string, Reader | undefined>();
-const READERS_MAX = 64;
+/** How this thread reaches lent descriptors: "shared" until node:fs fails to know one. */
+let way: Way = "shared";
 
 /** Fills `buf` from `position`; bytes past the end of the file stay as they are. Returns bytes read. */
 export function readLent(file: LentFile, buf: Uint8Array, position: number): number {
-  const key = `${file.fd}:${file.dev}:${file.ino}`;
-  let read = readers.get(key);
-  if (!readers.has(key)) {
-    read = sharedReader(file) ?? ffiReader(file);
-    if (readers.size >= READERS_MAX) readers.delete(readers.keys().next().value!);
-    readers.set(key, read);
+  if (way === "shared") {
+    const stat = fstatShared(file);
+    if (stat !== undefined) {
+      checkSame(stat, file);
+      return readFull((b, p) => fs.readSync(file.fd, b, 0, b.length, p), buf, position);
+    }
+    way = libc === null ? "own" : "ffi";
   }
-  if (read) return readFull(read, buf, position);
+  if (way === "ffi") {
+    const c = libc!;
+    const stat = c.fileTimes(file.fd);
+    if (typeof stat === "number") throw storageError("read", file.path, { errno: stat });
+    checkSame(stat, file);
+    return readFull((b, p) => {
+      const n = c.pread(file.fd, b, p);
+      if (n < 0) throw storageError("read", file.path, { errno: n });
+      return n;
+    }, buf, position);
+  }
   const own = openOwn(file);
   try {
     return readFull((b, p) => fs.readSync(own, b, 0, b.length, p), buf, position);
@@ -45,7 +59,7 @@ export function readLent(file: LentFile, buf: Uint8Array, position: number): num
   }
 }
 
-function readFull(read: Reader, buf: Uint8Array, position: number): number {
+function readFull(read: (buf: Uint8Array, position: number) => number, buf: Uint8Array, position: number): number {
   let done = 0;
   while (done < buf.length) {
     const n = read(done === 0 ? buf : buf.subarray(done), position + done);
@@ -55,32 +69,20 @@ function readFull(read: Reader, buf: Uint8Array, position: number): number {
   return done;
 }
 
-function sameFile(stat: fs.BigIntStats, file: LentFile): boolean {
-  return stat.dev === file.dev && stat.ino === file.ino;
+function checkSame(stat: { dev: bigint; ino: bigint }, file: LentFile): void {
+  if (stat.dev !== file.dev || stat.ino !== file.ino) {
+    throw storageError("read", file.path, { code: "EBADF", reason: "its descriptor names another file" });
+  }
 }
 
-function sharedReader(file: LentFile): Reader | undefined {
-  let stat: fs.BigIntStats;
+/** fstat through this thread's node:fs; undefined when it does not know the descriptor. */
+function fstatShared(file: LentFile): fs.BigIntStats | undefined {
   try {
-    stat = fs.fstatSync(file.fd, { bigint: true });
+    return fs.fstatSync(file.fd, { bigint: true });
   } catch (e) {
     if ((e as { code?: string }).code === "EBADF") return undefined;
     throw storageError("read", file.path, { cause: e });
   }
-  if (!sameFile(stat, file)) {
-    throw storageError("read", file.path, { code: "EBADF", reason: "its descriptor names another file" });
-  }
-  return (buf, position) => fs.readSync(file.fd, buf, 0, buf.length, position);
-}
-
-function ffiReader(file: LentFile): Reader | undefined {
-  const c = libc;
-  if (c === null) return undefined;
-  return (buf, position) => {
-    const n = c.pread(file.fd, buf, position);
-    if (n < 0) throw storageError("read", file.path, { errno: n });
-    return n;
-  };
 }
 
 function openOwn(file: LentFile): number {
@@ -90,9 +92,11 @@ function openOwn(file: LentFile): number {
   } catch (e) {
     throw storageError("read", file.path, { cause: e });
   }
-  if (!sameFile(fs.fstatSync(fd, { bigint: true }), file)) {
+  try {
+    checkSame(fs.fstatSync(fd, { bigint: true }), file);
+  } catch (e) {
     fs.closeSync(fd);
-    throw storageError("read", file.path, { code: "EBADF", reason: "its descriptor names another file" });
+    throw e;
   }
   return fd;
 }
