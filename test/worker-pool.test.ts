@@ -79,46 +79,47 @@ describe("worker pool", () => {
     });
   });
 
-  test("a job of several spans gives what one job per span gives, its holes zero digests and ZERO where the destination holds data", T, async () => {
+  test("a job of several spans gives what one job per span gives: digest lists of the spans' blocks only, the holes not its own", T, async () => {
     await withTempDir(async (dir) => {
       const file = path.join(dir, "c.img");
       const spans = [{ offset: 0, length: 3 * BS }, { offset: MiB, length: BS }, { offset: 2 * MiB, length: MiB }];
       makeSparseFile(file, { size: 4 * MiB, chunks: spans.map((s, i) => ({ ...s, seed: 10 + i })) });
       const hasher = await createBlockHasher("poly1305", KEY);
       const job = { offset: 0, length: 3 * MiB };
-      const blocks = job.length / BS;
-      // The destination: the first span's blocks as the source has them but its second, data in
-      // two hole blocks (one between spans 1 and 2, one between 2 and 3), zeros elsewhere.
-      const dst = new Uint8Array(16 * blocks);
+      const blocks = (3 * BS + BS + MiB) / BS;
+      // The destination's digests of the spans' blocks: the first span's as the source has them
+      // but its second, garbage elsewhere.
+      const dst = new Uint8Array(16 * blocks).fill(0x5a);
       const first = digestBlocks(hasher, patternBytes(3 * BS, { offset: 0, seed: 10 }), BS, 0);
       dst.set(first);
       dst.fill(0xa5, 16 * 1, 16 * 2);
-      dst.fill(0x5a, 16 * 5, 16 * 6);
-      dst.fill(0x33, 16 * 20, 16 * 21);
       await using store = await openSource(file);
       for (const size of [0, 1]) {
         await using pool = new WorkerPool({ size });
         const target = { hash: "poly1305" as const, key: KEY, zstdLevel: 0, withoutPayload: true };
+        let at = 0;
+        const spanDst = spans.map((sp) => dst.slice(16 * at, 16 * (at += sp.length / BS)));
         const { grouped, single, digest } = await store.lend(async (lent) => ({
           grouped: await pool.diff({ file: lent, ...job, spans, blockSize: BS, targets: [{ ...target, dst }] }),
-          single: await Promise.all(spans.map((sp) =>
-            pool.diff({ file: lent, ...sp, blockSize: BS, targets: [{ ...target, dst: dst.slice(16 * sp.offset / BS, 16 * (sp.offset + sp.length) / BS) }] })
-          )),
+          single: await Promise.all(spans.map((sp, i) => pool.diff({ file: lent, ...sp, blockSize: BS, targets: [{ ...target, dst: spanDst[i] }] }))),
           digest: await pool.digest({ file: lent, ...job, spans, blockSize: BS, hash: "poly1305", key: KEY }),
         }));
         const want = new Uint8Array(16 * blocks);
-        spans.forEach((sp, i) => want.set(single[i].targets[0].digests, 16 * sp.offset / BS));
-        assert.deepEqual(grouped.targets[0].digests, want, `pool of ${size}: the spans' digests in place, zeros for the holes`);
+        at = 0;
+        for (const r of single) {
+          want.set(r.targets[0].digests, at);
+          at += r.targets[0].digests.length;
+        }
+        assert.deepEqual(grouped.targets[0].digests, want, `pool of ${size}: the spans' digests, one after the other`);
         assert.deepEqual(digest.digests, want, `pool of ${size}: a digest job of the same spans`);
         assert.equal(grouped.bytesRead, 3 * BS + BS + MiB, "only the spans are read");
+        await assert.rejects(
+          store.lend((lent) => pool.diff({ file: lent, ...job, spans, blockSize: BS, targets: [{ ...target, dst: new Uint8Array(16 * job.length / BS) }] })),
+          /digests of 768 bytes for 20 blocks/,
+          "a digest list for the whole job, holes included, is refused",
+        );
         const ops = (r: typeof grouped) => r.targets[0].ops.map((op) => [op.kind, op.offset, op.length]);
-        assert.deepEqual(ops(grouped), [
-          ...ops(single[0]),
-          ["zero", 5 * BS, BS],
-          ...ops(single[1]),
-          ["zero", 20 * BS, BS],
-          ...ops(single[2]),
-        ]);
+        assert.deepEqual(ops(grouped), [...ops(single[0]), ...ops(single[1]), ...ops(single[2])], "no op for the holes");
         assert.deepEqual(ops(single[0]), [["data", BS, BS]], "the first span: only its second block differs");
       }
     });

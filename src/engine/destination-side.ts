@@ -25,7 +25,7 @@ import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
-import { JOB_BYTES, JOB_GROUP_BLOCKS, JOB_GROUP_BYTES } from "./scan-job.ts";
+import { JOB_BYTES, JOB_GROUP_BYTES } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -45,9 +45,9 @@ export async function digestRange(
   const localEnd = Math.min(end, store.size);
   const extents = localEnd > range.offset ? await store.dataExtents(range.offset, localEnd) : [];
   const spans = dataSpans(extents, { start: range.offset, end: localEnd }, { blockSize: bs, maxBytes: JOB_BYTES });
-  // One job per group of spans (source-side.ts's JOB_GROUP_BYTES): its digests cover the group,
-  // the holes between its spans as zeros.
-  const groups = groupSpans(spans, JOB_GROUP_BYTES, JOB_GROUP_BLOCKS * bs);
+  // One job per group of spans (source-side.ts's JOB_GROUP_BYTES): its digests are its spans'
+  // one after the other; the holes between them keep their zero digests in `out`.
+  const groups = groupSpans(spans, JOB_GROUP_BYTES);
   let dataBytes = 0;
   await runInOrder(groups, {
     lookahead: options.lookahead,
@@ -65,14 +65,15 @@ export async function digestRange(
       })
     ),
     consume: async (g, r) => {
-      out.set(r!.digests, ((g.offset - range.offset) / bs) * DIGEST_SIZE);
       stats.bytesRead += r!.bytesRead;
       dataBytes += g.dataBytes;
-      if (!options.punchZeroBlocks) return;
+      let first = 0;
       for (const s of g.spans) {
-        const first = (s.offset - g.offset) / bs;
-        const digests = r!.digests.subarray(first * DIGEST_SIZE, (first + Math.ceil(s.length / bs)) * DIGEST_SIZE);
-        await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests });
+        const count = Math.ceil(s.length / bs);
+        const digests = r!.digests.subarray(first * DIGEST_SIZE, (first + count) * DIGEST_SIZE);
+        first += count;
+        out.set(digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
+        if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests });
       }
     },
   });

@@ -62,15 +62,14 @@ export interface SpanGroup {
 
 /**
  * `spans` (ascending, disjoint) cut into groups of consecutive spans holding ≤ maxData bytes
- * each and ≤ maxLength bytes long, holes included (a span longer than either alone). The
- * length bound keeps a job's digest lists small (they cover its holes too): Deno copies a
- * worker message's buffers slowly.
+ * each (a span longer than that alone). A group may reach across long holes: a job's digest
+ * lists hold only its spans' blocks (scan-job.ts).
  */
-export function groupSpans(spans: readonly Extent[], maxData: number, maxLength: number = Infinity): SpanGroup[] {
+export function groupSpans(spans: readonly Extent[], maxData: number): SpanGroup[] {
   const groups: SpanGroup[] = [];
   let g: SpanGroup | undefined;
   for (const s of spans) {
-    if (g && g.dataBytes + s.length <= maxData && s.offset + s.length - g.offset <= maxLength) {
+    if (g && g.dataBytes + s.length <= maxData) {
       g.spans.push(s);
       g.dataBytes += s.length;
       g.length = s.offset + s.length - g.offset;

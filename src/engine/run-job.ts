@@ -16,11 +16,11 @@ import { decompress } from "../platform/zstd.ts";
 import { readLent } from "../storage/read-lent.ts";
 import type { LentFile } from "../storage/storage.ts";
 import { type BlockHasher, createBlockHasher, digestBlocks, isAllZero } from "./block-hash.ts";
-import { diffRuns, holeZeroRuns } from "./block-diff.ts";
+import { diffRuns } from "./block-diff.ts";
 import { dataOps, packOne } from "./data-ops.ts";
 import { giveAdvice } from "./read-ahead.ts";
 import { refineRun, runRefineJob } from "./refine-job.ts";
-import { type DiffJob, type DiffTarget, type FanDiffResult, JOB_BYTES, type JobOp, type JobResult, type ScanJob, type UnpackJob, type UnpackResult } from "./scan-job.ts";
+import { type DiffJob, type DiffTarget, type FanDiffResult, JOB_BYTES, type JobOp, type JobResult, type ScanJob, spanBlocks, type UnpackJob, type UnpackResult } from "./scan-job.ts";
 
 const hashers = new Map<string, Promise<BlockHasher>>();
 /** Jobs up to this long read into a buffer of their own (see runJob). */
@@ -39,17 +39,14 @@ export async function runJob(job: ScanJob): Promise<JobResult> {
   switch (job.kind) {
     case "digest": {
       const hasher = await hasherFor(job);
-      if (!job.spans) {
-        const { data, bytesRead } = readSpan(job.file, job);
-        return { digests: digestBlocks(hasher, data, job.blockSize, job.offset / job.blockSize), bytesRead };
-      }
       const bs = job.blockSize;
-      const digests = new Uint8Array(Math.ceil(job.length / bs) * DIGEST_SIZE);
+      const spans = job.spans ?? [{ offset: job.offset, length: job.length }];
+      const digests = new Uint8Array(spanBlocks(spans, bs) * DIGEST_SIZE);
       let bytesRead = 0;
-      forSpans({ ...job, spans: job.spans }, (span) => {
+      forSpans({ ...job, spans }, (span, first) => {
         const { data, bytesRead: n } = readSpan(job.file, span);
         bytesRead += n;
-        digests.set(digestBlocks(hasher, data, bs, span.offset / bs), ((span.offset - job.offset) / bs) * DIGEST_SIZE);
+        digests.set(digestBlocks(hasher, data, bs, span.offset / bs), first * DIGEST_SIZE);
       });
       return { digests, bytesRead };
     }
@@ -75,51 +72,48 @@ function readSpan(file: LentFile, span: { offset: number; length: number }): { b
   return { buffer, data, bytesRead };
 }
 
-/** Calls `each` for the job's spans in order, after checking each is block-aligned, ascending and inside the job. */
-function forSpans(job: { offset: number; length: number; blockSize: number; spans: readonly { offset: number; length: number }[] }, each: (span: { offset: number; length: number }) => void): void {
+/**
+ * Calls `each` for the job's spans in order, after checking each is block-aligned, ascending
+ * and inside the job, with the index of its first block in the job's digest lists (which hold
+ * the spans' blocks one after the other: spanBlocks).
+ */
+function forSpans(job: { offset: number; length: number; blockSize: number; spans: readonly { offset: number; length: number }[] }, each: (span: { offset: number; length: number }, first: number) => void): void {
   let at = job.offset;
+  let first = 0;
   for (const span of job.spans) {
-    if (span.offset < at || span.offset % job.blockSize !== 0 || span.offset + span.length > job.offset + job.length) {
+    if (span.offset < at || span.length <= 0 || span.offset % job.blockSize !== 0 || span.offset + span.length > job.offset + job.length) {
       throw new RangeError(`span [${span.offset}, +${span.length}) out of order or outside the job [${job.offset}, +${job.length})`);
     }
-    each(span);
+    each(span, first);
+    first += Math.ceil(span.length / job.blockSize);
     at = span.offset + span.length;
   }
 }
 
 /**
- * A diff job, span by span: each read once, then for each target hashed and compared; the
- * holes between spans compared as zero blocks (ZERO where the target holds data). A span whose
- * raw DATA (all targets') is at least half of what it read hands its buffer over with the
- * result (the payloads are views of it; this thread takes a new scratch); otherwise its few
- * raw payloads are sliced out and the buffer stays. A byte is copied at most once.
+ * A diff job, span by span: each read once, then for each target hashed and compared (the
+ * holes between spans are not the job's: the session compares those). A span whose raw DATA
+ * (all targets') is at least half of what it read hands its buffer over with the result (the
+ * payloads are views of it; this thread takes a new scratch); otherwise its few raw payloads
+ * are sliced out and the buffer stays. A byte is copied at most once.
  */
 async function diffJob(job: DiffJob): Promise<FanDiffResult> {
   const bs = job.blockSize;
   const spans = job.spans ?? [{ offset: job.offset, length: job.length }];
-  const blocks = Math.ceil(job.length / bs);
-  const firstBlock = job.offset / bs;
+  const blocks = spanBlocks(spans, bs);
   const hashers = await Promise.all(job.targets.map((t) => hasherFor(t)));
+  for (const t of job.targets) if (t.dst.length !== blocks * DIGEST_SIZE) throw new RangeError(`digests of ${t.dst.length} bytes for ${blocks} blocks`);
   const targets: FanDiffResult["targets"] = job.targets.map(() => ({ digests: new Uint8Array(blocks * DIGEST_SIZE), ops: [] }));
   const buffers: Uint8Array[] = [];
   let bytesRead = 0;
-  let at = job.offset;
-  const dstOf = (t: DiffTarget, from: number, to: number) => t.dst.subarray((from / bs - firstBlock) * DIGEST_SIZE, (Math.ceil(to / bs) - firstBlock) * DIGEST_SIZE);
-  const hole = (end: number) => {
-    if (end <= at) return;
-    job.targets.forEach((t, i) => {
-      targets[i].ops.push(...holeZeroRuns(dstOf(t, at, end), { offset: at, end, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs }));
-    });
-    at = end;
-  };
-  forSpans({ ...job, spans }, (span) => {
-    hole(span.offset);
+  forSpans({ ...job, spans }, (span, first) => {
     const { buffer, data, bytesRead: n } = readSpan(job.file, span);
     bytesRead += n;
+    const count = Math.ceil(span.length / bs);
     const spanOps: JobOp[][] = job.targets.map((t, i) => {
       const digests = digestBlocks(hashers[i], data, bs, span.offset / bs);
-      targets[i].digests.set(digests, (span.offset / bs - firstBlock) * DIGEST_SIZE);
-      return diffOps(data, digests, { ...span, blockSize: bs }, { ...t, dst: dstOf(t, span.offset, span.offset + span.length) });
+      targets[i].digests.set(digests, first * DIGEST_SIZE);
+      return diffOps(data, digests, { ...span, blockSize: bs }, { ...t, dst: t.dst.subarray(first * DIGEST_SIZE, (first + count) * DIGEST_SIZE) });
     });
     let viewed = 0;
     for (const ops of spanOps) for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) viewed += op.length;
@@ -130,9 +124,7 @@ async function diffJob(job: DiffJob): Promise<FanDiffResult> {
       for (const ops of spanOps) for (const op of ops) if (op.kind === "data" && op.payload?.buffer === buffer.buffer) op.payload = op.payload.slice();
     }
     spanOps.forEach((ops, i) => targets[i].ops.push(...ops));
-    at = span.offset + span.length;
   });
-  hole(job.offset + job.length);
   return buffers.length > 0 ? { bytesRead, targets, buffers } : { bytesRead, targets };
 }
 

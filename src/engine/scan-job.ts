@@ -21,8 +21,12 @@ export const JOB_BYTES = 1 << 20;
  * a reply and a worker's wake-up, on cores the workers keep busy).
  */
 export const JOB_GROUP_BYTES = 4 << 20;
-/** Blocks one job of several spans covers at most, holes included (its digest lists: 4 KiB). */
-export const JOB_GROUP_BLOCKS = 256;
+/** Blocks of a job's spans: its digest lists hold these, span after span (not its holes'). */
+export function spanBlocks(spans: readonly { length: number }[], blockSize: number): number {
+  let n = 0;
+  for (const s of spans) n += Math.ceil(s.length / blockSize);
+  return n;
+}
 
 interface JobBase {
   file: LentFile;
@@ -35,7 +39,7 @@ interface JobBase {
   key: Uint8Array;
 }
 
-/** Destination side: digests of the blocks; `spans` as a DiffJob's (holes between them: zero digests, not read). */
+/** Destination side: digests of the blocks; `spans` as a DiffJob's (its digests: the spans' blocks, one after the other). */
 export interface DigestJob extends JobBase {
   kind: "digest";
   spans?: { offset: number; length: number }[];
@@ -47,10 +51,11 @@ export interface DigestJob extends JobBase {
  * come back as its own ops.
  *
  * With `spans`, the job covers [offset, offset+length) of which only the spans hold data (each
- * block-aligned, ≤ JOB_BYTES, ascending, within the job); the rest are holes, never read:
- * their digests are zero and they become ZERO ops where the destination holds data. Without,
- * the whole job is one span (length ≤ JOB_BYTES). One job for a range's many small extents
- * costs the session's thread one message instead of one per extent.
+ * block-aligned, ≤ JOB_BYTES, ascending, within the job); the holes between them are not the
+ * job's. Its digest lists (each target's `dst`, and the digests it returns) hold the spans'
+ * blocks one after the other (spanBlocks), so they stay small however far apart the spans
+ * are. Without, the whole job is one span (length ≤ JOB_BYTES). One job for a range's many
+ * small extents costs the session's thread one message instead of one per extent.
  */
 export interface DiffJob extends Omit<JobBase, "hash" | "key"> {
   kind: "diff";
@@ -140,7 +145,7 @@ export interface DiffResult extends DigestResult {
   buffer?: Uint8Array;
 }
 
-/** A diff job's result: what it read, and per target (in the job's order) its digests (of the whole job) and ops. */
+/** A diff job's result: what it read, and per target (in the job's order) its digests (of the spans) and ops. */
 export interface FanDiffResult {
   bytesRead: number;
   targets: { digests: Uint8Array; ops: JobOp[] }[];

@@ -4,7 +4,7 @@
  *
  * 1. Fetch the source's data extents in the range; the gaps are holes, known without reading.
  * 2. Start diff jobs (read → hash → compare → compress, in workers) for groups of data spans
- *    (groupSpans; a job compares the holes between its spans as zeros), at most `lookahead` ahead of the consumer (ordered-jobs.ts, the scheduler both roles use); each first reserves (`reserve`) the bytes
+ *    (groupSpans; the holes between a job's spans are compared here), at most `lookahead` ahead of the consumer (ordered-jobs.ts, the scheduler both roles use); each first reserves (`reserve`) the bytes
  *    its result may hold until every op of it is emitted, in job order, so the job being
  *    consumed always holds its reservation and the reservations cannot deadlock.
  * 3. In offset order, emit the ops of each piece: ZERO where a source hole faces destination
@@ -21,7 +21,7 @@ import { holeZeroRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans, type SpanGroup } from "./ranges.ts";
 import { countOp } from "./refine.ts";
-import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BLOCKS, JOB_GROUP_BYTES, type JobOp } from "./scan-job.ts";
+import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp, spanBlocks } from "./scan-job.ts";
 import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -116,8 +116,8 @@ export async function diffRangeTo(
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
 
   /**
-   * A data piece is one job: consecutive spans holding ≤ JOB_GROUP_BYTES of data within
-   * JOB_GROUP_BLOCKS blocks, with the holes between them (the job compares those as zeros; `dataBytes` is what it reads). A hole
+   * A data piece is one job: consecutive spans holding ≤ JOB_GROUP_BYTES of data (`dataBytes`:
+   * what the job reads), with the holes between them (compared here, as hole pieces are). A hole
    * piece is a hole before, between or after the data pieces. `release`: the piece's
    * reservation, given back once (when consumed, or when its job settles after the range ended).
    */
@@ -129,17 +129,32 @@ export async function diffRangeTo(
   // order), a job stays within JOB_BYTES of data, as one span's job did: with 4 MiB jobs, a
   // batch of slots refining at once stalled (batch.test.ts), their reservations holding the
   // budget while a refining stream waited.
-  for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES, JOB_GROUP_BLOCKS * bs)) {
+  for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES)) {
     if (g.offset > at) pieces.push({ offset: at, length: g.offset - at, data: false, spans: [], dataBytes: 0 });
     pieces.push({ ...g, data: true });
     at = g.offset + g.length;
   }
   if (at < end) pieces.push({ offset: at, length: end - at, data: false, spans: [], dataBytes: 0 });
 
-  const slice = (dst: Uint8Array, p: Piece) => {
+  const slice = (dst: Uint8Array, p: { offset: number; length: number }) => {
     const first = (p.offset - offset) / bs;
-    return dst.slice(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
+    return dst.subarray(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
   };
+  /** A job's digest list of its spans' blocks, one span after the other (scan-job.ts). */
+  const ofSpans = (dst: Uint8Array, p: Piece) => {
+    if (p.spans.length === 1) return dst.slice((p.offset - offset) / bs * DIGEST_SIZE, ((p.offset - offset) / bs + spanBlocks(p.spans, bs)) * DIGEST_SIZE);
+    const out = new Uint8Array(spanBlocks(p.spans, bs) * DIGEST_SIZE);
+    let at = 0;
+    for (const s of p.spans) {
+      const d = slice(dst, s);
+      out.set(d, at);
+      at += d.length;
+    }
+    return out;
+  };
+  /** ZERO runs where a hole of [from, to) faces the target's data. */
+  const holeOps = (x: Target, from: number, to: number) =>
+    to > from ? holeZeroRuns(slice(x.t.dst, { offset: from, length: to - from }), { offset: from, end: to, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs }) : [];
   let ended = false;
   const start = (p: Piece): Promise<Job> | undefined => {
     if (!p.data) return undefined;
@@ -164,7 +179,7 @@ export async function diffRangeTo(
         targets: jobTargets.map(({ t }) => ({
           hash: t.hash,
           key: t.key,
-          dst: slice(t.dst, p),
+          dst: ofSpans(t.dst, p),
           zstdLevel: t.zstdLevel(),
           withoutPayload: t.dryRun,
           refine: t.refine === true,
@@ -200,12 +215,10 @@ export async function diffRangeTo(
     }
   };
   const consume = async (p: Piece, job: Job | undefined) => {
-    const first = (p.offset - offset) / bs;
     if (!job) {
       await Promise.all(alive().map(async (x) => {
         x.t.stats.holeBytesSkipped += p.length;
-        const ops = holeZeroRuns(slice(x.t.dst, p), { offset: p.offset, end: p.offset + p.length, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs });
-        await emitTo(x, ops, []);
+        await emitTo(x, holeOps(x, p.offset, p.offset + p.length), []);
       }));
       return;
     }
@@ -218,8 +231,14 @@ export async function diffRangeTo(
       if (x.dead) return;
       x.t.stats.bytesRead += result.bytesRead;
       x.t.stats.holeBytesSkipped += p.length - p.dataBytes;
-      x.src.set(result.targets[i].digests, first * DIGEST_SIZE);
-      await emitTo(x, result.targets[i].ops, frees, shared);
+      const { digests, ops } = result.targets[i];
+      let d = 0;
+      for (const s of p.spans) {
+        const n = Math.ceil(s.length / bs) * DIGEST_SIZE;
+        x.src.set(digests.subarray(d, d + n), (s.offset - offset) / bs * DIGEST_SIZE);
+        d += n;
+      }
+      await emitTo(x, p.spans.length === 1 ? ops : withHoles(ops, p.spans, (from, to) => holeOps(x, from, to)), frees, shared);
     }));
     const buffers = result.buffers;
     if (buffers !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && buffers.forEach((b) => releaseBuffer(b)));
@@ -236,6 +255,19 @@ export async function diffRangeTo(
     // Jobs started but not consumed give their reservation back once they settle.
     for (const p of pieces) if (p.job) p.job.then(() => p.release?.(), () => p.release?.());
   }
+}
+
+/** A job's ops (its spans', ascending) with the ZERO runs of the holes between its spans, in offset order. */
+function withHoles(ops: readonly JobOp[], spans: readonly { offset: number; length: number }[], holeOps: (from: number, to: number) => JobOp[]): JobOp[] {
+  const out: JobOp[] = [];
+  let i = 0;
+  for (let k = 0; k < spans.length; k++) {
+    const end = spans[k].offset + spans[k].length;
+    while (i < ops.length && ops[i].offset < end) out.push(ops[i++]);
+    if (k + 1 < spans.length) out.push(...holeOps(end, spans[k + 1].offset));
+  }
+  while (i < ops.length) out.push(ops[i++]);
+  return out;
 }
 
 function once(f: () => void): () => void {
