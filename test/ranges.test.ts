@@ -28,6 +28,17 @@ async function plan(dir: string, size: number, chunks: DataChunk[]): Promise<{ r
   return { ranges, extents: await store.dataExtents(0, size) };
 }
 
+/** Extents with touching ones joined (a listing in windows cuts an extent at a window's edge). */
+function merged(extents: readonly Extent[]): Extent[] {
+  const out: Extent[] = [];
+  for (const e of extents) {
+    const last = out.at(-1);
+    if (last && last.offset + last.length === e.offset) last.length += e.length;
+    else out.push({ ...e });
+  }
+  return out;
+}
+
 /** The invariants every plan keeps; returns the data bytes of each data range. */
 function checkPlan(ranges: Range[], extents: Extent[], size: number): number[] {
   let at = 0;
@@ -39,6 +50,10 @@ function checkPlan(ranges: Range[], extents: Extent[], size: number): number[] {
     assert.ok(r.length > 0 && r.length <= MAX_RANGE_BLOCKS * BS, `range at ${r.offset}: ${r.length} bytes`);
     assert.equal(r.offset % BS, 0);
     const data = dataIn(r);
+    const clipped = extents
+      .map((e) => ({ offset: Math.max(r.offset, e.offset), length: Math.min(r.offset + r.length, e.offset + e.length) - Math.max(r.offset, e.offset) }))
+      .filter((e) => e.length > 0);
+    assert.deepEqual(merged(r.extents ?? []), merged(clipped), `range at ${r.offset}: its extents are the file's there`);
     if (r.data) {
       assert.ok(data > 0 && data <= DATA_RANGE_BYTES, `data range at ${r.offset} holds ${data} data bytes`);
       dataPerRange.push(data);
@@ -93,6 +108,22 @@ describe("planRanges", () => {
       checkPlan(ranges, extents, size);
       assert.ok(ranges.every((r) => !r.data));
       assert.equal(ranges.length, 3);
+    });
+  });
+
+  test("an extent across the plan's 64 GiB listing window: its range gets both halves", T, async () => {
+    await withTempDir(async (dir) => {
+      const size = 130 * GiB;
+      const chunks = [
+        { offset: 0, length: MiB, seed: 1 },
+        { offset: 64 * GiB - MiB, length: 2 * MiB, seed: 2 },
+        { offset: 64 * GiB + 3 * MiB, length: 64 * KiB, seed: 3 },
+        { offset: 129 * GiB, length: MiB, seed: 4 },
+      ];
+      const { ranges, extents } = await plan(dir, size, chunks);
+      checkPlan(ranges, extents, size);
+      const across = ranges.find((r) => r.data && r.offset <= 64 * GiB - MiB && r.offset + r.length > 64 * GiB)!;
+      assert.deepEqual(merged(across.extents!), [{ offset: 64 * GiB - MiB, length: 2 * MiB }, { offset: 64 * GiB + 3 * MiB, length: 64 * KiB }]);
     });
   });
 

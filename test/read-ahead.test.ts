@@ -77,11 +77,13 @@ describe("read-ahead", { skip, timeout: 60_000 }, () => {
     });
   });
 
-  test("a reader going through 2,000 small extents: the planning lists each extent a few times, not once per round", { timeout: 30_000 }, async () => {
+  test("a reader going through 2,000 small extents: the planning lists each extent once, not once per round", { timeout: 30_000 }, async () => {
     await withTempDir(async (dir) => {
       const file = path.join(dir, "frag.img");
-      const chunks = Array.from({ length: 2000 }, (_, i) => ({ offset: i * 256 * 1024, length: 128 * 1024 }));
-      makeSparseFile(file, { size: 500 * MiB, chunks });
+      // Dense (80% data): a round's window holds more data than its budget, so the next round
+      // starts inside what this one listed.
+      const chunks = Array.from({ length: 2000 }, (_, i) => ({ offset: i * 160 * 1024, length: 128 * 1024 }));
+      makeSparseFile(file, { size: 320 * MiB, chunks });
       await using store = await openSource(file);
       let listed = 0;
       // The store as ReadAhead sees it, counting the extents each dataExtents call returns.
@@ -99,13 +101,15 @@ describe("read-ahead", { skip, timeout: 60_000 }, () => {
         },
       });
       const ahead = new ReadAhead(counting);
-      for (let at = 0; at < 500 * MiB; at += MiB) {
+      for (let at = 0; at < 320 * MiB; at += MiB) {
         ahead.advance(at);
         await ahead.settled();
         ahead.take();
       }
       // Listing the rest of the file on every round (one per 8 MiB of data read) was ~20,000.
-      assert.ok(listed <= 6000, `${listed} extents listed for 2000`);
+      // Rounds listing again what an earlier round listed gave 3,182 here (an extent a window's
+      // end cuts is listed as two halves).
+      assert.ok(listed <= 2100, `${listed} extents listed for 2000`);
       assert.ok(listed >= 2000, `${listed} extents listed: every one at least once`);
     });
   });

@@ -16,6 +16,12 @@ export interface Range {
   length: number;
   /** Whether the local side holds data in the range (false: a hole, nothing to read). */
   data: boolean;
+  /**
+   * The data extents in the range as the plan listed them (clipped to it; empty for a hole),
+   * so that the range's diff need not list them again. A file that changes after the plan is
+   * the source watch's to catch (source-watch.ts), as it is for a change after any listing.
+   */
+  extents?: Extent[];
 }
 
 /**
@@ -99,15 +105,30 @@ export async function* planRanges(
   const holesUpTo = function* (end: number): Generator<Range> {
     while (at < end) {
       const length = Math.min(maxLength, end - at);
-      yield { offset: at, length, data: false };
+      yield { offset: at, length, data: false, extents: [] };
       at += length;
     }
+  };
+  /** Extents listed and not yet handed to a range, ascending (from `listedHead` on). */
+  let listed: Extent[] = [];
+  let listedHead = 0;
+  /** The listed extents in [from, end), clipped; those ending by `end` are dropped from the list. */
+  const extentsIn = (from: number, end: number): Extent[] => {
+    const out: Extent[] = [];
+    for (let i = listedHead; i < listed.length && listed[i].offset < end; i++) {
+      const e = listed[i];
+      const a = Math.max(e.offset, from);
+      const b = Math.min(e.offset + e.length, end);
+      if (b > a) out.push({ offset: a, length: b - a });
+      if (e.offset + e.length <= end) listedHead = i + 1;
+    }
+    return out;
   };
   /** The data range `r`, with the hole after it up to `next` (within MAX_RANGE_BLOCKS blocks). */
   const close = (r: { offset: number }, next: number): Range => {
     const end = Math.min(next, r.offset + maxLength);
     at = end;
-    return { offset: r.offset, length: end - r.offset, data: true };
+    return { offset: r.offset, length: end - r.offset, data: true, extents: extentsIn(r.offset, end) };
   };
   /** The data range being gathered: [open.offset, open.end) holding `data` bytes of spans. */
   let open: { offset: number; end: number; data: number } | undefined;
@@ -115,6 +136,8 @@ export async function* planRanges(
     const winEnd = Math.min(size, win + PLAN_WINDOW);
     const local = Math.min(winEnd, store.size);
     const extents = local > win ? await store.dataExtents(win, local) : [];
+    listed = listed.slice(listedHead).concat(extents);
+    listedHead = 0;
     for (const span of dataSpans(extents, { start: Math.max(win, open?.end ?? at), end: winEnd }, { blockSize, maxBytes: DATA_RANGE_BYTES })) {
       const spanEnd = span.offset + span.length;
       if (open && open.data + span.length <= DATA_RANGE_BYTES && spanEnd - open.offset <= maxLength) {

@@ -55,6 +55,10 @@ export class ReadAhead {
   #ready: ByteRange[] = [];
   #running: Promise<void> | undefined;
   #off = false;
+  /** Extents listed ahead and not yet passed (ascending, below #listedTo; `#listedHead` is the first live one): each extent is listed once. */
+  #listed: { offset: number; length: number }[] = [];
+  #listedHead = 0;
+  #listedTo = 0;
 
   constructor(store: Storage, options: { libc?: Libc | null } = {}) {
     this.#store = store;
@@ -121,7 +125,7 @@ export class ReadAhead {
       const windowEnd = Math.min(size, at + window);
       const pieces: { offset: number; length: number }[] = [];
       let cut = windowEnd;
-      for (const e of await this.#store.dataExtents(at, windowEnd)) {
+      for (const e of await this.#extents(at, windowEnd)) {
         for (let o = 0; o < e.length && budget > 0; o += PIECE_BYTES) {
           const length = Math.min(PIECE_BYTES, e.length - o, budget);
           pieces.push({ offset: e.offset + o, length });
@@ -139,5 +143,31 @@ export class ReadAhead {
       }
       this.#advisedTo = cut;
     }
+  }
+
+  /**
+   * The data extents of [at, end), clipped to it: from those listed before, listing only what
+   * lies beyond (a round asks again from where the last one's budget ran out, often mid-way in
+   * a window it listed). A stale list only misguides the hints: reads list for themselves.
+   */
+  async #extents(at: number, end: number): Promise<{ offset: number; length: number }[]> {
+    if (this.#listedTo < end) {
+      const from = Math.max(this.#listedTo, at);
+      const more = await this.#store.dataExtents(from, end);
+      for (const e of more) this.#listed.push(e);
+      this.#listedTo = end;
+    }
+    while (this.#listedHead < this.#listed.length && this.#listed[this.#listedHead].offset + this.#listed[this.#listedHead].length <= at) this.#listedHead++;
+    if (this.#listedHead > 1024) {
+      this.#listed = this.#listed.slice(this.#listedHead);
+      this.#listedHead = 0;
+    }
+    const out: { offset: number; length: number }[] = [];
+    for (let i = this.#listedHead; i < this.#listed.length && this.#listed[i].offset < end; i++) {
+      const e = this.#listed[i];
+      const from = Math.max(e.offset, at);
+      out.push({ offset: from, length: Math.min(e.offset + e.length, end) - from });
+    }
+    return out;
   }
 }

@@ -24,6 +24,7 @@ import { countOp } from "./refine.ts";
 import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp, spanBlocks } from "./scan-job.ts";
 import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
+import type { Extent } from "../storage/storage.ts";
 
 /**
  * What emit resolves to: `free` fulfils once nothing reads the op's payload any more (it was
@@ -61,7 +62,7 @@ export type TargetOutcome = { digests: Uint8Array } | { error: unknown };
 
 export async function diffRange(
   ctx: SideContext,
-  range: { offset: number; length: number; dst: Uint8Array },
+  range: { offset: number; length: number; dst: Uint8Array; extents?: readonly Extent[] },
   options: DiffOptions & {
     lookahead: number;
     /** Waits until `bytes` fit in the caller's memory bound; resolves to their release. */
@@ -83,7 +84,8 @@ export async function diffRange(
  */
 export async function diffRangeTo(
   ctx: Pick<SideContext, "pool" | "store" | "blockSize" | "signal" | "readAhead">,
-  range: { offset: number; length: number },
+  /** `extents`: the range's data extents, when the caller listed them already (Range.extents). */
+  range: { offset: number; length: number; extents?: readonly Extent[] },
   options: {
     lookahead: number;
     reserve?: (bytes: number) => Promise<() => void>;
@@ -112,7 +114,7 @@ export async function diffRangeTo(
   };
   ctx.readAhead?.advance(offset);
   const localEnd = Math.min(end, store.size);
-  const extents = localEnd > offset ? await store.dataExtents(offset, localEnd) : [];
+  const extents = range.extents ?? (localEnd > offset ? await store.dataExtents(offset, localEnd) : []);
   const spans = dataSpans(extents, { start: offset, end }, { blockSize: bs, maxBytes: JOB_BYTES });
 
   /**

@@ -421,7 +421,7 @@ async function pushRanges(
       };
       const src = o.source
         ? await o.source.diff(range, { ...diff, hash: ctx.hash, key: ctx.key, dst: reply.digests, stats: ctx.stats, signal: ctx.signal })
-        : await diffRange(ctx, { offset: range.offset, length: range.length, dst: reply.digests }, { ...diff, lookahead: LOOKAHEAD_JOBS });
+        : await diffRange(ctx, { offset: range.offset, length: range.length, extents: range.extents, dst: reply.digests }, { ...diff, lookahead: LOOKAHEAD_JOBS });
       await o.pause?.afterRange(range, ctx.signal);
       await o.watch?.check();
       root.add(range.offset / ctx.blockSize, src);
