@@ -20,7 +20,7 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import { decode, ProtocolError } from "../protocol/codec.ts";
-import { DIGEST_SIZE, MAX_RECORD, RECORD_WORD_SIZE, TAG_SIZE } from "../protocol/constants.ts";
+import { DIGEST_SIZE, MAX_RANGE_BLOCKS, MAX_RECORD, RECORD_WORD_SIZE, TAG_SIZE } from "../protocol/constants.ts";
 import type { Message } from "../protocol/messages.ts";
 import { RootHash } from "../src/engine/root-hash.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
@@ -28,7 +28,8 @@ import type { RecordChannel } from "../src/net/record-channel.ts";
 import { joinRecord } from "../src/util/record-parts.ts";
 import { runClient } from "../src/session/client-session.ts";
 import { memoryPair } from "../src/session/memory-pair.ts";
-import { PULL_TASKS } from "../src/session/session-limits.ts";
+import { PULL_TASKS, RANGES_IN_FLIGHT, SLOT_BUFFER_BYTES } from "../src/session/session-limits.ts";
+import { JOB_BYTES } from "../src/engine/scan-job.ts";
 import { openSource } from "../src/storage/open-source.ts";
 import type { Storage } from "../src/storage/storage.ts";
 import { ByteWindow } from "../src/util/byte-window.ts";
@@ -285,6 +286,15 @@ async function settle(check: () => number): Promise<number> {
 }
 
 describe("server session bounds and reports", () => {
+  test("a pull server's job reservation fits in a batch slot's window beside the digests of an honest client's ranges", () => {
+    // A READ_DIFF task holds its request's and its own digests for its whole life; a job of
+    // its range reserves its result and the records it becomes, (1 + targets) × the job's
+    // data (source-side.ts: ≤ JOB_BYTES for a reserving caller). A reservation that cannot fit
+    // beside its own task's hold waits forever: with 4 MiB jobs it was 8 MiB, the whole slot.
+    const digests = RANGES_IN_FLIGHT * 2 * MAX_RANGE_BLOCKS * DIGEST_SIZE;
+    assert.ok(digests + 2 * JOB_BYTES <= SLOT_BUFFER_BYTES, `${digests} + ${2 * JOB_BYTES} > ${SLOT_BUFFER_BYTES}`);
+  });
+
   test("a pull server works on at most PULL_TASKS READ_DIFFs at once and holds the listener's budget only meanwhile", T, async () => {
     await withTempDir(async (dir) => {
       const src = path.join(dir, "src.img");

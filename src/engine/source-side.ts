@@ -127,10 +127,11 @@ export async function diffRangeTo(
   type Piece = SpanGroup & { data: boolean; job?: Promise<Job>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
-  // With reservations (a server's memory budget, which a batch's slots share, served in call
-  // order), a job stays within JOB_BYTES of data, as one span's job did: with 4 MiB jobs, a
-  // batch of slots refining at once stalled (batch.test.ts), their reservations holding the
-  // budget while a refining stream waited.
+  // With reservations (a server's session memory), a job stays within JOB_BYTES of data, so
+  // that its reservation, (1 + targets) × its data, fits beside the digests its own READ_DIFF
+  // task holds (session-rules.test.ts checks the sizes). A 4 MiB job reserved 8 MiB, a batch
+  // slot's whole window, which admits that only when empty, and its own task held 12 KiB of
+  // it: the stream waited forever (batch.test.ts, "big files and refinement", under Deno).
   for (const g of groupSpans(spans, options.reserve ? JOB_BYTES : JOB_GROUP_BYTES)) {
     if (g.offset > at) pieces.push({ offset: at, length: g.offset - at, data: false, spans: [], dataBytes: 0 });
     pieces.push({ ...g, data: true });
