@@ -25,7 +25,7 @@ import { type BlockHasher, createBlockHasher } from "./block-hash.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans } from "./ranges.ts";
 import { RootHash } from "./root-hash.ts";
-import { JOB_BYTES, JOB_GROUP_BYTES } from "./scan-job.ts";
+import { JOB_BYTES, JOB_GROUP_BYTES, spanDigests } from "./scan-job.ts";
 import type { SideContext } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 
@@ -67,13 +67,9 @@ export async function digestRange(
     consume: async (g, r) => {
       stats.bytesRead += r!.bytesRead;
       dataBytes += g.dataBytes;
-      let first = 0;
-      for (const s of g.spans) {
-        const count = Math.ceil(s.length / bs);
-        const digests = r!.digests.subarray(first * DIGEST_SIZE, (first + count) * DIGEST_SIZE);
-        first += count;
-        out.set(digests, ((s.offset - range.offset) / bs) * DIGEST_SIZE);
-        if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: s.offset, length: s.length, digests });
+      for (const { span, digests } of spanDigests(r!.digests, g.spans, bs)) {
+        out.set(digests, ((span.offset - range.offset) / bs) * DIGEST_SIZE);
+        if (options.punchZeroBlocks) await punchZeroBlocks(ctx, { offset: span.offset, length: span.length, digests });
       }
     },
   });

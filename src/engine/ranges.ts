@@ -87,6 +87,17 @@ export function groupSpans(spans: readonly Extent[], maxData: number): SpanGroup
   return groups;
 }
 
+/** The extents of ascending `extents` (from index `first` on) that overlap [start, end), clipped to it. */
+export function clipExtents(extents: readonly Extent[], first: number, range: { start: number; end: number }): Extent[] {
+  const out: Extent[] = [];
+  for (let i = first; i < extents.length && extents[i].offset < range.end; i++) {
+    const a = Math.max(extents[i].offset, range.start);
+    const b = Math.min(extents[i].offset + extents[i].length, range.end);
+    if (b > a) out.push({ offset: a, length: b - a });
+  }
+  return out;
+}
+
 /**
  * Ranges covering [0, size) of `store`. A data range starts at a data extent and takes in the
  * extents that follow while it holds ≤ DATA_RANGE_BYTES of data, then the hole after its last
@@ -114,14 +125,8 @@ export async function* planRanges(
   let listedHead = 0;
   /** The listed extents in [from, end), clipped; those ending by `end` are dropped from the list. */
   const extentsIn = (from: number, end: number): Extent[] => {
-    const out: Extent[] = [];
-    for (let i = listedHead; i < listed.length && listed[i].offset < end; i++) {
-      const e = listed[i];
-      const a = Math.max(e.offset, from);
-      const b = Math.min(e.offset + e.length, end);
-      if (b > a) out.push({ offset: a, length: b - a });
-      if (e.offset + e.length <= end) listedHead = i + 1;
-    }
+    const out = clipExtents(listed, listedHead, { start: from, end });
+    while (listedHead < listed.length && listed[listedHead].offset + listed[listedHead].length <= end) listedHead++;
     return out;
   };
   /** The data range `r`, with the hole after it up to `next` (within MAX_RANGE_BLOCKS blocks). */

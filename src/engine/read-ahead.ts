@@ -20,6 +20,7 @@
  */
 import { type ByteRange, type Libc, libc as ffiLibc, POSIX_FADV_WILLNEED } from "../platform/libc.ts";
 import type { LentFile, Storage } from "../storage/storage.ts";
+import { clipExtents } from "./ranges.ts";
 
 /** Data bytes advised ahead of the reader: a few dozen milliseconds of a fast SSD. */
 export const LEAD_BYTES = 64 * 1024 * 1024;
@@ -162,12 +163,6 @@ export class ReadAhead {
       this.#listed = this.#listed.slice(this.#listedHead);
       this.#listedHead = 0;
     }
-    const out: { offset: number; length: number }[] = [];
-    for (let i = this.#listedHead; i < this.#listed.length && this.#listed[i].offset < end; i++) {
-      const e = this.#listed[i];
-      const from = Math.max(e.offset, at);
-      out.push({ offset: from, length: Math.min(e.offset + e.length, end) - from });
-    }
-    return out;
+    return clipExtents(this.#listed, this.#listedHead, { start: at, end });
   }
 }

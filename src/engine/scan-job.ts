@@ -10,7 +10,7 @@
  *   length ≤ JOB_BYTES; bytes past the file's end read as zeros.
  * - `bytesRead` counts bytes actually read from the file.
  */
-import type { HashAlgorithm } from "../../protocol/constants.ts";
+import { DIGEST_SIZE, type HashAlgorithm } from "../../protocol/constants.ts";
 import type { LentFile } from "../storage/storage.ts";
 
 /** Bytes one span of a job reads at most (one read, into one buffer): bounds a job's buffers. */
@@ -26,6 +26,15 @@ export function spanBlocks(spans: readonly { length: number }[], blockSize: numb
   let n = 0;
   for (const s of spans) n += Math.ceil(s.length / blockSize);
   return n;
+}
+
+/** A job's digest list cut into its spans' own (views, in span order). */
+export function spanDigests<S extends { length: number }>(digests: Uint8Array, spans: readonly S[], blockSize: number): { span: S; digests: Uint8Array }[] {
+  let at = 0;
+  return spans.map((span) => {
+    const n = Math.ceil(span.length / blockSize) * DIGEST_SIZE;
+    return { span, digests: digests.subarray(at, at += n) };
+  });
 }
 
 interface JobBase {

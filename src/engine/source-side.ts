@@ -21,7 +21,7 @@ import { holeZeroRuns } from "./block-diff.ts";
 import { runInOrder } from "./ordered-jobs.ts";
 import { dataSpans, groupSpans, type SpanGroup } from "./ranges.ts";
 import { countOp } from "./refine.ts";
-import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp, spanBlocks } from "./scan-job.ts";
+import { type FanDiffResult, JOB_BYTES, JOB_GROUP_BYTES, type JobOp, spanBlocks, spanDigests } from "./scan-job.ts";
 import type { SideContext, SideStats } from "./side-context.ts";
 import { releaseBuffer } from "../util/release-buffer.ts";
 import type { Extent } from "../storage/storage.ts";
@@ -145,14 +145,8 @@ export async function diffRangeTo(
   };
   /** A job's digest list of its spans' blocks, one span after the other (scan-job.ts). */
   const ofSpans = (dst: Uint8Array, p: Piece) => {
-    if (p.spans.length === 1) return dst.slice((p.offset - offset) / bs * DIGEST_SIZE, ((p.offset - offset) / bs + spanBlocks(p.spans, bs)) * DIGEST_SIZE);
     const out = new Uint8Array(spanBlocks(p.spans, bs) * DIGEST_SIZE);
-    let at = 0;
-    for (const s of p.spans) {
-      const d = slice(dst, s);
-      out.set(d, at);
-      at += d.length;
-    }
+    for (const s of spanDigests(out, p.spans, bs)) s.digests.set(slice(dst, s.span));
     return out;
   };
   /** ZERO runs where a hole of [from, to) faces the target's data. */
@@ -235,13 +229,8 @@ export async function diffRangeTo(
       x.t.stats.bytesRead += result.bytesRead;
       x.t.stats.holeBytesSkipped += p.length - p.dataBytes;
       const { digests, ops } = result.targets[i];
-      let d = 0;
-      for (const s of p.spans) {
-        const n = Math.ceil(s.length / bs) * DIGEST_SIZE;
-        x.src.set(digests.subarray(d, d + n), (s.offset - offset) / bs * DIGEST_SIZE);
-        d += n;
-      }
-      await emitTo(x, p.spans.length === 1 ? ops : withHoles(ops, p.spans, (from, to) => holeOps(x, from, to)), frees, shared);
+      for (const s of spanDigests(digests, p.spans, bs)) x.src.set(s.digests, (s.span.offset - offset) / bs * DIGEST_SIZE);
+      await emitTo(x, withHoles(ops, p.spans, (from, to) => holeOps(x, from, to)), frees, shared);
     }));
     const buffers = result.buffers;
     if (buffers !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && buffers.forEach((b) => releaseBuffer(b)));
