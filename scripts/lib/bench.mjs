@@ -388,6 +388,19 @@ header.push(`  ${os.availableParallelism()} cores, ${fmtMiB(os.totalmem())} RAM,
 const commit = spawnSync("git", ["-C", root, "log", "-1", "--format=%h %s"], { encoding: "utf8" }).stdout?.trim();
 const load = () => os.loadavg().map((x) => x.toFixed(1)).join(" ");
 header.push(`  load average at the start: ${load()} (a busy machine makes every row slower; the ratios are what to read)`);
+// A guest whose freed memory goes back to its host (virtio-balloon free page reporting) pays a
+// host page fault for each page it touches again: every cold read's page-cache fill, after the
+// drop before each run. Measured on such a guest: up to ~2.8 s of sys time per GiB touched anew,
+// varying from run to run with how much the host took back; so it is printed, not guessed.
+const REPORTED = "/sys/module/page_reporting/parameters/reported_kib";
+const reportedKiB = () => {
+  try {
+    return Number(fs.readFileSync(REPORTED, "utf8"));
+  } catch {
+    return NaN;
+  }
+};
+const reportedAtStart = reportedKiB();
 if (commit) header.push(`  source: ${commit.length > 90 ? `${commit.slice(0, 90)}…` : commit}`);
 
 trust = await makeTrust(opts.runtimes[0].cmd, path.join(work, "trust"));
@@ -537,6 +550,10 @@ const refOf = (row) => {
 console.log();
 for (const l of header) console.log(l);
 console.log(`  load average at the end: ${load()}`);
+if (Number.isFinite(reportedAtStart)) {
+  const gib = (reportedKiB() - reportedAtStart) / 2 ** 20;
+  console.log(`  free page reporting: the host took back ${gib.toFixed(1)} GiB of freed guest memory during the run (${REPORTED}); pages touched again fault on the host, so cold reads cost sys time that varies from run to run`);
+}
 console.log(`  page cache: ${cacheMethod === "drop_caches" ? "echo 3 > /proc/sys/vm/drop_caches" : "posix_fadvise DONTNEED on the images (not root)"} before every run; the runtime's code then read back (--version)`);
 console.log(`  peak RSS: ${GNU_TIME ? "GNU time %M" : "VmHWM polled"} for clients and baselines; the listener's VmHWM just before it stops (a fresh listener per run)`);
 if (facts.vm) {
