@@ -139,19 +139,20 @@ export async function diffRangeTo(
   }
   if (at < end) pieces.push({ offset: at, length: end - at, data: false, spans: [], dataBytes: 0 });
 
-  const slice = (dst: Uint8Array, p: { offset: number; length: number }) => {
+  /** The digests of `p`'s blocks in a range-wide list (a view, not a copy). */
+  const digestsOf = (dst: Uint8Array, p: { offset: number; length: number }) => {
     const first = (p.offset - offset) / bs;
     return dst.subarray(first * DIGEST_SIZE, (first + Math.ceil(p.length / bs)) * DIGEST_SIZE);
   };
   /** A job's digest list of its spans' blocks, one span after the other (scan-job.ts). */
   const ofSpans = (dst: Uint8Array, p: Piece) => {
     const out = new Uint8Array(spanBlocks(p.spans, bs) * DIGEST_SIZE);
-    for (const s of spanDigests(out, p.spans, bs)) s.digests.set(slice(dst, s.span));
+    for (const s of spanDigests(out, p.spans, bs)) s.digests.set(digestsOf(dst, s.span));
     return out;
   };
   /** ZERO runs where a hole of [from, to) faces the target's data. */
   const holeOps = (x: Target, from: number, to: number) =>
-    to > from ? holeZeroRuns(slice(x.t.dst, { offset: from, length: to - from }), { offset: from, end: to, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs }) : [];
+    to > from ? holeZeroRuns(digestsOf(x.t.dst, { offset: from, length: to - from }), { offset: from, end: to, blockSize: bs, maxDataBlocks: MAX_DATA_LENGTH / bs }) : [];
   let ended = false;
   const start = (p: Piece): Promise<Job> | undefined => {
     if (!p.data) return undefined;
