@@ -230,13 +230,14 @@ describe("--bwlimit", () => {
     await withCliSetup({}, async ({ dir, client, remote }) => {
       // Hex text: zstd halves it. Over the bare loopback "auto" sends it raw (the link keeps up).
       const src = path.join(dir, "text.img");
-      // The first 16 MiB (the DATA window) are planned before the queue backs up: raw.
-      writeData(src, 48 * MiB, "hex");
+      // Raw: the first 16 MiB (the DATA window, planned before the queue backs up), then the
+      // trial's plain phase and the jobs started during it (~16 MiB); the rest compressed.
+      writeData(src, 80 * MiB, "hex");
       const r = await runCli(["push", "--accept-new", "--json", "--bwlimit", "8M", src, `${remote}:text.img`], { config: client });
       assert.equal(r.code, 0, r.stderr);
       const s = summaryOf(r.stdout);
-      assert.equal(s.dataBytesSent, 48 * MiB);
-      assert.ok(Number(s.dataBytesOnWire) < 0.85 * 48 * MiB, `${s.dataBytesOnWire} of ${s.dataBytesSent} bytes on the wire`);
+      assert.equal(s.dataBytesSent, 80 * MiB);
+      assert.ok(Number(s.dataBytesOnWire) < 0.85 * 80 * MiB, `${s.dataBytesOnWire} of ${s.dataBytesSent} bytes on the wire`);
     });
   });
 });

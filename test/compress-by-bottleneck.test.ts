@@ -1,8 +1,10 @@
 /**
  * Compression by bottleneck (issue 9, scope 3): `--compress=auto|never|always`.
  *
- * 1. CompressPolicy, fed backlog figures and a clock: the two states of "auto" and their
- *    hysteresis, the level's step up and down, "never" and "always".
+ * 1. CompressPolicy, fed backlog figures, DATA sent and a clock (a simulated link or receiver):
+ *    "auto"'s trials (compressing kept only where it raised the rate of raw DATA sent: a slow
+ *    link, not a receiver's CPU), their back-off, the hysteresis of its states, the level's step
+ *    up and down, "never" and "always".
  * 2. dataOps compresses per 64 KiB unit: every compressible unit of a run goes as zstd, even
  *    after random ones; the ops tile the run.
  * 3. End to end, real files, real TCP on 127.0.0.1 (a listener in this process):
@@ -19,7 +21,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { runSyncCommand } from "../src/cli/sync-command.ts";
-import { CompressPolicy, FULL, HIGH_LEVEL, LEAVE_MS, LEVEL, LOW, RAISE_MS, TAU_MS } from "../src/engine/compress-policy.ts";
+import { CompressPolicy, FULL, HIGH_LEVEL, HOLD_MS, LEAVE_MS, LEVEL, LOW, PHASE_MAX_MS } from "../src/engine/compress-policy.ts";
 import { COMPRESS_UNIT, dataOps } from "../src/engine/data-ops.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { decompress, initZstd } from "../src/platform/zstd.ts";
@@ -63,8 +65,8 @@ function writeBlocks(file: string, kinds: string): void {
   }
 }
 
-describe("CompressPolicy (fed backlog figures and a clock)", { timeout: 10_000 }, () => {
-  /** A policy over a backlog and a clock the test sets. */
+describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeout: 10_000 }, () => {
+  /** A policy over a backlog and a clock the test sets; no DATA is sent. */
   function fed(mode: "auto" | "never" | "always") {
     const at = { backlog: 0, now: 0 };
     const policy = new CompressPolicy({ mode, backlog: () => at.backlog, now: () => at.now });
@@ -78,86 +80,203 @@ describe("CompressPolicy (fed backlog figures and a clock)", { timeout: 10_000 }
       }
       return levels;
     };
-    /** The levels seen over `ms` ms of a backlog that is `high` for `on` ms, then `low` for `off` ms, by turns. */
-    const square = (o: { high: number; on: number; low: number; off: number; ms: number }) => {
-      const levels: number[] = [];
-      for (let t = 0; t < o.ms; t += o.on + o.off) levels.push(...run(o.high, o.on), ...run(o.low, o.off));
-      return levels;
+    return { policy, at, run };
+  }
+
+  /**
+   * A sync through its bottlenecks, simulated in 5 ms steps: jobs of 1 MiB whose level is asked
+   * as they start, AHEAD of them started before their DATA goes out (the ranges in flight), each
+   * job's DATA sent as fast as the slower of a link and a CPU lets it: the link passes `link`
+   * wire bytes per ms; the CPU `cpu[i]` raw bytes per ms of a job at level 0, LEVEL, HIGH_LEVEL
+   * (i = 0, 1, 2; absent: no limit). zstd makes 1/`ratios[i - 1]` of the data at LEVEL and
+   * HIGH_LEVEL (1: random; default [1, 1]). The queue's backlog is `backlog(t)` (default:
+   * backed up). Returns the raw bytes sent, those of compressing jobs, and the levels asked.
+   */
+  function simulated(mode: "auto" | "always" = "auto") {
+    const at = { backlog: 1, now: 0 };
+    const policy = new CompressPolicy({ mode, backlog: () => at.backlog, now: () => at.now });
+    const JOB = MiB;
+    const AHEAD = 24;
+    const jobs: number[] = [];
+    let left = JOB;
+    type Sim = { link?: number; cpu?: readonly [number, number, number]; ratios?: readonly [number, number]; backlog?: (t: number) => number };
+    const run = (ms: number, o: Sim) => {
+      const STEP = 5;
+      const out = { raw: 0, packed: 0, levels: [] as number[] };
+      const start = at.now;
+      for (let t = 0; t < ms; t += STEP) {
+        at.now += STEP;
+        at.backlog = o.backlog?.(at.now - start) ?? 1;
+        while (jobs.length < AHEAD) jobs.push(policy.level());
+        let cap = STEP;
+        while (cap > 1e-9) {
+          const level = jobs[0];
+          const i = level === 0 ? 0 : level === LEVEL ? 1 : 2;
+          const c = i === 0 ? 1 : (o.ratios ?? [1, 1])[i - 1];
+          const bytesPerMs = Math.min(o.link !== undefined ? o.link * c : Infinity, o.cpu?.[i] ?? Infinity);
+          const n = Math.min(left, cap * bytesPerMs, 64 * 1024);
+          policy.sent(n, n / c, level);
+          cap -= n / bytesPerMs;
+          left -= n;
+          out.raw += n;
+          if (level > 0) out.packed += n;
+          if (left <= 0) {
+            jobs.shift();
+            const next = policy.level();
+            jobs.push(next);
+            out.levels.push(next);
+            left = JOB;
+          }
+        }
+      }
+      return out;
     };
-    return { policy, at, run, square };
+    return { policy, at, run };
   }
   const only = (levels: number[]) => [...new Set(levels)];
-  /** How often consecutive levels differ. */
-  const changes = (levels: number[]) => levels.filter((l, i) => i > 0 && l !== levels[i - 1]).length;
+  /** 1 Gbit/s, in bytes per ms; a receiver that takes 300 MB/s raw, less when it also decompresses (and the sender compresses, on the same cores). */
+  const GBIT = 117_000;
+  const RECEIVER = { cpu: [300_000, 250_000, 180_000], ratios: [2, 2.2] } as const;
 
-  test("auto: raw while the queue stays short, or backs up only in a burst; link-bound once it stays backed up", () => {
+  test("auto: raw while the queue stays short, or backs up only in a burst; a trial once it stays backed up", () => {
     const { policy, run } = fed("auto");
     assert.deepEqual(only(run(0, 500)), [0]);
     assert.deepEqual(only(run(FULL * 0.8, 2000)), [0], "a queue a fifth full is no bottleneck");
     run(0, 1000);
     assert.deepEqual(only(run(4, 40)), [0], "a 40 ms burst");
     assert.deepEqual(only(run(0, 1000)), [0]);
+    assert.equal(policy.trying, false);
     const levels = run(4, 200);
-    assert.equal(levels[0], 0);
-    assert.equal(levels.at(-1), LEVEL);
-    assert.equal(policy.state, "bound");
-    // Entered within about TAU_MS·ln(4/3) of the queue backing up.
-    assert.ok(levels.indexOf(LEVEL) * 10 <= TAU_MS / 2, `after ${levels.indexOf(LEVEL) * 10} ms`);
-  });
-
-  test("auto: a queue full half the time (the kernel hides the rest) is link-bound too", () => {
-    const { policy, square } = fed("auto");
-    const levels = square({ high: 1, on: 20, low: 0, off: 20, ms: 3000 });
-    assert.equal(levels.at(-1), LEVEL);
-    assert.equal(changes(levels), 1, "entered once, then held");
-    assert.equal(policy.state, "bound");
-  });
-
-  test("auto: leaves only after the queue stayed nearly empty for LEAVE_MS; between LOW and FULL it holds", () => {
-    const { policy, run, square } = fed("auto");
-    run(1, 300);
-    assert.equal(policy.state, "bound");
-    assert.deepEqual(only(run((LOW + FULL) / 2, 5000)), [LEVEL], "in between: hold");
-    // Empty for 1.2 s at a time between short fills: the average is below LOW for less than LEAVE_MS.
-    assert.deepEqual(only(square({ high: 1, on: 60, low: 0, off: 1200, ms: 8000 })), [LEVEL]);
-    run(1, 300);
-    const leaving = run(0, 3000);
-    assert.equal(leaving[0], LEVEL);
-    assert.equal(leaving.at(-1), 0);
+    assert.deepEqual(only(levels), [0], "the trial's plain phase first: the jobs in flight are plain");
+    assert.equal(policy.trying, true);
     assert.equal(policy.state, "raw");
-    // The average must first decay below LOW (TAU_MS·ln(1/LOW)), then stay there LEAVE_MS.
-    assert.ok(leaving.indexOf(0) * 10 >= LEAVE_MS, `left after ${leaving.indexOf(0) * 10} ms`);
-    // Raw again: a queue between LOW and FULL does not bring compression back.
-    assert.deepEqual(only(run((LOW + FULL) / 2, 5000)), [0]);
   });
 
-  test("auto: flapping input (backed up and empty by turns) changes the decision at most once", () => {
-    for (const period of [20, 100, 400]) {
-      const { square } = fed("auto");
-      const levels = square({ high: 1, on: period, low: 0, off: period, ms: 10_000 });
-      assert.ok(changes(levels) <= 1, `period ${period} ms: ${changes(levels)} changes`);
+  test("auto over a slow link: the trial pays; compressed nearly all the time, rechecks rare; the level rises", () => {
+    const { policy, run } = simulated();
+    const first = run(60_000, { link: GBIT, ratios: [2, 2.3] });
+    assert.equal(policy.outcomes[0], "pays");
+    assert.deepEqual(only([...policy.outcomes]), ["pays"]);
+    assert.ok(policy.outcomes.length <= 6, `${policy.outcomes.length} trials in 60 s`);
+    assert.ok(first.packed >= first.raw * 0.93, `${(first.packed / first.raw * 100).toFixed(1)}% of the bytes compressed`);
+    assert.equal(policy.state, "high", "the queue stayed full: the level rose");
+    assert.ok(first.levels.includes(HIGH_LEVEL) && first.levels.includes(LEVEL));
+  });
+
+  test("auto with the receiver's CPU the bottleneck: the trial costs; raw nearly all the time, trials back off", () => {
+    const { policy, run } = simulated();
+    const r = run(120_000, RECEIVER);
+    assert.ok(policy.outcomes.length >= 3, `${policy.outcomes}`);
+    assert.deepEqual(only([...policy.outcomes]), ["costs"]);
+    // Holds of 4, 8, 16, 32, 60 s: about one trial per doubling.
+    assert.ok(policy.outcomes.length <= 6, `${policy.outcomes.length} trials in 120 s`);
+    assert.ok(r.packed <= r.raw * 0.03, `${(r.packed / r.raw * 100).toFixed(1)}% of the bytes compressed`);
+    assert.equal(policy.state, "raw");
+  });
+
+  test("auto over a slow link where HIGH_LEVEL costs more CPU than the link allows: LEVEL, the raise held off", () => {
+    const { policy, run } = simulated();
+    const r = run(60_000, { link: GBIT, cpu: [Infinity, Infinity, 150_000], ratios: [2, 2.3] });
+    assert.equal(policy.outcomes[0], "pays");
+    assert.ok(policy.outcomes.includes("costs"), `${policy.outcomes}`);
+    assert.equal(policy.state, "bound");
+    const high = r.levels.filter((l) => l === HIGH_LEVEL).length;
+    assert.ok(high <= r.levels.length * 0.1, `${high} of ${r.levels.length} jobs at HIGH_LEVEL`);
+    assert.ok(r.packed >= r.raw * 0.93);
+  });
+
+  test("auto: compressing that raises the rate pays, whatever the bottleneck", () => {
+    const { policy, run } = simulated();
+    const r = run(10_000, { cpu: [300_000, 400_000, 400_000], ratios: [2, 2.2] });
+    assert.deepEqual(only([...policy.outcomes]), ["pays"]);
+    assert.ok(r.packed >= r.raw * 0.9);
+  });
+
+  test("auto over a slow link, random data first: it goes on compressing (unclear), and saves once the data compresses", () => {
+    const { policy, run } = simulated();
+    run(10_000, { link: GBIT, ratios: [1, 1] });
+    assert.ok(policy.outcomes.length >= 1);
+    assert.deepEqual(only([...policy.outcomes]), ["unclear"]);
+    const later = run(20_000, { link: GBIT, ratios: [2.5, 2.7] });
+    assert.ok(later.packed >= later.raw * 0.9, `${(later.packed / later.raw * 100).toFixed(1)}% compressed`);
+    assert.equal(policy.outcomes.at(-1), "pays");
+  });
+
+  test("auto: a queue full half the time (the kernel hides the rest) still counts as backed up", () => {
+    const { policy, run } = simulated();
+    const r = run(10_000, { link: GBIT, ratios: [2, 2.3], backlog: (t) => (Math.floor(t / 20) % 2 === 0 ? 1 : 0) });
+    assert.deepEqual(only([...policy.outcomes]), ["pays"]);
+    assert.ok(r.packed >= r.raw * 0.85, `${(r.packed / r.raw * 100).toFixed(1)}% compressed`);
+  });
+
+  test("auto: a queue that drains ends compression within LEAVE_MS, in a trial or not", () => {
+    for (const ms of [100, 2000, 6000]) {
+      const { policy, run } = simulated();
+      run(ms, { link: GBIT, ratios: [2, 2.3] }); // backed up: a trial starts, and may end
+      const drained = run(1400 + LEAVE_MS, { link: GBIT, ratios: [2, 2.3], backlog: () => 0 });
+      assert.equal(policy.state, "raw", `after ${ms} ms`);
+      assert.equal(policy.trying, false);
+      assert.equal(drained.levels.at(-1), 0);
     }
   });
 
-  test("the level steps up while the queue stays full for RAISE_MS, and back once it drains below FULL", () => {
+  test("auto: a trial that gets no DATA decides nothing and holds trials off for HOLD_MS", () => {
     const { policy, run } = fed("auto");
-    const rising = run(1, 2000);
-    assert.equal(rising.at(-1), HIGH_LEVEL);
-    assert.ok(rising.indexOf(HIGH_LEVEL) * 10 >= RAISE_MS, `high after ${rising.indexOf(HIGH_LEVEL) * 10} ms`);
+    run(1, 300);
+    assert.equal(policy.trying, true);
+    run(1, PHASE_MAX_MS);
+    assert.deepEqual([...policy.outcomes], ["undecided"]);
+    assert.equal(policy.state, "raw");
+    assert.deepEqual(only(run(1, HOLD_MS - 400)), [0]);
+    assert.equal(policy.trying, false, "held off");
+    run(1, 600);
+    assert.equal(policy.trying, true, "and after the hold, tried again");
+  });
+
+  test("auto: leaves only after the queue stayed nearly empty for LEAVE_MS; between LOW and FULL it holds", () => {
+    const { policy, run } = simulated();
+    run(1500, { link: GBIT, ratios: [2, 2.3], backlog: () => 0.5 });
+    assert.deepEqual([...policy.outcomes], ["pays"]);
+    assert.equal(policy.state, "bound");
+    assert.deepEqual(only(run(2000, { link: GBIT, ratios: [2, 2.3], backlog: () => (LOW + FULL) / 2 }).levels), [LEVEL], "in between: hold");
+    run(300, { link: GBIT, ratios: [2, 2.3], backlog: () => 0.5 });
+    const leaving = run(3000, { link: GBIT, ratios: [2, 2.3], backlog: () => 0 }).levels;
+    assert.equal(leaving[0], LEVEL);
+    assert.equal(leaving.at(-1), 0);
+    assert.equal(policy.state, "raw");
+    // The average must first decay below LOW (TAU_MS·ln(1/LOW)), then stay there LEAVE_MS (GBIT·2 bytes a ms, 1 MiB jobs).
+    assert.ok(leaving.indexOf(0) * MiB / (2 * GBIT) >= LEAVE_MS, `left after ${leaving.indexOf(0)} jobs`);
+    // Raw again: a queue between LOW and FULL does not bring compression back.
+    assert.deepEqual(only(run(3000, { link: GBIT, ratios: [2, 2.3], backlog: () => (LOW + FULL) / 2 }).levels), [0]);
+  });
+
+  test("the level steps up while the queue stays full for RAISE_MS, and back once it drains below FULL", () => {
+    const { policy, at, run } = simulated();
+    const rising = run(3000, { link: GBIT, ratios: [2, 2.3] });
+    assert.equal(rising.levels.at(-1), HIGH_LEVEL);
     assert.equal(policy.state, "high");
-    const falling = run(0, 500);
-    assert.equal(falling.at(-1), LEVEL, "back to LEVEL, not yet raw");
+    // Drained: no DATA, just job starts.
+    at.backlog = 0;
+    for (let t = 0; t < 500; t += 10) {
+      at.now += 10;
+      policy.level();
+    }
+    assert.equal(policy.level(), LEVEL, "back to LEVEL, not yet raw");
     assert.equal(policy.state, "bound");
     assert.ok(policy.fill < FULL);
   });
 
-  test("never: 0 whatever the backlog; always: never 0, even with no backlog, and its level adapts too", () => {
+  test("never: 0 whatever the backlog; always: never 0, even with no backlog, no trials, and its level adapts too", () => {
     const never = fed("never");
     assert.deepEqual(only([...never.run(0, 200), ...never.run(100, 3000)]), [0]);
     const always = fed("always");
     assert.deepEqual(only(always.run(0, 5000)), [LEVEL]);
     assert.equal(always.run(4, 2000).at(-1), HIGH_LEVEL);
     assert.deepEqual(only(always.run(0, 5000).slice(50)), [LEVEL]);
+    const cpu = simulated("always");
+    const r = cpu.run(10_000, RECEIVER);
+    assert.equal(r.packed, r.raw, "always compresses, even where it costs");
+    assert.deepEqual([...cpu.policy.outcomes], []);
   });
 
   test("a backlog that is no finite number counts as none", () => {
@@ -311,7 +430,8 @@ describe("compression end to end", { timeout: 120_000 }, () => {
       const viaRelay = { listener: { port: relay.port, address: `127.0.0.1:${relay.port}` } };
       try {
         // never: 8 MiB shows it (1 s at the rate); auto: enough that the raw start (the
-        // socket buffers fill before the queue backs up: up to ~20 MiB here) is the lesser part.
+        // socket buffers fill before the queue backs up: up to ~20 MiB here; then the trial's
+        // plain phase and the jobs started in it) is the lesser part.
         const sizes = { never: 8 * MiB, auto: 64 * MiB };
         for (const [compress, size] of Object.entries(sizes)) writeBlocks(path.join(dir, `src-${compress}.img`), "c".repeat(size / BLOCK));
         fs.copyFileSync(path.join(dir, "src-auto.img"), path.join(server.root, "pulled-auto.img"));
@@ -340,8 +460,8 @@ describe("compression end to end", { timeout: 120_000 }, () => {
               assert.equal(zstd, 0, name);
               assert.equal(report.local.dataBytesOnWire, size, name);
             } else {
-              // The jobs started before the queue filled go raw; once it stayed full, the rest
-              // goes compressed.
+              // The jobs started before the queue filled, and in the trial's plain phase, go
+              // raw; once compressing showed it got more through, the rest goes compressed.
               assert.ok(zstd >= size / BLOCK / 4, `${name}: ${zstd} zstd DATA`);
               assert.ok(report.local.dataBytesOnWire < size * 0.75, `${name}: ${report.local.dataBytesOnWire} of ${size} on the wire`);
             }

@@ -2,35 +2,69 @@
  * When the source compresses DATA, and at which zstd level: chosen per diff job, when the job
  * starts (`level()`), from how full the sending channel's queue is (`backlog()`, the
  * RecordChannel's sendBacklog: unsent bytes as a fraction of the bytes past which send waits),
- * sampled at each job start and at each op sent (`observe()`). Job starts alone would see a
- * biased picture: they come in bursts when ranges start, which is when the queue has just
- * drained (a range's RANGE_DONE and the next SIGS wait behind the data queued before them).
+ * sampled at each job start and at each op sent (`observe()`, `sent()`), and from the DATA
+ * that went out (`sent(raw, wire, level)`: the bytes an op stands for, its payload's, and the
+ * level its job was started with). Job starts alone would see a biased picture: they come in
+ * bursts when ranges start, which is when the queue has just drained (a range's RANGE_DONE
+ * and the next SIGS wait behind the data queued before them).
  *
  * Compression pays only when the link is the bottleneck: then the CPU waits for the link
  * anyway, and every byte zstd saves is time saved. When the CPU (or the disk) is the
- * bottleneck, the link's queue stays short, and zstd would only slow the sync down.
+ * bottleneck, zstd only slows the sync down. A queue that backs up does not tell which: a
+ * receiver whose CPU is the limit (over loopback or a fast LAN; on cores both ends share)
+ * backs it up just as a slow link does. So "auto" tries, and keeps a level only while it
+ * raises the rate at which raw DATA bytes go out.
  *
- * Modes: "never" → 0 always. "always" → compress every job (state BOUND or HIGH, never RAW).
- * "auto" → a state machine over `fill`, the backlog (clamped to [0, 1]) averaged over time
- * (exponentially, time constant TAU_MS, each sample weighted by the time since the last):
+ * Modes: "never" → 0 always. "always" → compress every job (BOUND or HIGH by the fill alone,
+ * never RAW, no trials). "auto" → a state machine over `fill`, the backlog (clamped to [0, 1])
+ * averaged over time (exponentially, time constant TAU_MS, each sample weighted by the time
+ * since the last), and over trials of one level against another:
  *
- *   RAW (0) ──fill ≥ FULL──▶ BOUND (level LEVEL)
- *   BOUND ──fill < LOW at every sample for LEAVE_MS──▶ RAW
- *   BOUND ──fill ≥ HIGH_FULL at every sample for RAISE_MS──▶ HIGH (level HIGH_LEVEL)
+ *   RAW ──fill ≥ FULL, not held off──▶ trial [0, LEVEL]
+ *   BOUND ──fill ≥ HIGH_FULL at every sample for RAISE_MS, not held off──▶ trial [LEVEL, HIGH_LEVEL]
+ *   BOUND, HIGH ──every recheck interval──▶ trial [its level, 0]
+ *   a trial ──the higher level pays──▶ its state (BOUND: LEVEL, HIGH: HIGH_LEVEL)
+ *           ──it costs──▶ the lower level's state, that trial held off
+ *           ──unclear──▶ BOUND;  ──undecided──▶ where it started
+ *   BOUND, HIGH, a trial ──fill < LOW at every sample for LEAVE_MS──▶ RAW
  *   HIGH ──fill < FULL──▶ BOUND
+ *
+ * A trial measures two phases, one at each of its levels: the DATA bytes sent (raw and on the
+ * wire) over at least MEASURE_MS and MEASURE_BYTES. Its first phase runs at the level the jobs
+ * already use and is measured at once; its second is measured once the jobs started at the
+ * old level are out: SETTLE_MS after the switch, and once CLEAN_BYTES went out with no op of a
+ * job started at another level (the ranges in flight hold ~16 MiB of jobs started before the
+ * switch, seconds of them on a slow link). The higher level pays when its
+ * phase sent raw DATA bytes at least as fast as the lower's. Both are rates the bottleneck
+ * allowed (the queue was backed up), and neither depends much on the data each phase happened
+ * to cover: a link passes so many wire bytes a second (the raw rate grows by what zstd
+ * saved), a CPU so many raw bytes (zstd only adds work to it). A trial whose higher level
+ * saved too little more than the lower (its raw ÷ wire below C_MIN times the other's; C_MIN_HIGH
+ * for LEVEL against HIGH_LEVEL) is unclear: a link-bound sync would measure the same rate twice
+ * (random data). Then BOUND: zstd gives up on such data after a 4 KiB sample (data-ops.ts), and
+ * a recheck comes soon. A wrong "costs" loses more on a link (a hold of raw sending what zstd
+ * would halve) than a wrong "pays" on a CPU (a recheck interval some percent slower), so a tie
+ * pays. A queue nearly empty for LEAVE_MS shows no bottleneck at all, in a trial too: RAW (a
+ * phase's fill at one moment says little: the socket's buffers hide a backlog at many samples).
+ * A phase that gets too few bytes within PHASE_MAX_MS decides nothing.
+ *
+ * Back-off: a failed trial of compressing holds RAW's trials off for `hold` (HOLD_MS, doubled
+ * by each failure up to HOLD_MAX_MS, back to HOLD_MS after a success), one of HIGH_LEVEL holds
+ * BOUND's raise off the same way; a trial of compressing that paid schedules the next recheck
+ * after `recheck` (RECHECK_MS, doubled by each success up to RECHECK_MAX_MS). So a CPU-bound
+ * sync pays for a short compressed phase per hold, a link-bound one for a short raw phase per
+ * recheck (the bench's first copy over loopback, 2 cores: 12.8 s before trials, 9.6 s after).
  *
  * Why an average: the kernel's socket buffers hold the first MiBs of a backlog out of sight,
  * so even a saturated link leaves the channel's own queue empty at some samples; the average
  * says how much of the time it was not. Hysteresis: entering needs the queue backed up for a
  * good part of TAU_MS (a burst of records is no bottleneck); leaving needs it nearly empty
  * for LEAVE_MS, far longer, so the decision does not flap; between LOW and FULL the state
- * holds. A queue still nearly always full after RAISE_MS of level-LEVEL compression means the
- * link, not the CPU, still limits (were the CPU the limit, the queue would drain): a higher
- * level then saves more bytes at no cost in time; once it drains below FULL (the CPU may
- * become the limit) the level drops back to LEVEL.
+ * holds. HIGH drops back to LEVEL once the queue drains below FULL (the CPU may become the limit).
  *
  * Invariants: level() is 0 or a valid zstd level; "never" never compresses, "always" never
- * returns 0; a backlog that is not a finite number counts as 0 (no link to measure).
+ * returns 0; a backlog that is not a finite number counts as 0 (no link to measure); "auto"
+ * holds a level above 0 (outside trials) only after a trial in which it did not cost rate.
  */
 
 export type CompressMode = "auto" | "never" | "always";
@@ -53,8 +87,62 @@ export const LEAVE_MS = 1000;
 export const RAISE_MS = 1000;
 /** observe() samples at most this often (level() always samples). */
 export const SAMPLE_MS = 2;
+/** A trial's phase is measured over at least this long and this many raw DATA bytes. */
+export const MEASURE_MS = 300;
+export const MEASURE_BYTES = 2 << 20;
+/** After a switch of level, a phase is measured from SETTLE_MS on, once CLEAN_BYTES went out with no op of a job started before it. */
+export const SETTLE_MS = 100;
+export const CLEAN_BYTES = 2 << 20;
+/** A phase that has not got its bytes after this long ends its trial undecided. */
+export const PHASE_MAX_MS = 5000;
+/** A packed phase whose bytes shrank by less than this ratio tells nothing of the bottleneck. */
+export const C_MIN = 1.1;
+/** Nor does a HIGH_LEVEL phase that shrank them by less than this ratio more than LEVEL did. */
+export const C_MIN_HIGH = 1.03;
+export const HOLD_MS = 4000;
+export const HOLD_MAX_MS = 60_000;
+export const RECHECK_MS = 4000;
+export const RECHECK_MAX_MS = 30_000;
+/** `outcomes` keeps this many: a session may last for days. */
+const MAX_OUTCOMES = 1000;
 
 type State = "raw" | "bound" | "high";
+
+function stateOf(level: number): State {
+  return level === 0 ? "raw" : level === LEVEL ? "bound" : "high";
+}
+
+/** The DATA bytes sent so far (raw: what the ops stand for; wire: their payloads) at time t. */
+interface Mark {
+  t: number;
+  raw: number;
+  wire: number;
+}
+
+/** A phase's rates, bytes per ms. */
+interface Rates {
+  level: number;
+  raw: number;
+  wire: number;
+}
+
+interface Trial {
+  /** The state it started from, and returns to when it decides nothing. */
+  from: State;
+  /** The level of each phase: two different levels. */
+  levels: readonly [number, number];
+  phase: 0 | 1;
+  /** When the current phase began; measured from `measuring` on (undefined: settling). */
+  begun: Mark;
+  measuring: Mark | undefined;
+  /** Settling: raw bytes sent since the last op of a job started at another level than this phase's. */
+  clean: number;
+  /** The first phase's rates, once measured. */
+  first: Rates | undefined;
+}
+
+/** What a trial ended with: for tests and reports. */
+export type TrialOutcome = "pays" | "costs" | "undecided" | "unclear" | "no bottleneck";
 
 export class CompressPolicy {
   readonly mode: CompressMode;
@@ -67,6 +155,20 @@ export class CompressPolicy {
   #highSince: number | undefined;
   #lowSince: number | undefined;
   #sampledAt: number;
+  /** DATA bytes sent, raw and on the wire. */
+  #raw = 0;
+  #wire = 0;
+  #trial: Trial | undefined;
+  /** RAW holds off trials until then; the next hold's length. */
+  #heldUntil = -Infinity;
+  #hold = HOLD_MS;
+  /** BOUND/HIGH start a trial then; the next interval. */
+  #recheckAt = Infinity;
+  #recheck = RECHECK_MS;
+  /** BOUND holds off trials of HIGH_LEVEL until then; the next such hold's length. */
+  #raiseHeldUntil = -Infinity;
+  #raiseHold = HOLD_MS;
+  #outcomes: TrialOutcome[] = [];
 
   constructor(options: { mode: CompressMode; backlog: () => number; now?: () => number }) {
     if (!COMPRESS_MODES.includes(options.mode)) throw new TypeError(`unknown compress mode ${options.mode}`);
@@ -81,6 +183,7 @@ export class CompressPolicy {
   level(): number {
     if (this.mode === "never") return 0;
     this.#sample();
+    if (this.#trial) return this.#trial.levels[this.#trial.phase];
     return this.#state === "raw" ? 0 : this.#state === "bound" ? LEVEL : HIGH_LEVEL;
   }
 
@@ -90,14 +193,34 @@ export class CompressPolicy {
     this.#sample();
   }
 
+  /** A DATA op went out: `raw` bytes of the file, `wire` bytes of payload, of a job started at `level`; then observe(). */
+  sent(raw: number, wire: number, level: number): void {
+    if (this.mode !== "auto") return;
+    this.#raw += raw;
+    this.#wire += wire;
+    const trial = this.#trial;
+    if (trial !== undefined && trial.measuring === undefined) trial.clean = level === trial.levels[trial.phase] ? trial.clean + raw : 0;
+    this.observe();
+  }
+
   /** The average fill, in [0, 1]: for tests and reports. */
   get fill(): number {
     return this.#fill;
   }
 
-  /** "raw", "bound" or "high": for tests and reports. */
+  /** "raw", "bound" or "high" (a trial runs within one of them): for tests and reports. */
   get state(): State {
     return this.#state;
+  }
+
+  /** Whether a trial is running: for tests and reports. */
+  get trying(): boolean {
+    return this.#trial !== undefined;
+  }
+
+  /** How each trial ended, in order (the first MAX_OUTCOMES): for tests and reports. */
+  get outcomes(): readonly TrialOutcome[] {
+    return this.#outcomes;
   }
 
   #sample(): void {
@@ -110,16 +233,24 @@ export class CompressPolicy {
     const f = this.#fill;
     this.#highSince = f >= HIGH_FULL ? this.#highSince ?? t : undefined;
     this.#lowSince = f < LOW ? this.#lowSince ?? t : undefined;
+    if (this.#trial) return this.#advance(this.#trial, t);
     switch (this.#state) {
       case "raw":
-        if (f >= FULL) this.#enter("bound", t);
+        if (f >= FULL && (this.mode !== "auto" || t >= this.#heldUntil)) {
+          if (this.mode === "auto") this.#try("raw", [0, LEVEL], t);
+          else this.#enter("bound", t);
+        }
         break;
       case "bound":
         if (this.#lowSince !== undefined && this.mode === "auto" && t - this.#lowSince >= LEAVE_MS) this.#enter("raw", t);
-        else if (this.#highSince !== undefined && t - this.#highSince >= RAISE_MS) this.#enter("high", t);
+        else if (this.#highSince !== undefined && t - this.#highSince >= RAISE_MS) {
+          if (this.mode !== "auto") this.#enter("high", t);
+          else if (t >= this.#raiseHeldUntil) this.#try("bound", [LEVEL, HIGH_LEVEL], t);
+        } else if (t >= this.#recheckAt) this.#try("bound", [LEVEL, 0], t);
         break;
       case "high":
         if (f < FULL) this.#enter("bound", t);
+        else if (t >= this.#recheckAt) this.#try("high", [HIGH_LEVEL, 0], t);
         break;
       default:
         throw new TypeError(`unknown state ${this.#state satisfies never}`);
@@ -131,5 +262,90 @@ export class CompressPolicy {
     this.#state = state;
     if (this.#highSince !== undefined) this.#highSince = t;
     if (this.#lowSince !== undefined) this.#lowSince = t;
+  }
+
+  #holdRaise(t: number): void {
+    this.#raiseHeldUntil = t + this.#raiseHold;
+    this.#raiseHold = Math.min(HOLD_MAX_MS, 2 * this.#raiseHold);
+  }
+
+  #mark(t: number): Mark {
+    return { t, raw: this.#raw, wire: this.#wire };
+  }
+
+  /** Starts a trial whose first phase runs at the level the jobs already use: measured at once. */
+  #try(from: State, levels: readonly [number, number], t: number): void {
+    const now = this.#mark(t);
+    this.#trial = { from, levels, phase: 0, begun: now, measuring: now, clean: 0, first: undefined };
+  }
+
+  #advance(trial: Trial, t: number): void {
+    if (this.#lowSince !== undefined && t - this.#lowSince >= LEAVE_MS) return this.#end(trial, "no bottleneck", t);
+    const since = t - trial.begun.t;
+    if (trial.measuring === undefined) {
+      if (since >= SETTLE_MS && trial.clean >= CLEAN_BYTES) trial.measuring = this.#mark(t);
+      else if (since >= PHASE_MAX_MS) this.#end(trial, "undecided", t);
+      return;
+    }
+    const m = trial.measuring;
+    const dt = t - m.t;
+    if (dt < MEASURE_MS || this.#raw - m.raw < MEASURE_BYTES) {
+      if (since >= PHASE_MAX_MS) this.#end(trial, "undecided", t);
+      return;
+    }
+    const rates: Rates = { level: trial.levels[trial.phase], raw: (this.#raw - m.raw) / dt, wire: (this.#wire - m.wire) / dt };
+    if (trial.phase === 0) {
+      trial.first = rates;
+      trial.phase = 1;
+      trial.begun = this.#mark(t);
+      trial.measuring = undefined;
+      trial.clean = 0;
+      return;
+    }
+    const [lower, higher] = rates.level < trial.first!.level ? [rates, trial.first!] : [trial.first!, rates];
+    // The higher level's ratio (raw ÷ wire) against the lower's: too close to tell the bottleneck.
+    const cMin = lower.level === 0 ? C_MIN : C_MIN_HIGH;
+    if (higher.raw * lower.wire < cMin * higher.wire * lower.raw) return this.#end(trial, "unclear", t);
+    this.#end(trial, higher.raw >= lower.raw ? "pays" : "costs", t);
+  }
+
+  #end(trial: Trial, outcome: TrialOutcome, t: number): void {
+    this.#trial = undefined;
+    if (this.#outcomes.length < MAX_OUTCOMES) this.#outcomes.push(outcome);
+    const lower = Math.min(...trial.levels);
+    const higher = Math.max(...trial.levels);
+    /** A trial of LEVEL against HIGH_LEVEL (raising), not of compressing at all. */
+    const raising = lower > 0;
+    switch (outcome) {
+      case "pays":
+        if (raising) this.#raiseHold = HOLD_MS;
+        else {
+          this.#hold = HOLD_MS;
+          this.#recheckAt = t + this.#recheck;
+          this.#recheck = Math.min(RECHECK_MAX_MS, 2 * this.#recheck);
+        }
+        return this.#enter(stateOf(higher), t);
+      case "unclear":
+        if (raising) this.#holdRaise(t);
+        else this.#recheckAt = t + RECHECK_MS;
+        return this.#enter("bound", t);
+      case "costs":
+        if (raising) this.#holdRaise(t);
+        else {
+          this.#heldUntil = t + this.#hold;
+          this.#hold = Math.min(HOLD_MAX_MS, 2 * this.#hold);
+          this.#recheck = RECHECK_MS;
+        }
+        return this.#enter(stateOf(lower), t);
+      case "no bottleneck":
+        return this.#enter("raw", t);
+      case "undecided":
+        if (trial.from === "raw") this.#heldUntil = t + HOLD_MS;
+        else if (raising) this.#raiseHeldUntil = t + HOLD_MS;
+        else this.#recheckAt = t + RECHECK_MS;
+        return this.#enter(trial.from, t);
+      default:
+        throw new TypeError(`unknown outcome ${outcome satisfies never}`);
+    }
   }
 }

@@ -44,7 +44,8 @@ export interface DiffOptions {
   refine?: boolean;
   /** Asked per job when refining: may its blocks held with data at the destination go through REFINE (RefinePolicy)? */
   roundTrips?: () => boolean;
-  emit: (op: JobOp) => Promise<Emitted>;
+  /** `level`: the zstd level the op's job was started with (zstdLevel(); 0 for ZERO runs of holes). */
+  emit: (op: JobOp, level: number) => Promise<Emitted>;
 }
 
 /** One destination of a range: its hash key, its digests of the range, its counters, how its ops go. */
@@ -123,7 +124,8 @@ export async function diffRangeTo(
    * piece is a hole before, between or after the data pieces. `release`: the piece's
    * reservation, given back once (when consumed, or when its job settles after the range ended).
    */
-  type Job = { result: FanDiffResult; targets: Target[] };
+  /** `levels`: each target's zstd level for the job, asked as it started. */
+  type Job = { result: FanDiffResult; targets: Target[]; levels: number[] };
   type Piece = SpanGroup & { data: boolean; job?: Promise<Job>; release?: () => void };
   const pieces: Piece[] = [];
   let at = offset;
@@ -167,6 +169,7 @@ export async function diffRangeTo(
       }
       // The targets still alive as the job starts: a dropped one costs no hashing.
       const jobTargets = alive();
+      const levels = jobTargets.map(({ t }) => t.zstdLevel());
       const result = await store.lend((file) => ctx.pool.diff({
         file,
         offset: p.offset,
@@ -174,17 +177,17 @@ export async function diffRangeTo(
         ...(p.spans.length > 1 ? { spans: p.spans } : {}),
         blockSize: bs,
         advise: ctx.pool.onWorker(p.dataBytes) ? ctx.readAhead?.take() : undefined,
-        targets: jobTargets.map(({ t }) => ({
+        targets: jobTargets.map(({ t }, i) => ({
           hash: t.hash,
           key: t.key,
           dst: ofSpans(t.dst, p),
-          zstdLevel: t.zstdLevel(),
+          zstdLevel: levels[i],
           withoutPayload: t.dryRun,
           refine: t.refine === true,
           roundTrips: t.refine === true && (t.roundTrips?.() ?? true),
         })),
       }));
-      return { result, targets: jobTargets };
+      return { result, targets: jobTargets, levels };
     };
     p.job = run();
     return p.job;
@@ -195,12 +198,12 @@ export async function diffRangeTo(
    * buffers (`shared`, which other targets' payloads may view too) is not released alone: the
    * buffers go once every payload of the job is free.
    */
-  const emitTo = async (x: Target, ops: readonly JobOp[], frees: Promise<boolean>[], shared?: ReadonlySet<ArrayBufferLike>) => {
+  const emitTo = async (x: Target, ops: readonly JobOp[], level: number, frees: Promise<boolean>[], shared?: ReadonlySet<ArrayBufferLike>) => {
     for (const op of ops) {
       if (x.dead || x.t.signal.aborted) return drop(x, x.t.signal.reason);
       let emitted: Emitted;
       try {
-        emitted = await emitCounted(x.t, op, bs);
+        emitted = await emitCounted(x.t, op, level, bs);
       } catch (e) {
         return drop(x, e);
       }
@@ -216,7 +219,7 @@ export async function diffRangeTo(
     if (!job) {
       await Promise.all(alive().map(async (x) => {
         x.t.stats.holeBytesSkipped += p.length;
-        await emitTo(x, holeOps(x, p.offset, p.offset + p.length), []);
+        await emitTo(x, holeOps(x, p.offset, p.offset + p.length), 0, []);
       }));
       return;
     }
@@ -231,7 +234,7 @@ export async function diffRangeTo(
       x.t.stats.holeBytesSkipped += p.length - p.dataBytes;
       const { digests, ops } = result.targets[i];
       for (const s of spanDigests(digests, p.spans, bs)) x.src.set(s.digests, (s.span.offset - offset) / bs * DIGEST_SIZE);
-      await emitTo(x, withHoles(ops, p.spans, (from, to) => holeOps(x, from, to)), frees, shared);
+      await emitTo(x, withHoles(ops, p.spans, (from, to) => holeOps(x, from, to)), job.levels[i], frees, shared);
     }));
     const buffers = result.buffers;
     if (buffers !== undefined) void Promise.all(frees).then((free) => free.every(Boolean) && buffers.forEach((b) => releaseBuffer(b)));
@@ -272,7 +275,7 @@ function once(f: () => void): () => void {
   };
 }
 
-function emitCounted(t: DiffTargetOf, op: JobOp, blockSize: number): Promise<Emitted> {
+function emitCounted(t: DiffTargetOf, op: JobOp, level: number, blockSize: number): Promise<Emitted> {
   countOp(t.stats, op, blockSize);
-  return t.emit(op);
+  return t.emit(op, level);
 }

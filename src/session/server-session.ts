@@ -664,11 +664,14 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
               lookahead: LOOKAHEAD_JOBS,
               reserve,
               // A refine op waits for the client's sub-digests: this stream sends nothing else meanwhile.
-              emit: (op) => {
+              emit: (op, level) => {
                 compression.observe();
                 return op.kind === "refine"
                   ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel: compression.level(), dryRun: o.open.dryRun, policy })
-                  : io.send(encodeOp(op, m.cookie)).then(() => SENT);
+                  : io.send(encodeOp(op, m.cookie)).then(() => {
+                    if (op.kind === "data" && op.payload !== undefined) compression.sent(op.length, op.payload.length, level);
+                    return SENT;
+                  });
               },
             });
             await pause?.afterRange(m, io.signal);
