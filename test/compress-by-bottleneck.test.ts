@@ -21,7 +21,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { runSyncCommand } from "../src/cli/sync-command.ts";
-import { CompressPolicy, FULL, HIGH_LEVEL, HOLD_MS, LEAVE_MS, LEVEL, LOW, PHASE_MAX_MS } from "../src/engine/compress-policy.ts";
+import { CompressPolicy, FULL, HIGH_LEVEL, HOLD_MS, LEAVE_MS, LEVEL, LOW, PHASE_IDLE_MS, RECHECK_MAX_MS, RECHECK_MS } from "../src/engine/compress-policy.ts";
 import { COMPRESS_UNIT, dataOps } from "../src/engine/data-ops.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { decompress, initZstd } from "../src/platform/zstd.ts";
@@ -133,7 +133,8 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     };
     return { policy, at, run };
   }
-  const only = (levels: number[]) => [...new Set(levels)];
+  const only = <T>(values: readonly T[]) => [...new Set(values)];
+  const outcomesOf = (policy: CompressPolicy) => policy.outcomes.map((o) => o.outcome);
   /** 1 Gbit/s, in bytes per ms; a receiver that takes 300 MB/s raw, less when it also decompresses (and the sender compresses, on the same cores). */
   const GBIT = 117_000;
   const RECEIVER = { cpu: [300_000, 250_000, 180_000], ratios: [2, 2.2] } as const;
@@ -155,8 +156,8 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
   test("auto over a slow link: the trial pays; compressed nearly all the time, rechecks rare; the level rises", () => {
     const { policy, run } = simulated();
     const first = run(60_000, { link: GBIT, ratios: [2, 2.3] });
-    assert.equal(policy.outcomes[0], "pays");
-    assert.deepEqual(only([...policy.outcomes]), ["pays"]);
+    assert.equal(outcomesOf(policy)[0], "pays");
+    assert.deepEqual(only(outcomesOf(policy)), ["pays"]);
     assert.ok(policy.outcomes.length <= 6, `${policy.outcomes.length} trials in 60 s`);
     assert.ok(first.packed >= first.raw * 0.93, `${(first.packed / first.raw * 100).toFixed(1)}% of the bytes compressed`);
     assert.equal(policy.state, "high", "the queue stayed full: the level rose");
@@ -166,8 +167,8 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
   test("auto with the receiver's CPU the bottleneck: the trial costs; raw nearly all the time, trials back off", () => {
     const { policy, run } = simulated();
     const r = run(120_000, RECEIVER);
-    assert.ok(policy.outcomes.length >= 3, `${policy.outcomes}`);
-    assert.deepEqual(only([...policy.outcomes]), ["costs"]);
+    assert.ok(policy.outcomes.length >= 3, `${outcomesOf(policy)}`);
+    assert.deepEqual(only(outcomesOf(policy)), ["costs"]);
     // Holds of 4, 8, 16, 32, 60 s: about one trial per doubling.
     assert.ok(policy.outcomes.length <= 6, `${policy.outcomes.length} trials in 120 s`);
     assert.ok(r.packed <= r.raw * 0.03, `${(r.packed / r.raw * 100).toFixed(1)}% of the bytes compressed`);
@@ -177,18 +178,43 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
   test("auto over a slow link where HIGH_LEVEL costs more CPU than the link allows: LEVEL, the raise held off", () => {
     const { policy, run } = simulated();
     const r = run(60_000, { link: GBIT, cpu: [Infinity, Infinity, 150_000], ratios: [2, 2.3] });
-    assert.equal(policy.outcomes[0], "pays");
-    assert.ok(policy.outcomes.includes("costs"), `${policy.outcomes}`);
+    assert.equal(outcomesOf(policy)[0], "pays");
+    assert.ok(outcomesOf(policy).includes("costs"), `${outcomesOf(policy)}`);
     assert.equal(policy.state, "bound");
     const high = r.levels.filter((l) => l === HIGH_LEVEL).length;
     assert.ok(high <= r.levels.length * 0.1, `${high} of ${r.levels.length} jobs at HIGH_LEVEL`);
     assert.ok(r.packed >= r.raw * 0.93);
   });
 
+  test("auto: a trial's first phase is measured on DATA of its own level only (not on jobs of another level still in flight)", () => {
+    const { policy, at, run } = simulated();
+    run(1500, { link: GBIT, ratios: [2, 2.3], backlog: () => 0.5 }); // pays; below HIGH_FULL: no raise
+    assert.deepEqual(outcomesOf(policy), ["pays"]);
+    /** DATA of jobs at `level`, `rate` raw bytes a ms, for `ms` (as if sent whatever level() says). */
+    const feed = (level: number, rate: number, ms: number, ratio = 2) => {
+      for (let t = 0; t < ms; t += 5) {
+        at.now += 5;
+        policy.sent(rate * 5, level > 0 ? rate * 5 / ratio : rate * 5, level);
+        policy.level();
+      }
+    };
+    // HIGH_LEVEL jobs still going out (slowly) as the recheck [LEVEL, 0] comes due, then LEVEL
+    // ones (fast), then plain ones in between: measured right, LEVEL pays; measured on the
+    // HIGH_LEVEL jobs, it would cost.
+    feed(HIGH_LEVEL, 60_000, 6000);
+    assert.equal(policy.trying, true, "the recheck is due");
+    feed(LEVEL, 234_000, 600);
+    feed(0, 117_000, 1000);
+    assert.deepEqual(policy.outcomes.map((o) => [o.levels, o.outcome]), [[[0, LEVEL], "pays"], [[LEVEL, 0], "pays"]]);
+  });
+
   test("auto: compressing that raises the rate pays, whatever the bottleneck", () => {
     const { policy, run } = simulated();
-    const r = run(10_000, { cpu: [300_000, 400_000, 400_000], ratios: [2, 2.2] });
-    assert.deepEqual(only([...policy.outcomes]), ["pays"]);
+    // A CPU that compressed data costs less than raw data (zstd's work < the AEAD's it saves).
+    const r = run(20_000, { cpu: [300_000, 400_000, 300_000], ratios: [2, 2.2] });
+    const compressing = policy.outcomes.filter((o) => o.levels.includes(0)).map((o) => o.outcome);
+    assert.ok(compressing.length >= 2, `${compressing}`);
+    assert.deepEqual(only(compressing), ["pays"]);
     assert.ok(r.packed >= r.raw * 0.9);
   });
 
@@ -196,20 +222,20 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     const { policy, run } = simulated();
     run(10_000, { link: GBIT, ratios: [1, 1] });
     assert.ok(policy.outcomes.length >= 1);
-    assert.deepEqual(only([...policy.outcomes]), ["unclear"]);
+    assert.deepEqual(only(outcomesOf(policy)), ["unclear"]);
     const later = run(20_000, { link: GBIT, ratios: [2.5, 2.7] });
     assert.ok(later.packed >= later.raw * 0.9, `${(later.packed / later.raw * 100).toFixed(1)}% compressed`);
-    assert.equal(policy.outcomes.at(-1), "pays");
+    assert.equal(outcomesOf(policy).at(-1), "pays");
   });
 
   test("auto: a queue full half the time (the kernel hides the rest) still counts as backed up", () => {
     const { policy, run } = simulated();
     const r = run(10_000, { link: GBIT, ratios: [2, 2.3], backlog: (t) => (Math.floor(t / 20) % 2 === 0 ? 1 : 0) });
-    assert.deepEqual(only([...policy.outcomes]), ["pays"]);
+    assert.deepEqual(only(outcomesOf(policy)), ["pays"]);
     assert.ok(r.packed >= r.raw * 0.85, `${(r.packed / r.raw * 100).toFixed(1)}% compressed`);
   });
 
-  test("auto: a queue that drains ends compression within LEAVE_MS, in a trial or not", () => {
+  test("auto: a queue that drains ends compression soon after LEAVE_MS, in a trial or not", () => {
     for (const ms of [100, 2000, 6000]) {
       const { policy, run } = simulated();
       run(ms, { link: GBIT, ratios: [2, 2.3] }); // backed up: a trial starts, and may end
@@ -220,23 +246,61 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     }
   });
 
-  test("auto: a trial that gets no DATA decides nothing and holds trials off for HOLD_MS", () => {
+  test("auto: a trial that gets no DATA decides nothing and holds trials off, HOLD_MS, then twice that", () => {
     const { policy, run } = fed("auto");
     run(1, 300);
     assert.equal(policy.trying, true);
-    run(1, PHASE_MAX_MS);
-    assert.deepEqual([...policy.outcomes], ["undecided"]);
+    run(1, PHASE_IDLE_MS);
+    assert.deepEqual(outcomesOf(policy), ["undecided"]);
     assert.equal(policy.state, "raw");
     assert.deepEqual(only(run(1, HOLD_MS - 400)), [0]);
     assert.equal(policy.trying, false, "held off");
     run(1, 600);
     assert.equal(policy.trying, true, "and after the hold, tried again");
+    run(1, PHASE_IDLE_MS);
+    assert.deepEqual(outcomesOf(policy), ["undecided", "undecided"]);
+    // The second trial began in the last 600 ms before its 2 s: its hold ends 2·HOLD_MS after that.
+    run(1, 2 * HOLD_MS - 1000);
+    assert.equal(policy.trying, false, "held off twice as long");
+    run(1, 1200);
+    assert.equal(policy.trying, true);
+  });
+
+  test("auto over a link of 4 MB/s: the trial outlasts the jobs in flight (seconds of them) and pays", () => {
+    const { policy, run } = simulated();
+    const r = run(120_000, { link: 4_000, ratios: [2, 2.3] });
+    assert.equal(outcomesOf(policy)[0], "pays");
+    assert.ok(!outcomesOf(policy).includes("undecided"), `${outcomesOf(policy)}`);
+    assert.ok(r.packed >= r.raw * 0.8, `${(r.packed / r.raw * 100).toFixed(1)}% compressed`);
+  });
+
+  test("auto over a slow link where HIGH_LEVEL is CPU-bound: raises cost and are held off, rechecks come on time and pay", () => {
+    const { policy, run } = simulated();
+    // Level 3 is CPU-bound at 60 MB/s raw, below the link's raw rate at level 0: a recheck
+    // measured on level-3 jobs would find compressing slower than raw.
+    const r = run(120_000, { link: GBIT, cpu: [Infinity, Infinity, 60_000], ratios: [2, 2.3] });
+    const records = policy.outcomes;
+    const rechecks = records.filter((o) => o.levels[0] === LEVEL && o.levels[1] === 0);
+    const raises = records.filter((o) => o.levels[1] === HIGH_LEVEL);
+    assert.ok(raises.length >= 2 && raises.every((o) => o.outcome === "costs"), JSON.stringify(records));
+    assert.ok(rechecks.length >= 3 && rechecks.every((o) => o.outcome === "pays"), JSON.stringify(records));
+    // Each recheck on time (its phases take under 1.5 s), the raise held off or not: the first
+    // RECHECK_MS after the trial that entered BOUND, then twice that, and so on up to RECHECK_MAX_MS.
+    let interval = RECHECK_MS;
+    let from = records[0].at;
+    for (const o of rechecks) {
+      assert.ok(o.at - from <= interval + 1500, `rechecks at ${rechecks.map((r) => Math.round(r.at))}, after ${Math.round(records[0].at)}`);
+      from = o.at;
+      interval = Math.min(RECHECK_MAX_MS, 2 * interval);
+    }
+    assert.equal(policy.state, "bound");
+    assert.ok(r.packed >= r.raw * 0.93, `${(r.packed / r.raw * 100).toFixed(1)}% compressed`);
   });
 
   test("auto: leaves only after the queue stayed nearly empty for LEAVE_MS; between LOW and FULL it holds", () => {
     const { policy, run } = simulated();
     run(1500, { link: GBIT, ratios: [2, 2.3], backlog: () => 0.5 });
-    assert.deepEqual([...policy.outcomes], ["pays"]);
+    assert.deepEqual(outcomesOf(policy), ["pays"]);
     assert.equal(policy.state, "bound");
     assert.deepEqual(only(run(2000, { link: GBIT, ratios: [2, 2.3], backlog: () => (LOW + FULL) / 2 }).levels), [LEVEL], "in between: hold");
     run(300, { link: GBIT, ratios: [2, 2.3], backlog: () => 0.5 });
@@ -252,7 +316,7 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
 
   test("the level steps up while the queue stays full for RAISE_MS, and back once it drains below FULL", () => {
     const { policy, at, run } = simulated();
-    const rising = run(3000, { link: GBIT, ratios: [2, 2.3] });
+    const rising = run(4000, { link: GBIT, ratios: [2, 2.3] });
     assert.equal(rising.levels.at(-1), HIGH_LEVEL);
     assert.equal(policy.state, "high");
     // Drained: no DATA, just job starts.
@@ -276,7 +340,6 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     const cpu = simulated("always");
     const r = cpu.run(10_000, RECEIVER);
     assert.equal(r.packed, r.raw, "always compresses, even where it costs");
-    assert.deepEqual([...cpu.policy.outcomes], []);
   });
 
   test("a backlog that is no finite number counts as none", () => {

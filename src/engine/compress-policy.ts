@@ -30,30 +30,33 @@
  *   HIGH ──fill < FULL──▶ BOUND
  *
  * A trial measures two phases, one at each of its levels: the DATA bytes sent (raw and on the
- * wire) over at least MEASURE_MS and MEASURE_BYTES. Its first phase runs at the level the jobs
- * already use and is measured at once; its second is measured once the jobs started at the
- * old level are out: SETTLE_MS after the switch, and once CLEAN_BYTES went out with no op of a
- * job started at another level (the ranges in flight hold ~16 MiB of jobs started before the
- * switch, seconds of them on a slow link). The higher level pays when its
- * phase sent raw DATA bytes at least as fast as the lower's. Both are rates the bottleneck
- * allowed (the queue was backed up), and neither depends much on the data each phase happened
- * to cover: a link passes so many wire bytes a second (the raw rate grows by what zstd
- * saved), a CPU so many raw bytes (zstd only adds work to it). A trial whose higher level
- * saved too little more than the lower (its raw ÷ wire below C_MIN times the other's; C_MIN_HIGH
- * for LEVEL against HIGH_LEVEL) is unclear: a link-bound sync would measure the same rate twice
- * (random data). Then BOUND: zstd gives up on such data after a 4 KiB sample (data-ops.ts), and
- * a recheck comes soon. A wrong "costs" loses more on a link (a hold of raw sending what zstd
- * would halve) than a wrong "pays" on a CPU (a recheck interval some percent slower), so a tie
- * pays. A queue nearly empty for LEAVE_MS shows no bottleneck at all, in a trial too: RAW (a
- * phase's fill at one moment says little: the socket's buffers hide a backlog at many samples).
- * A phase that gets too few bytes within PHASE_MAX_MS decides nothing.
+ * wire: DATA and PATCH payloads) over at least MEASURE_MS and MEASURE_BYTES, each from the
+ * moment CLEAN_BYTES went out with no op of a job started at another level (and, after the
+ * switch to the second level, SETTLE_MS). The ranges in flight hold ~16 MiB of jobs started
+ * before a switch, seconds of them on a slow link; the first phase is usually measured at
+ * once, unless another trial just ended at another level. The higher level pays when its
+ * phase sent raw bytes at least as fast as the lower's. While the queue is backed up both are
+ * rates the bottleneck allowed, and neither depends much on the data each phase happened to
+ * cover: a link passes so many wire bytes a second (the raw rate grows by what zstd saved), a
+ * CPU so many raw bytes (zstd only adds work to it). (A recheck may find the queue no longer
+ * backed up: then both are the source's pace, and LEAVE_MS will end compressing anyway.) A
+ * trial whose higher level saved too little more than the lower (its raw ÷ wire below C_MIN
+ * times the other's; C_MIN_HIGH for LEVEL against HIGH_LEVEL) is unclear: a link-bound sync
+ * would measure the same rate twice (random data). Then BOUND: zstd gives up on such data
+ * after a 4 KiB sample (data-ops.ts), and a recheck comes soon. A wrong "costs" loses more on a
+ * link (a hold of raw sending what zstd would halve) than a wrong "pays" on a CPU (a recheck
+ * interval some percent slower), so a tie pays. A queue nearly empty for LEAVE_MS shows no
+ * bottleneck at all, in a trial too: RAW (a phase's fill at one moment says little: the
+ * socket's buffers hide a backlog at many samples). No DATA for PHASE_IDLE_MS, or a phase
+ * longer than PHASE_MAX_MS, decides nothing (undecided).
  *
- * Back-off: a failed trial of compressing holds RAW's trials off for `hold` (HOLD_MS, doubled
- * by each failure up to HOLD_MAX_MS, back to HOLD_MS after a success), one of HIGH_LEVEL holds
- * BOUND's raise off the same way; a trial of compressing that paid schedules the next recheck
- * after `recheck` (RECHECK_MS, doubled by each success up to RECHECK_MAX_MS). So a CPU-bound
- * sync pays for a short compressed phase per hold, a link-bound one for a short raw phase per
- * recheck (the bench's first copy over loopback, 2 cores: 12.8 s before trials, 9.6 s after).
+ * Back-off: a trial of compressing that failed or decided nothing holds RAW's trials off for
+ * `hold` (HOLD_MS, doubled each time up to HOLD_MAX_MS, back to HOLD_MS after a success); one
+ * of HIGH_LEVEL holds BOUND's raise off the same way; a trial of compressing that paid
+ * schedules the next recheck after `recheck` (RECHECK_MS, doubled by each success up to
+ * RECHECK_MAX_MS), and a due recheck goes before a raise. So a CPU-bound sync pays for a short
+ * compressed phase per hold, a link-bound one for a short raw phase per recheck (the bench's
+ * first copy over loopback, 2 cores, medians of 5: 15.8 s before trials, 11.4 s with them).
  *
  * Why an average: the kernel's socket buffers hold the first MiBs of a backlog out of sight,
  * so even a saturated link leaves the channel's own queue empty at some samples; the average
@@ -64,8 +67,12 @@
  *
  * Invariants: level() is 0 or a valid zstd level; "never" never compresses, "always" never
  * returns 0; a backlog that is not a finite number counts as 0 (no link to measure); "auto"
- * holds a level above 0 (outside trials) only after a trial in which it did not cost rate.
+ * holds a level above 0 (outside trials) only after a trial in which it did not cost rate or
+ * could not tell (unclear, then LEVEL); a trial ends (PHASE_IDLE_MS, PHASE_MAX_MS), and so
+ * does every hold (HOLD_MAX_MS) and recheck interval (RECHECK_MAX_MS).
  */
+
+import type { JobOp } from "./scan-job.ts";
 
 export type CompressMode = "auto" | "never" | "always";
 
@@ -88,13 +95,18 @@ export const RAISE_MS = 1000;
 /** observe() samples at most this often (level() always samples). */
 export const SAMPLE_MS = 2;
 /** A trial's phase is measured over at least this long and this many raw DATA bytes. */
-export const MEASURE_MS = 300;
+export const MEASURE_MS = 500;
 export const MEASURE_BYTES = 2 << 20;
 /** After a switch of level, a phase is measured from SETTLE_MS on, once CLEAN_BYTES went out with no op of a job started before it. */
 export const SETTLE_MS = 100;
 export const CLEAN_BYTES = 2 << 20;
-/** A phase that has not got its bytes after this long ends its trial undecided. */
-export const PHASE_MAX_MS = 5000;
+/**
+ * A trial ends undecided when no DATA went out for PHASE_IDLE_MS (the queue holds something
+ * else), or a phase has not got its bytes after PHASE_MAX_MS (a link below ~0.5 MiB/s: the
+ * jobs in flight alone take that long).
+ */
+export const PHASE_IDLE_MS = 10_000;
+export const PHASE_MAX_MS = 60_000;
 /** A packed phase whose bytes shrank by less than this ratio tells nothing of the bottleneck. */
 export const C_MIN = 1.1;
 /** Nor does a HIGH_LEVEL phase that shrank them by less than this ratio more than LEVEL did. */
@@ -103,7 +115,7 @@ export const HOLD_MS = 4000;
 export const HOLD_MAX_MS = 60_000;
 export const RECHECK_MS = 4000;
 export const RECHECK_MAX_MS = 30_000;
-/** `outcomes` keeps this many: a session may last for days. */
+/** `outcomes` keeps the last this many: a session may last for days. */
 const MAX_OUTCOMES = 1000;
 
 type State = "raw" | "bound" | "high";
@@ -144,6 +156,13 @@ interface Trial {
 /** What a trial ended with: for tests and reports. */
 export type TrialOutcome = "pays" | "costs" | "undecided" | "unclear" | "no bottleneck";
 
+/** A trial that ended: its two levels (the first measured first), its outcome, when (ms, the policy's clock). */
+export interface TrialRecord {
+  levels: readonly [number, number];
+  outcome: TrialOutcome;
+  at: number;
+}
+
 export class CompressPolicy {
   readonly mode: CompressMode;
   #backlog: () => number;
@@ -168,7 +187,11 @@ export class CompressPolicy {
   /** BOUND holds off trials of HIGH_LEVEL until then; the next such hold's length. */
   #raiseHeldUntil = -Infinity;
   #raiseHold = HOLD_MS;
-  #outcomes: TrialOutcome[] = [];
+  #outcomes: TrialRecord[] = [];
+  /** The level of the last DATA sent, the raw bytes of the run of DATA at that level ending with it, and when. */
+  #lastLevel = -1;
+  #run = 0;
+  #sentAt = -Infinity;
 
   constructor(options: { mode: CompressMode; backlog: () => number; now?: () => number }) {
     if (!COMPRESS_MODES.includes(options.mode)) throw new TypeError(`unknown compress mode ${options.mode}`);
@@ -198,9 +221,18 @@ export class CompressPolicy {
     if (this.mode !== "auto") return;
     this.#raw += raw;
     this.#wire += wire;
+    this.#run = level === this.#lastLevel ? this.#run + raw : raw;
+    this.#lastLevel = level;
+    this.#sentAt = this.#now();
     const trial = this.#trial;
     if (trial !== undefined && trial.measuring === undefined) trial.clean = level === trial.levels[trial.phase] ? trial.clean + raw : 0;
     this.observe();
+  }
+
+  /** sent() for an op that went out: a DATA's bytes, a PATCH's data pages; other ops carry no DATA. */
+  sentOp(op: JobOp, level: number): void {
+    if (op.kind === "data" && op.payload !== undefined) this.sent(op.length, op.payload.length, level);
+    else if (op.kind === "patch" && op.payload !== undefined) this.sent(op.dataBytes, op.payload.length, level);
   }
 
   /** The average fill, in [0, 1]: for tests and reports. */
@@ -218,8 +250,8 @@ export class CompressPolicy {
     return this.#trial !== undefined;
   }
 
-  /** How each trial ended, in order (the first MAX_OUTCOMES): for tests and reports. */
-  get outcomes(): readonly TrialOutcome[] {
+  /** How each trial ended, in order (the last MAX_OUTCOMES): for tests and reports. */
+  get outcomes(): readonly TrialRecord[] {
     return this.#outcomes;
   }
 
@@ -242,11 +274,13 @@ export class CompressPolicy {
         }
         break;
       case "bound":
+        // A recheck that is due goes first: a raise held off must not put it off.
         if (this.#lowSince !== undefined && this.mode === "auto" && t - this.#lowSince >= LEAVE_MS) this.#enter("raw", t);
+        else if (t >= this.#recheckAt) this.#try("bound", [LEVEL, 0], t);
         else if (this.#highSince !== undefined && t - this.#highSince >= RAISE_MS) {
           if (this.mode !== "auto") this.#enter("high", t);
           else if (t >= this.#raiseHeldUntil) this.#try("bound", [LEVEL, HIGH_LEVEL], t);
-        } else if (t >= this.#recheckAt) this.#try("bound", [LEVEL, 0], t);
+        }
         break;
       case "high":
         if (f < FULL) this.#enter("bound", t);
@@ -273,26 +307,29 @@ export class CompressPolicy {
     return { t, raw: this.#raw, wire: this.#wire };
   }
 
-  /** Starts a trial whose first phase runs at the level the jobs already use: measured at once. */
+  /**
+   * Starts a trial. Its first phase runs at the level the jobs already use, and is measured at
+   * once when the DATA going out is of that level already (CLEAN_BYTES of it; else once it is:
+   * another trial may just have ended at another level).
+   */
   #try(from: State, levels: readonly [number, number], t: number): void {
-    const now = this.#mark(t);
-    this.#trial = { from, levels, phase: 0, begun: now, measuring: now, clean: 0, first: undefined };
+    const clean = this.#lastLevel === levels[0] ? this.#run : 0;
+    const trial: Trial = { from, levels, phase: 0, begun: this.#mark(t), measuring: undefined, clean, first: undefined };
+    this.#trial = trial;
+    this.#advance(trial, t);
   }
 
   #advance(trial: Trial, t: number): void {
     if (this.#lowSince !== undefined && t - this.#lowSince >= LEAVE_MS) return this.#end(trial, "no bottleneck", t);
     const since = t - trial.begun.t;
+    if (t - Math.max(this.#sentAt, trial.begun.t) >= PHASE_IDLE_MS || since >= PHASE_MAX_MS) return this.#end(trial, "undecided", t);
     if (trial.measuring === undefined) {
-      if (since >= SETTLE_MS && trial.clean >= CLEAN_BYTES) trial.measuring = this.#mark(t);
-      else if (since >= PHASE_MAX_MS) this.#end(trial, "undecided", t);
+      if ((trial.phase === 0 || since >= SETTLE_MS) && trial.clean >= CLEAN_BYTES) trial.measuring = this.#mark(t);
       return;
     }
     const m = trial.measuring;
     const dt = t - m.t;
-    if (dt < MEASURE_MS || this.#raw - m.raw < MEASURE_BYTES) {
-      if (since >= PHASE_MAX_MS) this.#end(trial, "undecided", t);
-      return;
-    }
+    if (dt < MEASURE_MS || this.#raw - m.raw < MEASURE_BYTES) return;
     const rates: Rates = { level: trial.levels[trial.phase], raw: (this.#raw - m.raw) / dt, wire: (this.#wire - m.wire) / dt };
     if (trial.phase === 0) {
       trial.first = rates;
@@ -311,7 +348,8 @@ export class CompressPolicy {
 
   #end(trial: Trial, outcome: TrialOutcome, t: number): void {
     this.#trial = undefined;
-    if (this.#outcomes.length < MAX_OUTCOMES) this.#outcomes.push(outcome);
+    if (this.#outcomes.length >= MAX_OUTCOMES) this.#outcomes.shift();
+    this.#outcomes.push({ levels: trial.levels, outcome, at: t });
     const lower = Math.min(...trial.levels);
     const higher = Math.max(...trial.levels);
     /** A trial of LEVEL against HIGH_LEVEL (raising), not of compressing at all. */
@@ -340,8 +378,11 @@ export class CompressPolicy {
       case "no bottleneck":
         return this.#enter("raw", t);
       case "undecided":
-        if (trial.from === "raw") this.#heldUntil = t + HOLD_MS;
-        else if (raising) this.#raiseHeldUntil = t + HOLD_MS;
+        // Held off as after a failure (doubling): a link too slow to finish trials keeps its state.
+        if (trial.from === "raw") {
+          this.#heldUntil = t + this.#hold;
+          this.#hold = Math.min(HOLD_MAX_MS, 2 * this.#hold);
+        } else if (raising) this.#holdRaise(t);
         else this.#recheckAt = t + RECHECK_MS;
         return this.#enter(trial.from, t);
       default:

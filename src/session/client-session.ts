@@ -402,14 +402,14 @@ async function pushRanges(
         emit: async (op, level) => {
           o.policy.observe();
           if (op.kind === "refine") {
-            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: o.policy.level(), policy });
+            const refined = await startRefine(conn, ctx, op, { window, dryRun: o.dryRun, zstdLevel: o.policy.level(), policy, sent: (p, l) => o.policy.sentOp(p, l) });
             acks.push(refined.done.catch((e) => o.group.fail(e)));
             return;
           }
           const bytes = HEADER_SIZE + (op.kind === "zero" ? 0 : (op.payload?.length ?? 0) + (op.kind === "patch" ? 2 * op.data.length : 0));
           await window.acquire(bytes, ctx.signal);
           // Past the window: the rate of DATA through here is the rate the destination takes it at.
-          if (op.kind === "data" && op.payload !== undefined) o.policy.sent(op.length, op.payload.length, level);
+          o.policy.sentOp(op, level);
           const m = opMessage(op);
           const ack = m.type === "DATA" ? conn.request<"DATA">(m) : m.type === "PATCH" ? conn.request<"PATCH">(m) : conn.request<"ZERO">(m);
           // Observed at once: a failed write at the server fails the session now, not after diffRange.

@@ -15,6 +15,7 @@ import type { RefineMessage } from "../../protocol/messages.ts";
 import type { DestinationWriter } from "../engine/destination-side.ts";
 import { countOp, patchOps, subDigestRange } from "../engine/refine.ts";
 import { changedBytes, type RefinePolicy } from "../engine/refine-policy.ts";
+import type { JobOp } from "../engine/scan-job.ts";
 import type { SideContext } from "../engine/side-context.ts";
 import type { ClientConnection } from "./client-connection.ts";
 import type { RefineRequests } from "./refine-requests.ts";
@@ -32,6 +33,8 @@ export async function refineInStream(
     zstdLevel: number;
     dryRun: boolean;
     policy?: RefinePolicy;
+    /** Each op once sent, with the level its patch job ran at (CompressPolicy.sentOp). */
+    sent?: (op: JobOp, level: number) => void;
   },
 ): Promise<void> {
   const answer = o.refines.expect(o.cookie, run);
@@ -50,6 +53,7 @@ export async function refineInStream(
     if (op.kind === "refine") throw new Error("Cannot refine: a patch job asked to refine again");
     countOp(ctx.stats, op, ctx.blockSize);
     await o.send(encodeOp(op, o.cookie));
+    o.sent?.(op, o.zstdLevel);
   }
 }
 

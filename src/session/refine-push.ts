@@ -14,6 +14,7 @@ import { ProtocolError } from "../../protocol/codec.ts";
 import { HEADER_SIZE, SUB_BLOCK_SIZE } from "../../protocol/constants.ts";
 import { countOp, patchOps } from "../engine/refine.ts";
 import { changedBytes, type RefinePolicy } from "../engine/refine-policy.ts";
+import type { JobOp } from "../engine/scan-job.ts";
 import type { SideContext } from "../engine/side-context.ts";
 import type { ByteWindow } from "../util/byte-window.ts";
 import type { ClientConnection } from "./client-connection.ts";
@@ -23,7 +24,14 @@ export async function startRefine(
   conn: ClientConnection,
   ctx: SideContext,
   run: { offset: number; length: number },
-  o: { window: ByteWindow; dryRun: boolean; zstdLevel: number; policy?: RefinePolicy },
+  o: {
+    window: ByteWindow;
+    dryRun: boolean;
+    zstdLevel: number;
+    policy?: RefinePolicy;
+    /** Each op as it goes out, with the level its patch job ran at (CompressPolicy.sentOp). */
+    sent?: (op: JobOp, level: number) => void;
+  },
 ): Promise<{ done: Promise<void> }> {
   const bytes = 2 * HEADER_SIZE + 2 * Math.ceil(run.length / SUB_BLOCK_SIZE / 8) + run.length;
   await o.window.acquire(bytes, ctx.signal);
@@ -39,6 +47,7 @@ export async function startRefine(
       for (const op of ops) {
         if (op.kind === "refine") throw new Error("Cannot refine: a patch job asked to refine again");
         countOp(ctx.stats, op, ctx.blockSize);
+        o.sent?.(op, o.zstdLevel);
         const m = opMessage(op);
         acks.push(m.type === "PATCH" ? conn.request<"PATCH">(m) : m.type === "DATA" ? conn.request<"DATA">(m) : conn.request<"ZERO">(m));
       }

@@ -667,9 +667,9 @@ function sourceHandler(ctx: SideContext, o: HandlerOptions): Handler {
               emit: (op, level) => {
                 compression.observe();
                 return op.kind === "refine"
-                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel: compression.level(), dryRun: o.open.dryRun, policy })
+                  ? refineInStream(ctx, op, { cookie: m.cookie, send: io.send, refines: o.refines, activity: io.activity, zstdLevel: compression.level(), dryRun: o.open.dryRun, policy, sent: (p, l) => compression.sentOp(p, l) })
                   : io.send(encodeOp(op, m.cookie)).then(() => {
-                    if (op.kind === "data" && op.payload !== undefined) compression.sent(op.length, op.payload.length, level);
+                    compression.sentOp(op, level);
                     return SENT;
                   });
               },
