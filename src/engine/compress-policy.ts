@@ -97,7 +97,7 @@ export const SAMPLE_MS = 2;
 /** A trial's phase is measured over at least this long and this many raw DATA bytes. */
 export const MEASURE_MS = 500;
 export const MEASURE_BYTES = 2 << 20;
-/** After a switch of level, a phase is measured from SETTLE_MS on, once CLEAN_BYTES went out with no op of a job started before it. */
+/** A phase is measured once CLEAN_BYTES went out with no op of a job at another level; the second, also not before SETTLE_MS after the switch. */
 export const SETTLE_MS = 100;
 export const CLEAN_BYTES = 2 << 20;
 /**
