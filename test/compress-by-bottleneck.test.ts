@@ -21,7 +21,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { runSyncCommand } from "../src/cli/sync-command.ts";
-import { CompressPolicy, FULL, HIGH_LEVEL, HOLD_MS, LEAVE_MS, LEVEL, LOW, PHASE_IDLE_MS, RECHECK_MAX_MS, RECHECK_MS } from "../src/engine/compress-policy.ts";
+import { CompressPolicy, FULL, HIGH_LEVEL, LEAVE_MS, LEVEL, LOW, PHASE_IDLE_MS, RECHECK_MAX_MS, RECHECK_MS, TRIAL_SPACING } from "../src/engine/compress-policy.ts";
 import { COMPRESS_UNIT, dataOps } from "../src/engine/data-ops.ts";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
 import { decompress, initZstd } from "../src/platform/zstd.ts";
@@ -201,8 +201,8 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     // HIGH_LEVEL jobs still going out (slowly) as the recheck [LEVEL, 0] comes due, then LEVEL
     // ones (fast), then plain ones in between: measured right, LEVEL pays; measured on the
     // HIGH_LEVEL jobs, it would cost.
-    feed(HIGH_LEVEL, 60_000, 6000);
-    assert.equal(policy.trying, true, "the recheck is due");
+    feed(HIGH_LEVEL, 60_000, 16_000); // the recheck comes due: ≥ TRIAL_SPACING × the first trial's length
+    assert.equal(policy.trying, true, `the recheck is due: ${JSON.stringify(policy.outcomes)} ${policy.state} ${at.now}`);
     feed(LEVEL, 234_000, 600);
     feed(0, 117_000, 1000);
     assert.deepEqual(policy.outcomes.map((o) => [o.levels, o.outcome]), [[[0, LEVEL], "pays"], [[LEVEL, 0], "pays"]]);
@@ -246,24 +246,19 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     }
   });
 
-  test("auto: a trial that gets no DATA decides nothing and holds trials off, HOLD_MS, then twice that", () => {
+  test("auto: a trial that gets no DATA decides nothing, after PHASE_IDLE_MS, and holds trials off TRIAL_SPACING times that long", () => {
     const { policy, run } = fed("auto");
     run(1, 300);
     assert.equal(policy.trying, true);
     run(1, PHASE_IDLE_MS);
     assert.deepEqual(outcomesOf(policy), ["undecided"]);
     assert.equal(policy.state, "raw");
-    assert.deepEqual(only(run(1, HOLD_MS - 400)), [0]);
+    const took = policy.outcomes[0].took;
+    assert.ok(took >= PHASE_IDLE_MS && took < PHASE_IDLE_MS + 300, `took ${took} ms`);
+    assert.deepEqual(only(run(1, TRIAL_SPACING * took - 1000)), [0]);
     assert.equal(policy.trying, false, "held off");
-    run(1, 600);
+    run(1, 2000);
     assert.equal(policy.trying, true, "and after the hold, tried again");
-    run(1, PHASE_IDLE_MS);
-    assert.deepEqual(outcomesOf(policy), ["undecided", "undecided"]);
-    // The second trial began in the last 600 ms before its 2 s: its hold ends 2·HOLD_MS after that.
-    run(1, 2 * HOLD_MS - 1000);
-    assert.equal(policy.trying, false, "held off twice as long");
-    run(1, 1200);
-    assert.equal(policy.trying, true);
   });
 
   test("auto over a link of 4 MB/s: the trial outlasts the jobs in flight (seconds of them) and pays", () => {
@@ -272,6 +267,13 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     assert.equal(outcomesOf(policy)[0], "pays");
     assert.ok(!outcomesOf(policy).includes("undecided"), `${outcomesOf(policy)}`);
     assert.ok(r.packed >= r.raw * 0.8, `${(r.packed / r.raw * 100).toFixed(1)}% compressed`);
+  });
+
+  test("auto over a link of 1 MB/s: trials (each sends ~16 MiB at its plain level, tens of seconds) stay a small share", () => {
+    const { policy, run } = simulated();
+    const r = run(600_000, { link: 1_000, ratios: [2, 2.3] });
+    assert.equal(outcomesOf(policy)[0], "pays");
+    assert.ok(r.packed >= r.raw * 0.85, `${(r.packed / r.raw * 100).toFixed(1)}% compressed; ${JSON.stringify(policy.outcomes)}`);
   });
 
   test("auto over a slow link where HIGH_LEVEL is CPU-bound: raises cost and are held off, rechecks come on time and pay", () => {
@@ -284,13 +286,15 @@ describe("CompressPolicy (fed backlog figures, DATA sent and a clock)", { timeou
     const raises = records.filter((o) => o.levels[1] === HIGH_LEVEL);
     assert.ok(raises.length >= 2 && raises.every((o) => o.outcome === "costs"), JSON.stringify(records));
     assert.ok(rechecks.length >= 3 && rechecks.every((o) => o.outcome === "pays"), JSON.stringify(records));
-    // Each recheck on time (its phases take under 1.5 s), the raise held off or not: the first
-    // RECHECK_MS after the trial that entered BOUND, then twice that, and so on up to RECHECK_MAX_MS.
+    // Each recheck on time, the raise held off or not: it ends its own length after it is due,
+    // due RECHECK_MS after the trial that entered BOUND, then twice that, and so on up to
+    // RECHECK_MAX_MS, but never sooner than TRIAL_SPACING times the last such trial's length.
     let interval = RECHECK_MS;
-    let from = records[0].at;
+    let last = records[0];
     for (const o of rechecks) {
-      assert.ok(o.at - from <= interval + 1500, `rechecks at ${rechecks.map((r) => Math.round(r.at))}, after ${Math.round(records[0].at)}`);
-      from = o.at;
+      const due = last.at + Math.max(interval, TRIAL_SPACING * last.took);
+      assert.ok(o.at - o.took <= due + 50, `recheck ${JSON.stringify(o)} due at ${Math.round(due)}; ${JSON.stringify(records)}`);
+      last = o;
       interval = Math.min(RECHECK_MAX_MS, 2 * interval);
     }
     assert.equal(policy.state, "bound");

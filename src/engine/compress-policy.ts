@@ -31,8 +31,9 @@
  *
  * A trial measures two phases, one at each of its levels: the DATA bytes sent (raw and on the
  * wire: DATA and PATCH payloads) over at least MEASURE_MS and MEASURE_BYTES, each from the
- * moment CLEAN_BYTES went out with no op of a job started at another level (and, after the
- * switch to the second level, SETTLE_MS). The ranges in flight hold ~16 MiB of jobs started
+ * moment the last CLEAN_BYTES that went out were all of jobs started at its level (and, after
+ * the switch to the second level, SETTLE_MS): a proxy for "the jobs of the other level are
+ * out" (a range may still send a few of them later; they are counted in). The ranges in flight hold ~16 MiB of jobs started
  * before a switch, seconds of them on a slow link; the first phase is usually measured at
  * once, unless another trial just ended at another level. The higher level pays when its
  * phase sent raw bytes at least as fast as the lower's. While the queue is backed up both are
@@ -54,7 +55,9 @@
  * `hold` (HOLD_MS, doubled each time up to HOLD_MAX_MS, back to HOLD_MS after a success); one
  * of HIGH_LEVEL holds BOUND's raise off the same way; a trial of compressing that paid
  * schedules the next recheck after `recheck` (RECHECK_MS, doubled by each success up to
- * RECHECK_MAX_MS), and a due recheck goes before a raise. So a CPU-bound sync pays for a short
+ * RECHECK_MAX_MS), and a due recheck goes before a raise. Every such wait is at least
+ * TRIAL_SPACING times as long as the trial before it took (on a slow link, the jobs in flight
+ * make a trial long: seconds to minutes). So a CPU-bound sync pays for a short
  * compressed phase per hold, a link-bound one for a short raw phase per recheck (the bench's
  * first copy over loopback, 2 cores, medians of 5: 15.8 s before trials, 11.4 s with them).
  *
@@ -69,7 +72,8 @@
  * returns 0; a backlog that is not a finite number counts as 0 (no link to measure); "auto"
  * holds a level above 0 (outside trials) only after a trial in which it did not cost rate or
  * could not tell (unclear, then LEVEL); a trial ends (PHASE_IDLE_MS, PHASE_MAX_MS), and so
- * does every hold (HOLD_MAX_MS) and recheck interval (RECHECK_MAX_MS).
+ * does every hold and recheck interval (HOLD_MAX_MS, RECHECK_MAX_MS, or TRIAL_SPACING times
+ * the length of the trial before it).
  */
 
 import type { JobOp } from "./scan-job.ts";
@@ -115,6 +119,12 @@ export const HOLD_MS = 4000;
 export const HOLD_MAX_MS = 60_000;
 export const RECHECK_MS = 4000;
 export const RECHECK_MAX_MS = 30_000;
+/**
+ * The next trial waits at least this many times as long as the last one took. A trial costs its
+ * phase at the worse level and the jobs started in it (~16 MiB, minutes of them on a slow link,
+ * even when the trial pays), so trials stay a small part of any sync, however slow its link.
+ */
+export const TRIAL_SPACING = 10;
 /** `outcomes` keeps the last this many: a session may last for days. */
 const MAX_OUTCOMES = 1000;
 
@@ -139,8 +149,9 @@ interface Rates {
 }
 
 interface Trial {
-  /** The state it started from, and returns to when it decides nothing. */
+  /** The state it started from, and returns to when it decides nothing; when it started. */
   from: State;
+  started: number;
   /** The level of each phase: two different levels. */
   levels: readonly [number, number];
   phase: 0 | 1;
@@ -156,11 +167,12 @@ interface Trial {
 /** What a trial ended with: for tests and reports. */
 export type TrialOutcome = "pays" | "costs" | "undecided" | "unclear" | "no bottleneck";
 
-/** A trial that ended: its two levels (the first measured first), its outcome, when (ms, the policy's clock). */
+/** A trial that ended: its two levels (the first measured first), its outcome, when (ms, the policy's clock), and how long it took. */
 export interface TrialRecord {
   levels: readonly [number, number];
   outcome: TrialOutcome;
   at: number;
+  took: number;
 }
 
 export class CompressPolicy {
@@ -298,8 +310,8 @@ export class CompressPolicy {
     if (this.#lowSince !== undefined) this.#lowSince = t;
   }
 
-  #holdRaise(t: number): void {
-    this.#raiseHeldUntil = t + this.#raiseHold;
+  #holdRaise(t: number, spacing: number): void {
+    this.#raiseHeldUntil = t + Math.max(this.#raiseHold, spacing);
     this.#raiseHold = Math.min(HOLD_MAX_MS, 2 * this.#raiseHold);
   }
 
@@ -314,7 +326,7 @@ export class CompressPolicy {
    */
   #try(from: State, levels: readonly [number, number], t: number): void {
     const clean = this.#lastLevel === levels[0] ? this.#run : 0;
-    const trial: Trial = { from, levels, phase: 0, begun: this.#mark(t), measuring: undefined, clean, first: undefined };
+    const trial: Trial = { from, levels, started: t, phase: 0, begun: this.#mark(t), measuring: undefined, clean, first: undefined };
     this.#trial = trial;
     this.#advance(trial, t);
   }
@@ -349,28 +361,30 @@ export class CompressPolicy {
   #end(trial: Trial, outcome: TrialOutcome, t: number): void {
     this.#trial = undefined;
     if (this.#outcomes.length >= MAX_OUTCOMES) this.#outcomes.shift();
-    this.#outcomes.push({ levels: trial.levels, outcome, at: t });
+    this.#outcomes.push({ levels: trial.levels, outcome, at: t, took: t - trial.started });
     const lower = Math.min(...trial.levels);
     const higher = Math.max(...trial.levels);
     /** A trial of LEVEL against HIGH_LEVEL (raising), not of compressing at all. */
     const raising = lower > 0;
+    /** The least wait before the next trial of the same kind. */
+    const spacing = TRIAL_SPACING * (t - trial.started);
     switch (outcome) {
       case "pays":
         if (raising) this.#raiseHold = HOLD_MS;
         else {
           this.#hold = HOLD_MS;
-          this.#recheckAt = t + this.#recheck;
+          this.#recheckAt = t + Math.max(this.#recheck, spacing);
           this.#recheck = Math.min(RECHECK_MAX_MS, 2 * this.#recheck);
         }
         return this.#enter(stateOf(higher), t);
       case "unclear":
-        if (raising) this.#holdRaise(t);
-        else this.#recheckAt = t + RECHECK_MS;
+        if (raising) this.#holdRaise(t, spacing);
+        else this.#recheckAt = t + Math.max(RECHECK_MS, spacing);
         return this.#enter("bound", t);
       case "costs":
-        if (raising) this.#holdRaise(t);
+        if (raising) this.#holdRaise(t, spacing);
         else {
-          this.#heldUntil = t + this.#hold;
+          this.#heldUntil = t + Math.max(this.#hold, spacing);
           this.#hold = Math.min(HOLD_MAX_MS, 2 * this.#hold);
           this.#recheck = RECHECK_MS;
         }
@@ -378,12 +392,13 @@ export class CompressPolicy {
       case "no bottleneck":
         return this.#enter("raw", t);
       case "undecided":
-        // Held off as after a failure (doubling): a link too slow to finish trials keeps its state.
+        // A link too slow to finish trials keeps its state: from RAW held off as after a
+        // failure (doubling); a recheck or raise waits its spacing (at least 10 × 10 s).
         if (trial.from === "raw") {
-          this.#heldUntil = t + this.#hold;
+          this.#heldUntil = t + Math.max(this.#hold, spacing);
           this.#hold = Math.min(HOLD_MAX_MS, 2 * this.#hold);
-        } else if (raising) this.#holdRaise(t);
-        else this.#recheckAt = t + RECHECK_MS;
+        } else if (raising) this.#holdRaise(t, spacing);
+        else this.#recheckAt = t + Math.max(RECHECK_MS, spacing);
         return this.#enter(trial.from, t);
       default:
         throw new TypeError(`unknown outcome ${outcome satisfies never}`);
