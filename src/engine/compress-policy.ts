@@ -130,6 +130,9 @@ const MAX_OUTCOMES = 1000;
 
 type State = "raw" | "bound" | "high";
 
+/** Each state's zstd level, and back. */
+const LEVEL_OF: Readonly<Record<State, number>> = { raw: 0, bound: LEVEL, high: HIGH_LEVEL };
+
 function stateOf(level: number): State {
   return level === 0 ? "raw" : level === LEVEL ? "bound" : "high";
 }
@@ -218,8 +221,7 @@ export class CompressPolicy {
   level(): number {
     if (this.mode === "never") return 0;
     this.#sample();
-    if (this.#trial) return this.#trial.levels[this.#trial.phase];
-    return this.#state === "raw" ? 0 : this.#state === "bound" ? LEVEL : HIGH_LEVEL;
+    return this.#trial ? this.#trial.levels[this.#trial.phase] : LEVEL_OF[this.#state];
   }
 
   /** Takes a sample of the backlog (an op is being sent); cheap, at most every SAMPLE_MS. */
@@ -288,7 +290,7 @@ export class CompressPolicy {
       case "bound":
         // A recheck that is due goes first: a raise held off must not put it off.
         if (this.#lowSince !== undefined && this.mode === "auto" && t - this.#lowSince >= LEAVE_MS) this.#enter("raw", t);
-        else if (t >= this.#recheckAt) this.#try("bound", [LEVEL, 0], t);
+        else if (t >= this.#recheckAt) this.#try("bound", [LEVEL_OF.bound, 0], t);
         else if (this.#highSince !== undefined && t - this.#highSince >= RAISE_MS) {
           if (this.mode !== "auto") this.#enter("high", t);
           else if (t >= this.#raiseHeldUntil) this.#try("bound", [LEVEL, HIGH_LEVEL], t);
@@ -296,7 +298,7 @@ export class CompressPolicy {
         break;
       case "high":
         if (f < FULL) this.#enter("bound", t);
-        else if (t >= this.#recheckAt) this.#try("high", [HIGH_LEVEL, 0], t);
+        else if (t >= this.#recheckAt) this.#try("high", [LEVEL_OF.high, 0], t);
         break;
       default:
         throw new TypeError(`unknown state ${this.#state satisfies never}`);
