@@ -15,6 +15,7 @@
  */
 import { basename } from "node:path";
 import { WorkerPool } from "../engine/worker-pool.ts";
+import { tuneMalloc } from "../platform/malloc-tuning.ts";
 import type { SyncReport } from "../session/client-session.ts";
 import { FanOutSource } from "../session/fan-out-source.ts";
 import type { Storage } from "../storage/storage.ts";
@@ -77,6 +78,8 @@ export async function runFanOut(
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) throw new UsageError(`Invalid destinations: ${twice} is named twice`);
   const { o: engine, say } = contexts[0];
+  // A network sync's buffers stay in this process's arenas (malloc-tuning.ts).
+  tuneMalloc();
   const pool = new WorkerPool();
   let store: Storage | undefined;
   try {

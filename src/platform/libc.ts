@@ -76,6 +76,11 @@ export interface Libc {
    * 0 or -errno. (node:fs's futimes takes seconds as a double: ~240 ns off in 2020.)
    */
   setMtime(fd: number, mtimeNs: bigint): number;
+  /**
+   * glibc's mallopt(3): 1 when the allocator took the setting, 0 when it refused it. Absent
+   * for any other libc (musl's allocator has other knobs) or when the symbol is missing.
+   */
+  mallopt?: (param: number, value: number) => number;
 }
 
 /** statx's identity, size, change times (ns), permission bits and owner. */
@@ -104,7 +109,9 @@ export interface LibcStatus {
 // deno-lint-ignore no-explicit-any
 type Any = any;
 const Deno: Any = (globalThis as Any).Deno;
-const LIBC_NAMES = ["libc.so.6", "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1", "libc.so"];
+/** glibc's name: mallopt is bound from it only (its parameters are glibc's). */
+const GLIBC = "libc.so.6";
+const LIBC_NAMES = [GLIBC, "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1", "libc.so"];
 
 function envFlag(name: string): boolean {
   try {
@@ -127,6 +134,8 @@ interface RawSymbols {
   statx(dirfd: number, path: Uint8Array, flags: number, mask: number, buf: Uint8Array): number;
   futimens(fd: number, times: Uint8Array): number;
   errno(): number;
+  /** Bound on its own: a libc without it still gives every other call. */
+  mallopt?: (param: number, value: number) => number;
 }
 
 function denoSymbols(): RawSymbols {
@@ -159,6 +168,7 @@ function denoSymbols(): RawSymbols {
         statx: s.statx,
         futimens: s.futimens,
         errno: () => new Deno.UnsafePointerView(s.__errno_location()).getInt32(0),
+        mallopt: name !== GLIBC ? undefined : optional(() => Deno.dlopen(name, { mallopt: { parameters: ["i32", "i32"], result: "i32" } }).symbols.mallopt),
       };
     } catch (e) {
       lastError = e;
@@ -211,6 +221,7 @@ function nodeSymbols(): RawSymbols {
         statx: f.statx,
         futimens: f.futimens,
         errno: () => ffi.getInt32(f.__errno_location(), 0),
+        mallopt: name !== GLIBC ? undefined : optional(() => ffi.dlopen(name, { mallopt: { arguments: ["i32", "i32"], return: "i32" } }).functions.mallopt),
       };
     } catch (e) {
       lastError = e;
@@ -218,6 +229,15 @@ function nodeSymbols(): RawSymbols {
     }
   }
   throw lastError;
+}
+
+/** A symbol some libcs lack, or undefined: its absence costs only what needs it. */
+function optional<T>(bind: () => T): T | undefined {
+  try {
+    return bind();
+  } catch {
+    return undefined;
+  }
 }
 
 /** glibc's makedev: how stat(2) packs a device's major and minor numbers into st_dev. */
@@ -318,6 +338,7 @@ function bindLibc(raw: RawSymbols): Libc {
       const n = Number(raw.pread(fd, buf, BigInt(buf.length), BigInt(position)));
       return n < 0 ? -raw.errno() : n;
     },
+    ...(raw.mallopt ? { mallopt: raw.mallopt } : {}),
   };
 }
 
