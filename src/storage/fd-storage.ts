@@ -11,6 +11,12 @@
  * - Block devices never change size; `size` stays the device size.
  * - A store that created its file in place (`createdAt`) and is disposed without a commit and
  *   without a write removes it: a refused or failed run leaves no empty file behind.
+ * - Write-back starts early: after each WRITE_BACK_BYTES written, an fdatasync runs on the
+ *   thread pool (one at a time, never awaited by the writes), so that the disk writes while
+ *   the sync goes on and the fsync of sync() or commit() finds little left to do. A failure
+ *   of it is kept and thrown by the next sync() or commit(): the kernel reports a write-back
+ *   error to a descriptor once, so that later fsync could succeed after data was lost.
+ *   Durability is unchanged by it: the kernel may write dirty pages back at any time anyway.
  */
 import fs from "node:fs";
 import { type ByteRange, type Libc } from "../platform/libc.ts";
@@ -31,6 +37,14 @@ const UNSUPPORTED = new Set([-EOPNOTSUPP, -ENOSYS, -ENOTTY, -EINVAL]);
  * claim is one, on some runtimes), since it must drop the device's page cache.
  */
 const DEVICE_ZERO_REFUSED = new Set([...UNSUPPORTED, -EBUSY]);
+
+/**
+ * Bytes written between two early write-backs: tens of milliseconds of a disk's writing. Dirty
+ * pages otherwise wait for the final fsync, since a machine with GiBs of RAM never reaches its
+ * background write-back threshold in a sync (a 1.6 GiB first copy: a 0.9 s fsync at the end,
+ * both cores idle).
+ */
+export const WRITE_BACK_BYTES = 64 << 20;
 
 /** Zeros written by the portable hole path; never written to. */
 const ZEROS = new Uint8Array(1 << 20);
@@ -90,6 +104,12 @@ export class FdStorage implements Storage {
   #noSeekData = false;
   #noPunch = false;
   #noZeroOut = false;
+  /** Bytes written since the last early write-back started. */
+  #unsynced = 0;
+  /** The early write-back running, if any (it never rejects). */
+  #writeBack: Promise<void> | undefined;
+  /** The first failure of an early write-back, for the next sync() or commit() to throw. */
+  #writeBackError: unknown;
 
   constructor(init: FdStorageInit) {
     this.path = init.path;
@@ -164,7 +184,29 @@ export class FdStorage implements Storage {
 
   write(buf: Uint8Array, position: number): Promise<void> {
     this.#written = true;
-    return this.#run("write", true, () => this.#writeAll(buf, position));
+    return this.#run("write", true, async () => {
+      await this.#writeAll(buf, position);
+      this.#unsynced += buf.length;
+      if (this.#unsynced >= WRITE_BACK_BYTES && this.#writeBack === undefined) this.#startWriteBack();
+    });
+  }
+
+  /** An fdatasync now, not awaited (see the invariants); dispose waits for it like any call. */
+  #startWriteBack(): void {
+    this.#unsynced = 0;
+    this.#writeBack = this.#run("write back", true, () => callback((cb) => fs.fdatasync(this.#fd, cb)))
+      .catch((e) => {
+        this.#writeBackError ??= e;
+      })
+      .finally(() => {
+        this.#writeBack = undefined;
+      });
+  }
+
+  /** Waits for the early write-back running; throws the first one that failed. */
+  async #writtenBack(): Promise<void> {
+    await this.#writeBack;
+    if (this.#writeBackError !== undefined) throw this.#writeBackError;
   }
 
   async #writeAll(buf: Uint8Array, position: number): Promise<void> {
@@ -262,13 +304,17 @@ export class FdStorage implements Storage {
   }
 
   sync(): Promise<void> {
-    return this.#run("flush", true, () => callback((cb) => fs.fsync(this.#fd, cb)));
+    return this.#run("flush", true, async () => {
+      await this.#writtenBack();
+      await callback((cb) => fs.fsync(this.#fd, cb));
+    });
   }
 
   /** In place, committing is setting `metadata` (files only) and making it all durable. */
   async commit(metadata?: FileMetadata): Promise<void> {
     await this.#run("commit", true, async () => {
       if (this.kind === "file" && !isEmptyMetadata(metadata)) applyMetadata(this.#fd, metadata!, { libc: this.#libc, path: this.path });
+      await this.#writtenBack();
       await callback((cb) => fs.fsync(this.#fd, cb));
     });
     this.#committed = true;

@@ -1,0 +1,69 @@
+import { after, test } from "node:test";
+import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { randomFillSync } from "node:crypto";
+import { openDestination } from "../src/storage/open-destination.ts";
+import { WRITE_BACK_BYTES } from "../src/storage/fd-storage.ts";
+
+/**
+ * fd-storage.ts: the disk writes while a sync goes on. Dirty pages not yet written back show
+ * in FIEMAP as "delalloc" extents on ext4, xfs and btrfs (filefrag -v), and a machine with
+ * GiBs of RAM leaves them so for ~30 s (dirty_expire) unless someone writes them back.
+ */
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), "ssync-write-back-"));
+const filefrag = spawnSync("filefrag", ["-V"]).error ? undefined : "filefrag";
+
+/** Bytes of `file` in extents still waiting for write-back (delalloc), or undefined when FIEMAP says nothing. */
+function delallocBytes(file: string): number | undefined {
+  const r = spawnSync("filefrag", ["-v", "-b4096", file], { encoding: "utf8" });
+  if (r.status !== 0) return undefined;
+  let bytes = 0;
+  for (const line of r.stdout.split("\n")) {
+    const m = /^\s*\d+:\s+(\d+)\.\.\s*(\d+):.*\s(\S+)$/.exec(line);
+    if (m && m[3].split(",").includes("delalloc")) bytes += (Number(m[2]) - Number(m[1]) + 1) * 4096;
+  }
+  return bytes;
+}
+
+/** Whether this filesystem shows a fresh write as delalloc at all (else there is nothing to see). */
+function showsDelalloc(): boolean {
+  const probe = path.join(dir, "probe");
+  fs.writeFileSync(probe, new Uint8Array(1 << 20).fill(1));
+  const shown = (delallocBytes(probe) ?? 0) > 0;
+  fs.rmSync(probe);
+  return shown;
+}
+
+const skip = filefrag === undefined ? "needs filefrag (e2fsprogs)" : showsDelalloc() ? false : `${os.tmpdir()} shows no delayed allocation in FIEMAP`;
+
+test("writes past WRITE_BACK_BYTES are on their way to the disk before the sync's fsync", { skip }, async () => {
+  const file = path.join(dir, "dst.img");
+  try {
+    const chunk = randomFillSync(new Uint8Array(1 << 20));
+    const total = WRITE_BACK_BYTES + (8 << 20);
+    {
+      await using dst = await openDestination(file, { inplace: true, create: true });
+      for (let at = 0; at < total; at += chunk.length) await dst.write(chunk, at);
+      // The write-back runs on its own: no sync, no commit yet. Polled, bounded.
+      let left = delallocBytes(file)!;
+      for (let i = 0; i < 100 && left > total - WRITE_BACK_BYTES; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        left = delallocBytes(file)!;
+      }
+      assert.ok(left <= total - WRITE_BACK_BYTES, `${left} of ${total} bytes still wait for write-back before any fsync`);
+      await dst.commit();
+    }
+    assert.equal(delallocBytes(file), 0, "after the commit's fsync nothing waits");
+    assert.equal(fs.statSync(file).size, total);
+    const back = fs.readFileSync(file);
+    for (let at = 0; at < total; at += chunk.length) assert.ok(back.subarray(at, at + chunk.length).equals(chunk), `bytes at ${at}`);
+  } finally {
+    fs.rmSync(file, { force: true });
+  }
+});
+
+after(() => fs.rmSync(dir, { recursive: true, force: true }));
