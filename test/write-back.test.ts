@@ -66,4 +66,36 @@ test("writes past WRITE_BACK_BYTES are on their way to the disk before the sync'
   }
 });
 
+test("a failed write-back fails the next write and the commit, before the commit stamps the source's mtime", async () => {
+  // The one stand-in here: a disk that fails write-back (EIO) is not something a test can make
+  // on any machine; fd-storage.ts looks fs.fdatasync up at each call.
+  const file = path.join(dir, "failing.img");
+  const real = fs.fdatasync;
+  let calls = 0;
+  (fs as { fdatasync: unknown }).fdatasync = (_fd: number, cb: (e: Error | null) => void) => {
+    calls++;
+    setTimeout(() => cb(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO", errno: -5 })), 10);
+  };
+  try {
+    await using dst = await openDestination(file, { inplace: true, create: true });
+    const chunk = new Uint8Array(1 << 20).fill(9);
+    for (let at = 0; at < WRITE_BACK_BYTES; at += chunk.length) await dst.write(chunk, at);
+    assert.equal(calls, 1, "one write-back started at WRITE_BACK_BYTES");
+    let failed: Error | undefined;
+    for (let i = 0; i < 100 && failed === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 20));
+      failed = await dst.write(chunk, WRITE_BACK_BYTES).then(() => undefined, (e) => e);
+    }
+    assert.ok(failed, "a write after the failed write-back fails");
+    assert.match(failed.message, /Cannot write .*failing\.img: writing back what this sync wrote failed earlier \(EIO/);
+    const mtimeNs = 1_000_000_000_000_000_000n;
+    await assert.rejects(dst.commit({ mtimeNs }), /Cannot commit .*failing\.img: writing back .* nothing is committed/);
+    await assert.rejects(dst.sync(), /Cannot flush .*: writing back/);
+    assert.notEqual(fs.statSync(file, { bigint: true }).mtimeNs, mtimeNs, "the failed commit stamped no mtime");
+  } finally {
+    (fs as { fdatasync: unknown }).fdatasync = real;
+    fs.rmSync(file, { force: true });
+  }
+});
+
 after(() => fs.rmSync(dir, { recursive: true, force: true }));

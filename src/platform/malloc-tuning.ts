@@ -2,12 +2,13 @@
  * Keeps glibc's allocator from giving a sync's MiB-sized buffers back to the kernel between
  * one use and the next (issue 9).
  *
- * Why: a network sync allocates and frees buffers of about a record (≤ MAX_RECORD, 1 MiB) at
- * the rate its data moves: read buffers, cipher outputs (node:crypto allocates each update's
- * output twice), socket chunks, decompressed DATA. glibc serves a buffer that large from mmap
- * (at or above its mmap threshold, which it raises only after such a buffer is freed) or from
- * an arena whose free top it trims back to the kernel once it exceeds the trim threshold (by
- * default twice the mmap threshold). Either way the next buffer faults its pages in again,
+ * Why: a network sync allocates and frees buffers of about a record (MAX_RECORD: 1 MiB and a
+ * header) at the rate its data moves: read buffers, cipher outputs (node:crypto allocates each
+ * update's output twice), socket chunks, decompressed DATA. glibc serves a buffer that large
+ * from mmap (at or above its mmap threshold, 128 KiB until it raises it after such a buffer
+ * is freed) or from an arena whose free top it trims back to the kernel once it exceeds the
+ * trim threshold (128 KiB, then twice the raised mmap threshold). Either way the next buffer
+ * faults its pages in again,
  * each one zeroed: a 1.6 GiB first copy push made 400,000–650,000 minor faults in the client
  * (about one per 4 KiB it moved) and 100,000–250,000 in the listener; on a VM each may also be
  * a host fault, which is why that cost swings from run to run.
@@ -18,17 +19,20 @@
  * matters: setting either one stops glibc adjusting both, so a trim threshold set alone would
  * pin the mmap threshold at 128 KiB and make every buffer an mmap.
  *
- * Gain and cost (scripts/bench, medians of 3, same run): a first copy push over loopback
- * 8.17 → 6.67 s; each arena a thread uses may keep up to TRIM_THRESHOLD_BYTES free, and the
- * largest peak RSS rose 173 → 183 MiB (client) and 158 → 165 MiB (listener). The network
- * commands call this: each side of a network sync is its own process, with room under issue
- * 9's 200 MiB. A local sync does not: both its sides share one process, near that bound
- * already (190–200 MiB), and without encryption it faults a third as much.
+ * Gain and cost (scripts/bench, medians of 3, same run, 2 cores): a first copy push over
+ * loopback 8.17 → 6.67 s; each arena may keep up to TRIM_THRESHOLD_BYTES free (threads share
+ * arenas up to 8 per core), and the largest peak RSS rose 173 → 183 MiB (client) and 158 →
+ * 165 MiB (listener). A process that runs a network command calls this: each side of a
+ * network sync is its own process, with room under issue 9's 200 MiB. `ssync sync` does not:
+ * both its sides share one process, near that bound already (190–200 MiB), and without
+ * encryption it faults a third as much.
  *
- * Invariants: never throws; without glibc, FFI or mallopt it leaves the allocator as it is
- * and says why. It changes process-wide settings, which every thread's next allocation
- * sees; once is enough, and later calls return the first call's outcome.
+ * Invariants: never throws; without glibc, FFI or mallopt, or when the user set glibc's malloc
+ * options in the environment (GLIBC_TUNABLES, MALLOC_*_), it leaves the allocator as it is and
+ * says why. It changes process-wide settings, which every thread's next allocation sees; once
+ * is enough, and later calls return the first call's outcome.
  */
+import process from "node:process";
 import { type Libc, libc as ffiLibc } from "./libc.ts";
 
 /** glibc's mallopt parameter numbers (malloc.h). */
@@ -37,7 +41,7 @@ export const M_MMAP_THRESHOLD = -3;
 
 /** Buffers below this come from an arena: above MAX_RECORD and a decompressed DATA, with room. */
 export const MMAP_THRESHOLD_BYTES = 2 << 20;
-/** Free bytes an arena keeps at its top: a sync's buffers in flight churn through less than this per thread. */
+/** Free bytes an arena keeps at its top: more than the MiB buffers a thread frees between two allocations. */
 export const TRIM_THRESHOLD_BYTES = 12 << 20;
 
 export type MallocTuning = { tuned: true } | { tuned: false; reason: string };
@@ -46,15 +50,25 @@ let outcome: MallocTuning | undefined;
 
 /** Tunes this process's allocator once (see the top of this file); returns what happened. */
 export function tuneMalloc(c: Libc | null = ffiLibc): MallocTuning {
-  outcome ??= tune(c);
+  outcome ??= tune(c, environment());
   return outcome;
 }
 
 /** The tuning itself, every call (tests); tuneMalloc is the once-per-process entry. */
-export function tune(c: Libc | null): MallocTuning {
+export function tune(c: Libc | null, env: Record<string, string | undefined> = {}): MallocTuning {
+  const own = Object.keys(env).find((k) => env[k] !== undefined && (/^MALLOC_[A-Z_]+_$/.test(k) || (k === "GLIBC_TUNABLES" && env[k]!.includes("glibc.malloc."))));
+  if (own !== undefined) return { tuned: false, reason: `the environment sets ${own}: the user's malloc options stand` };
   if (c === null) return { tuned: false, reason: "no FFI" };
   if (c.mallopt === undefined) return { tuned: false, reason: "not glibc (no mallopt)" };
   if (c.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) !== 1) return { tuned: false, reason: "glibc refused the mmap threshold" };
   if (c.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) !== 1) return { tuned: false, reason: "glibc refused the trim threshold" };
   return { tuned: true };
+}
+
+function environment(): Record<string, string | undefined> {
+  try {
+    return { ...process.env };
+  } catch {
+    return {}; // Deno without --allow-env: nothing of the user's can be seen, nor honoured
+  }
 }

@@ -11,12 +11,15 @@
  * - Block devices never change size; `size` stays the device size.
  * - A store that created its file in place (`createdAt`) and is disposed without a commit and
  *   without a write removes it: a refused or failed run leaves no empty file behind.
- * - Write-back starts early: after each WRITE_BACK_BYTES written, an fdatasync runs on the
- *   thread pool (one at a time, never awaited by the writes), so that the disk writes while
- *   the sync goes on and the fsync of sync() or commit() finds little left to do. A failure
- *   of it is kept and thrown by the next sync() or commit(): the kernel reports a write-back
- *   error to a descriptor once, so that later fsync could succeed after data was lost.
- *   Durability is unchanged by it: the kernel may write dirty pages back at any time anyway.
+ * - Write-back starts early: after each WRITE_BACK_BYTES written (data or zeros), an fdatasync
+ *   runs on the thread pool, never awaited by the writes: at most one per store and
+ *   WRITE_BACKS_AT_ONCE per process (a round that finds them busy is skipped: it is only a
+ *   head start), none once the store is closing. The disk then writes while the sync goes
+ *   on, and the fsync of sync() or commit() finds little left to do.
+ * - A failed early write-back fails the store's next write, sync() and commit() (before the
+ *   commit sets any metadata): the kernel reports a write-back error to a descriptor once, so
+ *   a later fsync could succeed after data was lost. Durability is otherwise unchanged: the
+ *   kernel may write dirty pages back at any time anyway.
  */
 import fs from "node:fs";
 import { type ByteRange, type Libc } from "../platform/libc.ts";
@@ -39,12 +42,19 @@ const UNSUPPORTED = new Set([-EOPNOTSUPP, -ENOSYS, -ENOTTY, -EINVAL]);
 const DEVICE_ZERO_REFUSED = new Set([...UNSUPPORTED, -EBUSY]);
 
 /**
- * Bytes written between two early write-backs: tens of milliseconds of a disk's writing. Dirty
- * pages otherwise wait for the final fsync, since a machine with GiBs of RAM never reaches its
- * background write-back threshold in a sync (a 1.6 GiB first copy: a 0.9 s fsync at the end,
- * both cores idle).
+ * Bytes written between two early write-backs: 30 ms of an NVMe disk's writing, half a second
+ * of a hard disk's. Dirty pages otherwise wait for the final fsync unless they pass the
+ * kernel's background threshold (10% of available memory by default): on a machine with GiBs
+ * of RAM a sync's writes rarely do (here, 24 GiB: a 1.6 GiB first copy ended in a 0.9 s fsync
+ * with both cores idle).
  */
 export const WRITE_BACK_BYTES = 64 << 20;
+/**
+ * Early write-backs running in this process at once, all stores together: each holds one of
+ * Node's four thread-pool threads, which every other file call of every session waits for.
+ */
+export const WRITE_BACKS_AT_ONCE = 1;
+let writeBacksRunning = 0;
 
 /** Zeros written by the portable hole path; never written to. */
 const ZEROS = new Uint8Array(1 << 20);
@@ -184,36 +194,50 @@ export class FdStorage implements Storage {
 
   write(buf: Uint8Array, position: number): Promise<void> {
     this.#written = true;
-    return this.#run("write", true, async () => {
-      await this.#writeAll(buf, position);
-      this.#unsynced += buf.length;
-      if (this.#unsynced >= WRITE_BACK_BYTES && this.#writeBack === undefined) this.#startWriteBack();
-    });
+    return this.#run("write", true, () => this.#writeAll(buf, position));
   }
 
-  /** An fdatasync now, not awaited (see the invariants); dispose waits for it like any call. */
-  #startWriteBack(): void {
-    this.#unsynced = 0;
-    this.#writeBack = this.#run("write back", true, () => callback((cb) => fs.fdatasync(this.#fd, cb)))
-      .catch((e) => {
-        this.#writeBackError ??= e;
-      })
-      .finally(() => {
-        this.#writeBack = undefined;
-      });
-  }
-
-  /** Waits for the early write-back running; throws the first one that failed. */
-  async #writtenBack(): Promise<void> {
-    await this.#writeBack;
-    if (this.#writeBackError !== undefined) throw this.#writeBackError;
-  }
-
+  /** Called inside #run (the store stays open); counts the bytes towards the next early write-back. */
   async #writeAll(buf: Uint8Array, position: number): Promise<void> {
+    this.#throwIfWriteBackFailed("write");
     let done = 0;
     while (done < buf.length) {
       done += await pwrite(this.#fd, done === 0 ? buf : buf.subarray(done), position + done);
     }
+    this.#unsynced += buf.length;
+    if (this.#unsynced >= WRITE_BACK_BYTES) this.#startWriteBack();
+  }
+
+  /** An fdatasync now, unless one is running (see the invariants); dispose waits for it like any call. */
+  #startWriteBack(): void {
+    if (this.#writeBack !== undefined || this.#closing || writeBacksRunning >= WRITE_BACKS_AT_ONCE) return;
+    this.#unsynced = 0;
+    writeBacksRunning++;
+    // The OS error itself is kept (never rejects): #throwIfWriteBackFailed says what it means.
+    this.#writeBack = this.#run("write back", true, () =>
+      callback((cb) => fs.fdatasync(this.#fd, cb)).catch((e) => {
+        this.#writeBackError ??= e;
+      }))
+      .catch(() => {}) // #run refused: the store is closing, nothing was written back
+      .finally(() => {
+        writeBacksRunning--;
+        this.#writeBack = undefined;
+      });
+  }
+
+  /** Waits for the early write-back running; throws when one failed. */
+  async #writtenBack(action: string): Promise<void> {
+    await this.#writeBack;
+    this.#throwIfWriteBackFailed(action);
+  }
+
+  #throwIfWriteBackFailed(action: string): void {
+    const e = this.#writeBackError;
+    if (e === undefined) return;
+    throw storageError(action, this.path, {
+      cause: e,
+      reason: `writing back what this sync wrote failed earlier (${(e as Error).message}); data written may be lost, and nothing is committed`,
+    });
   }
 
   punchHole(position: number, length: number): Promise<HoleMethod> {
@@ -305,17 +329,21 @@ export class FdStorage implements Storage {
 
   sync(): Promise<void> {
     return this.#run("flush", true, async () => {
-      await this.#writtenBack();
+      await this.#writtenBack("flush");
       await callback((cb) => fs.fsync(this.#fd, cb));
+      // One started meanwhile (a write during the fsync) may have taken the kernel's error report.
+      await this.#writtenBack("flush");
     });
   }
 
   /** In place, committing is setting `metadata` (files only) and making it all durable. */
   async commit(metadata?: FileMetadata): Promise<void> {
     await this.#run("commit", true, async () => {
+      // Before the metadata: a file stamped with the source's mtime over lost data would pass a quick check.
+      await this.#writtenBack("commit");
       if (this.kind === "file" && !isEmptyMetadata(metadata)) applyMetadata(this.#fd, metadata!, { libc: this.#libc, path: this.path });
-      await this.#writtenBack();
       await callback((cb) => fs.fsync(this.#fd, cb));
+      await this.#writtenBack("commit");
     });
     this.#committed = true;
   }
