@@ -78,7 +78,7 @@ export interface Libc {
   setMtime(fd: number, mtimeNs: bigint): number;
   /**
    * glibc's mallopt(3): 1 when the allocator took the setting, 0 when it refused it. Absent
-   * for any other libc (musl's allocator has other knobs) or when the symbol is missing.
+   * for any other libc (musl's allocator has no such settings) or when the symbol is missing.
    */
   mallopt?: (param: number, value: number) => number;
 }

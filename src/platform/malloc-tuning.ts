@@ -8,10 +8,10 @@
  * from mmap (at or above its mmap threshold, 128 KiB until it raises it after such a buffer
  * is freed) or from an arena whose free top it trims back to the kernel once it exceeds the
  * trim threshold (128 KiB, then twice the raised mmap threshold). Either way the next buffer
- * faults its pages in again,
- * each one zeroed: a 1.6 GiB first copy push made 400,000–650,000 minor faults in the client
- * (about one per 4 KiB it moved) and 100,000–250,000 in the listener; on a VM each may also be
- * a host fault, which is why that cost swings from run to run.
+ * faults its pages in again, each one zeroed: a 1.6 GiB first copy push made 400,000–650,000
+ * minor faults in the client (about one per 4 KiB it moved) and 100,000–250,000 in the
+ * listener; on a VM each may also be a host fault, which is why that cost swings from run to
+ * run.
  *
  * What: mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), so that every buffer up to a record
  * comes from an arena; then, only if that took, mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES),
