@@ -14,8 +14,7 @@
  *    itself, and the exit code is the most serious of theirs (FilesFailedError).
  */
 import { basename } from "node:path";
-import { WorkerPool } from "../engine/worker-pool.ts";
-import { tuneMalloc } from "../platform/malloc-tuning.ts";
+import { networkPool } from "./network-pool.ts";
 import type { SyncReport } from "../session/client-session.ts";
 import { FanOutSource } from "../session/fan-out-source.ts";
 import type { Storage } from "../storage/storage.ts";
@@ -78,9 +77,7 @@ export async function runFanOut(
   const twice = names.find((n, i) => names.indexOf(n) !== i);
   if (twice !== undefined) throw new UsageError(`Invalid destinations: ${twice} is named twice`);
   const { o: engine, say } = contexts[0];
-  // A network sync's buffers stay in this process's arenas (malloc-tuning.ts).
-  tuneMalloc();
-  const pool = new WorkerPool();
+  const pool = networkPool();
   let store: Storage | undefined;
   try {
     store = await openLocal("push", local, { dryRun: engine.dryRun, inplace: engine.inplace, waitMs: engine.waitMs, signal, say });

@@ -20,8 +20,7 @@ import fs from "node:fs";
 import process from "node:process";
 import { join, resolve } from "node:path";
 import type { CAC } from "cac";
-import { WorkerPool } from "../engine/worker-pool.ts";
-import { tuneMalloc } from "../platform/malloc-tuning.ts";
+import { networkPool } from "./network-pool.ts";
 import { recoverTree } from "../storage/recover-tree.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { SignatureCache } from "../storage/signature-cache.ts";
@@ -239,9 +238,7 @@ export function registerListenCommand(cli: CAC, setRun: (run: () => Promise<void
         // An unsafe file fails now, not per client; a bad line is a warning, and skipped.
         const keys = await readAuthorizedKeys(authorizedKeysFile, { warn: (m) => log.warn(m, { file: authorizedKeysFile }) });
         const pairing = flags.pair ? new PairingOffer() : undefined;
-        // A network sync's buffers stay in this process's arenas (malloc-tuning.ts).
-        tuneMalloc();
-        const pool = new WorkerPool();
+        const pool = networkPool();
         let listener: Listener | undefined;
         const removeNet = installSafetyNet(log);
         const signals = onSignals({

@@ -14,8 +14,7 @@
 import fs from "node:fs";
 import nodePath from "node:path";
 import { MAX_SLOTS } from "../../protocol/constants.ts";
-import { WorkerPool } from "../engine/worker-pool.ts";
-import { tuneMalloc } from "../platform/malloc-tuning.ts";
+import { networkPool } from "./network-pool.ts";
 import type { BatchClient } from "../session/batch-client.ts";
 import { dialBatch } from "../session/dial-batch.ts";
 import { syncRemoteTree } from "../session/remote-tree-sync.ts";
@@ -103,9 +102,7 @@ export async function runRemoteFolderSync(
     `${mode} folder ${mode === "push" ? `${local} -> ${remoteShown}` : `${remoteShown} -> ${local}`}: ` +
       describeSettings(o, ctx.bwlimit === undefined ? [] : [`bwlimit ${formatBytes(ctx.bwlimit)}/s`]),
   );
-  // A network sync's buffers stay in this process's arenas (malloc-tuning.ts).
-  tuneMalloc();
-  const pool = new WorkerPool();
+  const pool = networkPool();
   const progress = new TreeProgress();
   const open = folderOpener(local, { lockWaitMs: o.waitMs, log: (m) => say(`ssync: ${m}`) });
   let batch: BatchClient | undefined;

@@ -22,7 +22,7 @@ import { SignatureCache } from "../storage/signature-cache.ts";
 import { CACHE_MAX_AGE_HELP, clientCacheDir, parseCacheMaxAge } from "./cache-options.ts";
 import { DEFAULT_IDLE_TIMEOUT_MS } from "../listener/listener-limits.ts";
 import { WorkerPool } from "../engine/worker-pool.ts";
-import { tuneMalloc } from "../platform/malloc-tuning.ts";
+import { networkPool } from "./network-pool.ts";
 import { configDir } from "../trust/config-dir.ts";
 import { type ClientChannelOptions, openClientChannel } from "../net/client-channel.ts";
 import { DEFAULT_PORT, type Endpoint, formatEndpoint, looksLikeRemote, parseEndpoint } from "../net/host-port.ts";
@@ -201,9 +201,7 @@ export async function runRemoteSync(
   const c = await remoteContext(mode, options);
   const { remote, peer, o, owner, bwlimit, pairCode, say, detail } = c;
   const remoteName = `${peer}:${remote.path}`;
-  // A network sync's buffers stay in this process's arenas (malloc-tuning.ts).
-  tuneMalloc();
-  const pool = new WorkerPool();
+  const pool = networkPool();
   let store: Storage | undefined;
   try {
     store = await openLocal(mode, local, { dryRun: o.dryRun, inplace: o.inplace, waitMs: o.waitMs, signal, say });

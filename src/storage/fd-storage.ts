@@ -118,7 +118,7 @@ export class FdStorage implements Storage {
   #unsynced = 0;
   /** The early write-back running, if any (it never rejects). */
   #writeBack: Promise<void> | undefined;
-  /** The first failure of an early write-back, for the next sync() or commit() to throw. */
+  /** The first failure of an early write-back: the next write, sync() and commit() throw it. */
   #writeBackError: unknown;
 
   constructor(init: FdStorageInit) {
