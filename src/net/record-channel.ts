@@ -29,4 +29,10 @@ export interface RecordChannel extends AsyncDisposable {
    * to measure (the in-memory pair). Wrappers pass their inner channel's on.
    */
   sendBacklog?(): number;
+  /**
+   * True when the peer runs in this process (the in-memory pair of `ssync sync`): there is no
+   * link latency for requests in flight to cover, and both sides' buffers count against one
+   * process's memory. Absent: a peer over a link.
+   */
+  readonly inProcess?: boolean;
 }

@@ -4,7 +4,8 @@
  * READ_DIFF per range, applying the DATA/ZERO replies. Then COMMIT.
  *
  * 1. OPEN (with a fresh random hash key) → OPEN_OK.
- * 2. Plan ranges along the client's own data extents; up to RANGES_IN_FLIGHT at once.
+ * 2. Plan ranges along the client's own data extents; up to RANGES_IN_FLIGHT at once
+ *    (LOCAL_RANGES_IN_FLIGHT when the server runs in this process).
  * 3. Per range, both sides read and hash at the same time (the server for its half, the
  *    client for its own), and only differing blocks cross.
  * 4. FLUSH (push), COMMIT with the root hash; success only after COMMIT_OK with a matching root.
@@ -40,7 +41,7 @@ import { equalBytes } from "../util/equal-bytes.ts";
 import { asError, ErrnoError, IncompleteSyncError, MismatchError, RemoteError, SourceChangedError } from "../util/errors.ts";
 import { TaskGroup } from "../util/task-group.ts";
 import { type Activity, ClientConnection } from "./client-connection.ts";
-import { DATA_WINDOW_BYTES, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT } from "./session-limits.ts";
+import { DATA_WINDOW_BYTES, LOCAL_RANGES_IN_FLIGHT, LOOKAHEAD_JOBS, RANGES_IN_FLIGHT } from "./session-limits.ts";
 import { StreamRefines } from "./refine-pull.ts";
 import { startRefine } from "./refine-push.ts";
 import { RefinePolicy } from "../engine/refine-policy.ts";
@@ -173,7 +174,7 @@ export async function runClient(
   options: SyncOptions & { mode: "push" | "pull" },
 ): Promise<SyncReport> {
   const started = performance.now();
-  const group = new TaskGroup({ limit: RANGES_IN_FLIGHT });
+  const group = new TaskGroup({ limit: channel.inProcess ? LOCAL_RANGES_IN_FLIGHT : RANGES_IN_FLIGHT });
   const conn = new ClientConnection(channel, { onFailure: (e) => group.fail(e), activity: options.activity });
   // One abort path: a failed task fails the connection (pending requests, the channel) too.
   group.signal.addEventListener("abort", () => conn.fail(asError(group.signal.reason)), { once: true });

@@ -85,6 +85,9 @@ class MemoryChannel implements RecordChannel {
     else this.#in.end();
   }
 
+  /** Both sides share this process (RecordChannel.inProcess). */
+  readonly inProcess = true;
+
   /** No link: memory is never the bottleneck worth compressing for. */
   sendBacklog(): number {
     return 0;

@@ -31,11 +31,12 @@ export interface RecordedSync {
 export async function recordedSync(
   src: string,
   dst: string,
-  options: { mode: "push" | "pull"; blockSize: number; pool: WorkerPool; ffi?: boolean; hash?: HashAlgorithm; refine?: boolean },
+  /** `inProcess: false`: the client's end says its peer is not in this process (as over a link). */
+  options: { mode: "push" | "pull"; blockSize: number; pool: WorkerPool; ffi?: boolean; hash?: HashAlgorithm; refine?: boolean; inProcess?: false },
 ): Promise<RecordedSync> {
   const { mode, ffi } = options;
   const [clientEnd, serverEnd] = memoryPair();
-  const wire = new RecordingChannel(clientEnd);
+  const wire = new RecordingChannel(clientEnd, "inProcess" in options ? { inProcess: options.inProcess } : {});
   const local = new RecordingStorage(mode === "push" ? await openSource(src, { ffi }) : await openDestination(dst, { create: true, ffi }));
   let remote: RecordingStorage | undefined;
   try {

@@ -52,8 +52,12 @@ export class RecordingChannel implements RecordChannel {
   readonly sent: WireMessage[] = [];
   readonly received: WireMessage[] = [];
 
-  constructor(inner: RecordChannel) {
+  readonly inProcess: boolean | undefined;
+
+  /** `inProcess`: what the channel says of its peer (RecordChannel.inProcess); default the inner channel's. */
+  constructor(inner: RecordChannel, options: { inProcess?: boolean } = {}) {
     this.#inner = inner;
+    this.inProcess = "inProcess" in options ? options.inProcess : inner.inProcess;
   }
 
   send(record: RecordParts): Promise<void> {
