@@ -14,8 +14,8 @@ export const RANGES_IN_FLIGHT = 8;
 /**
  * Ranges in flight when both sides run in this process (`ssync sync`: RecordChannel.inProcess):
  * no link latency to cover, and each range's job results (the first copy's read buffers) sit
- * in the same process as the destination's. A VM-like first copy peaked at 196–204 MiB with 8,
- * 172–180 MiB with 4, at the same speed (medians of 5: 4.66 s with 4, 5.31 s with 8).
+ * in the same process as the destination's. A VM-like first copy (scripts/bench, medians of 3)
+ * with 8: 4.49 s, 192 MiB peak; with 4: 4.00 s, 180 MiB.
  */
 export const LOCAL_RANGES_IN_FLIGHT = 4;
 /**
