@@ -77,7 +77,7 @@ describe("the client against a hostile or broken listener", () => {
             // The client's own socket (its local port is our remote port), seen by the kernel.
             const drained = drain(conn);
             await new Promise((r) => setTimeout(r, 500));
-            keepalive = tcpTimer(socket.remotePort!);
+            keepalive = tcpTimer(socket.remotePort!, socket.localPort!);
             await drained;
           },
         }, async (fake) => {

@@ -79,11 +79,14 @@ export async function drain(conn: SecureConnection): Promise<void> {
 }
 
 /**
- * The kernel's timer for the TCP socket whose local port is `port` (from /proc/net/tcp):
- * "keepalive" when SO_KEEPALIVE is set and nothing else is pending on an idle connection.
+ * The kernel's timer for the established TCP socket from local port `port` to remote port
+ * `peerPort` (from /proc/net/tcp): "keepalive" when SO_KEEPALIVE is set and nothing else is
+ * pending on an idle connection. Both ports and the state are matched: an earlier connection
+ * from the same ephemeral port may linger in TIME_WAIT, whose timer reads as "other".
  */
-export function tcpTimer(port: number): "none" | "retransmit" | "keepalive" | "other" | undefined {
+export function tcpTimer(port: number, peerPort: number): "none" | "retransmit" | "keepalive" | "other" | undefined {
   const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  const peerHex = peerPort.toString(16).toUpperCase().padStart(4, "0");
   for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text: string;
     try {
@@ -93,7 +96,8 @@ export function tcpTimer(port: number): "none" | "retransmit" | "keepalive" | "o
     }
     for (const line of text.split("\n").slice(1)) {
       const f = line.trim().split(/\s+/);
-      if (f.length < 6 || !f[1].endsWith(`:${hex}`)) continue;
+      // f[1] local, f[2] remote address:port; f[3] the state (01: ESTABLISHED).
+      if (f.length < 6 || !f[1].endsWith(`:${hex}`) || !f[2].endsWith(`:${peerHex}`) || f[3] !== "01") continue;
       const timer = f[5].split(":")[0];
       return timer === "00" ? "none" : timer === "01" ? "retransmit" : timer === "02" ? "keepalive" : "other";
     }
