@@ -18,6 +18,8 @@
  *    first ERROR it sent, when it failed: the real cause, not what followed); with a verbose
  *    log also a line when a key is authenticated and when its session opens a path; while
  *    it runs, a progress line every progressIntervalMs (progress-log.ts).
+ * 6. at rest (no connection for IDLE_TRIM_MS), the allocator's free memory goes back to the
+ *    kernel (idle-trim.ts): a listener left running holds what it needs, not its peak.
  *
  * Every line goes through one Log (log.ts): levels, text or json, escaped controls.
  *
@@ -75,6 +77,7 @@ import { type BatchSlot, PeekedChannel, serveBatch } from "./batch-server.ts";
 import { type ClientOpen, exportFolder, openForClient, type OpenPolicy } from "./open-for-client.ts";
 import { DEFAULT_PROGRESS_INTERVAL_MS, logProgressEvery } from "./progress-log.ts";
 import { RefusalLog } from "./refusal-log.ts";
+import { IdleTrim } from "./idle-trim.ts";
 import { refuseSession } from "./refuse-session.ts";
 import { watchSentErrors } from "./sent-errors.ts";
 import { TokenBuckets } from "./token-buckets.ts";
@@ -163,6 +166,8 @@ export class Listener implements AsyncDisposable {
   #sessions = new Set<RunningSession>();
   #sessionsOf = new Map<string, number>();
   #active = new Set<Promise<void>>();
+  /** Gives the allocator's free memory back once no connection has been handled for a while. */
+  #idleTrim = new IdleTrim();
   #stopping = false;
   #connections = 0;
   #handshakes = 0;
@@ -200,11 +205,15 @@ export class Listener implements AsyncDisposable {
     server.on("connection", (socket: Socket) => {
       socket.on("error", () => {});
       this.#connections++;
+      this.#idleTrim.busy();
       const context: ConnectionContext = { peer: peerOf(socket) };
       const handled = connectionContext.run(context, () => this.#handle(socket, context))
         .catch((e) => this.#log(`${context.peer} internal error: ${(e as Error)?.stack ?? e}`, { peer: context.peer }, "error"));
       this.#active.add(handled);
-      handled.finally(() => this.#active.delete(handled));
+      void handled.finally(() => {
+        this.#active.delete(handled);
+        if (this.#active.size === 0 && !this.#stopping) this.#idleTrim.idle();
+      });
     });
   }
 
@@ -565,6 +574,7 @@ export class Listener implements AsyncDisposable {
    */
   async shutdown(options: { graceMs: number }): Promise<{ sessions: number; cut: number }> {
     this.#stopping = true;
+    this.#idleTrim[Symbol.dispose]();
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#slots.evictAll("the listener is stopping");
     const sessions = this.#sessions.size;

@@ -81,6 +81,11 @@ export interface Libc {
    * for any other libc (musl's allocator has no such settings) or when the symbol is missing.
    */
   mallopt?: (param: number, value: number) => number;
+  /**
+   * glibc's malloc_trim(3) with no padding: gives every arena's free memory back to the kernel;
+   * 1 when some was, 0 when none. Absent like mallopt.
+   */
+  mallocTrim?: () => number;
 }
 
 /** statx's identity, size, change times (ns), permission bits and owner. */
@@ -109,7 +114,7 @@ export interface LibcStatus {
 // deno-lint-ignore no-explicit-any
 type Any = any;
 const Deno: Any = (globalThis as Any).Deno;
-/** glibc's name: mallopt is bound from it only (its parameters are glibc's). */
+/** glibc's name: mallopt and malloc_trim are bound from it only (glibc's own). */
 const GLIBC = "libc.so.6";
 const LIBC_NAMES = [GLIBC, "libc.musl-x86_64.so.1", "libc.musl-aarch64.so.1", "libc.so"];
 
@@ -134,8 +139,9 @@ interface RawSymbols {
   statx(dirfd: number, path: Uint8Array, flags: number, mask: number, buf: Uint8Array): number;
   futimens(fd: number, times: Uint8Array): number;
   errno(): number;
-  /** Bound on its own: a libc without it still gives every other call. */
+  /** Bound on their own: a libc without them still gives every other call. */
   mallopt?: (param: number, value: number) => number;
+  malloc_trim?: (pad: bigint) => number;
 }
 
 function denoSymbols(): RawSymbols {
@@ -169,6 +175,7 @@ function denoSymbols(): RawSymbols {
         futimens: s.futimens,
         errno: () => new Deno.UnsafePointerView(s.__errno_location()).getInt32(0),
         mallopt: name !== GLIBC ? undefined : optional(() => Deno.dlopen(name, { mallopt: { parameters: ["i32", "i32"], result: "i32" } }).symbols.mallopt),
+        malloc_trim: name !== GLIBC ? undefined : optional(() => Deno.dlopen(name, { malloc_trim: { parameters: ["usize"], result: "i32" } }).symbols.malloc_trim),
       };
     } catch (e) {
       lastError = e;
@@ -222,6 +229,7 @@ function nodeSymbols(): RawSymbols {
         futimens: f.futimens,
         errno: () => ffi.getInt32(f.__errno_location(), 0),
         mallopt: name !== GLIBC ? undefined : optional(() => ffi.dlopen(name, { mallopt: { arguments: ["i32", "i32"], return: "i32" } }).functions.mallopt),
+        malloc_trim: name !== GLIBC ? undefined : optional(() => ffi.dlopen(name, { malloc_trim: { arguments: ["u64"], return: "i32" } }).functions.malloc_trim),
       };
     } catch (e) {
       lastError = e;
@@ -339,6 +347,7 @@ function bindLibc(raw: RawSymbols): Libc {
       return n < 0 ? -raw.errno() : n;
     },
     ...(raw.mallopt ? { mallopt: raw.mallopt } : {}),
+    ...(raw.malloc_trim ? { mallocTrim: () => raw.malloc_trim!(0n) } : {}),
   };
 }
 

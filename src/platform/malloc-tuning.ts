@@ -72,3 +72,14 @@ function environment(): Record<string, string | undefined> {
     return {}; // Deno without --allow-env: nothing of the user's can be seen, nor honoured
   }
 }
+
+/**
+ * Gives the free memory of every arena back to the kernel now (malloc_trim(0)): what a
+ * process's buffers left behind, which the trim threshold above lets each arena keep. For a
+ * process about to sit idle (a listener between sessions); it walks the arenas under their
+ * locks, so not for a busy one. True when some memory went back; false when none did, or
+ * without glibc or FFI.
+ */
+export function giveBackFreeMemory(c: Libc | null = ffiLibc): boolean {
+  return c?.mallocTrim?.() === 1;
+}
