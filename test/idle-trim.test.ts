@@ -40,9 +40,15 @@ describe("idle trim", () => {
     await sleep(50);
   });
 
-  test("without FFI or glibc, nothing is trimmed", () => {
-    assert.equal(giveBackFreeMemory(null), false);
-    assert.equal(giveBackFreeMemory({ ...libc!, mallocTrim: undefined }), false);
+  test("without FFI or glibc, or with the user's malloc options, nothing is trimmed", () => {
+    assert.equal(giveBackFreeMemory(null, {}), false);
+    assert.equal(giveBackFreeMemory({ ...libc!, mallocTrim: undefined }, {}), false);
+    let calls = 0;
+    const counting = { ...libc!, mallocTrim: () => (calls++, 1) };
+    assert.equal(giveBackFreeMemory(counting, {}), true);
+    assert.equal(giveBackFreeMemory(counting, { GLIBC_TUNABLES: "glibc.malloc.trim_threshold=65536" }), false);
+    assert.equal(giveBackFreeMemory(counting, { MALLOC_TRIM_THRESHOLD_: "65536" }), false);
+    assert.equal(calls, 1, "trimmed only without the user's options");
   });
 
   const reason = !fs.existsSync("/proc/self/status") ? "no /proc" : libc?.mallocTrim === undefined ? "no glibc malloc_trim through FFI here" : undefined;

@@ -8,6 +8,11 @@ import { after, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import path from "node:path";
 import { WorkerPool } from "../src/engine/worker-pool.ts";
+import { PeekedChannel } from "../src/listener/batch-server.ts";
+import { IdleTimeoutChannel } from "../src/net/idle-timeout-channel.ts";
+import { IncompleteOnLossChannel } from "../src/net/incomplete-on-loss-channel.ts";
+import { RateLimitedChannel } from "../src/net/rate-limited-channel.ts";
+import { memoryPair } from "../src/session/memory-pair.ts";
 import { LOCAL_RANGES_IN_FLIGHT, RANGES_IN_FLIGHT } from "../src/session/session-limits.ts";
 import { recordedSync } from "./helpers/recorded-sync.ts";
 import type { RecordingChannel } from "./helpers/recording-channel.ts";
@@ -46,4 +51,13 @@ describe("ranges in flight", () => {
       });
     });
   }
+  test("the channel wrappers pass inProcess on", async () => {
+    const [a, b] = memoryPair();
+    const wrapped = [new IdleTimeoutChannel(a, { timeoutMs: 60_000 }), new RateLimitedChannel(a, {}), new IncompleteOnLossChannel(a, { peer: "test" }), new PeekedChannel(a)];
+    for (const w of wrapped) assert.equal(w.inProcess, true, w.constructor.name);
+    assert.equal(new IdleTimeoutChannel(new RateLimitedChannel(b, {}), { timeoutMs: 60_000 }).inProcess, true, "nested");
+    a.close();
+    b.close();
+    await Promise.all([a, b].map((c) => c[Symbol.asyncDispose]()));
+  });
 });

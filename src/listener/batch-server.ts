@@ -148,6 +148,10 @@ export class PeekedChannel implements RecordChannel {
     return this.#inner.sendBacklog?.() ?? 0;
   }
 
+  get inProcess(): boolean | undefined {
+    return this.#inner.inProcess;
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     return this.#inner[Symbol.asyncDispose]();
   }

@@ -5,6 +5,9 @@
  * the trim threshold each (malloc-tuning.ts): after a 1.6 GiB first copy, a listener at rest
  * held 105 MiB of anonymous memory, 69 MiB after the trim (48 MiB when it started).
  *
+ * "No connection" means none at all, refused ones included: a client or a health check that
+ * connects more often than every IDLE_TRIM_MS postpones the trim, which costs only memory.
+ *
  * Invariants: at most one trim is scheduled; busy() cancels it; the timer never keeps the
  * process alive; nothing here throws or fails a session.
  */

@@ -58,6 +58,7 @@ import { formatBytes } from "../util/format-bytes.ts";
 import { addressPrefixes } from "./address-prefixes.ts";
 import { type ConnectionContext, connectionContext } from "./connection-context.ts";
 import { HandshakeSlots } from "./handshake-slots.ts";
+import { IdleTrim } from "./idle-trim.ts";
 import { clip, type Log, type LogFields, type LogLevel, PEER_TEXT_CHARS } from "./log.ts";
 import {
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -77,7 +78,6 @@ import { type BatchSlot, PeekedChannel, serveBatch } from "./batch-server.ts";
 import { type ClientOpen, exportFolder, openForClient, type OpenPolicy } from "./open-for-client.ts";
 import { DEFAULT_PROGRESS_INTERVAL_MS, logProgressEvery } from "./progress-log.ts";
 import { RefusalLog } from "./refusal-log.ts";
-import { IdleTrim } from "./idle-trim.ts";
 import { refuseSession } from "./refuse-session.ts";
 import { watchSentErrors } from "./sent-errors.ts";
 import { TokenBuckets } from "./token-buckets.ts";

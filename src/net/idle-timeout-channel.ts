@@ -114,6 +114,10 @@ export class IdleTimeoutChannel implements RecordChannel {
     return this.#inner.sendBacklog?.() ?? 0;
   }
 
+  get inProcess(): boolean | undefined {
+    return this.#inner.inProcess;
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     return this.#inner[Symbol.asyncDispose]();
   }

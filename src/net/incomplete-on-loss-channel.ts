@@ -38,6 +38,10 @@ export class IncompleteOnLossChannel implements RecordChannel {
     return this.#inner.sendBacklog?.() ?? 0;
   }
 
+  get inProcess(): boolean | undefined {
+    return this.#inner.inProcess;
+  }
+
   close(reason?: Error): void {
     this.#inner.close(reason);
   }

@@ -155,6 +155,10 @@ export class RateLimitedChannel implements RecordChannel {
     return (this.#inner.sendBacklog?.() ?? 0) + this.#queuedBytes / DEFAULT_MAX_UNSENT_BYTES;
   }
 
+  get inProcess(): boolean | undefined {
+    return this.#inner.inProcess;
+  }
+
   [Symbol.asyncDispose](): Promise<void> {
     this.#flush();
     this.#wake?.();

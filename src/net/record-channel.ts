@@ -32,7 +32,7 @@ export interface RecordChannel extends AsyncDisposable {
   /**
    * True when the peer runs in this process (the in-memory pair of `ssync sync`): there is no
    * link latency for requests in flight to cover, and both sides' buffers count against one
-   * process's memory. Absent: a peer over a link.
+   * process's memory. Absent: a peer over a link. Wrappers pass their inner channel's on.
    */
   readonly inProcess?: boolean;
 }

@@ -27,6 +27,9 @@
  * both its sides share one process, near that bound already (190–200 MiB), and without
  * encryption it faults a third as much.
  *
+ * giveBackFreeMemory (below) is the other half, for a process at rest: the free memory the
+ * trim threshold lets each arena keep goes back to the kernel (a listener between sessions).
+ *
  * Invariants: never throws; without glibc, FFI or mallopt, or when the user set glibc's malloc
  * options in the environment (GLIBC_TUNABLES, MALLOC_*_), it leaves the allocator as it is and
  * says why. It changes process-wide settings, which every thread's next allocation sees; once
@@ -56,13 +59,18 @@ export function tuneMalloc(c: Libc | null = ffiLibc): MallocTuning {
 
 /** The tuning itself, every call (tests); tuneMalloc is the once-per-process entry. */
 export function tune(c: Libc | null, env: Record<string, string | undefined> = {}): MallocTuning {
-  const own = Object.keys(env).find((k) => env[k] !== undefined && (/^MALLOC_[A-Z_]+_$/.test(k) || (k === "GLIBC_TUNABLES" && env[k]!.includes("glibc.malloc."))));
+  const own = usersMallocOption(env);
   if (own !== undefined) return { tuned: false, reason: `the environment sets ${own}: the user's malloc options stand` };
   if (c === null) return { tuned: false, reason: "no FFI" };
   if (c.mallopt === undefined) return { tuned: false, reason: "not glibc (no mallopt)" };
   if (c.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) !== 1) return { tuned: false, reason: "glibc refused the mmap threshold" };
   if (c.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) !== 1) return { tuned: false, reason: "glibc refused the trim threshold" };
   return { tuned: true };
+}
+
+/** The environment variable by which the user set glibc's malloc options, if any. */
+function usersMallocOption(env: Record<string, string | undefined>): string | undefined {
+  return Object.keys(env).find((k) => env[k] !== undefined && (/^MALLOC_[A-Z_]+_$/.test(k) || (k === "GLIBC_TUNABLES" && env[k]!.includes("glibc.malloc."))));
 }
 
 function environment(): Record<string, string | undefined> {
@@ -77,9 +85,10 @@ function environment(): Record<string, string | undefined> {
  * Gives the free memory of every arena back to the kernel now (malloc_trim(0)): what a
  * process's buffers left behind, which the trim threshold above lets each arena keep. For a
  * process about to sit idle (a listener between sessions); it walks the arenas under their
- * locks, so not for a busy one. True when some memory went back; false when none did, or
- * without glibc or FFI.
+ * locks, so not for a busy one. True when some memory went back; false when none did, without
+ * glibc or FFI, or when the user set glibc's malloc options (their trim threshold stands too).
  */
-export function giveBackFreeMemory(c: Libc | null = ffiLibc): boolean {
+export function giveBackFreeMemory(c: Libc | null = ffiLibc, env: Record<string, string | undefined> = environment()): boolean {
+  if (usersMallocOption(env) !== undefined) return false;
   return c?.mallocTrim?.() === 1;
 }
