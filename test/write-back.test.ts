@@ -89,12 +89,22 @@ test("a failed write-back fails the next write and the commit, before the commit
     assert.ok(failed, "a write after the failed write-back fails");
     assert.match(failed.message, /Cannot write .*failing\.img: writing back what this sync wrote failed earlier \(EIO/);
     const mtimeNs = 1_000_000_000_000_000_000n;
-    await assert.rejects(dst.commit({ mtimeNs }), /Cannot commit .*failing\.img: writing back .* nothing is committed/);
+    await assert.rejects(dst.commit({ mtimeNs }), /Cannot commit .*failing\.img: writing back .* data written may be lost/);
     await assert.rejects(dst.sync(), /Cannot flush .*: writing back/);
     assert.notEqual(fs.statSync(file, { bigint: true }).mtimeNs, mtimeNs, "the failed commit stamped no mtime");
+    // Another store of the same process (another session's) keeps no trace of that failure.
+    (fs as { fdatasync: unknown }).fdatasync = real;
+    const other = path.join(dir, "other.img");
+    {
+      await using ok = await openDestination(other, { inplace: true, create: true });
+      for (let at = 0; at <= WRITE_BACK_BYTES; at += chunk.length) await ok.write(chunk, at);
+      await ok.commit({ mtimeNs });
+    }
+    assert.equal(fs.statSync(other, { bigint: true }).mtimeNs, mtimeNs, "the other store committed");
   } finally {
     (fs as { fdatasync: unknown }).fdatasync = real;
     fs.rmSync(file, { force: true });
+    fs.rmSync(path.join(dir, "other.img"), { force: true });
   }
 });
 

@@ -31,7 +31,7 @@
  * trim threshold lets each arena keep goes back to the kernel (a listener between sessions).
  *
  * Invariants: never throws; without glibc, FFI or mallopt, or when the user set glibc's malloc
- * options in the environment (GLIBC_TUNABLES, MALLOC_*_), it leaves the allocator as it is and
+ * options in the environment (GLIBC_TUNABLES, MALLOC_*: MALLOC_ARENA_MAX has no trailing _), it leaves the allocator as it is and
  * says why. It changes process-wide settings, which every thread's next allocation sees; once
  * is enough, and later calls return the first call's outcome.
  */
@@ -70,7 +70,7 @@ export function tune(c: Libc | null, env: Record<string, string | undefined> = {
 
 /** The environment variable by which the user set glibc's malloc options, if any. */
 function usersMallocOption(env: Record<string, string | undefined>): string | undefined {
-  return Object.keys(env).find((k) => env[k] !== undefined && (/^MALLOC_[A-Z_]+_$/.test(k) || (k === "GLIBC_TUNABLES" && env[k]!.includes("glibc.malloc."))));
+  return Object.keys(env).find((k) => env[k] !== undefined && (/^MALLOC_[A-Z_]+$/.test(k) || (k === "GLIBC_TUNABLES" && env[k]!.includes("glibc.malloc."))));
 }
 
 function environment(): Record<string, string | undefined> {

@@ -236,7 +236,7 @@ export class FdStorage implements Storage {
     if (e === undefined) return;
     throw storageError(action, this.path, {
       cause: e,
-      reason: `writing back what this sync wrote failed earlier (${(e as Error).message}); data written may be lost, and nothing is committed`,
+      reason: `writing back what this sync wrote failed earlier (${(e as Error).message}); data written may be lost`,
     });
   }
 
